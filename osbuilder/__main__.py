@@ -1,0 +1,3 @@
+from osbuilder.cli import main
+
+raise SystemExit(main())

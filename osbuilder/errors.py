@@ -1,0 +1,62 @@
+"""One exception hierarchy. Every error a user can see carries a message and a hint."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BUILD_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class OsbuilderError(Exception):
+    """Base class: `message` says what is wrong, `hint` says how to fix it."""
+
+    exit_code = EXIT_BUILD_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+    def details(self) -> str:
+        """Extra lines shown after the one-line summary (empty by default)."""
+        return ""
+
+
+class UserError(OsbuilderError):
+    """Bad input: a flag, a file or a recipe the user can correct. Exit code 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BuildError(OsbuilderError):
+    """A build step failed for a reason other than the user's input. Exit code 1."""
+
+
+class CommandError(BuildError):
+    """An external command failed; carries the command, its exit code and the stderr tail."""
+
+    def __init__(self, argv: list[str], returncode: int | None, stderr_tail: str, hint: str | None = None) -> None:
+        what = "timed out" if returncode is None else f"exited with code {returncode}"
+        super().__init__(f"command '{argv[0]}' {what}", hint or "see the output above; rerun with --verbose for the full log")
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+    def details(self) -> str:
+        lines = ["  command: " + " ".join(self.argv)]
+        if self.stderr_tail:
+            lines.append("  stderr (last lines):")
+            lines.extend("    " + line for line in self.stderr_tail.splitlines())
+        return "\n".join(lines)
+
+
+class Interrupted(OsbuilderError):
+    """Ctrl-C or SIGTERM: staging is cleaned up on the way out."""
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__("interrupted", "staging files were removed; nothing was written")

@@ -1,0 +1,221 @@
+"""Safe file operations inside a guest tree, and safe removal of trees.
+
+A guest tree is full of absolute symlinks (/etc/resolv.conf -> /run/..., /sbin -> usr/sbin)
+that are meant for the guest, not for the build host. GuestRoot resolves every path the
+way the guest kernel would with the tree as `/`: absolute link targets restart at the
+tree's root and `..` never climbs above it. Writes never follow a symlink in their final
+component; they replace the link instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path, PurePosixPath
+
+from osbuilder.errors import BuildError, UserError
+
+MAX_SYMLINK_HOPS = 40
+
+
+class GuestRoot:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.realpath(root))
+
+    # -- resolution -------------------------------------------------------------------
+    def resolve(self, guest_path: str, *, follow_final: bool = True) -> Path:
+        """Host path for `guest_path`, resolving symlinks inside the tree only."""
+        parts = list(PurePosixPath("/", guest_path).parts[1:])
+        resolved: list[str] = []
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = self.root.joinpath(*resolved, name)
+            is_final = not parts
+            if candidate.is_symlink() and (follow_final or not is_final):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise BuildError(f"too many symlinks resolving {guest_path} in {self.root}")
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    resolved = []
+                parts = list(PurePosixPath(target).parts) + parts
+                if target.startswith("/"):
+                    parts = parts[1:]
+                continue
+            resolved.append(name)
+        return self.root.joinpath(*resolved)
+
+    def guest_path_of(self, host_path: Path) -> str:
+        return "/" + str(Path(host_path).relative_to(self.root))
+
+    def lexists(self, guest_path: str) -> bool:
+        return os.path.lexists(self.resolve(guest_path, follow_final=False))
+
+    def exists(self, guest_path: str) -> bool:
+        return self.resolve(guest_path).exists()
+
+    def read_text(self, guest_path: str) -> str:
+        return self.resolve(guest_path).read_text()
+
+    # -- writes -----------------------------------------------------------------------
+    def _parent_for_write(self, guest_path: str) -> Path:
+        target = self.resolve(guest_path, follow_final=False)
+        if target == self.root:
+            raise BuildError(f"cannot write to the root of {self.root} itself")
+        # Every component but the last is already resolved inside the tree, and any
+        # missing ones are created as plain directories.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def _clear(self, host_path: Path) -> None:
+        """Remove what stands at host_path (a link, file or empty dir) before writing."""
+        if host_path.is_symlink() or (host_path.exists() and not host_path.is_dir()):
+            host_path.unlink()
+
+    def write_bytes(self, guest_path: str, data: bytes, mode: int = 0o644) -> Path:
+        path = self._parent_for_write(guest_path)
+        self._clear(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode, follow_symlinks=False)
+        return path
+
+    def write_text(self, guest_path: str, text: str, mode: int = 0o644) -> Path:
+        return self.write_bytes(guest_path, text.encode(), mode)
+
+    def append_text(self, guest_path: str, text: str) -> Path:
+        """Append to an existing file, following links only within the tree."""
+        path = self.resolve(guest_path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        with os.fdopen(fd, "a") as f:
+            f.write(text)
+        return path
+
+    def replace_text(self, guest_path: str, text: str) -> Path:
+        """Rewrite an existing file in place, keeping its mode."""
+        path = self.resolve(guest_path)
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        return self.write_text(self.guest_path_of(path), text, mode)
+
+    def copy_file(self, host_source: Path, guest_path: str, mode: int = 0o755) -> Path:
+        path = self._parent_for_write(guest_path)
+        self._clear(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with open(host_source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.chmod(path, mode, follow_symlinks=False)
+        return path
+
+    def copy_tree(self, host_source: Path, guest_path: str) -> Path:
+        """Copy a host directory into the tree; links inside it are copied as links."""
+        dest = self.mkdir(guest_path)
+        for entry in sorted(os.scandir(host_source), key=lambda e: e.name):
+            sub = f"{self.guest_path_of(dest)}/{entry.name}"
+            if entry.is_symlink():
+                self.symlink(sub, os.readlink(entry.path))
+            elif entry.is_dir():
+                self.copy_tree(Path(entry.path), sub)
+            elif entry.is_file():
+                self.copy_file(Path(entry.path), sub, stat.S_IMODE(entry.stat().st_mode))
+        return dest
+
+    def mkdir(self, guest_path: str, mode: int = 0o755) -> Path:
+        path = self.resolve(guest_path)
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        return path
+
+    def symlink(self, guest_path: str, target: str) -> Path:
+        path = self._parent_for_write(guest_path)
+        if path.is_dir() and not path.is_symlink():
+            remove_tree(path)
+        self._clear(path)
+        os.symlink(target, path)
+        return path
+
+    def mknod_char(self, guest_path: str, major: int, minor: int, mode: int = 0o666) -> Path:
+        path = self._parent_for_write(guest_path)
+        self._clear(path)
+        try:
+            os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
+        except PermissionError:
+            raise UserError(f"cannot create device node {guest_path}: creating device nodes needs root",
+                            "run osbuilder as root") from None
+        os.chmod(path, mode)
+        return path
+
+    def remove(self, guest_path: str) -> None:
+        """Remove a file, link or whole directory; a link is removed, never followed."""
+        path = self.resolve(guest_path, follow_final=False)
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+        elif path.is_dir():
+            remove_tree(path)
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf that never follows links and refuses to descend into another mount.
+
+    A staging tree left behind by an interrupted bootstrap might still have /proc or /dev
+    mounted inside it; deleting through such a mount would delete the host's files.
+    """
+    path = Path(path)
+    try:
+        top = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(top.st_mode):
+        path.unlink()
+        return
+    _remove_dir(path, top.st_dev)
+
+
+def _remove_dir(path: Path, device: int) -> None:
+    with os.scandir(path) as entries:
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_dev != device:
+                    raise BuildError(f"refusing to delete {entry.path}: it is a mount point",
+                                     f"unmount it (umount -R {entry.path}) and remove the directory by hand")
+                _remove_dir(Path(entry.path), device)
+            else:
+                os.unlink(entry.path)
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise BuildError(f"refusing to delete {path}: it is a mount point", f"unmount it (umount -R {path})") from None
+        raise
+
+
+# System directories an output must never be, or contain.
+SYSTEM_DIRS = frozenset(
+    "/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /libx32 /media /mnt /opt /proc /root /run "
+    "/sbin /srv /sys /tmp /usr /var".split()
+)
+_SYSTEM_PREFIXES = ("/proc/", "/sys/", "/dev/", "/boot/", "/etc/", "/run/")
+
+
+def check_output_path(output: Path, flag: str = "-o") -> Path:
+    """Refuse outputs that would overwrite or hide part of the host system."""
+    resolved = Path(os.path.realpath(output))
+    text = str(resolved)
+    parent = str(resolved.parent)
+    if (text in SYSTEM_DIRS or text.startswith(_SYSTEM_PREFIXES)
+            or parent in ("/usr", "/var")
+            or text == str(Path.home())):
+        raise UserError(f"refusing to write to system directory '{text}' ({flag} {output})",
+                        f"pass a new directory such as {flag} ./out/rootfs")
+    return resolved

@@ -1,0 +1,160 @@
+"""Distribution recipes: `distros/*.toml`, validated strictly on load.
+
+A recipe is data: package lists, mirror, releases, allowed init modes and arches, and the
+guest paths that differ between distributions. The backend named in it does the work.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from osbuilder.arch import ARCHES
+from osbuilder.errors import UserError
+from osbuilder.resources import recipes_dir
+
+INIT_MODES = ("agent", "systemd")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    name: str
+    description: str
+    backend: str
+    default_release: str
+    releases: tuple[str, ...]
+    mirror: str
+    arch_mirrors: dict[str, str]
+    components: tuple[str, ...]
+    init_modes: tuple[str, ...]
+    arches: tuple[str, ...]
+    packages_always: tuple[str, ...]
+    packages_systemd: tuple[str, ...]
+    packages_seccomp: tuple[str, ...]
+    packages_arch: dict[str, tuple[str, ...]]
+    chrony_conf: str
+    chrony_service: str
+    remove_paths: tuple[str, ...]
+
+    def packages_for(self, arch: str, init_mode: str, seccomp: bool) -> tuple[str, ...]:
+        """The recipe's own package set for one target, in declaration order."""
+        chosen = list(self.packages_always)
+        if init_mode == "systemd":
+            chosen += self.packages_systemd
+        if seccomp:
+            chosen += self.packages_seccomp
+        chosen += self.packages_arch.get(arch, ())
+        return tuple(dict.fromkeys(chosen))
+
+    def mirror_for(self, arch: str) -> str:
+        return self.arch_mirrors.get(arch, self.mirror)
+
+
+# Schema: key -> (type, required). Nested tables are dicts of the same shape.
+_STR_LIST = "list of strings"
+_SCHEMA: dict[str, Any] = {
+    "name": (str, True),
+    "description": (str, False),
+    "backend": (str, True),
+    "default_release": (str, True),
+    "releases": (_STR_LIST, True),
+    "mirror": (str, True),
+    "arch_mirrors": ({"*": (str, False)}, False),
+    "components": (_STR_LIST, False),
+    "init_modes": (_STR_LIST, True),
+    "arches": (_STR_LIST, True),
+    "packages": ({
+        "always": (_STR_LIST, True),
+        "systemd": (_STR_LIST, False),
+        "seccomp": (_STR_LIST, False),
+        "arch": ({"*": (_STR_LIST, False)}, False),
+    }, True),
+    "guest": ({
+        "chrony_conf": (str, True),
+        "chrony_service": (str, True),
+        "remove": (_STR_LIST, False),
+    }, True),
+}
+
+
+def _check_table(path: Path, table: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
+    for key, value in table.items():
+        spec = schema.get(key, schema.get("*"))
+        dotted = f"{prefix}{key}"
+        if spec is None:
+            known = ", ".join(k for k in schema if k != "*")
+            raise UserError(f"recipe {path}: unknown key '{dotted}'", f"remove it or use one of: {known}")
+        kind, _ = spec
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                raise UserError(f"recipe {path}: key '{dotted}' must be a table", f"write it as [{dotted}]")
+            _check_table(path, value, kind, dotted + ".")
+        elif kind == _STR_LIST:
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise UserError(f"recipe {path}: key '{dotted}' must be a list of strings", f'write it as {key} = ["..."]')
+        elif not isinstance(value, kind):
+            raise UserError(f"recipe {path}: key '{dotted}' must be a {kind.__name__}", "fix its value")
+    for key, (kind, required) in schema.items():
+        if required and key not in table:
+            raise UserError(f"recipe {path}: missing required key '{prefix}{key}'", "add it to the recipe")
+
+
+def parse_recipe(path: Path) -> Recipe:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"recipe {path}: invalid TOML ({exc})", "fix the syntax") from None
+    _check_table(path, data, _SCHEMA, "")
+    if data["name"] != path.stem:
+        raise UserError(f"recipe {path}: name '{data['name']}' does not match the file name",
+                        f"set name = \"{path.stem}\"")
+    for mode in data["init_modes"]:
+        if mode not in INIT_MODES:
+            raise UserError(f"recipe {path}: unknown init mode '{mode}' in 'init_modes'", f"use {' or '.join(INIT_MODES)}")
+    for arch in data["arches"] + list(data["packages"].get("arch", {})) + list(data.get("arch_mirrors", {})):
+        if arch not in ARCHES:
+            raise UserError(f"recipe {path}: unknown arch '{arch}'", f"use one of: {', '.join(ARCHES)}")
+    if data["default_release"] not in data["releases"]:
+        raise UserError(f"recipe {path}: default_release '{data['default_release']}' is not in 'releases'",
+                        "add it to releases")
+    pkgs, guest = data["packages"], data["guest"]
+    return Recipe(
+        path=path,
+        name=data["name"],
+        description=data.get("description", data["name"]),
+        backend=data["backend"],
+        default_release=data["default_release"],
+        releases=tuple(data["releases"]),
+        mirror=data["mirror"],
+        arch_mirrors=dict(data.get("arch_mirrors", {})),
+        components=tuple(data.get("components", ["main"])),
+        init_modes=tuple(data["init_modes"]),
+        arches=tuple(data["arches"]),
+        packages_always=tuple(pkgs["always"]),
+        packages_systemd=tuple(pkgs.get("systemd", ())),
+        packages_seccomp=tuple(pkgs.get("seccomp", ())),
+        packages_arch={k: tuple(v) for k, v in pkgs.get("arch", {}).items()},
+        chrony_conf=guest["chrony_conf"],
+        chrony_service=guest["chrony_service"],
+        remove_paths=tuple(guest.get("remove", ())),
+    )
+
+
+def available(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (directory or recipes_dir()).glob("*.toml"))
+
+
+def load_recipe(name: str, directory: Path | None = None) -> Recipe:
+    directory = directory or recipes_dir()
+    path = directory / f"{name}.toml"
+    if "/" in name or not path.is_file():
+        names = ", ".join(available(directory)) or "none"
+        raise UserError(f"unknown distro '{name}'", f"use one of: {names}")
+    return parse_recipe(path)
+
+
+def load_all(directory: Path | None = None) -> list[Recipe]:
+    return [load_recipe(name, directory) for name in available(directory)]

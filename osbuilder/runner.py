@@ -1,0 +1,125 @@
+"""The one way osbuilder runs external commands: argv lists, logged, bounded in time.
+
+Children run in their own session so that Ctrl-C reaches osbuilder first; osbuilder then
+kills the whole child process group before cleaning up, so nothing keeps writing into a
+staging directory that is being removed.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Mapping, Sequence
+
+from osbuilder.errors import CommandError, UserError
+
+STDERR_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr_tail: str
+
+
+@dataclass
+class Runner:
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("osbuilder.run"))
+
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        stdin_data: bytes | None = None,
+        check: bool = True,
+        hint: str | None = None,
+    ) -> Result:
+        args = [os.fspath(a) for a in argv]
+        self.log.info("$ %s", shlex.join(args))
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
+
+        stdout_chunks: list[bytes] = []
+        tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        readers = [
+            threading.Thread(target=_collect, args=(proc.stdout, stdout_chunks.append), daemon=True),
+            threading.Thread(target=_collect_lines, args=(proc.stderr, tail, self.log), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            if stdin_data is not None:
+                assert proc.stdin is not None
+                proc.stdin.write(stdin_data)
+                proc.stdin.close()
+            returncode: int | None = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            returncode = None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            for reader in readers:
+                reader.join(timeout=5)
+
+        stdout = b"".join(stdout_chunks).decode(errors="replace")
+        stderr_tail = "\n".join(tail)
+        if returncode is None or (check and returncode != 0):
+            raise CommandError(args, returncode, stderr_tail, hint)
+        return Result(args, returncode, stdout, stderr_tail)
+
+
+def _collect(stream: IO[bytes] | None, sink) -> None:
+    if stream is None:
+        return
+    for chunk in iter(lambda: stream.read(65536), b""):
+        sink(chunk)
+
+
+def _collect_lines(stream: IO[bytes] | None, tail: collections.deque[str], log: logging.Logger) -> None:
+    if stream is None:
+        return
+    for raw in stream:
+        line = raw.decode(errors="replace").rstrip("\n")
+        tail.append(line)
+        log.debug("  %s", line)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the child's whole process group, escalating to SIGKILL."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,70 @@
+"""Outputs appear whole or not at all.
+
+Work happens in a hidden directory beside the output (same filesystem, so the final
+rename is atomic). On success the result is renamed into place; on any failure, Ctrl-C
+or SIGTERM the staging directory is removed and the output is left as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from osbuilder.errors import UserError
+from osbuilder.fsutil import check_output_path, remove_tree
+
+log = logging.getLogger("osbuilder")
+
+
+def check_output_dir(output: Path, force: bool, flag: str = "-o") -> Path:
+    """Validate an output directory before any work starts."""
+    resolved = check_output_path(output, flag)
+    if not resolved.parent.is_dir():
+        raise UserError(f"the parent of output '{output}' does not exist", f"create {resolved.parent} first")
+    if not os.access(resolved.parent, os.W_OK):
+        raise UserError(f"cannot write to '{resolved.parent}'", "choose an output you can write to")
+    if resolved.exists() and not resolved.is_dir():
+        raise UserError(f"output '{output}' exists and is not a directory", "remove it or choose another path")
+    if resolved.is_dir() and any(resolved.iterdir()) and not force:
+        raise UserError(f"output directory '{output}' is not empty", "pass --force to replace it, or choose another path")
+    return resolved
+
+
+class Staging:
+    """`with Staging(out) as stage:` ... `stage.commit(stage.path / "rootfs")`."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = Path(output)
+        self.path: Path | None = None
+        self.committed = False
+
+    def __enter__(self) -> "Staging":
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.osbuilder-", dir=self.output.parent))
+        return self
+
+    @property
+    def work(self) -> Path:
+        assert self.path is not None
+        work = self.path / "work"
+        work.mkdir(exist_ok=True)
+        return work
+
+    def commit(self, result: Path) -> Path:
+        """Move `result` (inside staging) to the output, replacing what was there."""
+        assert self.path is not None
+        if self.output.exists() or self.output.is_symlink():
+            os.replace(self.output, self.path / f"previous-{uuid.uuid4().hex}")
+        os.replace(result, self.output)
+        self.committed = True
+        return self.output
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.path is not None:
+            if exc is not None:
+                log.info("removing staging %s", self.path)
+            remove_tree(self.path)

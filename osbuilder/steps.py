@@ -1,0 +1,18 @@
+"""Steps that say what they do, and how long it took."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Iterator
+
+log = logging.getLogger("osbuilder")
+
+
+@contextlib.contextmanager
+def step(title: str) -> Iterator[None]:
+    log.info("%s...", title)
+    start = time.monotonic()
+    yield
+    log.info("%s: done in %.1f s", title, time.monotonic() - start)

@@ -1,0 +1,84 @@
+"""Stage 3: refuse to call a tree done unless it will boot in its init mode."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from osbuilder.agent import AgentBinary, check_agent, sha256_file
+from osbuilder.arch import Arch
+from osbuilder.errors import BuildError, UserError
+from osbuilder.fsutil import GuestRoot
+from osbuilder.provision import AGENT_MODE_DEVICES, AGENT_PATH, INIT_PATH
+from osbuilder.summary import SUMMARY_PATH, cgroup_driver_for, parse_summary
+from osbuilder.systemd_units import pulls_in, unit_exists
+
+SYSTEMD_BINARIES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd")
+
+
+def installed_systemd(guest: GuestRoot) -> str | None:
+    for path in SYSTEMD_BINARIES:
+        if guest.resolve(path).is_file():
+            return path
+    return None
+
+
+def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBinary | None = None) -> None:
+    """Check the facts every guest must satisfy; `agent` pins the binary that must be installed."""
+    init = guest.resolve(INIT_PATH)
+    if not init.is_file():
+        raise BuildError(f"{INIT_PATH} does not exist in {guest.root}", "the tree cannot boot; rebuild it")
+    if init_mode == "agent":
+        _validate_agent_mode(guest, init, target, agent)
+    else:
+        _validate_systemd_mode(guest, init, target, agent)
+    _validate_summary(guest, init_mode)
+
+
+def _validate_agent_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinary | None) -> None:
+    systemd = installed_systemd(guest)
+    if systemd is not None:
+        if os.path.samefile(init, guest.resolve(systemd)) or sha256_file(init) == sha256_file(guest.resolve(systemd)):
+            raise BuildError(f"init mode is agent but {INIT_PATH} is systemd", "rebuild with --init systemd")
+        raise UserError(f"init mode is agent but systemd is installed ({systemd})",
+                        "drop the package that pulls in systemd from --extra-packages, or use --init systemd")
+    installed = check_agent(init, target)
+    if agent is not None and installed.sha256 != agent.sha256:
+        raise BuildError(f"{INIT_PATH} is not the agent that was installed", "rebuild the tree")
+    for name, major, minor in AGENT_MODE_DEVICES:
+        path = guest.resolve(f"/dev/{name}", follow_final=False)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            raise BuildError(f"device node /dev/{name} is missing", "rebuild the tree as root") from None
+        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (major, minor):
+            raise BuildError(f"/dev/{name} is not the character device {major}:{minor}", "rebuild the tree")
+
+
+def _validate_systemd_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinary | None) -> None:
+    systemd = installed_systemd(guest)
+    if systemd is None:
+        raise BuildError("init mode is systemd but systemd is not installed",
+                         "the recipe must install systemd (Debian: the 'init' package) in systemd mode")
+    if not os.path.samefile(init, guest.resolve(systemd)):
+        raise BuildError(f"init mode is systemd but {INIT_PATH} is not systemd", "rebuild with --init agent")
+    agent_file = guest.resolve(AGENT_PATH)
+    if not agent_file.is_file():
+        raise BuildError(f"the agent is missing at {AGENT_PATH}", "rebuild the tree")
+    installed = check_agent(agent_file, target)
+    if agent is not None and installed.sha256 != agent.sha256:
+        raise BuildError(f"{AGENT_PATH} is not the agent that was installed", "rebuild the tree")
+    if not pulls_in(guest, "basic.target", "kata-agent.service"):
+        raise BuildError("kata-agent.service is not reachable from basic.target", "rebuild the tree")
+    if not unit_exists(guest, "dbus.socket"):
+        raise BuildError("systemd mode needs D-Bus for the agent's systemd cgroup driver, but dbus.socket is missing",
+                         "add dbus to the recipe's packages")
+
+
+def _validate_summary(guest: GuestRoot, init_mode: str) -> None:
+    path = guest.resolve(SUMMARY_PATH)
+    if not path.is_file():
+        raise BuildError(f"{SUMMARY_PATH} is missing", "rebuild the tree")
+    agent = parse_summary(path.read_text()).get("agent") or {}
+    if agent.get("init-mode") != init_mode or agent.get("cgroup-driver") != cgroup_driver_for(init_mode):
+        raise BuildError(f"{SUMMARY_PATH} does not record init mode {init_mode}", "rebuild the tree")

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything osbuilder and its test suite need on a Debian 12 machine:
+# the Debian tools it drives, and a virtualenv in .venv with the package installed.
+# Safe to re-run; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(
+    mmdebstrap debian-archive-keyring
+    e2fsprogs erofs-utils xfsprogs cryptsetup-bin fdisk
+    qemu-system-x86 qemu-system-arm qemu-user-static binfmt-support
+    busybox-static cpio zstd pigz xz-utils lz4 tar
+    libmagic1 file
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: ready (.venv/bin/osbuilder)" >&2
