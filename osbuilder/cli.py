@@ -49,7 +49,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(command, BuildConfig, name)
+        if name not in NOT_BUILT_YET:
+            add_arguments(command, BuildConfig, name)
         if name == "distros":
             command.add_argument("--json", action="store_true", help="print JSON instead of a table")
             command.add_argument("--recipes-dir", metavar="DIR", help="read recipes from this directory")

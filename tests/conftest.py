@@ -1,0 +1,80 @@
+"""Shared fixtures. Expensive things (bootstrapped trees, foreign agents) are built once
+per session and kept in a cache directory keyed by their inputs, so reruns are fast."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cache_root() -> Path:
+    path = Path(os.environ.get("OSBUILDER_TEST_CACHE", REPO / ".cache" / "test"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def run_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 1800) -> CliResult:
+    """Run the real command line, as a user would."""
+    full_env = dict(os.environ)
+    full_env.pop("SOURCE_DATE_EPOCH", None)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "osbuilder", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    return cache_root()
+
+
+def _extract_busybox(arch_debian: str, cache: Path) -> Path:
+    """A real static ELF for `arch_debian`, unpacked from Debian's busybox-static package.
+
+    It stands in for the agent: rootfs tests need a genuine executable of each arch."""
+    dest = cache / f"busybox-{arch_debian}"
+    binary = dest / "bin" / "busybox"
+    if not binary.exists():
+        partial = cache / f".busybox-{arch_debian}.partial"
+        subprocess.run(["rm", "-rf", str(partial)], check=True)
+        subprocess.run(["mmdebstrap", "--mode=unshare", "--variant=extract", f"--arch={arch_debian}",
+                        "--include=busybox-static", "bookworm", str(partial)],
+                       check=True, capture_output=True)
+        partial.rename(dest)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def agent_x86_64(cache_dir: Path) -> Path:
+    return _extract_busybox("amd64", cache_dir)
+
+
+@pytest.fixture(scope="session")
+def agent_aarch64(cache_dir: Path) -> Path:
+    return _extract_busybox("arm64", cache_dir)
+
+
+@pytest.fixture
+def host_agent() -> Path:
+    """busybox-static from the build host: a real x86_64 static ELF (installed by setup.sh)."""
+    path = Path("/bin/busybox")
+    assert path.is_file(), "busybox-static is missing: run ./setup.sh"
+    return path

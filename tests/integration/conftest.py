@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+class RootfsFactory:
+    """Builds each (init, arch, flags) tree once per session through the real CLI."""
+
+    def __init__(self, base: Path, cache: Path) -> None:
+        self.base = base
+        self.cache = cache
+        self.built: dict[tuple, Path] = {}
+
+    def get(self, init: str, arch: str, agent: Path, *extra: str, env: dict[str, str] | None = None) -> Path:
+        key = (init, arch, str(agent), extra, tuple(sorted((env or {}).items())))
+        if key not in self.built:
+            out = self.base / f"rootfs-{len(self.built)}-{init}-{arch}"
+            result = run_cli("rootfs", "--distro", "debian", "--init", init, "--arch", arch, "--agent", agent,
+                             "--cache-dir", self.cache, "-o", out, *extra, env=env)
+            assert result.returncode == 0, result.stderr
+            self.built[key] = out
+        return self.built[key]
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory, cache_dir) -> RootfsFactory:
+    return RootfsFactory(tmp_path_factory.mktemp("rootfs"), cache_dir)

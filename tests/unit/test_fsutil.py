@@ -1,0 +1,96 @@
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from osbuilder.errors import BuildError, UserError
+from osbuilder.fsutil import GuestRoot, check_output_path, remove_tree
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    os.symlink("usr/sbin", root / "sbin")
+    return root
+
+
+@pytest.fixture
+def host_file(tmp_path: Path) -> Path:
+    path = tmp_path / "host-secret"
+    path.write_text("host content\n")
+    return path
+
+
+def test_absolute_links_resolve_inside_the_tree(tree: Path, host_file: Path):
+    os.symlink(str(host_file), tree / "etc/resolv.conf")
+    guest = GuestRoot(tree)
+    assert guest.resolve("/etc/resolv.conf") == tree / host_file.relative_to("/")
+    assert guest.resolve("/sbin/init") == tree / "usr/sbin/init"
+
+
+def test_dotdot_cannot_climb_out(tree: Path):
+    os.symlink("../../../../../../etc/passwd", tree / "etc/passwd-link")
+    guest = GuestRoot(tree)
+    assert guest.resolve("/etc/passwd-link") == tree / "etc/passwd"
+    assert guest.resolve("/../../etc/shadow") == tree / "etc/shadow"
+
+
+def test_write_replaces_a_link_instead_of_following_it(tree: Path, host_file: Path):
+    os.symlink(str(host_file), tree / "etc/resolv.conf")
+    GuestRoot(tree).write_text("/etc/resolv.conf", "")
+    assert host_file.read_text() == "host content\n"
+    assert (tree / "etc/resolv.conf").is_file() and not (tree / "etc/resolv.conf").is_symlink()
+
+
+def test_write_through_a_linked_directory_stays_inside(tree: Path, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside), tree / "opt")
+    GuestRoot(tree).write_text("/opt/file", "x")
+    assert not (outside / "file").exists()
+    assert (tree / outside.relative_to("/") / "file").read_text() == "x"
+
+
+def test_append_follows_links_only_inside(tree: Path, host_file: Path):
+    os.symlink(str(host_file), tree / "etc/chrony.conf")
+    with pytest.raises(FileNotFoundError):
+        GuestRoot(tree).append_text("/etc/chrony.conf", "more\n")
+    assert host_file.read_text() == "host content\n"
+
+
+def test_remove_deletes_the_link_not_its_target(tree: Path, tmp_path: Path):
+    outside = tmp_path / "keep"
+    outside.mkdir()
+    (outside / "f").write_text("keep")
+    os.symlink(str(outside), tree / "etc/doc")
+    GuestRoot(tree).remove("/etc/doc")
+    assert (outside / "f").read_text() == "keep" and not os.path.lexists(tree / "etc/doc")
+
+
+def test_remove_tree_refuses_to_cross_a_mount(tmp_path: Path):
+    victim = tmp_path / "staging"
+    mnt = victim / "proc"
+    mnt.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "precious").write_text("x")
+        with pytest.raises(BuildError, match="mount point"):
+            remove_tree(victim)
+        assert (mnt / "precious").read_text() == "x"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    remove_tree(victim)
+    assert not victim.exists()
+
+
+@pytest.mark.parametrize("path", ["/", "/etc", "/usr", "/usr/lib", "/var/lib", "/proc/self", "/home"])
+def test_system_directories_are_refused_as_outputs(path: str):
+    with pytest.raises(UserError, match="refusing to write to system directory"):
+        check_output_path(Path(path))
+
+
+def test_an_ordinary_directory_is_accepted(tmp_path: Path):
+    assert check_output_path(tmp_path / "out") == tmp_path / "out"

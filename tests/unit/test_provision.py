@@ -1,0 +1,98 @@
+"""The provisioning stage on a hand-made tree: fast, and able to plant hostile links."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from osbuilder.agent import check_agent
+from osbuilder.arch import get_arch
+from osbuilder.config import make_config
+from osbuilder.errors import BuildError
+from osbuilder.fsutil import GuestRoot
+from osbuilder.provision import Provisioner
+from osbuilder.templates import Templates
+from osbuilder.validate import validate_tree
+
+CHRONY_UNIT = """[Service]
+ExecStart=!/usr/sbin/chronyd -u _chrony $DAEMON_OPTS
+ReadWritePaths=/run
+StateDirectory=chrony
+"""
+
+
+@pytest.fixture
+def host_files(tmp_path: Path) -> dict[str, Path]:
+    files = {}
+    for name in ("resolv.conf", "chrony.conf"):
+        path = tmp_path / "host" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"host {name}\n")
+        files[name] = path
+    return files
+
+
+def fake_bootstrap(root: Path, host_files: dict[str, Path], with_systemd: bool) -> None:
+    for d in ("usr/bin", "usr/sbin", "usr/lib/systemd/system", "etc/chrony", "var/lib/dpkg", "var/cache/apt",
+              "var/log", "var/tmp", "usr/share/doc/x", "dev", "tmp"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")):
+        os.symlink(target, root / link)
+    (root / "etc/chrony/chrony.conf").write_text("pool 2.debian.pool.ntp.org iburst\nserver a\nkeyfile x\n")
+    (root / "usr/lib/systemd/system/chrony.service").write_text(CHRONY_UNIT)
+    (root / "usr/lib/systemd/system/dbus.socket").write_text("[Socket]\n")
+    (root / "usr/lib/systemd/system/basic.target").write_text("[Unit]\n")
+    # Hostile links an image might ship: absolute paths that name files on the build host.
+    os.symlink(str(host_files["resolv.conf"]), root / "etc/resolv.conf")
+    if with_systemd:
+        (root / "usr/lib/systemd/systemd").write_bytes(b"\x7fELF-not-really")
+        os.symlink("/lib/systemd/systemd", root / "usr/sbin/init")
+
+
+@pytest.mark.parametrize("init_mode", ["agent", "systemd"])
+def test_provisioning_never_writes_through_host_links(tmp_path, host_files, host_agent, init_mode):
+    root = tmp_path / "rootfs"
+    fake_bootstrap(root, host_files, with_systemd=init_mode == "systemd")
+    before = {name: path.read_text() for name, path in host_files.items()}
+    config, recipe = make_config({"distro": "debian", "init": init_mode, "agent": host_agent,
+                                  "output": tmp_path / "out", "arch": "x86_64"})
+    agent = check_agent(host_agent, get_arch("x86_64"))
+    guest = GuestRoot(root)
+    Provisioner(guest, config, recipe, agent, Templates()).run()
+    validate_tree(guest, init_mode, get_arch("x86_64"), agent)
+
+    assert {name: path.read_text() for name, path in host_files.items()} == before
+    resolv = root / "etc/resolv.conf"
+    assert resolv.is_file() and not resolv.is_symlink() and resolv.stat().st_size == 0
+    chrony = (root / "etc/chrony/chrony.conf").read_text().splitlines()
+    assert "# pool 2.debian.pool.ntp.org iburst" in chrony and "# server a" in chrony and "keyfile x" in chrony
+    assert "refclock PHC /dev/ptp0 poll 3 dpoll -2 offset 0" in chrony and "makestep 1 -1" in chrony
+    override = (root / "etc/systemd/system/chrony.service.d/osbuilder.conf").read_text()
+    assert "ExecStart=!/usr/sbin/chronyd $DAEMON_OPTS" in override
+    assert os.readlink(root / "var/tmp") == "../tmp"
+    for gone in ("var/cache", "var/log", "var/lib/dpkg", "usr/share/doc"):
+        assert not (root / gone).exists()
+
+
+def test_validation_catches_a_systemd_init_in_agent_mode(tmp_path, host_files, host_agent):
+    root = tmp_path / "rootfs"
+    fake_bootstrap(root, host_files, with_systemd=True)
+    config, recipe = make_config({"distro": "debian", "init": "agent", "agent": host_agent,
+                                  "output": tmp_path / "out", "arch": "x86_64"})
+    agent = check_agent(host_agent, get_arch("x86_64"))
+    Provisioner(GuestRoot(root), config, recipe, agent, Templates()).run()
+    with pytest.raises(Exception, match="systemd is installed"):
+        validate_tree(GuestRoot(root), "agent", get_arch("x86_64"), agent)
+
+
+def test_validation_catches_an_unreachable_agent_service(tmp_path, host_files, host_agent):
+    root = tmp_path / "rootfs"
+    fake_bootstrap(root, host_files, with_systemd=True)
+    config, recipe = make_config({"distro": "debian", "init": "systemd", "agent": host_agent,
+                                  "output": tmp_path / "out", "arch": "x86_64"})
+    agent = check_agent(host_agent, get_arch("x86_64"))
+    guest = GuestRoot(root)
+    Provisioner(guest, config, recipe, agent, Templates()).run()
+    guest.remove("/etc/systemd/system/basic.target.wants/kata-containers.target")
+    with pytest.raises(BuildError, match="not reachable from basic.target"):
+        validate_tree(guest, "systemd", get_arch("x86_64"), agent)

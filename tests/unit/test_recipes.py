@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from osbuilder.config import make_config
+from osbuilder.errors import UserError
+from osbuilder.recipes import load_recipe, parse_recipe
+from osbuilder.resources import recipes_dir
+
+DEBIAN = (recipes_dir() / "debian.toml").read_text()
+
+
+def write_recipe(tmp_path: Path, text: str, name: str = "debian") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_debian_recipe_package_sets():
+    recipe = load_recipe("debian")
+    agent = recipe.packages_for("x86_64", "agent", seccomp=True)
+    systemd = recipe.packages_for("x86_64", "systemd", seccomp=False)
+    assert "init" not in agent and "libseccomp2" in agent and "dbus" in agent
+    assert "init" in systemd and "libseccomp2" not in systemd
+    assert "libcurl4" in recipe.packages_for("s390x", "agent", seccomp=True)
+    assert recipe.default_release == "bookworm" and "trixie" in recipe.releases
+
+
+def test_unknown_key_names_file_and_key(tmp_path: Path):
+    path = write_recipe(tmp_path, 'flavour = "vanilla"\n' + DEBIAN)
+    with pytest.raises(UserError) as err:
+        parse_recipe(path)
+    assert str(path) in str(err.value) and "'flavour'" in str(err.value)
+
+
+def test_unknown_nested_key_is_named_with_its_table(tmp_path: Path):
+    path = write_recipe(tmp_path, DEBIAN.replace('seccomp = ["libseccomp2"]', 'seccomp = ["libseccomp2"]\nsecomp = []'))
+    with pytest.raises(UserError, match=r"unknown key 'packages\.secomp'"):
+        parse_recipe(path)
+
+
+def test_missing_field_is_named(tmp_path: Path):
+    path = write_recipe(tmp_path, DEBIAN.replace('mirror = "http://deb.debian.org/debian"\n', ""))
+    with pytest.raises(UserError, match="missing required key 'mirror'"):
+        parse_recipe(path)
+
+
+def test_wrong_type_is_named(tmp_path: Path):
+    path = write_recipe(tmp_path, DEBIAN.replace('components = ["main"]', 'components = "main"'))
+    with pytest.raises(UserError, match="'components' must be a list of strings"):
+        parse_recipe(path)
+
+
+def test_unknown_arch_in_recipe(tmp_path: Path):
+    path = write_recipe(tmp_path, DEBIAN.replace('"s390x"]', '"s390x", "mips"]'))
+    with pytest.raises(UserError, match="unknown arch 'mips'"):
+        parse_recipe(path)
+
+
+def test_forbidden_init_mode_is_refused_with_a_hint(tmp_path: Path, host_agent: Path):
+    write_recipe(tmp_path, DEBIAN.replace('init_modes = ["agent", "systemd"]', 'init_modes = ["agent"]'))
+    with pytest.raises(UserError) as err:
+        make_config({"distro": "debian", "init": "systemd", "agent": host_agent, "output": tmp_path / "o",
+                     "recipes_dir": tmp_path})
+    assert str(err.value) == "distro 'debian' supports only init mode 'agent' (got 'systemd'); pass --init agent"
+
+
+def test_config_takes_recipe_defaults(tmp_path: Path, host_agent: Path):
+    config, recipe = make_config({"distro": "debian", "init": "agent", "agent": host_agent,
+                                  "output": tmp_path / "o", "arch": "arm64"})
+    assert config.arch == "aarch64" and config.release == "bookworm"
+    assert config.mirror == recipe.mirror and config.components == ("main",)
+    other, _ = make_config({"distro": "debian", "init": "systemd", "agent": host_agent, "output": tmp_path / "o"})
+    assert other.digest() != config.digest()
