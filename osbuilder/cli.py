@@ -7,14 +7,16 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from osbuilder import __version__
 from osbuilder.config import BuildConfig, make_config
 from osbuilder.errors import EXIT_BAD_INPUT, EXIT_OK, Interrupted, OsbuilderError, UserError
-from osbuilder.recipes import load_all
+from osbuilder.recipes import INIT_MODES, load_all
 from osbuilder.runner import Runner
 from osbuilder.settings import add_arguments, values_from_args
+from osbuilder.tools import HostTools
 
 log = logging.getLogger("osbuilder")
 
@@ -37,7 +39,7 @@ COMMANDS: dict[str, str] = {
     "check": "check an artifact against a host's runtime settings",
     "distros": "list the supported distribution x arch x init-mode combinations",
 }
-NOT_BUILT_YET = ("build", "initrd", "image", "iso", "boot", "inspect", "check")
+NOT_BUILT_YET = ("image", "iso", "boot", "inspect", "check")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -49,12 +51,52 @@ def make_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
+        if name in ("initrd",):
+            _add_packer_arguments(command)
         if name not in NOT_BUILT_YET:
             add_arguments(command, BuildConfig, name)
         if name == "distros":
             command.add_argument("--json", action="store_true", help="print JSON instead of a table")
             command.add_argument("--recipes-dir", metavar="DIR", help="read recipes from this directory")
     return parser
+
+
+def _add_packer_arguments(command: argparse.ArgumentParser) -> None:
+    """Arguments every packer of an existing tree takes (initrd, image, iso)."""
+    command.add_argument("rootfs", metavar="ROOTFS", type=Path, help="guest tree written by osbuilder rootfs")
+    command.add_argument("-o", "--output", metavar="FILE", type=Path, required=True, help="artifact to write")
+    command.add_argument("--init", choices=INIT_MODES, default=None,
+                         help="init mode to pack for (default: the one the tree's osbuilder.yaml records)")
+    command.add_argument("--force", action="store_true", help="replace an existing output")
+
+
+def cmd_initrd(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.guest_tree import open_guest_tree
+    from osbuilder.initrd import pack_initrd
+    from osbuilder.pack.compress import get_codec
+    from osbuilder.staging import StagedFile, check_output_file
+
+    codec = get_codec(args.compression or "gzip")
+    level = codec.check_level(args.level)
+    output = check_output_file(args.output, args.force)
+    tree = open_guest_tree(args.rootfs, args.init)
+    with StagedFile(output) as staged:
+        artifact = pack_initrd(tree, staged, codec.name, level, HostTools.probe(), runner)
+    print(f"initrd: {output} ({artifact.size} bytes, {codec.name}, init mode {tree.init_mode}, "
+          f"cgroup driver {tree.cgroup_driver}, sha256 {artifact.sha256})")
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.build import run_build
+
+    config, recipe = make_config(values_from_args(args, BuildConfig, "build"))
+    result = run_build(config, recipe, HostTools.probe(), runner)
+    for artifact in result.artifacts:
+        print(f"{artifact.format}: {artifact.path} ({artifact.size} bytes, sha256 {artifact.sha256})")
+    print(f"manifest: {result.output / 'manifest.json'} (init mode {result.summary.init_mode}, "
+          f"cgroup driver {result.summary.cgroup_driver})")
+    return EXIT_OK
 
 
 def cmd_rootfs(args: argparse.Namespace, runner: Runner) -> int:
@@ -71,7 +113,7 @@ def cmd_distros(args: argparse.Namespace, runner: Runner) -> int:
     rows = [
         {"distro": r.name, "release": r.default_release, "releases": list(r.releases),
          "arch": arch, "init_modes": list(r.init_modes), "backend": r.backend}
-        for r in load_all(args.recipes_dir and __import__("pathlib").Path(args.recipes_dir))
+        for r in load_all(Path(args.recipes_dir) if args.recipes_dir else None)
         for arch in r.arches
     ]
     if args.json:
@@ -88,7 +130,9 @@ def cmd_not_built(args: argparse.Namespace, runner: Runner) -> int:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
+    "build": cmd_build,
     "rootfs": cmd_rootfs,
+    "initrd": cmd_initrd,
     "distros": cmd_distros,
     **{name: cmd_not_built for name in NOT_BUILT_YET},
 }

@@ -16,6 +16,9 @@ from osbuilder.recipes import INIT_MODES, Recipe, load_recipe
 from osbuilder.settings import comma_list, setting, to_json
 
 
+BUILD_FORMATS = ("initrd",)
+
+
 def _path(text: str) -> Path:
     return Path(text)
 
@@ -47,6 +50,13 @@ class BuildConfig:
                                      metavar="DIR", parse=_path)
     recipes_dir: Path | None = setting(None, help="read distribution recipes from this directory",
                                        metavar="DIR", parse=_path)
+    formats: tuple[str, ...] = setting(("initrd",), flag="--format", help="artifacts to build, comma separated: "
+                                       "initrd (image and iso arrive later)", metavar="initrd", parse=comma_list,
+                                       commands=("build",))
+    compression: str = setting("gzip", help="initrd compression (gzip is the only one Kata's kernels unpack)",
+                               choices=("gzip", "zstd", "xz", "lz4", "none"), commands=("build", "initrd"))
+    level: int | None = setting(None, help="compression level (default: the codec's tuned default)", metavar="N",
+                                parse=int, commands=("build", "initrd"))
     # Not a flag: the reproducible-builds convention is the environment variable.
     source_date_epoch: int | None = None
 
@@ -93,6 +103,9 @@ def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
     if release not in recipe.releases:
         raise UserError(f"distro '{recipe.name}' has no release '{release}'",
                         f"use --release {' or --release '.join(recipe.releases)}")
+    for fmt in values.get("formats", ()):
+        if fmt not in BUILD_FORMATS:
+            raise UserError(f"unknown format '{fmt}'", f"use --format {' or '.join(BUILD_FORMATS)}")
     kernel_modules = values.get("kernel_modules")
     if kernel_modules is not None and not Path(kernel_modules).is_dir():
         raise UserError(f"kernel modules directory '{kernel_modules}' does not exist",

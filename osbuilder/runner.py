@@ -8,6 +8,7 @@ staging directory that is being removed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import shlex
@@ -16,7 +17,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import IO, BinaryIO, Iterator, Mapping, Sequence
 
 from osbuilder.errors import CommandError, UserError
 
@@ -93,6 +94,36 @@ class Runner:
         if returncode is None or (check and returncode != 0):
             raise CommandError(args, returncode, stderr_tail, hint)
         return Result(args, returncode, stdout, stderr_tail)
+
+
+    @contextlib.contextmanager
+    def pipe_to(self, argv: Sequence[str | os.PathLike[str]], stdout: BinaryIO,
+                *, hint: str | None = None) -> Iterator[BinaryIO]:
+        """Run a filter whose stdin the caller writes and whose stdout goes to `stdout`.
+
+        Used for streaming compression: nothing is held in memory."""
+        args = [os.fspath(a) for a in argv]
+        self.log.info("$ %s > %s", shlex.join(args), getattr(stdout, "name", "<stream>"))
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+        except FileNotFoundError:
+            raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
+        tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        reader = threading.Thread(target=_collect_lines, args=(proc.stderr, tail, self.log), daemon=True)
+        reader.start()
+        assert proc.stdin is not None
+        try:
+            yield proc.stdin
+            proc.stdin.close()
+            returncode = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            reader.join(timeout=5)
+        if returncode != 0:
+            raise CommandError(args, returncode, "\n".join(tail), hint)
 
 
 def _collect(stream: IO[bytes] | None, sink) -> None:

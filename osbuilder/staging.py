@@ -68,3 +68,41 @@ class Staging:
             if exc is not None:
                 log.info("removing staging %s", self.path)
             remove_tree(self.path)
+
+
+def check_output_file(output: Path, force: bool, flag: str = "-o") -> Path:
+    """Validate a file output before any work starts."""
+    resolved = check_output_path(output, flag)
+    if not resolved.parent.is_dir():
+        raise UserError(f"output directory '{resolved.parent}' does not exist", f"create it first, or pass another {flag}")
+    if not os.access(resolved.parent, os.W_OK):
+        raise UserError(f"cannot write to '{resolved.parent}'", "choose an output you can write to")
+    if resolved.is_dir():
+        raise UserError(f"output '{output}' is a directory", f"pass a file name to {flag}")
+    if resolved.exists() and not force:
+        raise UserError(f"output '{output}' already exists", "pass --force to replace it, or choose another path")
+    return resolved
+
+
+class StagedFile:
+    """`with StagedFile(out) as tmp:` write tmp; it becomes `out` only if the block succeeds."""
+
+    def __init__(self, output: Path, mode: int = 0o644) -> None:
+        self.output = Path(output)
+        self.mode = mode
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f".{self.output.name}.osbuilder-", dir=self.output.parent)
+        os.close(fd)
+        self.path = Path(name)
+        return self.path
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        assert self.path is not None
+        if exc is None:
+            os.chmod(self.path, self.mode)
+            os.replace(self.path, self.output)
+        else:
+            self.path.unlink(missing_ok=True)

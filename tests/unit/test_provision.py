@@ -13,13 +13,7 @@ from osbuilder.fsutil import GuestRoot
 from osbuilder.provision import Provisioner
 from osbuilder.templates import Templates
 from osbuilder.validate import validate_tree
-
-CHRONY_UNIT = """[Service]
-ExecStart=!/usr/sbin/chronyd -u _chrony $DAEMON_OPTS
-ReadWritePaths=/run
-StateDirectory=chrony
-"""
-
+from tests.helpers import fake_bootstrap
 
 @pytest.fixture
 def host_files(tmp_path: Path) -> dict[str, Path]:
@@ -32,27 +26,17 @@ def host_files(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
-def fake_bootstrap(root: Path, host_files: dict[str, Path], with_systemd: bool) -> None:
-    for d in ("usr/bin", "usr/sbin", "usr/lib/systemd/system", "etc/chrony", "var/lib/dpkg", "var/cache/apt",
-              "var/log", "var/tmp", "usr/share/doc/x", "dev", "tmp"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")):
-        os.symlink(target, root / link)
-    (root / "etc/chrony/chrony.conf").write_text("pool 2.debian.pool.ntp.org iburst\nserver a\nkeyfile x\n")
-    (root / "usr/lib/systemd/system/chrony.service").write_text(CHRONY_UNIT)
-    (root / "usr/lib/systemd/system/dbus.socket").write_text("[Socket]\n")
-    (root / "usr/lib/systemd/system/basic.target").write_text("[Unit]\n")
-    # Hostile links an image might ship: absolute paths that name files on the build host.
+def plant_hostile_bootstrap(root: Path, host_files: dict[str, Path], with_systemd: bool) -> None:
+    fake_bootstrap(root, with_systemd)
+    # A hostile link an image might ship: an absolute path naming a file on the build host.
+    (root / "etc/resolv.conf").unlink()
     os.symlink(str(host_files["resolv.conf"]), root / "etc/resolv.conf")
-    if with_systemd:
-        (root / "usr/lib/systemd/systemd").write_bytes(b"\x7fELF-not-really")
-        os.symlink("/lib/systemd/systemd", root / "usr/sbin/init")
 
 
 @pytest.mark.parametrize("init_mode", ["agent", "systemd"])
 def test_provisioning_never_writes_through_host_links(tmp_path, host_files, host_agent, init_mode):
     root = tmp_path / "rootfs"
-    fake_bootstrap(root, host_files, with_systemd=init_mode == "systemd")
+    plant_hostile_bootstrap(root, host_files, with_systemd=init_mode == "systemd")
     before = {name: path.read_text() for name, path in host_files.items()}
     config, recipe = make_config({"distro": "debian", "init": init_mode, "agent": host_agent,
                                   "output": tmp_path / "out", "arch": "x86_64"})
@@ -76,7 +60,7 @@ def test_provisioning_never_writes_through_host_links(tmp_path, host_files, host
 
 def test_validation_catches_a_systemd_init_in_agent_mode(tmp_path, host_files, host_agent):
     root = tmp_path / "rootfs"
-    fake_bootstrap(root, host_files, with_systemd=True)
+    plant_hostile_bootstrap(root, host_files, with_systemd=True)
     config, recipe = make_config({"distro": "debian", "init": "agent", "agent": host_agent,
                                   "output": tmp_path / "out", "arch": "x86_64"})
     agent = check_agent(host_agent, get_arch("x86_64"))
@@ -87,7 +71,7 @@ def test_validation_catches_a_systemd_init_in_agent_mode(tmp_path, host_files, h
 
 def test_validation_catches_an_unreachable_agent_service(tmp_path, host_files, host_agent):
     root = tmp_path / "rootfs"
-    fake_bootstrap(root, host_files, with_systemd=True)
+    plant_hostile_bootstrap(root, host_files, with_systemd=True)
     config, recipe = make_config({"distro": "debian", "init": "systemd", "agent": host_agent,
                                   "output": tmp_path / "out", "arch": "x86_64"})
     agent = check_agent(host_agent, get_arch("x86_64"))

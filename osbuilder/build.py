@@ -1,0 +1,47 @@
+"""`osbuilder build`: the whole pipeline, rootfs then each requested artifact, into DIR."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder.agent import check_agent
+from osbuilder.config import BuildConfig
+from osbuilder.guest_tree import open_guest_tree
+from osbuilder.initrd import INITRD_NAME, Artifact, pack_initrd
+from osbuilder.manifest import MANIFEST_NAME, write_manifest
+from osbuilder.recipes import Recipe
+from osbuilder.rootfs import build_rootfs_into
+from osbuilder.runner import Runner
+from osbuilder.staging import Staging, check_output_dir
+from osbuilder.steps import step
+from osbuilder.summary import Summary
+from osbuilder.tools import HostTools
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    summary: Summary
+    artifacts: list[Artifact]
+
+
+def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner) -> BuildResult:
+    output = check_output_dir(config.output, config.force)
+    agent = check_agent(config.agent, config.target)
+    with Staging(output) as stage:
+        tree_path = stage.path / "rootfs"
+        summary = build_rootfs_into(tree_path, stage.work, config, recipe, agent, runner)
+        tree = open_guest_tree(tree_path, config.init)
+        artifacts_dir = stage.path / "artifacts"
+        artifacts_dir.mkdir()
+        artifacts: list[Artifact] = []
+        if "initrd" in config.formats:
+            with step(f"Packing the initrd ({config.compression})"):
+                artifacts.append(pack_initrd(tree, artifacts_dir / INITRD_NAME, config.compression, config.level,
+                                             tools, runner))
+        write_manifest(artifacts_dir / MANIFEST_NAME, config, summary, artifacts, tree.epoch)
+        stage.commit(artifacts_dir)
+    final = [dataclasses.replace(a, path=output / a.path.name) for a in artifacts]
+    return BuildResult(output, summary, final)

@@ -1,0 +1,45 @@
+"""Packing a guest tree into an initrd: sorted newc cpio, streamed through a compressor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder.agent import sha256_file
+from osbuilder.guest_tree import GuestTree
+from osbuilder.pack.compress import compressing, get_codec
+from osbuilder.pack.cpio import Entry, archive_tree
+from osbuilder.runner import Runner
+from osbuilder.tools import HostTools
+
+INITRD_NAME = "kata-containers-initrd.img"
+# What /init points at. The kernel runs /init from an initramfs and copes badly with long
+# link chains, so it points straight at the real binary.
+INIT_TARGETS = {"agent": "/sbin/init", "systemd": "/lib/systemd/systemd"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    format: str
+    sha256: str
+    size: int
+    details: dict[str, object]
+
+    def manifest_entry(self) -> dict[str, object]:
+        return {"file": self.path.name, "format": self.format, "size": self.size, "sha256": self.sha256,
+                **self.details}
+
+
+def pack_initrd(tree: GuestTree, output: Path, compression: str, level: int | None,
+                tools: HostTools, runner: Runner) -> Artifact:
+    """Write the initrd to `output` (a path the caller stages); the tree is only read."""
+    codec = get_codec(compression)
+    level = codec.check_level(level)
+    init = Entry.symlink("init", INIT_TARGETS[tree.init_mode], mtime=tree.epoch)
+    with open(output, "wb") as out:
+        with compressing(codec, level, out, tools, runner) as stream:
+            count = archive_tree(tree.root, stream, tree.epoch, extra=[init])
+    return Artifact(path=output, format="initrd", sha256=sha256_file(output), size=output.stat().st_size,
+                    details={"compression": codec.name, "level": level, "entries": count,
+                             "kernel_config": codec.kernel_config, "init_mode": tree.init_mode})

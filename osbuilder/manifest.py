@@ -1,0 +1,32 @@
+"""manifest.json: what `build` wrote, with sizes, digests, the config and the init mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from osbuilder import __version__
+from osbuilder.config import BuildConfig
+from osbuilder.initrd import Artifact
+from osbuilder.settings import to_json
+from osbuilder.summary import Summary
+
+MANIFEST_NAME = "manifest.json"
+
+
+def write_manifest(path: Path, config: BuildConfig, summary: Summary, artifacts: Sequence[Artifact],
+                   epoch: int) -> None:
+    manifest = {
+        "osbuilder_version": __version__,
+        "distro": summary.distro,
+        "release": summary.release,
+        "architecture": summary.architecture,
+        "init_mode": summary.init_mode,
+        "cgroup_driver": summary.cgroup_driver,
+        "agent": {"sha256": summary.agent_sha256, "version": summary.agent_version},
+        "source_date_epoch": epoch,
+        "config": to_json(config),
+        "artifacts": [artifact.manifest_entry() for artifact in artifacts],
+    }
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")

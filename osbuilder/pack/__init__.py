@@ -1,0 +1,1 @@
+"""Packers: turn a guest tree into an artifact without modifying the tree."""

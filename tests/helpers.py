@@ -1,0 +1,109 @@
+"""Test helpers: snapshots of trees for exact comparison, and a small valid guest tree."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+CHRONY_UNIT = """[Service]
+ExecStart=!/usr/sbin/chronyd -u _chrony $DAEMON_OPTS
+ReadWritePaths=/run
+StateDirectory=chrony
+"""
+
+
+def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """Every path under root -> (type, mode, uid, gid, payload). Payload is the content's
+    sha256, a link's target or a device's numbers, so two snapshots are equal exactly when
+    the trees are."""
+    result: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath, name)
+            rel = str(path.relative_to(root))
+            if rel in skip:
+                continue
+            st = path.lstat()
+            kind = stat.S_IFMT(st.st_mode)
+            if stat.S_ISREG(st.st_mode):
+                payload: object = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                payload = os.readlink(path)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                payload = (os.major(st.st_rdev), os.minor(st.st_rdev))
+            else:
+                payload = None
+            result[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, payload)
+    return result
+
+
+def hardlink_groups(root: Path) -> list[list[str]]:
+    groups: dict[tuple[int, int], list[str]] = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                groups.setdefault((st.st_dev, st.st_ino), []).append(str(path.relative_to(root)))
+    return sorted(sorted(g) for g in groups.values())
+
+
+def fake_bootstrap(root: Path, with_systemd: bool) -> None:
+    """The shape of a Debian bootstrap, in a few files: enough for provisioning to act on."""
+    for d in ("usr/bin", "usr/sbin", "usr/lib/systemd/system", "etc/chrony", "var/lib/dpkg", "var/cache/apt",
+              "var/log", "var/tmp", "usr/share/doc/x", "dev", "tmp"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")):
+        os.symlink(target, root / link)
+    (root / "etc/chrony/chrony.conf").write_text("pool 2.debian.pool.ntp.org iburst\nserver a\nkeyfile x\n")
+    (root / "usr/lib/systemd/system/chrony.service").write_text(CHRONY_UNIT)
+    (root / "usr/lib/systemd/system/dbus.socket").write_text("[Socket]\n")
+    (root / "usr/lib/systemd/system/basic.target").write_text("[Unit]\n")
+    (root / "etc/resolv.conf").write_text("nameserver 192.0.2.1\n")
+    if with_systemd:
+        (root / "usr/lib/systemd/systemd").write_bytes(b"\x7fELF-not-really")
+        os.symlink("/lib/systemd/systemd", root / "usr/sbin/init")
+
+
+def make_minimal_guest(root: Path, agent: Path, init_mode: str = "agent", epoch: int | None = 1700000000) -> Path:
+    """A small but valid guest tree, provisioned by the real provisioning code."""
+    from osbuilder.agent import check_agent
+    from osbuilder.arch import get_arch
+    from osbuilder.config import make_config
+    from osbuilder.fsutil import GuestRoot
+    from osbuilder.provision import Provisioner
+    from osbuilder.templates import Templates
+    from osbuilder.validate import validate_tree
+
+    fake_bootstrap(root, with_systemd=init_mode == "systemd")
+    config, recipe = make_config({"distro": "debian", "init": init_mode, "agent": agent, "arch": "x86_64",
+                                  "output": root.parent / "unused"})
+    config = dataclasses.replace(config, source_date_epoch=epoch)
+    binary = check_agent(agent, get_arch("x86_64"))
+    Provisioner(GuestRoot(root), config, recipe, binary, Templates()).run()
+    validate_tree(GuestRoot(root), init_mode, get_arch("x86_64"), binary)
+    return root
+
+
+NEWC_FIELDS = ("ino", "mode", "uid", "gid", "nlink", "mtime", "filesize", "devmajor", "devminor",
+               "rdevmajor", "rdevminor", "namesize", "check")
+
+
+def read_newc(data: bytes) -> list[dict]:
+    """An independent newc reader: every member's header fields and name, trailer excluded."""
+    members, offset = [], 0
+    while True:
+        assert data[offset:offset + 6] == b"070701", f"bad magic at {offset}"
+        fields = {k: int(data[offset + 6 + 8 * i: offset + 14 + 8 * i], 16) for i, k in enumerate(NEWC_FIELDS)}
+        name_start = offset + 110
+        name = data[name_start:name_start + fields["namesize"] - 1].decode()
+        offset = (name_start + fields["namesize"] + 3) & ~3
+        offset = (offset + fields["filesize"] + 3) & ~3
+        if name == "TRAILER!!!":
+            return members
+        members.append({"name": name, **fields})
