@@ -39,7 +39,7 @@ COMMANDS: dict[str, str] = {
     "check": "check an artifact against a host's runtime settings",
     "distros": "list the supported distribution x arch x init-mode combinations",
 }
-NOT_BUILT_YET = ("image", "iso", "boot", "inspect", "check")
+NOT_BUILT_YET = ("iso", "boot", "inspect", "check")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        if name in ("initrd",):
+        if name in ("initrd", "image"):
             _add_packer_arguments(command)
         if name not in NOT_BUILT_YET:
             add_arguments(command, BuildConfig, name)
@@ -84,6 +84,23 @@ def cmd_initrd(args: argparse.Namespace, runner: Runner) -> int:
         artifact = pack_initrd(tree, staged, codec.name, level, HostTools.probe(), runner)
     print(f"initrd: {output} ({artifact.size} bytes, {codec.name}, init mode {tree.init_mode}, "
           f"cgroup driver {tree.cgroup_driver}, sha256 {artifact.sha256})")
+    return EXIT_OK
+
+
+def cmd_image(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.guest_tree import open_guest_tree
+    from osbuilder.image import pack_image
+    from osbuilder.staging import StagedFile, check_output_file, work_directory
+
+    values = values_from_args(args, BuildConfig, "image")
+    options = BuildConfig.image_options_from(values)
+    options.validate()
+    output = check_output_file(args.output, args.force)
+    tree = open_guest_tree(args.rootfs, args.init)
+    with work_directory(output) as work, StagedFile(output) as staged:
+        artifact = pack_image(tree, staged, options, work, runner)
+    print(f"image: {output} ({artifact.size} bytes, {options.fs}, {'DAX' if options.dax else 'no DAX'}, "
+          f"init mode {tree.init_mode}, cgroup driver {tree.cgroup_driver}, sha256 {artifact.sha256})")
     return EXIT_OK
 
 
@@ -133,6 +150,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
     "build": cmd_build,
     "rootfs": cmd_rootfs,
     "initrd": cmd_initrd,
+    "image": cmd_image,
     "distros": cmd_distros,
     **{name: cmd_not_built for name in NOT_BUILT_YET},
 }

@@ -16,7 +16,7 @@ from osbuilder.recipes import INIT_MODES, Recipe, load_recipe
 from osbuilder.settings import comma_list, setting, to_json
 
 
-BUILD_FORMATS = ("initrd",)
+BUILD_FORMATS = ("initrd", "image")
 
 
 def _path(text: str) -> Path:
@@ -51,14 +51,39 @@ class BuildConfig:
     recipes_dir: Path | None = setting(None, help="read distribution recipes from this directory",
                                        metavar="DIR", parse=_path)
     formats: tuple[str, ...] = setting(("initrd",), flag="--format", help="artifacts to build, comma separated: "
-                                       "initrd (image and iso arrive later)", metavar="initrd", parse=comma_list,
+                                       "initrd, image (iso arrives later)", metavar="initrd,image", parse=comma_list,
                                        commands=("build",))
     compression: str = setting("gzip", help="initrd compression (gzip is the only one Kata's kernels unpack)",
                                choices=("gzip", "zstd", "xz", "lz4", "none"), commands=("build", "initrd"))
     level: int | None = setting(None, help="compression level (default: the codec's tuned default)", metavar="N",
                                 parse=int, commands=("build", "initrd"))
+    fs: str = setting("ext4", help="image filesystem", choices=("ext4", "xfs", "erofs"), commands=("build", "image"))
+    dax: bool = setting(True, help="NVDIMM/DAX header, so the image can be plugged as an NVDIMM (--no-dax: "
+                        "a plain MBR for virtio-blk)", boolean=True, commands=("build", "image"))
+    free_space: int = setting(0, help="free space to leave in the filesystem, in MiB", metavar="MiB", parse=int,
+                              commands=("build", "image"))
+    align: int | None = setting(None, help="round the image up to this many MiB (default: 128 with DAX, 1 without)",
+                                metavar="MiB", parse=int, commands=("build", "image"))
+    block_size: int = setting(4096, help="filesystem block size in bytes", metavar="BYTES", parse=int,
+                              commands=("build", "image"))
+    verity: bool = setting(False, help="dm-verity hash partition (not built yet)", boolean=True,
+                           commands=("build", "image"))
     # Not a flag: the reproducible-builds convention is the environment variable.
     source_date_epoch: int | None = None
+
+    def image_options(self) -> "ImageOptions":
+        return self.image_options_from(dataclasses.asdict(self))
+
+    @staticmethod
+    def image_options_from(values: dict[str, Any]) -> "ImageOptions":
+        """Image options from settings given by name; missing ones take BuildConfig's defaults."""
+        from osbuilder.image import ImageOptions
+
+        merged = {f.name: f.default for f in dataclasses.fields(BuildConfig)
+                  if f.default is not dataclasses.MISSING}
+        merged.update(values)
+        return ImageOptions(fs=merged["fs"], dax=merged["dax"], free_space_mib=merged["free_space"],
+                            align_mib=merged["align"], block_size=merged["block_size"], verity=merged["verity"])
 
     @property
     def target(self) -> Arch:

@@ -7,12 +7,14 @@ or SIGTERM the staging directory is removed and the output is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Iterator
 
 from osbuilder.errors import UserError
 from osbuilder.fsutil import check_output_path, remove_tree
@@ -106,3 +108,13 @@ class StagedFile:
             os.replace(self.path, self.output)
         else:
             self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def work_directory(output: Path) -> Iterator[Path]:
+    """A scratch directory beside `output`, removed afterwards whatever happens."""
+    path = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.work-", dir=Path(output).parent))
+    try:
+        yield path
+    finally:
+        remove_tree(path)

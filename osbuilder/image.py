@@ -1,0 +1,120 @@
+"""Packing a guest tree into a disk image: filesystem, partition table(s), DAX header."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from osbuilder.agent import sha256_file
+from osbuilder.errors import UserError
+from osbuilder.guest_tree import GuestTree
+from osbuilder.initrd import Artifact
+from osbuilder.pack.disk import MiB, Layout, plan_layout
+from osbuilder.pack.fs import FsRequest, get_filesystem
+from osbuilder.pack.sizing import measure_tree
+from osbuilder.runner import Runner
+
+IMAGE_NAME = "kata-containers.img"
+DAX_ALIGN_MIB = 128  # the NVDIMM mapping is hot-plugged in 128 MiB memory sections
+PLAIN_ALIGN_MIB = 1
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    fs: str = "ext4"
+    dax: bool = True
+    free_space_mib: int = 0
+    align_mib: int | None = None
+    block_size: int = 4096
+    verity: bool = False
+
+    def validate(self) -> None:
+        filesystem = get_filesystem(self.fs)
+        filesystem.check_block_size(self.block_size)
+        if self.free_space_mib < 0:
+            raise UserError(f"--free-space {self.free_space_mib} is negative", "pass 0 or more MiB")
+        if self.align_mib is not None and self.align_mib < 1:
+            raise UserError(f"--align {self.align_mib} must be at least 1 MiB", "pass --align 1 or more")
+        if self.dax and self.block_size != 4096:
+            raise UserError("a DAX image needs 4096-byte blocks (the page size)", "pass --block-size 4096 or --no-dax")
+        if self.verity:
+            raise UserError("--verity is not built yet", "build without --verity for now")
+
+    @property
+    def alignment(self) -> int:
+        return (self.align_mib or (DAX_ALIGN_MIB if self.dax else PLAIN_ALIGN_MIB)) * MiB
+
+
+def _derived(tree: GuestTree, options: ImageOptions, purpose: str) -> bytes:
+    """Stable bytes from everything that decides the image (the tree's record, the options, the epoch)."""
+    identity = json.dumps({"summary": tree.summary, "options": asdict(options), "epoch": tree.epoch,
+                           "purpose": purpose}, sort_keys=True, default=str)
+    return hashlib.sha256(identity.encode()).digest()
+
+
+def _copy_sparse(source: Path, dest_fd: int, offset: int) -> None:
+    """Copy `source` into dest at `offset`, skipping holes so the image stays sparse."""
+    with open(source, "rb") as src:
+        size = os.fstat(src.fileno()).st_size
+        position = 0
+        while position < size:
+            try:
+                start = os.lseek(src.fileno(), position, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break
+                raise
+            end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+            src.seek(start)
+            remaining = end - start
+            os.lseek(dest_fd, offset + start, os.SEEK_SET)
+            while remaining:
+                chunk = src.read(min(remaining, 4 * MiB))
+                os.write(dest_fd, chunk)
+                remaining -= len(chunk)
+            position = end
+
+
+def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Path, runner: Runner) -> Artifact:
+    options.validate()
+    filesystem = get_filesystem(options.fs)
+    stats = measure_tree(tree.root, options.block_size)
+    fs_image = workdir / f"rootfs.{filesystem.name}"
+    fs_uuid = str(uuid.UUID(bytes=_derived(tree, options, "fs-uuid")[:16], version=4))
+    request = FsRequest(tree=tree.root, image=fs_image, size=None, epoch=tree.epoch, uuid=fs_uuid,
+                        block_size=options.block_size, inodes=0, workdir=workdir)
+    free = options.free_space_mib * MiB
+    if filesystem.content_sized:
+        filesystem.make(request, runner)
+        layout = plan_layout([fs_image.stat().st_size + free], options.dax, options.alignment)
+    else:
+        layout = plan_layout([filesystem.needed_bytes(stats) + free], options.dax, options.alignment)
+        fs_size = layout.partitions[0].size
+        request = FsRequest(**{**asdict(request), "size": fs_size,
+                               "inodes": getattr(filesystem, "inode_count")(stats)})
+        with open(fs_image, "wb") as f:
+            f.truncate(fs_size)
+        filesystem.make(request, runner)
+    signature = int.from_bytes(_derived(tree, options, "disk-signature")[:4], "little")
+    _assemble(output, layout, signature, fs_image)
+    fs_image.unlink()
+    return Artifact(path=output, format="image", sha256=sha256_file(output), size=output.stat().st_size,
+                    details={"fs": filesystem.name, "dax": options.dax, "fs_uuid": fs_uuid,
+                             "partition_offset": layout.first_partition_offset,
+                             "alignment": options.alignment, "init_mode": tree.init_mode})
+
+
+def _assemble(output: Path, layout: Layout, signature: int, fs_image: Path) -> None:
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(fd, layout.size)
+        for offset, data in layout.header(signature):
+            os.pwrite(fd, data, offset)
+        _copy_sparse(fs_image, fd, layout.first_partition_offset)
+    finally:
+        os.close(fd)
