@@ -107,3 +107,31 @@ def read_newc(data: bytes) -> list[dict]:
         if name == "TRAILER!!!":
             return members
         members.append({"name": name, **fields})
+
+
+def partition_bytes(image: Path, dest: Path, offset: int, length: int | None = None) -> Path:
+    """Copy one partition out of a disk image into its own file."""
+    import subprocess
+
+    count = [] if length is None else [f"count={length}"]
+    subprocess.run(["dd", f"if={image}", f"of={dest}", "bs=1M", f"skip={offset}", "iflag=skip_bytes,count_bytes",
+                    *count, "conv=sparse", "status=none"], check=True)
+    return dest
+
+
+def ext4_special_files(fs_image: Path, paths: list[str]) -> dict[str, tuple]:
+    """(type, mode, uid, gid, (major, minor)) of device nodes and fifos, read with debugfs."""
+    import re
+    import subprocess
+
+    found = {}
+    for path in paths:
+        out = subprocess.run(["debugfs", "-R", f'stat "/{path}"', str(fs_image)], capture_output=True,
+                             text=True, check=True).stdout
+        mode = int(re.search(r"Mode:\s+(\d+)", out).group(1), 8)
+        uid = int(re.search(r"User:\s+(\d+)", out).group(1))
+        gid = int(re.search(r"Group:\s+(\d+)", out).group(1))
+        kind = re.search(r"Type: ([\w ]+?)\s{2,}", out).group(1)
+        dev = re.search(r"Device major/minor number: (\d+):(\d+)", out)
+        found[path] = (kind, mode, uid, gid, (int(dev.group(1)), int(dev.group(2))) if dev else None)
+    return found

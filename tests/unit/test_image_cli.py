@@ -1,0 +1,135 @@
+"""`osbuilder image` on small guest trees: real mkfs, fsck and read-back, no mounts."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from osbuilder.pack.disk import MiB
+from tests.conftest import REPO, run_cli
+from tests.helpers import ext4_special_files, make_minimal_guest, partition_bytes, snapshot
+from tests.unit.test_cli_errors import assert_refused
+from tests.unit.test_disk import sfdisk_partitions
+
+
+@pytest.fixture
+def guest(tmp_path: Path, host_agent: Path) -> Path:
+    root = make_minimal_guest(tmp_path / "guest", host_agent)
+    os.mknod(root / "dev/sda", stat.S_IFBLK | 0o660, os.makedev(8, 0))
+    os.mkfifo(root / "run-fifo", 0o600)
+    os.link(root / "etc/chrony/chrony.conf", root / "etc/chrony-hardlink")
+    (root / "dir with space").mkdir()
+    (root / "dir with space/ünïcødé").write_text("x")
+    return root
+
+
+def special_paths(snap: dict) -> list[str]:
+    return [p for p, v in snap.items() if stat.S_ISCHR(v[0]) or stat.S_ISBLK(v[0]) or stat.S_ISFIFO(v[0])]
+
+
+def test_ext4_dax_image_reads_back_exactly(tmp_path: Path, guest: Path):
+    before = snapshot(guest)
+    image = tmp_path / "kata.img"
+    result = run_cli("image", guest, "-o", image)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(guest) == before, "the tree was modified"
+    assert not (guest / "etc/machine-id").exists()
+    assert image.stat().st_size % (128 * MiB) == 0
+    assert sfdisk_partitions(image)[0].startswith("start=        6144,")
+    fs = partition_bytes(image, tmp_path / "fs", 3 * MiB)
+    subprocess.run(["e2fsck", "-fn", str(fs)], check=True, capture_output=True)
+    out = tmp_path / "rdump"
+    out.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump / {out}", str(fs)], check=True, capture_output=True)
+    specials = special_paths(before)
+    expected = {p: v for p, v in before.items() if p not in specials}
+    got = snapshot(out, skip=("lost+found", "etc/machine-id"))
+    assert got == expected
+    machine_id = out / "etc/machine-id"
+    assert machine_id.is_file() and machine_id.stat().st_size == 0
+    devices = ext4_special_files(fs, specials)
+    type_words = {stat.S_IFCHR: "character special", stat.S_IFBLK: "block special", stat.S_IFIFO: "FIFO"}
+    for path in specials:
+        kind, mode, uid, gid, payload = before[path]
+        assert devices[path] == (type_words[kind], mode, uid, gid, payload), path
+    assert "dev/console" in specials and "run-fifo" in specials
+
+
+def test_erofs_image_reads_back_exactly(tmp_path: Path, guest: Path):
+    before = snapshot(guest)
+    image = tmp_path / "kata.img"
+    result = run_cli("image", guest, "--fs", "erofs", "--no-dax", "-o", image)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(guest) == before
+    assert sfdisk_partitions(image)[0].startswith("start=        2048,")
+    fs = partition_bytes(image, tmp_path / "fs", MiB)
+    out = tmp_path / "extracted"
+    subprocess.run(["fsck.erofs", f"--extract={out}", str(fs)], check=True, capture_output=True)
+    assert snapshot(out, skip=("etc/machine-id",)) == before
+    assert (out / "etc/machine-id").stat().st_size == 0
+
+
+@pytest.mark.parametrize("fs_args", [[], ["--no-dax"], ["--fs", "erofs"]], ids=["ext4-dax", "ext4", "erofs"])
+def test_two_builds_are_bit_identical(tmp_path: Path, guest: Path, fs_args: list[str]):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert run_cli("image", guest, *fs_args, "-o", tmp_path / "a/one.img").returncode == 0
+    # Reading and chmod change atime and ctime: host-side noise that must not leak in.
+    conf = guest / "etc/chrony/chrony.conf"
+    st = conf.stat()
+    os.utime(conf, ns=(st.st_atime_ns + 10**9, st.st_mtime_ns))
+    os.chmod(conf, stat.S_IMODE(st.st_mode))
+    assert run_cli("image", guest, *fs_args, "-o", tmp_path / "b/two.img").returncode == 0
+    assert (tmp_path / "a/one.img").read_bytes() == (tmp_path / "b/two.img").read_bytes()
+
+
+def test_free_space_and_alignment(tmp_path: Path, guest: Path):
+    image = tmp_path / "kata.img"
+    assert run_cli("image", guest, "--no-dax", "--free-space", "40", "-o", image).returncode == 0
+    fs = partition_bytes(image, tmp_path / "fs", MiB)
+    out = subprocess.run(["dumpe2fs", "-h", str(fs)], capture_output=True, text=True, check=True).stdout
+    free_blocks = int(next(l for l in out.splitlines() if l.startswith("Free blocks:")).split()[-1])
+    reserved = int(next(l for l in out.splitlines() if l.startswith("Reserved block count:")).split()[-1])
+    assert (free_blocks - reserved) * 4096 >= 40 * MiB
+    aligned = tmp_path / "aligned.img"
+    assert run_cli("image", guest, "--align", "64", "-o", aligned).returncode == 0
+    assert aligned.stat().st_size % (64 * MiB) == 0
+
+
+def _empty(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fs", "btrfs"], "invalid choice"),
+    (["--fs", "erofs", "--block-size", "2048", "--no-dax"], "--block-size 2048 is not supported with erofs"),
+    (["--free-space", "-5"], "--free-space -5 is negative"),
+    (["--block-size", "2048"], "DAX image needs 4096-byte blocks"),
+])
+def test_bad_options(tmp_path: Path, guest: Path, args: list[str], message: str):
+    out = _empty(tmp_path / "out")
+    assert_refused(run_cli("image", guest, *args, "-o", out / "i.img"), message, out)
+
+
+def test_missing_output_directory(tmp_path: Path, guest: Path):
+    out = _empty(tmp_path / "out")
+    assert_refused(run_cli("image", guest, "-o", out / "nope" / "i.img"), "does not exist", out)
+
+
+def test_unwritable_output_directory(tmp_path: Path):
+    locked = Path("/var/tmp") / f"osbuilder-locked-{os.getpid()}"
+    locked.mkdir(mode=0o755)
+    try:
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                 "-m", "osbuilder", "image", "/", "-o", str(locked / "i.img")],
+                                capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 2 and "cannot write to" in result.stderr, result.stderr
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.rmdir()
