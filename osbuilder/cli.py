@@ -99,6 +99,12 @@ def cmd_image(args: argparse.Namespace, runner: Runner) -> int:
     tree = open_guest_tree(args.rootfs, args.init)
     with work_directory(output) as work, StagedFile(output) as staged:
         artifact = pack_image(tree, staged, options, work, runner)
+        verity = artifact.details.get("verity")
+        if verity:
+            # The kernel parameters go beside the image, named after it.
+            params = output.with_name(output.name + ".root_hash.txt")
+            with StagedFile(params) as staged_params:
+                staged_params.write_text(verity["kernel_params"] + "\n")
     print(f"image: {output} ({artifact.size} bytes, {options.fs}, {'DAX' if options.dax else 'no DAX'}, "
           f"init mode {tree.init_mode}, cgroup driver {tree.cgroup_driver}, sha256 {artifact.sha256})")
     return EXIT_OK

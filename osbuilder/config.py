@@ -66,7 +66,7 @@ class BuildConfig:
                                 metavar="MiB", parse=int, commands=("build", "image"))
     block_size: int = setting(4096, help="filesystem block size in bytes", metavar="BYTES", parse=int,
                               commands=("build", "image"))
-    verity: bool = setting(False, help="dm-verity hash partition (not built yet)", boolean=True,
+    verity: bool = setting(False, help="add a dm-verity hash partition after the data partition", boolean=True,
                            commands=("build", "image"))
     # Not a flag: the reproducible-builds convention is the environment variable.
     source_date_epoch: int | None = None

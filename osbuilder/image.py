@@ -14,12 +14,14 @@ from osbuilder.agent import sha256_file
 from osbuilder.errors import UserError
 from osbuilder.guest_tree import GuestTree
 from osbuilder.initrd import Artifact
-from osbuilder.pack.disk import MiB, Layout, plan_layout
+from osbuilder.pack.disk import MiB, Layout, plan_layout, round_up
 from osbuilder.pack.fs import FsRequest, get_filesystem
 from osbuilder.pack.sizing import measure_tree
+from osbuilder.pack.verity import VerityTree, format_verity
 from osbuilder.runner import Runner
 
 IMAGE_NAME = "kata-containers.img"
+ROOT_HASH_NAME = "root_hash.txt"
 DAX_ALIGN_MIB = 128  # the NVDIMM mapping is hot-plugged in 128 MiB memory sections
 PLAIN_ALIGN_MIB = 1
 
@@ -42,8 +44,6 @@ class ImageOptions:
             raise UserError(f"--align {self.align_mib} must be at least 1 MiB", "pass --align 1 or more")
         if self.dax and self.block_size != 4096:
             raise UserError("a DAX image needs 4096-byte blocks (the page size)", "pass --block-size 4096 or --no-dax")
-        if self.verity:
-            raise UserError("--verity is not built yet", "build without --verity for now")
 
     @property
     def alignment(self) -> int:
@@ -91,30 +91,51 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
     free = options.free_space_mib * MiB
     if filesystem.content_sized:
         filesystem.make(request, runner)
-        layout = plan_layout([fs_image.stat().st_size + free], options.dax, options.alignment)
+        fs_size = fs_image.stat().st_size
+        if options.verity:
+            fs_size = round_up(fs_size, MiB)  # verity covers the whole data partition
+            os.truncate(fs_image, fs_size)
+        layout = plan_layout([fs_size + free], options.dax, options.alignment)
     else:
-        layout = plan_layout([filesystem.needed_bytes(stats) + free], options.dax, options.alignment)
-        fs_size = layout.partitions[0].size
+        needed = filesystem.needed_bytes(stats) + free
+        if options.verity:
+            # The data partition is exactly the filesystem: verity hashes every block of it.
+            fs_size = round_up(needed, MiB)
+        else:
+            fs_size = plan_layout([needed], options.dax, options.alignment).partitions[0].size
         request = FsRequest(**{**asdict(request), "size": fs_size,
                                "inodes": getattr(filesystem, "inode_count")(stats)})
         with open(fs_image, "wb") as f:
             f.truncate(fs_size)
         filesystem.make(request, runner)
+        layout = plan_layout([fs_size], options.dax, options.alignment)
+    contents = [fs_image]
+    verity: VerityTree | None = None
+    if options.verity:
+        hash_file = workdir / "verity.hash"
+        verity = format_verity(fs_image, hash_file, _derived(tree, options, "verity-salt").hex(), runner)
+        layout = plan_layout([fs_size, hash_file.stat().st_size], options.dax, options.alignment)
+        contents.append(hash_file)
     signature = int.from_bytes(_derived(tree, options, "disk-signature")[:4], "little")
-    _assemble(output, layout, signature, fs_image)
-    fs_image.unlink()
+    _assemble(output, layout, signature, contents)
+    for path in contents:
+        path.unlink()
+    details: dict[str, object] = {"fs": filesystem.name, "dax": options.dax, "fs_uuid": fs_uuid,
+                                  "partition_offset": layout.first_partition_offset,
+                                  "alignment": options.alignment, "init_mode": tree.init_mode}
+    if verity is not None:
+        details["verity"] = verity.as_json()
     return Artifact(path=output, format="image", sha256=sha256_file(output), size=output.stat().st_size,
-                    details={"fs": filesystem.name, "dax": options.dax, "fs_uuid": fs_uuid,
-                             "partition_offset": layout.first_partition_offset,
-                             "alignment": options.alignment, "init_mode": tree.init_mode})
+                    details=details)
 
 
-def _assemble(output: Path, layout: Layout, signature: int, fs_image: Path) -> None:
+def _assemble(output: Path, layout: Layout, signature: int, contents: list[Path]) -> None:
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.ftruncate(fd, layout.size)
         for offset, data in layout.header(signature):
             os.pwrite(fd, data, offset)
-        _copy_sparse(fs_image, fd, layout.first_partition_offset)
+        for partition, content in zip(layout.partitions, contents):
+            _copy_sparse(content, fd, partition.start)
     finally:
         os.close(fd)

@@ -133,3 +133,28 @@ def test_unwritable_output_directory(tmp_path: Path):
         assert list(locked.iterdir()) == []
     finally:
         locked.rmdir()
+
+
+@pytest.mark.parametrize("fs", ["ext4", "erofs"])
+def test_verity_partitions_verify_and_catch_a_flipped_byte(tmp_path: Path, guest: Path, fs: str):
+    image = tmp_path / "kata.img"
+    result = run_cli("image", guest, "--fs", fs, "--verity", "-o", image)
+    assert result.returncode == 0, result.stderr
+    params = (tmp_path / "kata.img.root_hash.txt").read_text().strip()
+    fields = dict(item.split("=") for item in params.split(","))
+    assert set(fields) == {"root_hash", "salt", "data_blocks", "data_block_size", "hash_block_size"}
+    starts = [int(p.split("start=")[1].split(",")[0]) * 512 for p in sfdisk_partitions(image)]
+    sizes = [int(p.split("size=")[1].split(",")[0]) * 512 for p in sfdisk_partitions(image)]
+    assert "bootable" in sfdisk_partitions(image)[0] and starts[0] == 3 * MiB
+    assert sizes[0] == int(fields["data_blocks"]) * 4096
+    data = partition_bytes(image, tmp_path / "data", starts[0], sizes[0])
+    hashes = partition_bytes(image, tmp_path / "hash", starts[1], sizes[1])
+    verify = ["veritysetup", "verify", "--no-superblock", f"--salt={fields['salt']}",
+              str(data), str(hashes), fields["root_hash"]]
+    subprocess.run(verify, check=True, capture_output=True)
+    with open(data, "r+b") as f:
+        f.seek(sizes[0] // 2)
+        byte = f.read(1)
+        f.seek(sizes[0] // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert subprocess.run(verify, capture_output=True).returncode != 0
