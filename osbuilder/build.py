@@ -9,6 +9,7 @@ from pathlib import Path
 from osbuilder.agent import check_agent
 from osbuilder.config import BuildConfig
 from osbuilder.guest_tree import open_guest_tree
+from osbuilder.image import IMAGE_NAME, ISO_NAME, ROOT_HASH_NAME, pack_image, pack_iso
 from osbuilder.initrd import INITRD_NAME, Artifact, pack_initrd
 from osbuilder.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.recipes import Recipe
@@ -41,6 +42,17 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
             with step(f"Packing the initrd ({config.compression})"):
                 artifacts.append(pack_initrd(tree, artifacts_dir / INITRD_NAME, config.compression, config.level,
                                              tools, runner))
+        if "image" in config.formats:
+            options = config.image_options()
+            with step(f"Packing the {options.fs} image"):
+                image = pack_image(tree, artifacts_dir / IMAGE_NAME, options, stage.work, runner)
+            artifacts.append(image)
+            verity = image.details.get("verity")
+            if isinstance(verity, dict):
+                (artifacts_dir / ROOT_HASH_NAME).write_text(f"{verity['kernel_params']}\n")
+        if "iso" in config.formats:
+            with step("Packing the ISO"):
+                artifacts.append(pack_iso(tree, artifacts_dir / ISO_NAME))
         write_manifest(artifacts_dir / MANIFEST_NAME, config, summary, artifacts, tree.epoch)
         stage.commit(artifacts_dir)
     final = [dataclasses.replace(a, path=output / a.path.name) for a in artifacts]

@@ -39,7 +39,7 @@ COMMANDS: dict[str, str] = {
     "check": "check an artifact against a host's runtime settings",
     "distros": "list the supported distribution x arch x init-mode combinations",
 }
-NOT_BUILT_YET = ("iso", "boot", "inspect", "check")
+NOT_BUILT_YET = ("boot", "inspect", "check")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        if name in ("initrd", "image"):
+        if name in ("initrd", "image", "iso"):
             _add_packer_arguments(command)
         if name not in NOT_BUILT_YET:
             add_arguments(command, BuildConfig, name)
@@ -110,6 +110,20 @@ def cmd_image(args: argparse.Namespace, runner: Runner) -> int:
     return EXIT_OK
 
 
+def cmd_iso(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.guest_tree import open_guest_tree
+    from osbuilder.image import pack_iso
+    from osbuilder.staging import StagedFile, check_output_file
+
+    output = check_output_file(args.output, args.force)
+    tree = open_guest_tree(args.rootfs, args.init)
+    with StagedFile(output) as staged:
+        artifact = pack_iso(tree, staged)
+    print(f"iso: {output} ({artifact.size} bytes, init mode {tree.init_mode}, "
+          f"cgroup driver {tree.cgroup_driver}, sha256 {artifact.sha256})")
+    return EXIT_OK
+
+
 def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
     from osbuilder.build import run_build
 
@@ -157,6 +171,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
     "rootfs": cmd_rootfs,
     "initrd": cmd_initrd,
     "image": cmd_image,
+    "iso": cmd_iso,
     "distros": cmd_distros,
     **{name: cmd_not_built for name in NOT_BUILT_YET},
 }

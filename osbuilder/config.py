@@ -16,7 +16,7 @@ from osbuilder.recipes import INIT_MODES, Recipe, load_recipe
 from osbuilder.settings import comma_list, setting, to_json
 
 
-BUILD_FORMATS = ("initrd", "image")
+BUILD_FORMATS = ("initrd", "image", "iso")
 
 
 def _path(text: str) -> Path:
@@ -51,7 +51,7 @@ class BuildConfig:
     recipes_dir: Path | None = setting(None, help="read distribution recipes from this directory",
                                        metavar="DIR", parse=_path)
     formats: tuple[str, ...] = setting(("initrd",), flag="--format", help="artifacts to build, comma separated: "
-                                       "initrd, image (iso arrives later)", metavar="initrd,image", parse=comma_list,
+                                       "initrd, image, iso", metavar="initrd,image,iso", parse=comma_list,
                                        commands=("build",))
     compression: str = setting("gzip", help="initrd compression (gzip is the only one Kata's kernels unpack)",
                                choices=("gzip", "zstd", "xz", "lz4", "none"), commands=("build", "initrd"))
@@ -131,6 +131,8 @@ def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
     for fmt in values.get("formats", ()):
         if fmt not in BUILD_FORMATS:
             raise UserError(f"unknown format '{fmt}'", f"use --format {' or '.join(BUILD_FORMATS)}")
+    if "image" in values.get("formats", ()):
+        BuildConfig.image_options_from(values).validate()
     kernel_modules = values.get("kernel_modules")
     if kernel_modules is not None and not Path(kernel_modules).is_dir():
         raise UserError(f"kernel modules directory '{kernel_modules}' does not exist",

@@ -22,6 +22,7 @@ from osbuilder.runner import Runner
 
 IMAGE_NAME = "kata-containers.img"
 ROOT_HASH_NAME = "root_hash.txt"
+ISO_NAME = "kata-containers.iso"
 DAX_ALIGN_MIB = 128  # the NVDIMM mapping is hot-plugged in 128 MiB memory sections
 PLAIN_ALIGN_MIB = 1
 
@@ -127,6 +128,14 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
         details["verity"] = verity.as_json()
     return Artifact(path=output, format="image", sha256=sha256_file(output), size=output.stat().st_size,
                     details=details)
+
+
+def pack_iso(tree: GuestTree, output: Path) -> Artifact:
+    from osbuilder.pack.iso import write_iso
+
+    counts = write_iso(tree.root, output, tree.epoch)
+    return Artifact(path=output, format="iso", sha256=sha256_file(output), size=output.stat().st_size,
+                    details={"init_mode": tree.init_mode, **counts})
 
 
 def _assemble(output: Path, layout: Layout, signature: int, contents: list[Path]) -> None:
