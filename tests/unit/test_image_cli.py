@@ -158,3 +158,45 @@ def test_verity_partitions_verify_and_catch_a_flipped_byte(tmp_path: Path, guest
         f.seek(sizes[0] // 2)
         f.write(bytes([byte[0] ^ 0xFF]))
     assert subprocess.run(verify, capture_output=True).returncode != 0
+
+
+@pytest.fixture
+def plain_guest(tmp_path: Path, host_agent: Path) -> Path:
+    root = make_minimal_guest(tmp_path / "plain", host_agent)
+    os.chmod(root / "tmp", 0o1777)
+    os.mkfifo(root / "run-fifo", 0o600)
+    return root
+
+
+def xfs_db(fs: Path, *commands: str) -> str:
+    args = ["xfs_db", "-r"]
+    for command in commands:
+        args += ["-c", command]
+    return subprocess.run(args + [str(fs)], capture_output=True, text=True, check=True).stdout
+
+
+def test_xfs_image_is_clean_reproducible_and_keeps_modes(tmp_path: Path, plain_guest: Path):
+    before = snapshot(plain_guest)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for out in ("a/one.img", "b/two.img"):
+        result = run_cli("image", plain_guest, "--fs", "xfs", "-o", tmp_path / out)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a/one.img").read_bytes() == (tmp_path / "b/two.img").read_bytes()
+    assert snapshot(plain_guest) == before
+    fs = partition_bytes(tmp_path / "a/one.img", tmp_path / "fs", 3 * MiB)
+    subprocess.run(["xfs_repair", "-n", str(fs)], check=True, capture_output=True)
+    version = xfs_db(fs, "version")
+    assert "V5" in version and "REFLINK" not in version, version  # DAX and reflink exclude each other
+    assert "core.mode = 041777" in xfs_db(fs, "path /tmp", "inode", "print core.mode")
+    assert "core.mode = 020666" in xfs_db(fs, "path /dev/null", "inode", "print core.mode")
+    assert "core.size = 0" in xfs_db(fs, "path /etc/machine-id", "inode", "print core.size")
+    init = xfs_db(fs, "path /usr/sbin/init", "inode", "print core.size core.mode")
+    assert f"core.size = {(plain_guest / 'usr/sbin/init').stat().st_size}" in init and "0100755" in init
+    listing = xfs_db(fs, "path /etc", "ls")
+    assert "resolv.conf" in listing and "chrony" in listing
+
+
+def test_xfs_refuses_names_with_spaces_with_a_hint(tmp_path: Path, guest: Path):
+    out = _empty(tmp_path / "out")
+    assert_refused(run_cli("image", guest, "--fs", "xfs", "-o", out / "i.img"), "protofiles split names at spaces", out)
