@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -88,7 +89,7 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
     fs_image = workdir / f"rootfs.{filesystem.name}"
     fs_uuid = str(uuid.UUID(bytes=_derived(tree, options, "fs-uuid")[:16], version=4))
     request = FsRequest(tree=tree.root, image=fs_image, size=None, epoch=tree.epoch, uuid=fs_uuid,
-                        block_size=options.block_size, inodes=0, workdir=workdir)
+                        block_size=options.block_size, stats=stats, workdir=workdir)
     free = options.free_space_mib * MiB
     if filesystem.content_sized:
         filesystem.make(request, runner)
@@ -104,8 +105,7 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
             fs_size = round_up(needed, MiB)
         else:
             fs_size = plan_layout([needed], options.dax, options.alignment).partitions[0].size
-        request = FsRequest(**{**asdict(request), "size": fs_size,
-                               "inodes": getattr(filesystem, "inode_count")(stats)})
+        request = dataclasses.replace(request, size=fs_size)
         with open(fs_image, "wb") as f:
             f.truncate(fs_size)
         filesystem.make(request, runner)

@@ -32,7 +32,7 @@ class FsRequest:
     epoch: int
     uuid: str
     block_size: int
-    inodes: int
+    stats: TreeStats  # what the tree needs; sizes the filesystem's internals
     workdir: Path
 
 
@@ -116,7 +116,7 @@ class Ext4(Filesystem):
         env = {"E2FSPROGS_FAKE_TIME": str(request.epoch)}
         blocks = request.size // request.block_size
         runner.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", str(request.block_size),
-                    "-m", str(self.RESERVED_PERCENT), "-N", str(request.inodes), "-O", "^resize_inode",
+                    "-m", str(self.RESERVED_PERCENT), "-N", str(self.inode_count(request.stats)), "-O", "^resize_inode",
                     "-U", request.uuid, "-E", f"hash_seed={request.uuid},nodiscard",
                     "-d", str(request.tree), str(request.image), str(blocks)], env=env)
         script = []
@@ -183,13 +183,22 @@ class Xfs(Filesystem):
     MIN_BYTES = 300 * 1024 * 1024  # mkfs.xfs refuses anything smaller
     INODE_SIZE = 512
 
-    def needed_bytes(self, stats: TreeStats) -> int:
-        content = stats.content_bytes + stats.inodes * self.INODE_SIZE * 2
-        log = 64 * 1024 * 1024
-        return max(self.MIN_BYTES, content + content // 10 + log + 32 * 1024 * 1024)
+    # mkfs.xfs 6.1 reads each protofile source with one read(2), which stops short at 2 GiB.
+    MAX_FILE = 0x7FFFF000
 
-    def inode_count(self, stats: TreeStats) -> int:
-        return stats.inodes
+    def needed_bytes(self, stats: TreeStats) -> int:
+        # Protofile copies write holes out as data, so size by apparent size.
+        content = (stats.apparent_bytes + (stats.directory_blocks + stats.long_symlinks) * stats.block_size
+                   + stats.inodes * (self.INODE_SIZE * 2 + stats.block_size))
+        log = 64 * 1024 * 1024
+        # Two allocation groups at least, each larger than the largest file (see make()).
+        return max(self.MIN_BYTES, content + content // 10 + log + 32 * 1024 * 1024,
+                   2 * self.min_ag_bytes(stats.largest_file_bytes))
+
+    @staticmethod
+    def min_ag_bytes(largest_file: int) -> int:
+        return largest_file + largest_file // 4 + 16 * 1024 * 1024
+
 
     def make(self, request: FsRequest, runner: Runner) -> None:
         empty = request.workdir / "empty"
@@ -200,7 +209,12 @@ class Xfs(Filesystem):
             out.write("/dev/null\n0 0\n")
             write_protofile(request.tree, out, empty, sticky)
         when = datetime.datetime.fromtimestamp(request.epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        # mkfs.xfs 6.1 corrupts the filesystem when a protofile source is larger than an
+        # allocation group, so the groups are made large enough (2 to 4 of them).
+        assert request.size is not None
+        agcount = max(2, min(4, request.size // self.min_ag_bytes(request.stats.largest_file_bytes)))
         runner.run(["faketime", "-f", when, "mkfs.xfs", "-q", "-f", "-b", f"size={request.block_size}",
+                    "-d", f"agcount={agcount}",
                     "-m", f"reflink=0,uuid={request.uuid}", "-p", str(proto), str(request.image)],
                    env={"TZ": "UTC"})
         # Protofiles cannot express the sticky bit; set it afterwards on the inodes that had it.
@@ -243,6 +257,9 @@ def write_protofile(root: Path, out: TextIO, empty: Path, sticky: list[tuple[str
             out.write(f"{indent}{name} {mode}\n")
             write_protofile(path, out, empty, sticky, guest_path, depth + 1)
         elif stat.S_ISREG(st.st_mode):
+            if st.st_size > Xfs.MAX_FILE:
+                raise UserError(f"xfs cannot hold {guest_path} ({st.st_size} bytes): mkfs.xfs 6.1 protofiles "
+                                "copy at most 2 GiB per file", "use --fs ext4 or --fs erofs")
             out.write(f"{indent}{name} {mode} {path}\n")
         elif stat.S_ISLNK(st.st_mode):
             target = os.readlink(path)

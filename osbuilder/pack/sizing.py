@@ -43,6 +43,7 @@ class TreeStats:
     long_symlinks: int  # targets too long to live in the inode
     largest_file_blocks: int
     apparent_bytes: int
+    largest_file_bytes: int = 0  # apparent size, holes included
 
     @property
     def content_bytes(self) -> int:
@@ -51,7 +52,7 @@ class TreeStats:
 
 def measure_tree(root: Path, block_size: int = 4096, inline_symlink_max: int = 59) -> TreeStats:
     seen: set[tuple[int, int]] = set()
-    inodes = directories = data_blocks = dir_blocks = long_links = largest = apparent = 0
+    inodes = directories = data_blocks = dir_blocks = long_links = largest = apparent = largest_bytes = 0
     stack = [str(root)]
     while stack:
         directory = stack.pop()
@@ -77,8 +78,10 @@ def measure_tree(root: Path, block_size: int = 4096, inline_symlink_max: int = 5
                     data_blocks += blocks
                     largest = max(largest, blocks)
                     apparent += st.st_size
+                    largest_bytes = max(largest_bytes, st.st_size)
                 elif stat.S_ISLNK(st.st_mode) and st.st_size > inline_symlink_max:
                     long_links += 1
         # Leave room in each directory block for its checksum tail and hash-tree index.
         dir_blocks += -(-entry_bytes // (block_size - 64)) + (1 if entry_bytes > block_size else 0)
-    return TreeStats(block_size, inodes, directories, data_blocks, dir_blocks, long_links, largest, apparent)
+    return TreeStats(block_size, inodes, directories, data_blocks, dir_blocks, long_links, largest, apparent,
+                     largest_bytes)
