@@ -219,3 +219,26 @@ def check_output_path(output: Path, flag: str = "-o") -> Path:
         raise UserError(f"refusing to write to system directory '{text}' ({flag} {output})",
                         f"pass a new directory such as {flag} ./out/rootfs")
     return resolved
+
+
+def clamp_mtimes(root: Path, epoch: int) -> int:
+    """Set every mtime newer than `epoch` to `epoch` (links included, never followed).
+
+    Provisioning writes files and directories with the clock's time; clamping makes the
+    tree, and every artifact packed from it, independent of when it was built."""
+    clamped = 0
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+                if st.st_mtime > epoch:
+                    os.utime(entry.path, (epoch, epoch), follow_symlinks=False)
+                    clamped += 1
+    if os.lstat(root).st_mtime > epoch:
+        os.utime(root, (epoch, epoch), follow_symlinks=False)
+        clamped += 1
+    return clamped

@@ -8,7 +8,7 @@ from pathlib import Path
 from osbuilder.agent import AgentBinary, check_agent
 from osbuilder.bootstrap import bootstrap
 from osbuilder.config import BuildConfig
-from osbuilder.fsutil import GuestRoot
+from osbuilder.fsutil import GuestRoot, clamp_mtimes
 from osbuilder.provision import Provisioner
 from osbuilder.recipes import Recipe
 from osbuilder.runner import Runner
@@ -36,6 +36,8 @@ def build_rootfs_into(tree: Path, workdir: Path, config: BuildConfig, recipe: Re
         summary = Provisioner(guest, config, recipe, agent, Templates()).run()
     with step("Validating the guest"):
         validate_tree(guest, config.init, config.target, agent)
+    if config.source_date_epoch is not None:
+        clamp_mtimes(tree, config.source_date_epoch)
     return summary
 
 

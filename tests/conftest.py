@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Helpers assert too; let their failures explain themselves.
+pytest.register_assert_rewrite("tests.helpers")
+
 REPO = Path(__file__).resolve().parent.parent
 
 

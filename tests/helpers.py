@@ -135,3 +135,59 @@ def ext4_special_files(fs_image: Path, paths: list[str]) -> dict[str, tuple]:
         dev = re.search(r"Device major/minor number: (\d+):(\d+)", out)
         found[path] = (kind, mode, uid, gid, (int(dev.group(1)), int(dev.group(2))) if dev else None)
     return found
+
+
+SPECIAL_BITS = 0o7000
+
+
+def without_special_bits(snap: dict[str, tuple]) -> dict[str, tuple]:
+    """debugfs rdump chowns after chmod, which clears setuid/setgid: compare those apart."""
+    return {p: (v[0], v[1] & ~SPECIAL_BITS) + v[2:] for p, v in snap.items()}
+
+
+def assert_ext4_matches(fs_image: Path, rdump_dir: Path, tree_snapshot: dict[str, tuple]) -> None:
+    """An ext4 filesystem holds exactly the tree: rdump for content, debugfs stat for what
+    rdump cannot restore (device nodes, fifos, setuid/setgid/sticky bits)."""
+    import stat as st
+
+    def special(v: tuple) -> bool:
+        return st.S_ISCHR(v[0]) or st.S_ISBLK(v[0]) or st.S_ISFIFO(v[0])
+
+    specials = [p for p, v in tree_snapshot.items() if special(v)]
+    expected = {p: v for p, v in tree_snapshot.items() if p not in specials and p != "etc/machine-id"}
+    got = snapshot(rdump_dir, skip=("lost+found", "etc/machine-id"))
+    assert without_special_bits(got) == without_special_bits(expected)
+    words = {st.S_IFCHR: "character special", st.S_IFBLK: "block special", st.S_IFIFO: "FIFO"}
+    assert ext4_special_files(fs_image, specials) == {
+        p: (words[tree_snapshot[p][0]],) + tree_snapshot[p][1:] for p in specials}
+    with_bits = [p for p, v in expected.items() if v[1] & SPECIAL_BITS and not st.S_ISLNK(v[0])]
+    modes = ext4_special_files(fs_image, with_bits)
+    assert {p: modes[p][1] for p in with_bits} == {p: expected[p][1] for p in with_bits}
+
+
+def erofs_modes(fs_image: Path, paths: list[str]) -> dict[str, int]:
+    """Full st_mode of erofs inodes, read from the on-disk inode (dump.erofs prints only the
+    permission bits and fsck.erofs --extract drops setuid/setgid)."""
+    import re
+    import struct
+    import subprocess
+
+    data = fs_image.read_bytes()
+    meta_blkaddr = struct.unpack_from("<I", data, 1024 + 40)[0]
+    modes = {}
+    for path in paths:
+        out = subprocess.run(["dump.erofs", f"--path=/{path}", str(fs_image)], capture_output=True, text=True,
+                             check=True).stdout
+        nid = int(re.search(r"NID: (\d+)", out).group(1))
+        modes[path] = struct.unpack_from("<H", data, meta_blkaddr * 4096 + nid * 32 + 4)[0]
+    return modes
+
+
+def assert_erofs_matches(fs_image: Path, extracted: Path, tree_snapshot: dict[str, tuple]) -> None:
+    import stat as st
+
+    got = snapshot(extracted, skip=("etc/machine-id",))
+    expected = {p: v for p, v in tree_snapshot.items() if p != "etc/machine-id"}
+    assert without_special_bits(got) == without_special_bits(expected)
+    with_bits = [p for p, v in tree_snapshot.items() if v[1] & SPECIAL_BITS and not st.S_ISLNK(v[0])]
+    assert erofs_modes(fs_image, with_bits) == {p: tree_snapshot[p][0] | tree_snapshot[p][1] for p in with_bits}

@@ -62,6 +62,8 @@ def test_agent_mode_x86_64(rootfs, agent_x86_64):
     assert agent["agent-is-init-daemon"] == "yes" and agent["init-mode"] == "agent"
     assert agent["cgroup-driver"] == "cgroupfs" and agent["version"] == "3.2.0"
     assert agent["sha256"] == sha256_file(agent_x86_64)
+    newest = max(p.lstat().st_mtime for p in [tree, *tree.rglob("*")])
+    assert newest <= int(EPOCH), "provisioning left mtimes newer than SOURCE_DATE_EPOCH"
 
 
 def test_systemd_mode_x86_64(rootfs, agent_x86_64):

@@ -12,7 +12,7 @@ import pytest
 
 from osbuilder.pack.disk import MiB
 from tests.conftest import REPO, run_cli
-from tests.helpers import ext4_special_files, make_minimal_guest, partition_bytes, snapshot
+from tests.helpers import assert_erofs_matches, assert_ext4_matches, make_minimal_guest, partition_bytes, snapshot
 from tests.unit.test_cli_errors import assert_refused
 from tests.unit.test_disk import sfdisk_partitions
 
@@ -23,6 +23,8 @@ def guest(tmp_path: Path, host_agent: Path) -> Path:
     os.mknod(root / "dev/sda", stat.S_IFBLK | 0o660, os.makedev(8, 0))
     os.mkfifo(root / "run-fifo", 0o600)
     os.link(root / "etc/chrony/chrony.conf", root / "etc/chrony-hardlink")
+    (root / "setuid-tool").write_bytes(b"\x7fELF")
+    os.chmod(root / "setuid-tool", 0o4755)
     (root / "dir with space").mkdir()
     (root / "dir with space/ünïcødé").write_text("x")
     return root
@@ -46,17 +48,10 @@ def test_ext4_dax_image_reads_back_exactly(tmp_path: Path, guest: Path):
     out = tmp_path / "rdump"
     out.mkdir()
     subprocess.run(["debugfs", "-R", f"rdump / {out}", str(fs)], check=True, capture_output=True)
-    specials = special_paths(before)
-    expected = {p: v for p, v in before.items() if p not in specials}
-    got = snapshot(out, skip=("lost+found", "etc/machine-id"))
-    assert got == expected
+    assert_ext4_matches(fs, out, before)
     machine_id = out / "etc/machine-id"
     assert machine_id.is_file() and machine_id.stat().st_size == 0
-    devices = ext4_special_files(fs, specials)
-    type_words = {stat.S_IFCHR: "character special", stat.S_IFBLK: "block special", stat.S_IFIFO: "FIFO"}
-    for path in specials:
-        kind, mode, uid, gid, payload = before[path]
-        assert devices[path] == (type_words[kind], mode, uid, gid, payload), path
+    specials = special_paths(before)
     assert "dev/console" in specials and "run-fifo" in specials
 
 
@@ -70,7 +65,7 @@ def test_erofs_image_reads_back_exactly(tmp_path: Path, guest: Path):
     fs = partition_bytes(image, tmp_path / "fs", MiB)
     out = tmp_path / "extracted"
     subprocess.run(["fsck.erofs", f"--extract={out}", str(fs)], check=True, capture_output=True)
-    assert snapshot(out, skip=("etc/machine-id",)) == before
+    assert_erofs_matches(fs, out, before)
     assert (out / "etc/machine-id").stat().st_size == 0
 
 
@@ -200,3 +195,30 @@ def test_xfs_image_is_clean_reproducible_and_keeps_modes(tmp_path: Path, plain_g
 def test_xfs_refuses_names_with_spaces_with_a_hint(tmp_path: Path, guest: Path):
     out = _empty(tmp_path / "out")
     assert_refused(run_cli("image", guest, "--fs", "xfs", "-o", out / "i.img"), "protofiles split names at spaces", out)
+
+
+@pytest.mark.parametrize("command", [["image", "--fs", "ext4"], ["image", "--fs", "xfs"], ["iso"], ["initrd"]],
+                         ids=["ext4", "xfs", "iso", "initrd"])
+def test_packs_as_a_non_root_user_with_true_owners(command: list[str], host_agent: Path):
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="osbuilder-nonroot-"))
+    try:
+        os.chmod(base, 0o755)
+        tree = make_minimal_guest(base / "guest", host_agent)
+        os.chown(tree / "etc/chrony/chrony.conf", 0, 42)
+        out = base / "out"
+        out.mkdir(mode=0o777)
+        os.chmod(out, 0o777)
+        as_root = run_cli(*command, tree, "-o", out / "root.bin")
+        assert as_root.returncode == 0, as_root.stderr
+        as_nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                    "-m", "osbuilder", *command, str(tree), "-o", str(out / "nobody.bin")],
+                                   capture_output=True, text=True, cwd=REPO)
+        assert as_nobody.returncode == 0, as_nobody.stderr
+        assert (out / "nobody.bin").stat().st_uid == 65534
+        assert (out / "root.bin").read_bytes() == (out / "nobody.bin").read_bytes()
+        assert sorted(p.name for p in out.iterdir()) == ["nobody.bin", "root.bin"]
+    finally:
+        shutil.rmtree(base)

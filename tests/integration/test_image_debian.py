@@ -1,0 +1,80 @@
+"""Disk images and ISOs of real Debian trees, read back without mounting, and `build`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from osbuilder.pack.disk import MiB
+from tests.conftest import run_cli
+from tests.helpers import assert_erofs_matches, assert_ext4_matches, partition_bytes, snapshot
+
+pytestmark = pytest.mark.slow
+EPOCH = "1700000000"
+
+
+def test_ext4_dax_image_of_the_systemd_tree(rootfs, agent_x86_64, tmp_path):
+    tree = rootfs.get("systemd", "x86_64", agent_x86_64)
+    before = snapshot(tree)
+    image = tmp_path / "kata.img"
+    result = run_cli("image", tree, "-o", image)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(tree) == before
+    fs = partition_bytes(image, tmp_path / "fs", 3 * MiB)
+    subprocess.run(["e2fsck", "-fn", str(fs)], check=True, capture_output=True)
+    out = tmp_path / "rdump"
+    out.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump / {out}", str(fs)], check=True, capture_output=True)
+    assert_ext4_matches(fs, out, before)
+    assert any(v[1] & 0o4000 for v in before.values()), "expected setuid binaries in a Debian tree"
+
+
+def test_erofs_image_of_the_agent_tree(rootfs, agent_x86_64, tmp_path):
+    tree = rootfs.get("agent", "x86_64", agent_x86_64)
+    before = snapshot(tree)
+    image = tmp_path / "kata.img"
+    result = run_cli("image", tree, "--fs", "erofs", "--no-dax", "-o", image)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(tree) == before and not (tree / "etc/machine-id").exists()
+    out = tmp_path / "x"
+    fs = partition_bytes(image, tmp_path / "fs", MiB)
+    subprocess.run(["fsck.erofs", f"--extract={out}", str(fs)], check=True, capture_output=True)
+    assert_erofs_matches(fs, out, before)
+    assert (out / "etc/machine-id").stat().st_size == 0
+
+
+def test_build_writes_every_format_and_the_manifest(cache_dir, agent_x86_64, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("build", "--distro", "debian", "--init", "systemd", "--agent", agent_x86_64,
+                     "--cache-dir", cache_dir, "--format", "initrd,image,iso", "--verity", "-o", out,
+                     env={"SOURCE_DATE_EPOCH": EPOCH})
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == ["kata-containers-initrd.img", "kata-containers.img", "kata-containers.iso",
+                                       "manifest.json", "root_hash.txt"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_format = {a["format"]: a for a in manifest["artifacts"]}
+    for artifact in manifest["artifacts"]:
+        data = (out / artifact["file"]).read_bytes()
+        assert artifact["size"] == len(data) and artifact["sha256"] == hashlib.sha256(data).hexdigest()
+    assert by_format["image"]["fs"] == "ext4" and by_format["image"]["dax"] is True
+    assert (out / "root_hash.txt").read_text().strip() == by_format["image"]["verity"]["kernel_params"]
+    assert manifest["config"]["verity"] is True and manifest["cgroup_driver"] == "host"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.mark.parametrize("fs", ["ext4", "xfs", "erofs"])
+def test_build_twice_gives_identical_images(cache_dir, agent_x86_64, tmp_path, fs):
+    digests = []
+    for name in ("one", "two"):
+        result = run_cli("build", "--distro", "debian", "--init", "agent", "--agent", agent_x86_64,
+                         "--cache-dir", cache_dir, "--format", "image,iso", "--fs", fs, "-o", tmp_path / name,
+                         env={"SOURCE_DATE_EPOCH": EPOCH})
+        assert result.returncode == 0, result.stderr
+        digests.append([hashlib.sha256((tmp_path / name / f).read_bytes()).hexdigest()
+                        for f in ("kata-containers.img", "kata-containers.iso")])
+    assert digests[0] == digests[1]
