@@ -91,6 +91,7 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
     request = FsRequest(tree=tree.root, image=fs_image, size=None, epoch=tree.epoch, uuid=fs_uuid,
                         block_size=options.block_size, stats=stats, workdir=workdir)
     free = options.free_space_mib * MiB
+    signature = int.from_bytes(_derived(tree, options, "disk-signature")[:4], "little")
     if filesystem.content_sized:
         filesystem.make(request, runner)
         fs_size = fs_image.stat().st_size
@@ -105,20 +106,25 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
             fs_size = round_up(needed, MiB)
         else:
             fs_size = plan_layout([needed], options.dax, options.alignment).partitions[0].size
-        request = dataclasses.replace(request, size=fs_size)
-        with open(fs_image, "wb") as f:
-            f.truncate(fs_size)
-        filesystem.make(request, runner)
         layout = plan_layout([fs_size], options.dax, options.alignment)
-    contents = [fs_image]
+        request = dataclasses.replace(request, size=fs_size)
+        if filesystem.writes_at_offset and not options.verity:
+            # Straight into the disk image: no second copy of the filesystem.
+            _assemble(output, layout, signature, [])
+            filesystem.make(dataclasses.replace(request, image=output, offset=layout.first_partition_offset), runner)
+        else:
+            with open(fs_image, "wb") as f:
+                f.truncate(fs_size)
+            filesystem.make(request, runner)
+    contents = [fs_image] if fs_image.exists() else []
     verity: VerityTree | None = None
     if options.verity:
         hash_file = workdir / "verity.hash"
         verity = format_verity(fs_image, hash_file, _derived(tree, options, "verity-salt").hex(), runner)
         layout = plan_layout([fs_size, hash_file.stat().st_size], options.dax, options.alignment)
         contents.append(hash_file)
-    signature = int.from_bytes(_derived(tree, options, "disk-signature")[:4], "little")
-    _assemble(output, layout, signature, contents)
+    if contents:
+        _assemble(output, layout, signature, contents)
     for path in contents:
         path.unlink()
     details: dict[str, object] = {"fs": filesystem.name, "dax": options.dax, "fs_uuid": fs_uuid,
