@@ -1,10 +1,13 @@
 """Benchmark: osbuilder's disk images against upstream Kata's image_builder.sh method.
 
-Upstream (re-enacted here step by step, as root): size by trial (create a disk, parted,
-losetup, mkfs, mount, read `df`, +10 MB per try until the tree fits), add free space,
-round to 128 MiB, then create the disk, parted, losetup, mkfs.ext4, mount, `cp -a`,
-umount, fsck, and write the DAX header. This machine has no udev, so partitions are
-attached with `losetup --offset/--sizelimit` instead of `losetup -P`: the same work.
+Upstream (Kata's image_builder.sh, re-enacted step by step, as root): size by trial
+(create a disk, parted, losetup, mkfs.ext4 + tune2fs, mount, read `df`, +10 MB per try
+until the tree fits), add the header reserve, round to 128 MiB; then create the disk,
+parted, losetup, mkfs.ext4 + tune2fs, mount, `cp -a`, sync, setup_systemd's `find`
+sweeps and machine-id, umount, `fsck.ext4 -D -y`; then set_dax_header: a header disk
+with the pfn block, its first 2 MiB plus the whole image appended with dd, sync. This
+machine has no udev, so partitions are attached with `losetup --offset/--sizelimit`
+instead of `losetup -P` + partprobe: the same work.
 
 Usage: python benchmarks/image.py [--rounds N] [--workdir DIR]   (as root: loop devices)
 """
@@ -12,6 +15,7 @@ Usage: python benchmarks/image.py [--rounds N] [--workdir DIR]   (as root: loop 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -32,16 +36,32 @@ def sh(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
-def create_disk(image: Path, size_mb: int) -> None:
+# The unit and file names upstream's setup_systemd deletes with one `find` each.
+TRIMMED = ("systemd-coredump@", "systemd-journald", "systemd-journald-dev-log", "systemd-journal-flush",
+           "systemd-random-seed", "systemd-timesyncd", "systemd-tmpfiles-setup", "systemd-udevd",
+           "systemd-udevd-control", "systemd-udevd-kernel", "systemd-udev-trigger", "systemd-update-utmp")
+TRIMMED_FILES = ("systemd-bless-boot-generator", "systemd-fstab-generator", "systemd-getty-generator",
+                 "systemd-gpt-auto-generator", "systemd-tmpfiles-cleanup.timer")
+
+
+def create_disk(image: Path, size_mb: int, start_mb: int) -> None:
     image.unlink(missing_ok=True)
     sh("truncate", "-s", f"{size_mb}M", str(image))
-    sh("parted", "-s", "-a", "optimal", str(image), "mklabel", "msdos", "mkpart", "primary", "ext4",
-       f"{DAX_START // MiB}MiB", "100%")
+    sh("parted", "-s", "-a", "optimal", str(image), "--", "mklabel", "msdos", "mkpart", "primary", "ext4",
+       f"{start_mb}M", "-1M")
 
 
-def attach_partition(image: Path) -> str:
-    size = image.stat().st_size - DAX_START
-    return sh("losetup", "-f", "--show", "--offset", str(DAX_START), "--sizelimit", str(size), str(image)).strip()
+def attach_partition(image: Path, start_mb: int) -> str:
+    start = sh("parted", "-s", str(image), "unit", "B", "print").split("\n")
+    first = next(line for line in start if line.strip().startswith("1 "))
+    offset, end = (int(x.rstrip("B")) for x in first.split()[1:3])
+    return sh("losetup", "-f", "--show", "--offset", str(offset), "--sizelimit", str(end - offset + 1),
+              str(image)).strip()
+
+
+def format_loop(device: str) -> None:
+    sh("mkfs.ext4", "-q", "-F", "-b", "4096", device)
+    sh("tune2fs", "-m", "3", device)
 
 
 def upstream_ext4(tree: Path, image: Path, work: Path) -> None:
@@ -50,11 +70,11 @@ def upstream_ext4(tree: Path, image: Path, work: Path) -> None:
     mount_dir.mkdir(exist_ok=True)
     trial = work / "trial.img"
     for attempt in range(1, 21):  # calculate_required_disk_size: +10 MB per try
-        size_mb = rootfs_mb + attempt * 10
-        create_disk(trial, size_mb)
-        device = attach_partition(trial)
+        disk_mb = rootfs_mb + attempt * 10
+        create_disk(trial, disk_mb, 1)
+        device = attach_partition(trial, 1)
         try:
-            sh("mkfs.ext4", "-q", "-F", "-b", "4096", device)
+            format_loop(device)
             sh("mount", device, str(mount_dir))
             avail = int(sh("df", "-BM", "--output=avail", str(mount_dir)).splitlines()[-1].strip().rstrip("M"))
             sh("umount", str(mount_dir))
@@ -63,28 +83,43 @@ def upstream_ext4(tree: Path, image: Path, work: Path) -> None:
         if avail > rootfs_mb:
             break
     trial.unlink()
-    size_mb = -(-size_mb // 128) * 128  # IMAGE_SIZE_ALIGNMENT_MB
-    create_disk(image, size_mb)
-    device = attach_partition(image)
+    img_mb = -(-(disk_mb + 2) // 128) * 128  # + MBR/DAX reserve, then IMAGE_SIZE_ALIGNMENT_MB
+    # create_rootfs_image: the filesystem image, partition at 1 MiB, 2 MiB smaller.
+    create_disk(image, img_mb - 2, 1)
+    device = attach_partition(image, 1)
     try:
-        sh("mkfs.ext4", "-q", "-F", "-b", "4096", device)
+        format_loop(device)
         sh("mount", device, str(mount_dir))
         try:
-            sh("cp", "-a", f"{tree}/.", str(mount_dir))
+            subprocess.run(f"cp -a {tree}/* {mount_dir}", shell=True, check=True)
+            sh("sync")
+            for unit in TRIMMED:  # setup_systemd
+                subprocess.run(["find", str(mount_dir), "-type", "f", "(", "-name", f"{unit}.service", "-o",
+                                "-name", f"{unit}.socket", ")", "-exec", "rm", "-f", "{}", ";"], check=True)
+            for name in TRIMMED_FILES:
+                subprocess.run(["find", str(mount_dir), "-type", "f", "-name", name, "-exec", "rm", "-f", "{}", ";"],
+                               check=True)
+            (mount_dir / "etc/machine-id").touch()
         finally:
             sh("umount", str(mount_dir))
-        sh("e2fsck", "-fn", device)
+        subprocess.run(["fsck.ext4", "-D", "-y", device], check=True, capture_output=True)
     finally:
         sh("losetup", "-d", device)
-    # set_dax_header: the pfn block at 4 KiB and a copy of the MBR, shifted, at 2 MiB.
-    with open(image, "r+b") as f:
+    # set_dax_header: a header disk with the partition at 3 MiB and the pfn block, whose first
+    # 2 MiB are followed by the whole filesystem image, appended with dd.
+    header = work / "header.img"
+    dax = work / "dax.img"
+    create_disk(header, img_mb, 3)
+    with open(header, "r+b") as f:
         f.seek(4096)
         f.write(pfn_info_block())
-        mbr = bytearray(f.seek(0) or f.read(512))
-        start = int.from_bytes(mbr[454:458], "little") - 2048
-        mbr[454:458] = start.to_bytes(4, "little")
-        f.seek(2 * MiB)
-        f.write(mbr)
+    sh("sync")
+    dax.unlink(missing_ok=True)
+    sh("dd", f"if={header}", f"of={dax}", "bs=2M", "count=1", "status=none")
+    sh("dd", f"if={image}", f"of={dax}", "oflag=append", "conv=notrunc", "bs=1M", "status=none")
+    os.replace(dax, image)
+    sh("sync")
+    header.unlink()
 
 
 def osbuilder_image(tree: Path, image: Path, *extra: str) -> None:
