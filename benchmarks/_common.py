@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
+import tempfile
 import subprocess
 import sys
 import time
@@ -40,3 +42,16 @@ def median(values: list[float]) -> float:
 def du_bytes(path: Path) -> int:
     out = subprocess.run(["du", "-s", "--block-size=1", str(path)], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[0])
+
+
+def setup(description: str | None) -> tuple[argparse.Namespace, Path, Path]:
+    """Common flags (--rounds, --workdir), the work directory and the benchmark tree."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    tree = debian_systemd_rootfs(workdir)
+    print(f"tree: {tree} ({du_bytes(tree) / 2**20:.0f} MiB on disk, du -s)")
+    return args, workdir, tree

@@ -14,18 +14,16 @@ Usage: python benchmarks/image.py [--rounds N] [--workdir DIR]   (as root: loop 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import debian_systemd_rootfs, du_bytes, median  # noqa: E402
+from _common import du_bytes, median, setup  # noqa: E402
 
 from osbuilder.pack.disk import MiB, pfn_info_block  # noqa: E402
 
@@ -128,15 +126,8 @@ def osbuilder_image(tree: Path, image: Path, *extra: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    tree = debian_systemd_rootfs(workdir)
+    args, workdir, tree = setup(__doc__)
     tree_bytes = du_bytes(tree)
-    print(f"tree: {tree} ({tree_bytes / MiB:.0f} MiB on disk, du -s)")
 
     runs = {
         "upstream ext4+DAX": lambda out: upstream_ext4(tree, out, workdir),

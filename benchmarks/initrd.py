@@ -6,25 +6,16 @@ the ratios are printed. Usage: python benchmarks/initrd.py [--rounds N] [--workd
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import debian_systemd_rootfs, du_bytes, median, timed  # noqa: E402
+from _common import median, setup, timed  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    tree = debian_systemd_rootfs(workdir)
-    print(f"tree: {tree} ({du_bytes(tree) / 2**20:.0f} MiB on disk)")
+    args, workdir, tree = setup(__doc__)
 
     candidates = {
         "upstream gzip -9": lambda out: timed([f"find . | cpio --quiet -H newc -o | gzip -9 > {shlex.quote(str(out))}"],

@@ -8,12 +8,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osbuilder.arch import ARCHES, Arch, get_arch, host_arch
 from osbuilder.errors import UserError
 from osbuilder.recipes import INIT_MODES, Recipe, load_recipe
 from osbuilder.settings import comma_list, setting, to_json
+
+if TYPE_CHECKING:
+    from osbuilder.image import ImageOptions
 
 
 BUILD_FORMATS = ("initrd", "image", "iso")

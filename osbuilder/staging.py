@@ -22,13 +22,19 @@ from osbuilder.fsutil import check_output_path, remove_tree
 log = logging.getLogger("osbuilder")
 
 
-def check_output_dir(output: Path, force: bool, flag: str = "-o") -> Path:
-    """Validate an output directory before any work starts."""
+def _check_output_parent(output: Path, flag: str) -> Path:
+    """The output is not a system path, and its directory exists and is writable."""
     resolved = check_output_path(output, flag)
     if not resolved.parent.is_dir():
-        raise UserError(f"the parent of output '{output}' does not exist", f"create {resolved.parent} first")
+        raise UserError(f"output directory '{resolved.parent}' does not exist", f"create it first, or pass another {flag}")
     if not os.access(resolved.parent, os.W_OK):
         raise UserError(f"cannot write to '{resolved.parent}'", "choose an output you can write to")
+    return resolved
+
+
+def check_output_dir(output: Path, force: bool, flag: str = "-o") -> Path:
+    """Validate an output directory before any work starts."""
+    resolved = _check_output_parent(output, flag)
     if resolved.exists() and not resolved.is_dir():
         raise UserError(f"output '{output}' exists and is not a directory", "remove it or choose another path")
     if resolved.is_dir() and any(resolved.iterdir()) and not force:
@@ -74,11 +80,7 @@ class Staging:
 
 def check_output_file(output: Path, force: bool, flag: str = "-o") -> Path:
     """Validate a file output before any work starts."""
-    resolved = check_output_path(output, flag)
-    if not resolved.parent.is_dir():
-        raise UserError(f"output directory '{resolved.parent}' does not exist", f"create it first, or pass another {flag}")
-    if not os.access(resolved.parent, os.W_OK):
-        raise UserError(f"cannot write to '{resolved.parent}'", "choose an output you can write to")
+    resolved = _check_output_parent(output, flag)
     if resolved.is_dir():
         raise UserError(f"output '{output}' is a directory", f"pass a file name to {flag}")
     if resolved.exists() and not force:
