@@ -178,7 +178,12 @@ class Erofs(Filesystem):
         source = request.tree
         if not _has_empty_machine_id(request.tree):
             # erofs cannot add a file after the fact, and the user's tree is never touched:
-            # build from a copy (reflinked where the filesystem allows) that has it.
+            # build from a copy (reflinked where the filesystem allows) that has it. Only
+            # root can copy device nodes and keep every owner.
+            if os.geteuid() != 0:
+                raise UserError(f"erofs needs an empty {MACHINE_ID} in the tree when run as a non-root user "
+                                "(mkfs.erofs 1.5 cannot add it, and only root can copy the tree to add it)",
+                                f"run as root, or create an empty {MACHINE_ID} in the tree first")
             source = request.workdir / "erofs-source"
             remove_tree(source)
             runner.run(["cp", "-a", "--reflink=auto", "--", str(request.tree), str(source)])

@@ -222,3 +222,28 @@ def test_packs_as_a_non_root_user_with_true_owners(command: list[str], host_agen
         assert sorted(p.name for p in out.iterdir()) == ["nobody.bin", "root.bin"]
     finally:
         shutil.rmtree(base)
+
+
+def test_erofs_as_non_root_without_machine_id_is_refused_with_a_hint(host_agent: Path):
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="osbuilder-nonroot-"))
+    try:
+        os.chmod(base, 0o755)
+        tree = make_minimal_guest(base / "guest", host_agent)
+        out = base / "out"
+        out.mkdir()
+        os.chmod(out, 0o777)
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "osbuilder",
+                   "image", str(tree), "--fs", "erofs", "-o", str(out / "e.img")]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 2 and "create an empty /etc/machine-id" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and list(out.iterdir()) == []
+        (tree / "etc/machine-id").write_bytes(b"")
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert run_cli("image", tree, "--fs", "erofs", "-o", out / "root.img").returncode == 0
+        assert (out / "e.img").read_bytes() == (out / "root.img").read_bytes()
+    finally:
+        shutil.rmtree(base)
