@@ -10,7 +10,8 @@ from osbuilder.agent import check_agent
 from osbuilder.config import BuildConfig
 from osbuilder.guest_tree import open_guest_tree
 from osbuilder.image import IMAGE_NAME, ISO_NAME, ROOT_HASH_NAME, pack_image, pack_iso
-from osbuilder.initrd import INITRD_NAME, Artifact, pack_initrd
+from osbuilder.artifact import Artifact
+from osbuilder.initrd import INITRD_NAME, pack_initrd
 from osbuilder.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs import build_rootfs_into

@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from osbuilder.errors import BuildError, UserError
 
@@ -242,3 +243,18 @@ def clamp_mtimes(root: Path, epoch: int) -> int:
         os.utime(root, (epoch, epoch), follow_symlinks=False)
         clamped += 1
     return clamped
+
+
+def data_regions(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) byte ranges of a file that hold data; holes are skipped."""
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole after `position`
+                return
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, end
+        position = end

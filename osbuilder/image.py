@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -13,8 +12,9 @@ from pathlib import Path
 
 from osbuilder.agent import sha256_file
 from osbuilder.errors import UserError
+from osbuilder.fsutil import data_regions
 from osbuilder.guest_tree import GuestTree
-from osbuilder.initrd import Artifact
+from osbuilder.artifact import Artifact
 from osbuilder.pack.disk import MiB, Layout, plan_layout, round_up
 from osbuilder.pack.fs import FsRequest, get_filesystem
 from osbuilder.pack.sizing import measure_tree
@@ -62,24 +62,14 @@ def _derived(tree: GuestTree, options: ImageOptions, purpose: str) -> bytes:
 def _copy_sparse(source: Path, dest_fd: int, offset: int) -> None:
     """Copy `source` into dest at `offset`, skipping holes so the image stays sparse."""
     with open(source, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
-        position = 0
-        while position < size:
-            try:
-                start = os.lseek(src.fileno(), position, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    break
-                raise
-            end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+        for start, end in data_regions(src.fileno(), os.fstat(src.fileno()).st_size):
             src.seek(start)
-            remaining = end - start
             os.lseek(dest_fd, offset + start, os.SEEK_SET)
+            remaining = end - start
             while remaining:
                 chunk = src.read(min(remaining, 4 * MiB))
                 os.write(dest_fd, chunk)
                 remaining -= len(chunk)
-            position = end
 
 
 def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Path, runner: Runner) -> Artifact:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.agent import sha256_file
+from osbuilder.artifact import Artifact
 from osbuilder.guest_tree import GuestTree
 from osbuilder.pack.compress import compressing, get_codec
 from osbuilder.pack.cpio import Entry, archive_tree
@@ -16,19 +16,6 @@ INITRD_NAME = "kata-containers-initrd.img"
 # What /init points at. The kernel runs /init from an initramfs and copes badly with long
 # link chains, so it points straight at the real binary.
 INIT_TARGETS = {"agent": "/sbin/init", "systemd": "/lib/systemd/systemd"}
-
-
-@dataclass(frozen=True)
-class Artifact:
-    path: Path
-    format: str
-    sha256: str
-    size: int
-    details: dict[str, object]
-
-    def manifest_entry(self) -> dict[str, object]:
-        return {"file": self.path.name, "format": self.format, "size": self.size, "sha256": self.sha256,
-                **self.details}
 
 
 def pack_initrd(tree: GuestTree, output: Path, compression: str, level: int | None,

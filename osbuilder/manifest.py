@@ -8,7 +8,7 @@ from typing import Sequence
 
 from osbuilder import __version__
 from osbuilder.config import BuildConfig
-from osbuilder.initrd import Artifact
+from osbuilder.artifact import Artifact
 from osbuilder.settings import to_json
 from osbuilder.summary import Summary
 

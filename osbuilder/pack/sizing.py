@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from osbuilder.fsutil import data_regions
 
 
 def _data_bytes(path: str, size: int, allocated: int, block: int) -> int:
@@ -16,18 +17,8 @@ def _data_bytes(path: str, size: int, allocated: int, block: int) -> int:
     total = 0
     fd = os.open(path, os.O_RDONLY)
     try:
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # no data after offset
-                    break
-                raise
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            first, last = start // block, -(-end // block)
-            total += (last - first) * block
-            offset = end
+        for start, end in data_regions(fd, size):
+            total += (-(-end // block) - start // block) * block
     finally:
         os.close(fd)
     return total
