@@ -191,3 +191,16 @@ def assert_erofs_matches(fs_image: Path, extracted: Path, tree_snapshot: dict[st
     assert without_special_bits(got) == without_special_bits(expected)
     with_bits = [p for p, v in tree_snapshot.items() if v[1] & SPECIAL_BITS and not st.S_ISLNK(v[0])]
     assert erofs_modes(fs_image, with_bits) == {p: tree_snapshot[p][0] | tree_snapshot[p][1] for p in with_bits}
+
+
+def fsck_and_rdump_ext4(image: Path, offset: int, work: Path) -> tuple[Path, Path]:
+    """Cut the ext4 partition out of `image`, require a clean e2fsck, and rdump it.
+    Returns (partition file, rdump directory)."""
+    import subprocess
+
+    fs = partition_bytes(image, work / "fs", offset)
+    subprocess.run(["e2fsck", "-fn", str(fs)], check=True, capture_output=True)
+    out = work / "rdump"
+    out.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump / {out}", str(fs)], check=True, capture_output=True)
+    return fs, out

@@ -11,7 +11,7 @@ import pytest
 
 from osbuilder.pack.disk import MiB
 from tests.conftest import run_cli
-from tests.helpers import assert_erofs_matches, assert_ext4_matches, partition_bytes, snapshot
+from tests.helpers import assert_erofs_matches, assert_ext4_matches, fsck_and_rdump_ext4, partition_bytes, snapshot
 
 pytestmark = pytest.mark.slow
 EPOCH = "1700000000"
@@ -24,11 +24,7 @@ def test_ext4_dax_image_of_the_systemd_tree(rootfs, agent_x86_64, tmp_path):
     result = run_cli("image", tree, "-o", image)
     assert result.returncode == 0, result.stderr
     assert snapshot(tree) == before
-    fs = partition_bytes(image, tmp_path / "fs", 3 * MiB)
-    subprocess.run(["e2fsck", "-fn", str(fs)], check=True, capture_output=True)
-    out = tmp_path / "rdump"
-    out.mkdir()
-    subprocess.run(["debugfs", "-R", f"rdump / {out}", str(fs)], check=True, capture_output=True)
+    fs, out = fsck_and_rdump_ext4(image, 3 * MiB, tmp_path)
     assert_ext4_matches(fs, out, before)
     assert any(v[1] & 0o4000 for v in before.values()), "expected setuid binaries in a Debian tree"
 

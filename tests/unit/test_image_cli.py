@@ -12,7 +12,8 @@ import pytest
 
 from osbuilder.pack.disk import MiB
 from tests.conftest import REPO, run_cli
-from tests.helpers import assert_erofs_matches, assert_ext4_matches, make_minimal_guest, partition_bytes, snapshot
+from tests.helpers import (assert_erofs_matches, assert_ext4_matches, fsck_and_rdump_ext4, make_minimal_guest,
+                           partition_bytes, snapshot)
 from tests.unit.test_cli_errors import assert_refused
 from tests.unit.test_disk import sfdisk_partitions
 
@@ -43,11 +44,7 @@ def test_ext4_dax_image_reads_back_exactly(tmp_path: Path, guest: Path):
     assert not (guest / "etc/machine-id").exists()
     assert image.stat().st_size % (128 * MiB) == 0
     assert sfdisk_partitions(image)[0].startswith("start=        6144,")
-    fs = partition_bytes(image, tmp_path / "fs", 3 * MiB)
-    subprocess.run(["e2fsck", "-fn", str(fs)], check=True, capture_output=True)
-    out = tmp_path / "rdump"
-    out.mkdir()
-    subprocess.run(["debugfs", "-R", f"rdump / {out}", str(fs)], check=True, capture_output=True)
+    fs, out = fsck_and_rdump_ext4(image, 3 * MiB, tmp_path)
     assert_ext4_matches(fs, out, before)
     machine_id = out / "etc/machine-id"
     assert machine_id.is_file() and machine_id.stat().st_size == 0

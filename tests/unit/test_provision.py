@@ -58,25 +58,26 @@ def test_provisioning_never_writes_through_host_links(tmp_path, host_files, host
         assert not (root / gone).exists()
 
 
-def test_validation_catches_a_systemd_init_in_agent_mode(tmp_path, host_files, host_agent):
+def provision_systemd_shaped_tree(tmp_path, host_files, host_agent, init_mode):
+    """A tree that ships systemd, provisioned for `init_mode`: (guest, agent)."""
     root = tmp_path / "rootfs"
     plant_hostile_bootstrap(root, host_files, with_systemd=True)
-    config, recipe = make_config({"distro": "debian", "init": "agent", "agent": host_agent,
-                                  "output": tmp_path / "out", "arch": "x86_64"})
-    agent = check_agent(host_agent, get_arch("x86_64"))
-    Provisioner(GuestRoot(root), config, recipe, agent, Templates()).run()
-    with pytest.raises(Exception, match="systemd is installed"):
-        validate_tree(GuestRoot(root), "agent", get_arch("x86_64"), agent)
-
-
-def test_validation_catches_an_unreachable_agent_service(tmp_path, host_files, host_agent):
-    root = tmp_path / "rootfs"
-    plant_hostile_bootstrap(root, host_files, with_systemd=True)
-    config, recipe = make_config({"distro": "debian", "init": "systemd", "agent": host_agent,
+    config, recipe = make_config({"distro": "debian", "init": init_mode, "agent": host_agent,
                                   "output": tmp_path / "out", "arch": "x86_64"})
     agent = check_agent(host_agent, get_arch("x86_64"))
     guest = GuestRoot(root)
     Provisioner(guest, config, recipe, agent, Templates()).run()
+    return guest, agent
+
+
+def test_validation_catches_a_systemd_init_in_agent_mode(tmp_path, host_files, host_agent):
+    guest, agent = provision_systemd_shaped_tree(tmp_path, host_files, host_agent, "agent")
+    with pytest.raises(Exception, match="systemd is installed"):
+        validate_tree(guest, "agent", get_arch("x86_64"), agent)
+
+
+def test_validation_catches_an_unreachable_agent_service(tmp_path, host_files, host_agent):
+    guest, agent = provision_systemd_shaped_tree(tmp_path, host_files, host_agent, "systemd")
     guest.remove("/etc/systemd/system/basic.target.wants/kata-containers.target")
     with pytest.raises(BuildError, match="not reachable from basic.target"):
         validate_tree(guest, "systemd", get_arch("x86_64"), agent)
