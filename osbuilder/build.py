@@ -54,6 +54,7 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         if "iso" in config.formats:
             with step("Packing the ISO"):
                 artifacts.append(pack_iso(tree, artifacts_dir / ISO_NAME))
+        artifacts = [artifact.digested() for artifact in artifacts]
         write_manifest(artifacts_dir / MANIFEST_NAME, config, summary, artifacts, tree.epoch)
         stage.commit(artifacts_dir)
     final = [dataclasses.replace(a, path=output / a.path.name) for a in artifacts]

@@ -83,7 +83,7 @@ def cmd_initrd(args: argparse.Namespace, runner: Runner) -> int:
     with StagedFile(output) as staged:
         artifact = pack_initrd(tree, staged, codec.name, level, HostTools.probe(), runner)
     print(f"initrd: {output} ({artifact.size} bytes, {codec.name}, init mode {tree.init_mode}, "
-          f"cgroup driver {tree.cgroup_driver}, sha256 {artifact.sha256})")
+          f"cgroup driver {tree.cgroup_driver})")
     return EXIT_OK
 
 
@@ -106,7 +106,7 @@ def cmd_image(args: argparse.Namespace, runner: Runner) -> int:
             with StagedFile(params) as staged_params:
                 staged_params.write_text(verity["kernel_params"] + "\n")
     print(f"image: {output} ({artifact.size} bytes, {options.fs}, {'DAX' if options.dax else 'no DAX'}, "
-          f"init mode {tree.init_mode}, cgroup driver {tree.cgroup_driver}, sha256 {artifact.sha256})")
+          f"init mode {tree.init_mode}, cgroup driver {tree.cgroup_driver})")
     return EXIT_OK
 
 
@@ -120,7 +120,7 @@ def cmd_iso(args: argparse.Namespace, runner: Runner) -> int:
     with StagedFile(output) as staged:
         artifact = pack_iso(tree, staged)
     print(f"iso: {output} ({artifact.size} bytes, init mode {tree.init_mode}, "
-          f"cgroup driver {tree.cgroup_driver}, sha256 {artifact.sha256})")
+          f"cgroup driver {tree.cgroup_driver})")
     return EXIT_OK
 
 

@@ -10,7 +10,6 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from osbuilder.agent import sha256_file
 from osbuilder.errors import UserError
 from osbuilder.fsutil import data_regions
 from osbuilder.guest_tree import GuestTree
@@ -122,7 +121,7 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
                                   "alignment": options.alignment, "init_mode": tree.init_mode}
     if verity is not None:
         details["verity"] = verity.as_json()
-    return Artifact(path=output, format="image", sha256=sha256_file(output), size=output.stat().st_size,
+    return Artifact(path=output, format="image", size=output.stat().st_size,
                     details=details)
 
 
@@ -130,7 +129,7 @@ def pack_iso(tree: GuestTree, output: Path) -> Artifact:
     from osbuilder.pack.iso import write_iso
 
     counts = write_iso(tree.root, output, tree.epoch)
-    return Artifact(path=output, format="iso", sha256=sha256_file(output), size=output.stat().st_size,
+    return Artifact(path=output, format="iso", size=output.stat().st_size,
                     details={"init_mode": tree.init_mode, **counts})
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from osbuilder.agent import sha256_file
 from osbuilder.artifact import Artifact
 from osbuilder.guest_tree import GuestTree
 from osbuilder.pack.compress import compressing, get_codec
@@ -27,6 +26,6 @@ def pack_initrd(tree: GuestTree, output: Path, compression: str, level: int | No
     with open(output, "wb") as out:
         with compressing(codec, level, out, tools, runner) as stream:
             count = archive_tree(tree.root, stream, tree.epoch, extra=[init])
-    return Artifact(path=output, format="initrd", sha256=sha256_file(output), size=output.stat().st_size,
+    return Artifact(path=output, format="initrd", size=output.stat().st_size,
                     details={"compression": codec.name, "level": level, "entries": count,
                              "kernel_config": codec.kernel_config, "init_mode": tree.init_mode})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 
 from osbuilder.pack.disk import MiB
 from tests.conftest import REPO, run_cli
-from tests.helpers import (assert_erofs_matches, assert_ext4_matches, fsck_and_rdump_ext4, make_minimal_guest,
+from tests.helpers import (assert_erofs_matches, assert_ext4_matches, erofs_modes, fsck_and_rdump_ext4,
+                           make_minimal_guest,
                            partition_bytes, snapshot)
 from tests.unit.test_cli_errors import assert_refused
 from tests.unit.test_disk import sfdisk_partitions
@@ -221,7 +223,9 @@ def test_packs_as_a_non_root_user_with_true_owners(command: list[str], host_agen
         shutil.rmtree(base)
 
 
-def test_erofs_as_non_root_without_machine_id_is_refused_with_a_hint(host_agent: Path):
+def test_erofs_as_non_root_adds_machine_id_with_true_owners_and_devices(host_agent: Path):
+    """mkfs.erofs cannot add the empty machine-id, so a copy is packed; as a non-root user that
+    copy is made under fakeroot. It must give the same bytes as root's."""
     import shutil
     import tempfile
 
@@ -229,18 +233,47 @@ def test_erofs_as_non_root_without_machine_id_is_refused_with_a_hint(host_agent:
     try:
         os.chmod(base, 0o755)
         tree = make_minimal_guest(base / "guest", host_agent)
+        (tree / "etc/machine-id").unlink(missing_ok=True)
+        os.mknod(tree / "dev/ttyS9", 0o600 | stat.S_IFCHR, os.makedev(4, 73))
+        tool = tree / "usr/bin/pinger"
+        tool.write_bytes(b"ping")
+        os.chown(tool, 0, 42)
+        os.chmod(tool, 0o4755)
+        os.link(tool, tree / "usr/bin/pinger6")
+        before = snapshot(tree)
         out = base / "out"
         out.mkdir()
         os.chmod(out, 0o777)
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "osbuilder",
-                   "image", str(tree), "--fs", "erofs", "-o", str(out / "e.img")]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-        assert result.returncode == 2 and "create an empty /etc/machine-id" in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1 and list(out.iterdir()) == []
-        (tree / "etc/machine-id").write_bytes(b"")
-        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-        assert result.returncode == 0, result.stderr
-        assert run_cli("image", tree, "--fs", "erofs", "-o", out / "root.img").returncode == 0
-        assert (out / "e.img").read_bytes() == (out / "root.img").read_bytes()
+                   "image", str(tree), "--fs", "erofs", "--no-dax", "-o", str(out / "nobody.img")]
+        as_nobody = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert as_nobody.returncode == 0, as_nobody.stderr
+        assert run_cli("image", tree, "--fs", "erofs", "--no-dax", "-o", out / "root.img").returncode == 0
+        assert (out / "nobody.img").read_bytes() == (out / "root.img").read_bytes()
+        assert snapshot(tree) == before and not (tree / "etc/machine-id").exists()
+        assert sorted(p.name for p in out.iterdir()) == ["nobody.img", "root.img"]
+        fs = partition_bytes(out / "nobody.img", base / "fs", MiB)
+        dump = lambda path: subprocess.run(["dump.erofs", f"--path={path}", str(fs)],  # noqa: E731
+                                           capture_output=True, text=True, check=True).stdout
+        assert re.search(r"Size: 0\b", dump("/etc/machine-id"))
+        assert re.search(r"Uid: 0\s+Gid: 0", dump("/etc/machine-id"))
+        assert re.search(r"Uid: 0\s+Gid: 42", dump("/usr/bin/pinger"))
+        assert re.search(r"NID: (\d+)", dump("/usr/bin/pinger"))[1] == re.search(r"NID: (\d+)", dump("/usr/bin/pinger6"))[1]
+        assert erofs_modes(fs, ["usr/bin/pinger", "dev/ttyS9"]) == {
+            "usr/bin/pinger": stat.S_IFREG | 0o4755, "dev/ttyS9": stat.S_IFCHR | 0o600}
+
+        # fakeroot cannot carry xattrs into mkfs.erofs 1.5: refused, not dropped.
+        os.setxattr(tool, "user.note", b"kept")
+        (out / "nobody.img").unlink()
+        refused = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert refused.returncode == 2 and "/usr/bin/pinger" in refused.stderr and "run as root" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["root.img"]
+        # As root the copy keeps them.
+        assert run_cli("image", tree, "--fs", "erofs", "--no-dax", "--force", "-o", out / "root.img").returncode == 0
+        fs = partition_bytes(out / "root.img", base / "fs2", MiB)
+        # fsck.erofs 1.5 does not extract xattrs; the inode's xattr area holds name and value.
+        assert not re.search(r"Xattr size: 0\b", dump("/usr/bin/pinger"))
+        assert b"note" in fs.read_bytes() and b"kept" in fs.read_bytes()
     finally:
         shutil.rmtree(base)
