@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
 import os
 import statistics
 import tempfile
@@ -35,8 +37,30 @@ def timed(argv: list[str], *, shell: bool = False, cwd: Path | None = None) -> t
     return elapsed, usage.ru_maxrss * 1024
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+@dataclass
+class Rounds:
+    """Per candidate: wall times of every round, the output's size, the peak RSS seen."""
+    times: dict[str, list[float]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+
+    def median_time(self, name: str) -> float:
+        return statistics.median(self.times[name])
+
+
+def run_rounds(candidates: dict[str, Callable[[Path], int | None]], rounds: int, workdir: Path) -> Rounds:
+    """Run every candidate once per round, alternating, each writing its own output file.
+    A candidate returns its peak RSS in bytes when it measured one (see timed())."""
+    result = Rounds()
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            out = workdir / (name.replace(" ", "_").replace("+", "_") + ".img")
+            start = time.monotonic()
+            peak = run(out)
+            result.times.setdefault(name, []).append(time.monotonic() - start)
+            result.sizes[name] = out.stat().st_size
+            result.peak_rss[name] = max(result.peak_rss.get(name, 0), peak or 0)
+    return result
 
 
 def du_bytes(path: Path) -> int:

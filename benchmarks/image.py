@@ -18,12 +18,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import du_bytes, median, setup  # noqa: E402
+from _common import du_bytes, run_rounds, setup  # noqa: E402
 
 from osbuilder.pack.disk import MiB, pfn_info_block  # noqa: E402
 
@@ -137,21 +136,13 @@ def main() -> None:
         "osbuilder erofs --no-dax": lambda out: osbuilder_image(tree, out, "--fs", "erofs", "--no-dax"),
         "osbuilder xfs+DAX": lambda out: osbuilder_image(tree, out, "--fs", "xfs"),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    sizes: dict[str, int] = {}
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            out = workdir / (name.replace(" ", "_").replace("+", "_") + ".img")
-            start = time.monotonic()
-            run(out)
-            times[name].append(time.monotonic() - start)
-            sizes[name] = out.stat().st_size
+    rounds = run_rounds(runs, args.rounds, workdir)
     base = "upstream ext4+DAX"
     print(f"{'method':<26}{'time s':>8}{'size MiB':>10}{'time ×':>9}{'size × upstream':>17}{'size × tree':>13}")
     for name in runs:
-        t = median(times[name])
-        print(f"{name:<26}{t:>8.2f}{sizes[name] / MiB:>10.0f}{t / median(times[base]):>9.3f}"
-              f"{sizes[name] / sizes[base]:>17.3f}{sizes[name] / tree_bytes:>13.3f}")
+        t, size = rounds.median_time(name), rounds.sizes[name]
+        print(f"{name:<26}{t:>8.2f}{size / MiB:>10.0f}{t / rounds.median_time(base):>9.3f}"
+              f"{size / rounds.sizes[base]:>17.3f}{size / tree_bytes:>13.3f}")
     shutil.rmtree(workdir / "mnt", ignore_errors=True)
 
 
