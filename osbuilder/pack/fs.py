@@ -183,48 +183,34 @@ class Erofs(Filesystem):
         # mkfs.erofs 1.5 cannot add a file, and the user's tree is never touched: pack a copy
         # that has it. Only root can recreate owners and device nodes in a copy, so anyone else
         # makes it under fakeroot. fakeroot keeps what it fakes only while its session lives
-        # and reports the tree's own owners only to a process outside its preload, so a tar
-        # outside it reads the tree, and the copy, the machine-id and mkfs.erofs share one
-        # session. As root the same script runs without fakeroot and keeps xattrs.
+        # and reports the tree's own owners only to a process outside its preload, so the tools
+        # that read the tree run outside it, and the copy, the machine-id and mkfs.erofs share
+        # one session. Root runs the same script without fakeroot.
         guest = GuestRoot(request.tree)
         machine_id = guest.resolve(MACHINE_ID, follow_final=False).relative_to(guest.root)
         copy = request.workdir / "erofs-source"
         remove_tree(copy)
         copy.mkdir()
-        fakeroot: list[str] = []
-        if os.geteuid() != 0:
-            fakeroot = ["fakeroot", "--unknown-is-real", "--"]
-            _refuse_xattrs(request.tree)
+        fakeroot = [] if os.geteuid() == 0 else ["fakeroot", "--unknown-is-real", "--"]
         runner.run([*fakeroot, "bash", "-euo", "pipefail", "-c", _EROFS_COPY_SCRIPT, "erofs-copy",
-                    str(request.tree), str(copy), str(machine_id), "no-xattrs" if fakeroot else "xattrs",
-                    *mkfs, str(copy)])
-
-
-def _refuse_xattrs(tree: Path) -> None:
-    """fakeroot 1.31 fakes xattrs in a way mkfs.erofs 1.5 cannot read (it fails with EINVAL),
-    so a tree with any is refused rather than packed without them."""
-    for directory, dirnames, filenames in os.walk(tree):
-        for name in (*dirnames, *filenames):
-            path = os.path.join(directory, name)
-            if not os.path.islink(path) and os.listxattr(path, follow_symlinks=False):
-                raise UserError(f"erofs as a non-root user cannot keep the extended attributes of "
-                                f"/{os.path.relpath(path, tree)} (fakeroot and mkfs.erofs 1.5 cannot carry them)",
-                                f"run as root, or create an empty {MACHINE_ID} in the tree first")
+                    str(request.tree), str(copy), str(machine_id), *mkfs, str(copy)])
 
 
 # $1 tree, $2 empty copy directory, $3 the machine-id path relative to the copy (its parents
-# resolved inside the tree), $4 "xattrs" to carry xattrs and ACLs (root only), then the
-# mkfs.erofs command line.
+# resolved inside the tree), then the mkfs.erofs command line.
+# xattrs (file capabilities, ACLs, SELinux labels) travel in a second pass, not in tar: GNU
+# tar creates a file that has xattrs with mknod(2) and a mode without S_IFREG, which fakeroot
+# records as is, and mkfs.erofs then rejects the typeless inode with EINVAL.
 _EROFS_COPY_SCRIPT = """
-keep=()
-[ "$4" = xattrs ] && keep=(--xattrs --xattrs-include='*' --acls)
-LD_PRELOAD= tar -c -f - -C "$1" --numeric-owner --sparse "${keep[@]}" . |
-    tar -x -f - -C "$2" --numeric-owner --same-owner --same-permissions "${keep[@]}"
+LD_PRELOAD= tar -c -f - -C "$1" --numeric-owner --sparse . |
+    tar -x -f - -C "$2" --numeric-owner --same-owner --same-permissions
+(cd -- "$1" && LD_PRELOAD= getfattr --recursive --physical --no-dereference --dump --match=- --encoding=hex .) |
+    (cd -- "$2" && setfattr --no-dereference --restore=-)
 rm -f -- "$2/$3"
 : > "$2/$3"
 chown 0:0 -- "$2/$3"
 chmod 0444 -- "$2/$3"
-shift 4
+shift 3
 exec "$@"
 """
 

@@ -223,7 +223,14 @@ def test_packs_as_a_non_root_user_with_true_owners(command: list[str], host_agen
         shutil.rmtree(base)
 
 
-def test_erofs_as_non_root_adds_machine_id_with_true_owners_and_devices(host_agent: Path):
+# VFS_CAP_REVISION_2 with cap_net_raw permitted and effective.
+FILE_CAP_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
+# POSIX ACL v2 for a directory: user::rwx, user:42:r-x, group::r-x, mask::r-x, other::r-x.
+ACL_USER_42_READ = bytes.fromhex("02000000" "01000700ffffffff" "020005002a000000" "04000500ffffffff"
+                                 "10000500ffffffff" "20000500ffffffff")
+
+
+def test_erofs_as_non_root_adds_machine_id_with_true_owners_devices_and_xattrs(host_agent: Path):
     """mkfs.erofs cannot add the empty machine-id, so a copy is packed; as a non-root user that
     copy is made under fakeroot. It must give the same bytes as root's."""
     import shutil
@@ -262,18 +269,28 @@ def test_erofs_as_non_root_adds_machine_id_with_true_owners_and_devices(host_age
         assert erofs_modes(fs, ["usr/bin/pinger", "dev/ttyS9"]) == {
             "usr/bin/pinger": stat.S_IFREG | 0o4755, "dev/ttyS9": stat.S_IFCHR | 0o600}
 
-        # fakeroot cannot carry xattrs into mkfs.erofs 1.5: refused, not dropped.
+        # xattrs of every namespace a guest uses travel too, as non-root: a file capability,
+        # a user xattr on a hard-linked file, an ACL on a directory, an SELinux label on a device node.
         os.setxattr(tool, "user.note", b"kept")
+        (tree / "usr/bin/arping").write_bytes(b"arping")
+        os.setxattr(tree / "usr/bin/arping", "security.capability", FILE_CAP_NET_RAW)
+        os.setxattr(tree / "etc", "system.posix_acl_access", ACL_USER_42_READ)
+        os.setxattr(tree / "dev/ttyS9", "security.selinux", b"system_u:object_r:tty_device_t:s0")
+        before = snapshot(tree)
         (out / "nobody.img").unlink()
-        refused = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-        assert refused.returncode == 2 and "/usr/bin/pinger" in refused.stderr and "run as root" in refused.stderr
-        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-        assert sorted(p.name for p in out.iterdir()) == ["root.img"]
-        # As root the copy keeps them.
+        as_nobody = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert as_nobody.returncode == 0, as_nobody.stderr
         assert run_cli("image", tree, "--fs", "erofs", "--no-dax", "--force", "-o", out / "root.img").returncode == 0
-        fs = partition_bytes(out / "root.img", base / "fs2", MiB)
+        assert (out / "nobody.img").read_bytes() == (out / "root.img").read_bytes()
+        assert snapshot(tree) == before
+        fs = partition_bytes(out / "nobody.img", base / "fs2", MiB)
         # fsck.erofs 1.5 does not extract xattrs; the inode's xattr area holds name and value.
-        assert not re.search(r"Xattr size: 0\b", dump("/usr/bin/pinger"))
-        assert b"note" in fs.read_bytes() and b"kept" in fs.read_bytes()
+        for path in ("/usr/bin/pinger", "/usr/bin/pinger6", "/usr/bin/arping", "/etc", "/dev/ttyS9"):
+            assert not re.search(r"Xattr size: 0\b", dump(path)), path
+        assert re.search(r"Xattr size: 0\b", dump("/etc/machine-id"))
+        image = fs.read_bytes()
+        assert all(value in image for value in (b"kept", FILE_CAP_NET_RAW, ACL_USER_42_READ, b"tty_device_t"))
+        assert erofs_modes(fs, ["usr/bin/pinger", "dev/ttyS9"]) == {
+            "usr/bin/pinger": stat.S_IFREG | 0o4755, "dev/ttyS9": stat.S_IFCHR | 0o600}
     finally:
         shutil.rmtree(base)
