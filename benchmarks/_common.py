@@ -39,9 +39,11 @@ def timed(argv: list[str], *, shell: bool = False, cwd: Path | None = None) -> t
 
 @dataclass
 class Rounds:
-    """Per candidate: wall times of every round, the output's size, the peak RSS seen."""
+    """Per candidate: wall times of every round, the output's size and the disk space it
+    takes (holes excluded), the peak RSS seen."""
     times: dict[str, list[float]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    allocated: dict[str, int] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
 
     def median_time(self, name: str) -> float:
@@ -59,6 +61,7 @@ def run_rounds(candidates: dict[str, Callable[[Path], int | None]], rounds: int,
             peak = run(out)
             result.times.setdefault(name, []).append(time.monotonic() - start)
             result.sizes[name] = out.stat().st_size
+            result.allocated[name] = out.stat().st_blocks * 512
             result.peak_rss[name] = max(result.peak_rss.get(name, 0), peak or 0)
     return result
 
