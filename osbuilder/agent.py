@@ -17,6 +17,7 @@ class AgentBinary:
     path: Path
     sha256: str
     description: str  # libmagic's words for it
+    probe: bool = False  # osbuilder's probe agent (osbuilder.probe), not a real agent
 
 
 def sha256_file(path: Path) -> str:

@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.agent import check_agent
 from osbuilder.config import BuildConfig
 from osbuilder.guest_tree import open_guest_tree
 from osbuilder.image import IMAGE_NAME, ISO_NAME, ROOT_HASH_NAME, pack_image, pack_iso
@@ -14,7 +13,7 @@ from osbuilder.artifact import Artifact
 from osbuilder.initrd import INITRD_NAME, pack_initrd
 from osbuilder.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.recipes import Recipe
-from osbuilder.rootfs import build_rootfs_into
+from osbuilder.rootfs import build_rootfs_into, resolve_agent
 from osbuilder.runner import Runner
 from osbuilder.staging import Staging, check_output_dir
 from osbuilder.steps import step
@@ -31,8 +30,10 @@ class BuildResult:
 
 def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner) -> BuildResult:
     output = check_output_dir(config.output, config.force)
-    agent = check_agent(config.agent, config.target)
+    # A wrong agent is refused before any staging exists; the probe is rendered inside it.
+    agent = None if config.probe_agent else resolve_agent(config, output)
     with Staging(output) as stage:
+        agent = agent or resolve_agent(config, stage.work)
         tree_path = stage.path / "rootfs"
         summary = build_rootfs_into(tree_path, stage.work, config, recipe, agent, runner)
         tree = open_guest_tree(tree_path, config.init)

@@ -12,7 +12,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from osbuilder import __version__
 from osbuilder.config import BuildConfig, make_config
-from osbuilder.errors import EXIT_BAD_INPUT, EXIT_OK, Interrupted, OsbuilderError, UserError
+from osbuilder.errors import EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, Interrupted, OsbuilderError, UserError
 from osbuilder.recipes import INIT_MODES, load_all
 from osbuilder.runner import Runner
 from osbuilder.settings import add_arguments, values_from_args
@@ -39,7 +39,9 @@ COMMANDS: dict[str, str] = {
     "check": "check an artifact against a host's runtime settings",
     "distros": "list the supported distribution x arch x init-mode combinations",
 }
-NOT_BUILT_YET = ("boot", "inspect", "check")
+NOT_BUILT_YET = ("inspect", "check")
+# Commands whose arguments are declared here rather than by BuildConfig's settings.
+OWN_ARGUMENTS = NOT_BUILT_YET + ("boot",)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -53,7 +55,9 @@ def make_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         if name in ("initrd", "image", "iso"):
             _add_packer_arguments(command)
-        if name not in NOT_BUILT_YET:
+        if name == "boot":
+            _add_boot_arguments(command)
+        if name not in OWN_ARGUMENTS:
             add_arguments(command, BuildConfig, name)
         if name == "distros":
             command.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -68,6 +72,60 @@ def _add_packer_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--init", choices=INIT_MODES, default=None,
                          help="init mode to pack for (default: the one the tree's osbuilder.yaml records)")
     command.add_argument("--force", action="store_true", help="replace an existing output")
+
+
+def _add_boot_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("artifact", metavar="ARTIFACT", type=Path, help="initrd, disk image or ISO to boot")
+    command.add_argument("--kernel", metavar="VMLINUZ|DEB", type=Path, required=True,
+                         help="kernel file, or a linux-image-*.deb (its kernel and modules)")
+    command.add_argument("--modules", metavar="DIR|DEB", type=Path,
+                         help="the kernel's lib/modules/<version> directory or linux-image-*.deb, "
+                              "for the boot shim that disk images need on stock kernels")
+    command.add_argument("--arch", metavar="ARCH", help="guest architecture (default: the artifact's or the kernel's)")
+    command.add_argument("--device", choices=("virtio-blk", "nvdimm"),
+                         help="how a disk image is attached (default: nvdimm with the DAX header, where the "
+                              "machine has NVDIMMs)")
+    command.add_argument("--append", metavar="ARGS", default="", help="more kernel parameters")
+    command.add_argument("--host-cgroup-driver", choices=("systemd", "cgroupfs"),
+                         help="the host's cgroup driver to pretend (kernel parameter osbuilder.host_cgroup_driver)")
+    command.add_argument("--expect", metavar="REGEX",
+                         help="console text that means success (default: the probe's line, or the real "
+                              "agent's start-up line)")
+    command.add_argument("--timeout", metavar="S", type=float, default=120.0, help="give up after S seconds (default 120)")
+    command.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                         help="auto: KVM when a short probe shows it booting the kernel, else TCG")
+    command.add_argument("--memory", metavar="MiB", type=int, default=1024, help="guest RAM (default 1024)")
+    command.add_argument("--no-pvh", dest="pvh", action="store_false",
+                         help="boot an x86_64 bzImage as is, not its vmlinux through PVH")
+    command.add_argument("--cache-dir", metavar="DIR", type=Path,
+                         help="keep unpacked kernels and extracted vmlinux files here between runs")
+    command.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.boot.session import BootRequest, boot_artifact
+    from osbuilder.templates import Templates
+
+    if args.memory < 128:
+        raise UserError(f"--memory {args.memory} MiB is too little to boot", "pass at least 128")
+    request = BootRequest(artifact=args.artifact, kernel=args.kernel, modules=args.modules, arch=args.arch,
+                          device=args.device, append=args.append, expect=args.expect, timeout=args.timeout,
+                          accel=args.accel, memory_mib=args.memory, pvh=args.pvh,
+                          host_cgroup_driver=args.host_cgroup_driver, cache_dir=args.cache_dir)
+    result = boot_artifact(request, runner, Templates())
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+    elif result.ok:
+        how = f"{result.accel}, {'PVH vmlinux' if result.pvh else 'kernel as given'}"
+        print(f"boot: OK in {result.seconds:.1f} s ({how}{', ' + result.device if result.device else ''})")
+        if result.probe:
+            print("probe: " + " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                       for k, v in result.probe.items()))
+    if not result.ok:
+        print(f"osbuilder: boot failed ({result.outcome}): {result.reason}", file=sys.stderr)
+        print("--- console tail ---\n" + result.console_tail, file=sys.stderr)
+        return EXIT_BUILD_FAILED
+    return EXIT_OK
 
 
 def cmd_initrd(args: argparse.Namespace, runner: Runner) -> int:
@@ -173,6 +231,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
     "image": cmd_image,
     "iso": cmd_iso,
     "distros": cmd_distros,
+    "boot": cmd_boot,
     **{name: cmd_not_built for name in NOT_BUILT_YET},
 }
 

@@ -31,10 +31,13 @@ class BuildConfig:
     distro: str = setting(help="distribution recipe to build from (see `osbuilder distros`)", required=True)
     init: str = setting(help="how the agent starts: as PID 1 (agent) or as a systemd service (systemd)",
                         choices=INIT_MODES, required=True)
-    agent: Path = setting(help="agent executable to install (an ELF for --arch)", metavar="FILE",
-                          parse=_path, required=True)
     output: Path = setting(help="output directory", flag="--output", short="-o", metavar="DIR",
                            parse=_path, required=True)
+    agent: Path | None = setting(None, help="agent executable to install (an ELF for --arch)", metavar="FILE",
+                                 parse=_path)
+    probe_agent: bool = setting(False, help="install osbuilder's probe agent instead of an agent: a smoke test "
+                                "that reports the init mode and cgroup driver at boot, then powers off "
+                                "(for `osbuilder boot`, never for production)", boolean=True)
     release: str = setting("", help="distribution release (default: the recipe's)")
     arch: str = setting("", help=f"target architecture: {', '.join(ARCHES)} (default: the host's)")
     agent_version: str = setting("unknown", help="agent version recorded in osbuilder.yaml", metavar="V")
@@ -97,7 +100,7 @@ class BuildConfig:
         data = to_json(self)
         for incidental in ("output", "force", "cache_dir", "recipes_dir"):
             data.pop(incidental)
-        data["agent"] = Path(self.agent).name
+        data["agent"] = Path(self.agent).name if self.agent is not None else None
         return data
 
     def digest(self) -> str:
@@ -127,6 +130,10 @@ def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
         raise UserError(f"distro '{recipe.name}' supports only init mode "
                         f"'{' or '.join(recipe.init_modes)}' (got '{init}')",
                         f"pass --init {recipe.init_modes[0]}")
+    if values.get("probe_agent") and values.get("agent") is not None:
+        raise UserError("--agent and --probe-agent exclude each other", "pass one of them")
+    if not values.get("probe_agent") and values.get("agent") is None:
+        raise UserError("no agent given", "pass --agent FILE, or --probe-agent for a boot smoke test")
     release = values.get("release") or recipe.default_release
     if release not in recipe.releases:
         raise UserError(f"distro '{recipe.name}' has no release '{release}'",

@@ -24,7 +24,7 @@ def write_manifest(path: Path, config: BuildConfig, summary: Summary, artifacts:
         "architecture": summary.architecture,
         "init_mode": summary.init_mode,
         "cgroup_driver": summary.cgroup_driver,
-        "agent": {"sha256": summary.agent_sha256, "version": summary.agent_version},
+        "agent": {"sha256": summary.agent_sha256, "version": summary.agent_version, "probe": summary.probe},
         "source_date_epoch": epoch,
         "config": to_json(config),
         "artifacts": [artifact.manifest_entry() for artifact in artifacts],

@@ -101,10 +101,11 @@ class Provisioner:
             default_packages=self.recipe.packages_for(self.config.arch, self.config.init, self.config.seccomp),
             extra_packages=self.config.extra_packages,
             init_mode=self.config.init,
-            agent_url=f"file:{self.agent.path.name}",
+            agent_url="osbuilder:probe" if self.agent.probe else f"file:{self.agent.path.name}",
             agent_version=self.config.agent_version,
             agent_sha256=self.agent.sha256,
             creation_epoch=self.config.source_date_epoch,
+            probe=self.agent.probe,
         )
         self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
         return summary

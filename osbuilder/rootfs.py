@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+
 from osbuilder.agent import AgentBinary, check_agent
 from osbuilder.bootstrap import bootstrap
 from osbuilder.config import BuildConfig
@@ -17,6 +19,23 @@ from osbuilder.steps import step
 from osbuilder.summary import Summary
 from osbuilder.templates import Templates
 from osbuilder.validate import validate_tree
+
+
+log = logging.getLogger("osbuilder")
+
+PROBE_WARNING = ("this guest holds osbuilder's probe agent, not a sandbox agent: it only reports its boot "
+                 "and powers off (use it with `osbuilder boot`, never in production)")
+
+
+def resolve_agent(config: BuildConfig, workdir: Path) -> AgentBinary:
+    """The agent to install: the user's ELF, checked against the target, or the probe."""
+    if config.probe_agent:
+        from osbuilder.probe import render_probe
+
+        log.warning("warning: %s", PROBE_WARNING)
+        return render_probe(Templates(), workdir / "osbuilder-probe")
+    assert config.agent is not None
+    return check_agent(config.agent, config.target)
 
 
 @dataclass(frozen=True)
@@ -43,8 +62,10 @@ def build_rootfs_into(tree: Path, workdir: Path, config: BuildConfig, recipe: Re
 
 def build_rootfs(config: BuildConfig, recipe: Recipe, runner: Runner) -> RootfsResult:
     output = check_output_dir(config.output, config.force)
-    agent = check_agent(config.agent, config.target)
+    # A wrong agent is refused before any staging exists; the probe is rendered inside it.
+    agent = None if config.probe_agent else resolve_agent(config, output)
     with Staging(output) as stage:
+        agent = agent or resolve_agent(config, stage.work)
         tree = stage.path / "rootfs"
         summary = build_rootfs_into(tree, stage.work, config, recipe, agent, runner)
         stage.commit(tree)

@@ -7,17 +7,20 @@ staging directory that is being removed.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import logging
 import os
+import selectors
 import shlex
 import signal
 import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO, Iterator, Mapping, Sequence
+import time
+from typing import IO, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 from osbuilder.errors import CommandError, UserError
 
@@ -124,6 +127,76 @@ class Runner:
             reader.join(timeout=5)
         if returncode != 0:
             raise CommandError(args, returncode, "\n".join(tail), hint)
+
+
+    def watch(self, argv: Sequence[str | os.PathLike[str]], until: Callable[[str], bool], *,
+              timeout: float, linger: float = 0.0) -> "Watched":
+        """Run a long-lived process (a VM), feeding its merged output to `until` as it arrives.
+
+        Stops when `until` returns True (the process is then given `linger` seconds to exit
+        by itself before its group is killed), when the process exits, or at `timeout`.
+        Never waits longer than timeout + linger + the kill grace."""
+        args = [os.fspath(a) for a in argv]
+        self.log.info("$ %s", shlex.join(args))
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        except FileNotFoundError:
+            raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
+        assert proc.stdout is not None
+        start = time.monotonic()
+        output = ""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        outcome, matched_at = "timeout", None
+        os.set_blocking(proc.stdout.fileno(), False)
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(proc.stdout, selectors.EVENT_READ)
+                while outcome == "timeout":
+                    left = timeout - (time.monotonic() - start)
+                    if left <= 0:
+                        break
+                    if not selector.select(min(left, 0.5)):
+                        continue
+                    chunk = proc.stdout.read(65536)
+                    if not chunk:  # EOF: the process exited
+                        outcome = "exited"
+                        break
+                    output += decoder.decode(chunk)
+                    if until(output):
+                        outcome, matched_at = "matched", time.monotonic() - start
+            if outcome == "matched" and linger > 0:
+                try:
+                    proc.wait(timeout=linger)
+                except subprocess.TimeoutExpired:
+                    pass
+                output += _drain(proc.stdout)
+        finally:
+            if proc.poll() is None:
+                _kill_group(proc)
+            proc.stdout.close()
+        returncode = proc.wait()
+        return Watched(args, outcome, output, matched_at, time.monotonic() - start, returncode)
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What `Runner.watch` saw. outcome: "matched", "exited" or "timeout"."""
+
+    argv: list[str]
+    outcome: str
+    output: str
+    matched_after: float | None  # seconds from start to the match
+    elapsed: float
+    returncode: int
+
+
+def _drain(stream: IO[bytes]) -> str:
+    try:
+        data = stream.read()
+    except (BlockingIOError, ValueError):
+        return ""
+    return (data or b"").decode(errors="replace")
 
 
 def _collect(stream: IO[bytes] | None, sink) -> None:

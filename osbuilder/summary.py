@@ -36,6 +36,7 @@ class Summary:
     agent_version: str
     agent_sha256: str
     creation_epoch: int | None
+    probe: bool = False  # the agent is osbuilder's probe agent
 
     @property
     def cgroup_driver(self) -> str:
@@ -60,6 +61,8 @@ class Summary:
             init_mode=self.init_mode,
             cgroup_driver=self.cgroup_driver,
             agent_sha256=self.agent_sha256,
+            agent_name="osbuilder-probe" if self.probe else "kata-agent",
+            probe=self.probe,
         )
 
 

@@ -9,6 +9,7 @@ from osbuilder.agent import AgentBinary, check_agent, sha256_file
 from osbuilder.arch import Arch
 from osbuilder.errors import BuildError, UserError
 from osbuilder.fsutil import GuestRoot
+from osbuilder.probe import PROBE_SHELL, check_probe
 from osbuilder.provision import AGENT_MODE_DEVICES, AGENT_PATH, INIT_PATH
 from osbuilder.summary import SUMMARY_PATH, cgroup_driver_for, parse_summary
 from osbuilder.systemd_units import pulls_in, unit_exists
@@ -29,22 +30,37 @@ def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBi
     init = guest.resolve(INIT_PATH)
     if not init.is_file():
         raise BuildError(f"{INIT_PATH} does not exist in {guest.root}", "the tree cannot boot; rebuild it")
+    probe = agent.probe if agent is not None else _records_probe(guest)
     if init_mode == "agent":
-        _validate_agent_mode(guest, init, target, agent)
+        _validate_agent_mode(guest, init, target, agent, probe)
     else:
-        _validate_systemd_mode(guest, init, target, agent)
+        _validate_systemd_mode(guest, init, target, agent, probe)
     if require_summary:
         _validate_summary(guest, init_mode)
 
 
-def _validate_agent_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinary | None) -> None:
+def _records_probe(guest: GuestRoot) -> bool:
+    path = guest.resolve(SUMMARY_PATH)
+    return path.is_file() and (parse_summary(path.read_text()).get("agent") or {}).get("probe") == "yes"
+
+
+def _check_installed(guest: GuestRoot, path, target: Arch, agent: AgentBinary | None, probe: bool) -> AgentBinary:
+    if probe:
+        if not guest.exists(PROBE_SHELL):
+            raise BuildError(f"the probe agent is a shell script, but the guest has no {PROBE_SHELL}",
+                             "add a shell to the guest's packages, or install a real agent")
+        return check_probe(path, agent.sha256 if agent is not None else None)
+    return check_agent(path, target)
+
+
+def _validate_agent_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinary | None, probe: bool) -> None:
     systemd = installed_systemd(guest)
     if systemd is not None:
         if os.path.samefile(init, guest.resolve(systemd)) or sha256_file(init) == sha256_file(guest.resolve(systemd)):
             raise BuildError(f"init mode is agent but {INIT_PATH} is systemd", "rebuild with --init systemd")
         raise UserError(f"init mode is agent but systemd is installed ({systemd})",
                         "drop the package that pulls in systemd from --extra-packages, or use --init systemd")
-    installed = check_agent(init, target)
+    installed = _check_installed(guest, init, target, agent, probe)
     if agent is not None and installed.sha256 != agent.sha256:
         raise BuildError(f"{INIT_PATH} is not the agent that was installed", "rebuild the tree")
     for name, major, minor in AGENT_MODE_DEVICES:
@@ -57,7 +73,7 @@ def _validate_agent_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinar
             raise BuildError(f"/dev/{name} is not the character device {major}:{minor}", "rebuild the tree")
 
 
-def _validate_systemd_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinary | None) -> None:
+def _validate_systemd_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinary | None, probe: bool) -> None:
     systemd = installed_systemd(guest)
     if systemd is None:
         raise BuildError("init mode is systemd but systemd is not installed",
@@ -67,7 +83,7 @@ def _validate_systemd_mode(guest: GuestRoot, init, target: Arch, agent: AgentBin
     agent_file = guest.resolve(AGENT_PATH)
     if not agent_file.is_file():
         raise BuildError(f"the agent is missing at {AGENT_PATH}", "rebuild the tree")
-    installed = check_agent(agent_file, target)
+    installed = _check_installed(guest, agent_file, target, agent, probe)
     if agent is not None and installed.sha256 != agent.sha256:
         raise BuildError(f"{AGENT_PATH} is not the agent that was installed", "rebuild the tree")
     if not pulls_in(guest, "basic.target", "kata-agent.service"):
