@@ -76,8 +76,9 @@ def _add_packer_arguments(command: argparse.ArgumentParser) -> None:
 
 def _add_boot_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("artifact", metavar="ARTIFACT", type=Path, help="initrd, disk image or ISO to boot")
-    command.add_argument("--kernel", metavar="VMLINUZ|DEB", type=Path, required=True,
-                         help="kernel file, or a linux-image-*.deb (its kernel and modules)")
+    command.add_argument("--kernel", metavar="VMLINUZ|DEB|debian", type=Path, required=True,
+                         help="kernel file, a linux-image-*.deb (its kernel and modules), or 'debian': Debian's "
+                              "current kernel package for the guest's arch, downloaded once into the cache")
     command.add_argument("--modules", metavar="DIR|DEB", type=Path,
                          help="the kernel's lib/modules/<version> directory or linux-image-*.deb, "
                               "for the boot shim that disk images need on stock kernels")
@@ -98,7 +99,9 @@ def _add_boot_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--no-pvh", dest="pvh", action="store_false",
                          help="boot an x86_64 bzImage as is, not its vmlinux through PVH")
     command.add_argument("--cache-dir", metavar="DIR", type=Path,
-                         help="keep unpacked kernels and extracted vmlinux files here between runs")
+                         help="keep downloaded and unpacked kernels and extracted vmlinux files here "
+                              "(default with --kernel debian: ~/.cache/osbuilder)")
+    command.add_argument("--console-log", metavar="FILE", type=Path, help="write everything the console printed here")
     command.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -112,7 +115,16 @@ def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
                           device=args.device, append=args.append, expect=args.expect, timeout=args.timeout,
                           accel=args.accel, memory_mib=args.memory, pvh=args.pvh,
                           host_cgroup_driver=args.host_cgroup_driver, cache_dir=args.cache_dir)
+    if args.console_log is not None:
+        from osbuilder.fsutil import check_output_path
+
+        check_output_path(args.console_log, "--console-log")
     result = boot_artifact(request, runner, Templates())
+    if args.console_log is not None:
+        from osbuilder.staging import StagedFile
+
+        with StagedFile(args.console_log) as staged:
+            staged.write_text(result.console)
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
     elif result.ok:

@@ -30,39 +30,44 @@ def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBi
     init = guest.resolve(INIT_PATH)
     if not init.is_file():
         raise BuildError(f"{INIT_PATH} does not exist in {guest.root}", "the tree cannot boot; rebuild it")
-    probe = agent.probe if agent is not None else _records_probe(guest)
+    recorded = _recorded_agent(guest)
+    probe = agent.probe if agent is not None else recorded.get("probe") == "yes"
+    # The binary that must be installed: the one given, else (for osbuilder's own probe, whose
+    # bytes are known) the digest the tree records.
+    pinned = agent.sha256 if agent is not None else str(recorded.get("sha256")) if probe else None
     if init_mode == "agent":
-        _validate_agent_mode(guest, init, target, agent, probe)
+        _validate_agent_mode(guest, init, target, pinned, probe)
     else:
-        _validate_systemd_mode(guest, init, target, agent, probe)
+        _validate_systemd_mode(guest, init, target, pinned, probe)
     if require_summary:
         _validate_summary(guest, init_mode)
 
 
-def _records_probe(guest: GuestRoot) -> bool:
+def _recorded_agent(guest: GuestRoot) -> dict:
     path = guest.resolve(SUMMARY_PATH)
-    return path.is_file() and (parse_summary(path.read_text()).get("agent") or {}).get("probe") == "yes"
+    return (parse_summary(path.read_text()).get("agent") or {}) if path.is_file() else {}
 
 
-def _check_installed(guest: GuestRoot, path, target: Arch, agent: AgentBinary | None, probe: bool) -> AgentBinary:
+def _check_installed(guest: GuestRoot, path, target: Arch, pinned: str | None, probe: bool, where: str) -> None:
     if probe:
         if not guest.exists(PROBE_SHELL):
             raise BuildError(f"the probe agent is a shell script, but the guest has no {PROBE_SHELL}",
                              "add a shell to the guest's packages, or install a real agent")
-        return check_probe(path, agent.sha256 if agent is not None else None)
-    return check_agent(path, target)
+        check_probe(path, pinned)
+        return
+    installed = check_agent(path, target)
+    if pinned is not None and installed.sha256 != pinned:
+        raise BuildError(f"{where} is not the agent that was installed", "rebuild the tree")
 
 
-def _validate_agent_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinary | None, probe: bool) -> None:
+def _validate_agent_mode(guest: GuestRoot, init, target: Arch, pinned: str | None, probe: bool) -> None:
     systemd = installed_systemd(guest)
     if systemd is not None:
         if os.path.samefile(init, guest.resolve(systemd)) or sha256_file(init) == sha256_file(guest.resolve(systemd)):
             raise BuildError(f"init mode is agent but {INIT_PATH} is systemd", "rebuild with --init systemd")
         raise UserError(f"init mode is agent but systemd is installed ({systemd})",
                         "drop the package that pulls in systemd from --extra-packages, or use --init systemd")
-    installed = _check_installed(guest, init, target, agent, probe)
-    if agent is not None and installed.sha256 != agent.sha256:
-        raise BuildError(f"{INIT_PATH} is not the agent that was installed", "rebuild the tree")
+    _check_installed(guest, init, target, pinned, probe, INIT_PATH)
     for name, major, minor in AGENT_MODE_DEVICES:
         path = guest.resolve(f"/dev/{name}", follow_final=False)
         try:
@@ -73,7 +78,7 @@ def _validate_agent_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinar
             raise BuildError(f"/dev/{name} is not the character device {major}:{minor}", "rebuild the tree")
 
 
-def _validate_systemd_mode(guest: GuestRoot, init, target: Arch, agent: AgentBinary | None, probe: bool) -> None:
+def _validate_systemd_mode(guest: GuestRoot, init, target: Arch, pinned: str | None, probe: bool) -> None:
     systemd = installed_systemd(guest)
     if systemd is None:
         raise BuildError("init mode is systemd but systemd is not installed",
@@ -83,9 +88,7 @@ def _validate_systemd_mode(guest: GuestRoot, init, target: Arch, agent: AgentBin
     agent_file = guest.resolve(AGENT_PATH)
     if not agent_file.is_file():
         raise BuildError(f"the agent is missing at {AGENT_PATH}", "rebuild the tree")
-    installed = _check_installed(guest, agent_file, target, agent, probe)
-    if agent is not None and installed.sha256 != agent.sha256:
-        raise BuildError(f"{AGENT_PATH} is not the agent that was installed", "rebuild the tree")
+    _check_installed(guest, agent_file, target, pinned, probe, AGENT_PATH)
     if not pulls_in(guest, "basic.target", "kata-agent.service"):
         raise BuildError("kata-agent.service is not reachable from basic.target", "rebuild the tree")
     if not unit_exists(guest, "dbus.socket"):

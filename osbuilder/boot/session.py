@@ -19,8 +19,9 @@ from typing import Any
 import magic
 
 from osbuilder.arch import Arch, arch_of_magic, get_arch, host_arch
+from osbuilder.boot.debian_archive import DebianArchive
 from osbuilder.boot.artifact import BootArtifact, inspect_artifact, verity_params_for
-from osbuilder.boot.kernel import Kernel, load_kernel
+from osbuilder.boot.kernel import Kernel, is_deb, load_kernel
 from osbuilder.boot.machine import DAX_ROOTFLAGS, MACHINES, QemuPlan
 from osbuilder.boot.shim import SHIM_ERROR, ShimRequest, build_shim
 from osbuilder.boot.summary_reader import read_artifact_summary
@@ -33,6 +34,8 @@ log = logging.getLogger("osbuilder")
 
 # The real kata-agent's first log line: a JSON record whose message is "announce".
 KATA_AGENT_STARTUP = r'"msg":"announce"'
+# --kernel debian: Debian's current linux-image package for the guest's arch, fetched into the cache.
+DEBIAN_KERNEL = "debian"
 PANIC = re.compile(r"Kernel panic - not syncing[^\n]*")
 CONSOLE_TAIL_LINES = 40
 KVM_PROBE_SECONDS = 8.0
@@ -71,12 +74,17 @@ class BootResult:
     recorded_init_mode: str | None = None
     console_tail: str = ""
     command: list[str] = field(default_factory=list)
+    console: str = ""  # everything the serial console printed
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "outcome": self.outcome, "reason": self.reason, "boot_seconds": round(self.seconds, 3),
                 "accel": self.accel, "kernel": self.kernel, "pvh": self.pvh, "device": self.device,
                 "expect": self.expect, "probe": self.probe, "recorded_init_mode": self.recorded_init_mode,
                 "console_tail": self.console_tail if not self.ok else "", "command": self.command}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "osbuilder"
 
 
 def kernel_arch(kernel: Path) -> Arch | None:
@@ -100,7 +108,7 @@ def _choose_arch(request: BootRequest, summary: dict[str, Any] | None) -> Arch:
     if recorded:
         return get_arch(recorded)
     kernel = Path(request.kernel)
-    if kernel.is_file() and not kernel.read_bytes()[:8] == b"!<arch>\n":
+    if kernel.is_file() and not is_deb(kernel):
         found = kernel_arch(kernel)
         if found:
             return found
@@ -158,11 +166,13 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
             raise UserError(f"--expect is not a valid regular expression ({exc})", "quote it, or escape special characters") from None
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="osbuilder-boot-")))
-        cache = Path(request.cache_dir) if request.cache_dir else work / "cache"
+        debian_kernel = str(request.kernel) == DEBIAN_KERNEL
+        cache = Path(request.cache_dir) if request.cache_dir else default_cache_dir() if debian_kernel else work / "cache"
         summary = read_artifact_summary(artifact, work, runner)
         arch = _choose_arch(request, summary)
         device = _choose_device(request, artifact, arch)
-        kernel = load_kernel(Path(request.kernel), request.modules, arch, cache, runner, pvh=request.pvh)
+        kernel_file = DebianArchive(arch, cache).kernel_package(runner) if debian_kernel else Path(request.kernel)
+        kernel = load_kernel(kernel_file, request.modules, arch, cache, runner, pvh=request.pvh)
         found = kernel_arch(kernel.image)
         if found is not None and found != arch:
             raise UserError(f"kernel '{request.kernel}' is for {found.name}, the artifact for {arch.name}",
@@ -185,7 +195,11 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
             root = disk if artifact.kind == "iso" else partition(1)
             params += [f"root={root}", f"rootfstype={artifact.fs}"]
             if device == "nvdimm":
-                params.append(f"rootflags={DAX_ROOTFLAGS[artifact.fs or 'ext4']}")
+                flags = DAX_ROOTFLAGS[artifact.fs or "ext4"]
+                if artifact.verity:  # dm-verity devices cannot do DAX; the rest of the options stay
+                    flags = ",".join(f for f in flags.split(",") if not f.startswith("dax"))
+                if flags:
+                    params.append(f"rootflags={flags}")
                 plan_files["nvdimm"] = artifact.path
             else:
                 plan_files["disk"] = artifact.path
@@ -219,7 +233,7 @@ def _watch(plan: QemuPlan, expect: str, timeout: float, summary: dict[str, Any] 
     recorded = ((summary or {}).get("agent") or {}).get("init-mode")
     result = BootResult(ok=False, outcome="", reason="", seconds=watched.matched_after or watched.elapsed,
                         accel=plan.accel, kernel=str(plan.kernel), pvh=kernel.pvh, device=device, expect=expect,
-                        recorded_init_mode=recorded, command=watched.argv,
+                        recorded_init_mode=recorded, command=watched.argv, console=console,
                         console_tail="\n".join(console.splitlines()[-CONSOLE_TAIL_LINES:]))
     match = expected.search(console)
     panic = PANIC.search(console)

@@ -26,8 +26,11 @@ def _newc_member(archive: Path, wanted: bytes) -> bytes | None:
             header = f.read(NEWC_HEADER)
             if len(header) < NEWC_HEADER or header[:6] != b"070701":
                 return None
-            size = int(header[54:62], 16)
-            namesize = int(header[94:102], 16)
+            try:
+                size = int(header[54:62], 16)
+                namesize = int(header[94:102], 16)
+            except ValueError:  # not newc after all: the boot will tell
+                return None
             name = f.read(namesize)[:-1]
             f.seek(-(NEWC_HEADER + namesize) % 4, 1)
             if name == b"TRAILER!!!":

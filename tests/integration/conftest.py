@@ -15,11 +15,13 @@ class RootfsFactory:
         self.cache = cache
         self.built: dict[tuple, Path] = {}
 
-    def get(self, init: str, arch: str, agent: Path, *extra: str, env: dict[str, str] | None = None) -> Path:
+    def get(self, init: str, arch: str, agent: Path | None, *extra: str, env: dict[str, str] | None = None) -> Path:
+        """agent None: the probe agent (--probe-agent)."""
         key = (init, arch, str(agent), extra, tuple(sorted((env or {}).items())))
         if key not in self.built:
             out = self.base / f"rootfs-{len(self.built)}-{init}-{arch}"
-            result = run_cli("rootfs", "--distro", "debian", "--init", init, "--arch", arch, "--agent", agent,
+            chosen = ("--agent", agent) if agent is not None else ("--probe-agent",)
+            result = run_cli("rootfs", "--distro", "debian", "--init", init, "--arch", arch, *chosen,
                              "--cache-dir", self.cache, "-o", out, *extra, env=env)
             assert result.returncode == 0, result.stderr
             self.built[key] = out

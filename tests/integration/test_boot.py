@@ -1,0 +1,200 @@
+"""Every artifact proven by booting it: qemu-system (TCG) with Debian's own kernel package,
+fetched once by `--kernel debian` into the test cache, and the probe agent inside.
+
+Each boot asserts the probe's line: the init mode the image records, and the cgroup driver
+the agent's rule gives for the host driver passed on the kernel command line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from osbuilder.summary import SUMMARY_PATH, parse_summary
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+BOOT_TIMEOUT = 240  # seconds; a systemd guest boots in about 20 s under TCG here
+
+
+@pytest.fixture(scope="session")
+def boot_cache(cache_dir: Path) -> Path:
+    path = cache_dir / "boot"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def probe_tree(rootfs, init: str, arch: str = "x86_64") -> Path:
+    return rootfs.get(init, arch, None)
+
+
+def pack(kind: str, tree: Path, out: Path, *options: str) -> Path:
+    result = run_cli(kind, tree, "-o", out, *options)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def boot(artifact: Path, boot_cache: Path, *options: str, timeout: float = BOOT_TIMEOUT):
+    result = run_cli("boot", artifact, "--kernel", "debian", "--cache-dir", boot_cache, "--accel", "tcg",
+                     "--timeout", str(timeout), "--json", *options, timeout=timeout + 600)
+    report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return result, report
+
+
+def recorded_init_mode(tree: Path) -> str:
+    return parse_summary((tree / SUMMARY_PATH.lstrip("/")).read_text())["agent"]["init-mode"]
+
+
+def assert_probe(result, report, tree: Path, host_driver: str, arch: str = "x86_64") -> dict:
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert report["ok"] and report["outcome"] == "matched"
+    probe = report["probe"]
+    init_mode = recorded_init_mode(tree)
+    assert probe["init_mode"] == (init_mode == "agent")
+    assert probe["systemd"] == (init_mode == "systemd")
+    assert (probe["pid"] == 1) == (init_mode == "agent")
+    assert probe["host_cgroup_driver"] == host_driver
+    expected = "systemd" if (init_mode == "systemd" and host_driver == "systemd") else "cgroupfs"
+    assert probe["cgroup_driver"] == expected
+    assert probe["arch"] == arch
+    assert report["recorded_init_mode"] in (init_mode, None)
+    return probe
+
+
+# -- initrds ------------------------------------------------------------------------------
+@pytest.mark.parametrize("init", ["agent", "systemd"])
+@pytest.mark.parametrize("host_driver", ["systemd", "cgroupfs"])
+def test_initrd_boots_and_reports_its_init_mode_and_driver(rootfs, boot_cache, tmp_path, init, host_driver):
+    tree = probe_tree(rootfs, init)
+    initrd = pack("initrd", tree, tmp_path / "initrd.img")
+    result, report = boot(initrd, boot_cache, "--host-cgroup-driver", host_driver)
+    probe = assert_probe(result, report, tree, host_driver)
+    assert report["pvh"] is True and report["device"] is None
+    # systemd mounts the unified hierarchy; the agent as init mounts v1 like kata-agent.
+    assert probe["cgroup"] == ("v2" if init == "systemd" else "v1")
+
+
+# -- disk images --------------------------------------------------------------------------
+@pytest.mark.parametrize("init", ["agent", "systemd"])
+def test_ext4_on_virtio_blk(rootfs, boot_cache, tmp_path, init):
+    tree = probe_tree(rootfs, init)
+    image = pack("image", tree, tmp_path / "plain.img", "--no-dax")
+    result, report = boot(image, boot_cache, "--host-cgroup-driver", "systemd",
+                          "--console-log", str(tmp_path / "console.txt"))
+    assert_probe(result, report, tree, "systemd")
+    assert report["device"] == "virtio-blk" and report["recorded_init_mode"] == init
+    assert re.search(r"EXT4-fs \(vda1\): mounted", (tmp_path / "console.txt").read_text())
+
+
+@pytest.mark.parametrize("init", ["agent", "systemd"])
+def test_ext4_with_dax_header_on_nvdimm(rootfs, boot_cache, tmp_path, init):
+    tree = probe_tree(rootfs, init)
+    image = pack("image", tree, tmp_path / "dax.img")
+    console = tmp_path / "console.txt"
+    result, report = boot(image, boot_cache, "--host-cgroup-driver", "systemd", "--console-log", str(console))
+    assert_probe(result, report, tree, "systemd")
+    assert report["device"] == "nvdimm"
+    text = console.read_text()
+    # The kernel read the pfn block (fsdax namespace, 2 MiB alignment) and mounted the
+    # partition MBR #2 describes, with DAX.
+    assert "mode=ram align=2097152" in text or "pfn0.1" in text, text[-3000:]
+    assert re.search(r"EXT4-fs \(pmem0p1\).*DAX", text), text[-3000:]
+    assert "root=/dev/pmem0p1" in " ".join(report["command"])
+
+
+@pytest.mark.parametrize("fs", ["erofs", "xfs"])
+def test_erofs_and_xfs_on_virtio_blk(rootfs, boot_cache, tmp_path, fs):
+    tree = probe_tree(rootfs, "agent")
+    image = pack("image", tree, tmp_path / f"{fs}.img", "--fs", fs, "--no-dax")
+    console = tmp_path / "console.txt"
+    result, report = boot(image, boot_cache, "--host-cgroup-driver", "systemd", "--console-log", str(console))
+    assert_probe(result, report, tree, "systemd")
+    assert f"rootfstype={fs}" in " ".join(report["command"])
+
+
+def verity_image(rootfs, tmp_path: Path) -> Path:
+    return pack("image", probe_tree(rootfs, "agent"), tmp_path / "verity.img", "--verity")
+
+
+def test_ext4_with_verity_boots_through_dm_verity(rootfs, boot_cache, tmp_path):
+    image = verity_image(rootfs, tmp_path)
+    console = tmp_path / "console.txt"
+    result, report = boot(image, boot_cache, "--host-cgroup-driver", "cgroupfs", "--console-log", str(console))
+    assert_probe(result, report, probe_tree(rootfs, "agent"), "cgroupfs")
+    command = " ".join(report["command"])
+    assert "osbuilder.verity=root_hash=" in command and "osbuilder.verity_hash=/dev/pmem0p2" in command
+    assert "device-mapper: verity" in console.read_text()
+
+
+def test_verity_image_with_one_flipped_data_byte_fails_within_its_timeout(rootfs, boot_cache, tmp_path):
+    image = verity_image(rootfs, tmp_path)
+    with open(image, "r+b") as f:
+        start = struct.unpack_from("<I", f.read(512), 446 + 8)[0] * 512
+        f.seek(start + 3000)  # inside the file system's first block, which every mount reads
+        byte = f.read(1)[0]
+        f.seek(start + 3000)
+        f.write(bytes([byte ^ 0x01]))
+    timeout = 90
+    began = time.monotonic()
+    result, report = boot(image, boot_cache, "--console-log", str(tmp_path / "console.txt"), timeout=timeout)
+    assert time.monotonic() - began < timeout + 30
+    assert result.returncode == 1 and not report["ok"]
+    assert report["outcome"] == "shim-error" and "mounting" in report["reason"]
+    assert "Input/output error" in report["console_tail"]
+    assert re.search(r"verity.*(corrupt|block 0)", (tmp_path / "console.txt").read_text())
+
+
+# -- the harness itself -------------------------------------------------------------------
+def test_expect_that_never_appears_fails_on_timeout_with_the_console_tail(rootfs, boot_cache, tmp_path):
+    initrd = pack("initrd", probe_tree(rootfs, "agent"), tmp_path / "initrd.img")
+    began = time.monotonic()
+    result = run_cli("boot", initrd, "--kernel", "debian", "--cache-dir", boot_cache, "--accel", "tcg",
+                     "--expect", "THIS-NEVER-APPEARS", "--timeout", "4")
+    elapsed = time.monotonic() - began
+    assert result.returncode == 1
+    assert "boot failed (timeout): 'THIS-NEVER-APPEARS' did not appear within 4 s" in result.stderr
+    assert "--- console tail ---" in result.stderr and "Linux version" in result.stderr
+    assert elapsed < 4 + 25  # harness start-up and the kill grace, never the guest's own pace
+
+
+def test_human_output_reports_the_boot_time(rootfs, boot_cache, tmp_path):
+    initrd = pack("initrd", probe_tree(rootfs, "agent"), tmp_path / "initrd.img")
+    result = run_cli("boot", initrd, "--kernel", "debian", "--cache-dir", boot_cache, "--accel", "tcg")
+    assert result.returncode == 0, result.stderr
+    assert re.match(r"boot: OK in \d+\.\d s \(tcg, PVH vmlinux\)\nprobe: pid=1 init_mode=true ", result.stdout)
+
+
+def test_kernel_modules_resolve_in_the_order_reference_section_10_measured(boot_cache, tmp_path):
+    from osbuilder.arch import get_arch
+    from osbuilder.boot.debian_archive import DebianArchive
+    from osbuilder.boot.kernel import kernel_from_deb
+    from osbuilder.boot.modules import DEVICE_MODULES, FS_MODULES, ModuleIndex, module_name
+    from osbuilder.runner import Runner
+
+    deb = DebianArchive(get_arch("x86_64"), boot_cache).kernel_package(Runner())
+    _, modules = kernel_from_deb(deb, boot_cache, Runner())
+    index = ModuleIndex.load(modules, tmp_path, Runner())
+    order = [module_name(p) for p in index.resolve(DEVICE_MODULES["virtio-blk"] + FS_MODULES["ext4"])]
+    assert order == ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
+                     "virtio_blk", "crc32c_generic", "jbd2", "mbcache", "crc16", "ext4"]
+    nvdimm = [module_name(p) for p in index.resolve(DEVICE_MODULES["nvdimm"])]
+    assert nvdimm == ["libnvdimm", "nfit", "nd_btt", "nd_pmem"]
+
+
+# -- aarch64 ------------------------------------------------------------------------------
+def test_aarch64_initrd_and_virtio_blk_image_boot_under_qemu_system_aarch64(rootfs, boot_cache, tmp_path):
+    tree = probe_tree(rootfs, "agent", "aarch64")
+    initrd = pack("initrd", tree, tmp_path / "initrd.img")
+    result, report = boot(initrd, boot_cache, "--host-cgroup-driver", "systemd")
+    assert_probe(result, report, tree, "systemd", arch="aarch64")
+    assert report["command"][0] == "qemu-system-aarch64"
+    image = pack("image", tree, tmp_path / "plain.img", "--no-dax")
+    result, report = boot(image, boot_cache, "--host-cgroup-driver", "cgroupfs")
+    assert_probe(result, report, tree, "cgroupfs", arch="aarch64")
+    assert report["device"] == "virtio-blk"
