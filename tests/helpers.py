@@ -6,6 +6,7 @@ import dataclasses
 
 import hashlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -204,3 +205,26 @@ def fsck_and_rdump_ext4(image: Path, offset: int, work: Path) -> tuple[Path, Pat
     out.mkdir()
     subprocess.run(["debugfs", "-R", f"rdump / {out}", str(fs)], check=True, capture_output=True)
     return fs, out
+
+
+def make_busybox_probe_guest(root: Path, arch: str, busybox: Path) -> Path:
+    """A tiny agent-mode guest: one busybox-static for `arch` and the probe agent as /sbin/init,
+    provisioned by the real code. Enough to prove a machine boots; not a distribution."""
+    from osbuilder.config import make_config
+    from osbuilder.fsutil import GuestRoot
+    from osbuilder.probe import render_probe
+    from osbuilder.provision import Provisioner
+    from osbuilder.templates import Templates
+
+    fake_bootstrap(root, with_systemd=False)
+    for directory in ("proc", "sys"):
+        (root / directory).mkdir()
+    shutil.copy2(busybox, root / "usr/bin/busybox")
+    for applet in ("sh", "mount", "cat", "stat", "uname", "mkdir", "rmdir", "sleep", "sync"):
+        os.symlink("busybox", root / "usr/bin" / applet)
+    config, recipe = make_config({"distro": "debian", "init": "agent", "probe_agent": True, "arch": arch,
+                                  "output": root.parent / "unused"})
+    config = dataclasses.replace(config, source_date_epoch=1700000000)
+    probe = render_probe(Templates(), root.parent / f"{root.name}.probe")
+    Provisioner(GuestRoot(root), config, recipe, probe, Templates()).run()
+    return root

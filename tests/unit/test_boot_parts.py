@@ -220,3 +220,16 @@ def test_manifest_records_the_probe(tmp_path: Path):
     assert manifest["agent"]["probe"] is True and manifest["config"]["probe_agent"] is True
     assert manifest["config"]["agent"] is None
     assert Artifact  # imported to keep the manifest's types in view
+
+
+def test_auto_accel_falls_back_to_tcg_when_kvm_shows_no_progress(tmp_path: Path):
+    from osbuilder.arch import host_arch
+    from osbuilder.boot.kernel import Kernel
+    from osbuilder.boot.session import probe_kvm
+
+    junk = tmp_path / "vmlinuz"
+    junk.write_bytes(b"not a kernel at all")
+    began = time.monotonic()
+    assert probe_kvm(host_arch(), Kernel(image=junk, arch=host_arch(), modules=None, pvh=False), Runner()) is False
+    assert time.monotonic() - began < 8 + 15
+
