@@ -50,19 +50,17 @@ def cache_dir() -> Path:
 
 
 def _extract_busybox(arch_debian: str, cache: Path) -> Path:
-    """A real static ELF for `arch_debian`, unpacked from Debian's busybox-static package.
+    """A real static ELF for `arch_debian`, unpacked from Debian's busybox-static package
+    (fetched from the release suite with osbuilder's own apt wrapper, cached).
 
     It stands in for the agent: rootfs tests need a genuine executable of each arch."""
-    dest = cache / f"busybox-{arch_debian}"
-    binary = dest / "bin" / "busybox"
-    if not binary.exists():
-        partial = cache / f".busybox-{arch_debian}.partial"
-        subprocess.run(["rm", "-rf", str(partial)], check=True)
-        subprocess.run(["mmdebstrap", "--mode=unshare", "--variant=extract", f"--arch={arch_debian}",
-                        "--include=busybox-static", "bookworm", str(partial)],
-                       check=True, capture_output=True)
-        partial.rename(dest)
-    return binary
+    from osbuilder.arch import get_arch
+    from osbuilder.boot.debian_archive import DebianArchive
+    from osbuilder.boot.kernel import unpack_deb
+    from osbuilder.runner import Runner
+
+    deb = DebianArchive(get_arch(arch_debian), cache / "agents").download("busybox-static", Runner())
+    return unpack_deb(deb, cache / "agents" / "unpacked" / deb.stem, Runner()) / "bin" / "busybox"
 
 
 @pytest.fixture(scope="session")

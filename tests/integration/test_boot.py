@@ -161,7 +161,8 @@ def test_expect_that_never_appears_fails_on_timeout_with_the_console_tail(rootfs
     elapsed = time.monotonic() - began
     assert result.returncode == 1
     assert "boot failed (timeout): 'THIS-NEVER-APPEARS' did not appear within 4 s" in result.stderr
-    assert "--- console tail ---" in result.stderr and "Linux version" in result.stderr
+    tail = result.stderr.split("--- console tail ---\n", 1)[1]
+    assert re.search(r"^\[\s*\d+\.\d+\] ", tail, re.M)  # the kernel's own lines, as far as it got
     assert elapsed < 4 + 25  # harness start-up and the kill grace, never the guest's own pace
 
 
@@ -219,15 +220,19 @@ def test_aarch64_initrd_and_virtio_blk_image_boot_under_qemu_system_aarch64(root
 
 
 # -- ppc64le and s390x --------------------------------------------------------------------
-@pytest.mark.parametrize("arch,debian", [("ppc64le", "ppc64el"), ("s390x", "s390x")])
-def test_pseries_and_s390_ccw_machines_boot_a_probe_initrd(boot_cache, cache_dir, tmp_path, arch, debian):
+@pytest.mark.parametrize("arch", ["ppc64le", "s390x"])
+def test_pseries_and_s390_ccw_machines_boot_a_probe_initrd(boot_cache, tmp_path, arch):
     """A small busybox guest, not a Debian rootfs: bootstrapping these arches through
     qemu-user takes minutes, and the rootfs tests cover that path; this proves the machine
     table (pseries/hvc0, s390-ccw-virtio/ttysclp0) with Debian's own kernels."""
-    from tests.conftest import _extract_busybox
+    from osbuilder.arch import get_arch
+    from osbuilder.boot.shim import busybox_for
+    from osbuilder.runner import Runner
     from tests.helpers import make_busybox_probe_guest
 
-    tree = make_busybox_probe_guest(tmp_path / "tree", arch, _extract_busybox(debian, cache_dir))
+    # The boot shim's own source of busybox: Debian's busybox-static for the arch.
+    busybox = busybox_for(get_arch(arch), boot_cache, Runner())
+    tree = make_busybox_probe_guest(tmp_path / "tree", arch, busybox)
     initrd = pack("initrd", tree, tmp_path / "initrd.img")
     result, report = boot(initrd, boot_cache, "--host-cgroup-driver", "systemd")
     assert_probe(result, report, tree, "systemd", arch=arch)
