@@ -28,7 +28,8 @@ class DebianArchive:
 
     @property
     def state(self) -> Path:
-        return self.cache / "apt" / f"{self.release}-{self.arch.debian}"
+        # Absolute: apt reads a relative Dir:: path as relative to /etc/apt.
+        return Path(os.path.abspath(self.cache)) / "apt" / f"{self.release}-{self.arch.debian}"
 
     def _apt_options(self) -> list[str]:
         state = self.state

@@ -178,7 +178,7 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
             raise UserError(f"kernel '{request.kernel}' is for {found.name}, the artifact for {arch.name}",
                             f"pass a {arch.name} kernel")
         machine = MACHINES[arch.name]
-        params = [f"console={machine.console}", "panic=-1"]
+        params = [f"console={machine.console}", "panic=-1", machine.kernel_params]
         plan_files: dict[str, Path] = {}
         if artifact.kind == "initrd":
             plan_files["initrd"] = artifact.path
