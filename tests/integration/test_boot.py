@@ -120,6 +120,15 @@ def test_erofs_and_xfs_on_virtio_blk(rootfs, boot_cache, tmp_path, fs):
     assert f"rootfstype={fs}" in " ".join(report["command"])
 
 
+def test_iso_boots_as_a_read_only_root(rootfs, boot_cache, tmp_path):
+    tree = probe_tree(rootfs, "agent")
+    iso = pack("iso", tree, tmp_path / "guest.iso")
+    console = tmp_path / "console.txt"
+    result, report = boot(iso, boot_cache, "--host-cgroup-driver", "systemd", "--console-log", str(console))
+    assert_probe(result, report, tree, "systemd")
+    assert "osbuilder-shim: mounted /dev/vda (iso9660)" in console.read_text()
+
+
 def verity_image(rootfs, tmp_path: Path) -> Path:
     return pack("image", probe_tree(rootfs, "agent"), tmp_path / "verity.img", "--verity")
 
