@@ -21,7 +21,7 @@ import magic
 from osbuilder.arch import Arch, arch_of_magic, get_arch, host_arch
 from osbuilder.boot.debian_archive import DebianArchive
 from osbuilder.boot.artifact import BootArtifact, inspect_artifact, verity_params_for
-from osbuilder.boot.kernel import Kernel, is_deb, load_kernel
+from osbuilder.boot.kernel import Kernel, is_bzimage, is_deb, load_kernel
 from osbuilder.boot.machine import DAX_ROOTFLAGS, MACHINES, QemuPlan
 from osbuilder.boot.shim import SHIM_ERROR, ShimRequest, build_shim
 from osbuilder.boot.summary_reader import read_artifact_summary
@@ -88,13 +88,15 @@ def default_cache_dir() -> Path:
 
 
 def kernel_arch(kernel: Path) -> Arch | None:
-    """The architecture a kernel file is built for, from libmagic's description."""
-    description = magic.from_file(str(kernel))
-    if "x86 boot executable" in description:
+    """The architecture a kernel file is built for: the bzImage header is x86's own, the
+    arm64 Image header carries "ARM\\x64" at 0x38; ELF kernels go by libmagic."""
+    if is_bzimage(kernel):
         return get_arch("x86_64")
-    if "ARM64 boot executable" in description:
+    with open(kernel, "rb") as f:
+        head = f.read(0x40)
+    if head[0x38:0x3C] == b"ARM\x64":
         return get_arch("aarch64")
-    name = arch_of_magic(description)
+    name = arch_of_magic(magic.from_file(str(kernel)))
     return get_arch(name) if name else None
 
 
@@ -190,21 +192,8 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
             build_shim(ShimRequest(arch, kernel.modules, "nvdimm" if device == "nvdimm" else machine.shim_device,
                                    artifact.fs or "ext4", artifact.verity), shim, work, cache, templates, runner)
             plan_files["initrd"] = shim
-            disk = "/dev/pmem0" if device == "nvdimm" else machine.disk_prefix
-            partition = (lambda n: f"{disk}p{n}") if device == "nvdimm" else (lambda n: f"{disk}{n}")
-            root = disk if artifact.kind == "iso" else partition(1)
-            params += [f"root={root}", f"rootfstype={artifact.fs}"]
-            if device == "nvdimm":
-                flags = DAX_ROOTFLAGS[artifact.fs or "ext4"]
-                if artifact.verity:  # dm-verity devices cannot do DAX; the rest of the options stay
-                    flags = ",".join(f for f in flags.split(",") if not f.startswith("dax"))
-                if flags:
-                    params.append(f"rootflags={flags}")
-                plan_files["nvdimm"] = artifact.path
-            else:
-                plan_files["disk"] = artifact.path
-            if artifact.verity:
-                params += [f"osbuilder.verity={verity_params_for(artifact)}", f"osbuilder.verity_hash={partition(2)}"]
+            plan_files["nvdimm" if device == "nvdimm" else "disk"] = artifact.path
+            params += _root_params(artifact, device == "nvdimm", machine.disk_prefix)
         if request.host_cgroup_driver:
             params.append(f"osbuilder.host_cgroup_driver={request.host_cgroup_driver}")
         if request.append:
@@ -217,6 +206,27 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
         expect = request.expect or _default_expect(summary)
         return _watch(plan, expect, request.timeout, summary, device, kernel, runner)
     raise AssertionError("unreachable")
+
+
+def _root_params(artifact: BootArtifact, nvdimm: bool, disk_prefix: str) -> list[str]:
+    """The boot shim's kernel parameters: the root device, its file system and mount
+    options, and the dm-verity table's inputs when the image has a hash partition."""
+    disk = "/dev/pmem0" if nvdimm else disk_prefix
+
+    def partition(number: int) -> str:
+        return f"{disk}p{number}" if nvdimm else f"{disk}{number}"
+
+    fs = artifact.fs or "ext4"
+    params = [f"root={disk if artifact.kind == 'iso' else partition(1)}", f"rootfstype={fs}"]
+    if nvdimm:
+        flags = DAX_ROOTFLAGS[fs].split(",")
+        if artifact.verity:  # dm-verity devices cannot do DAX; the other options stay
+            flags = [f for f in flags if not f.startswith("dax")]
+        if flags:
+            params.append("rootflags=" + ",".join(flags))
+    if artifact.verity:
+        params += [f"osbuilder.verity={verity_params_for(artifact)}", f"osbuilder.verity_hash={partition(2)}"]
+    return params
 
 
 def _watch(plan: QemuPlan, expect: str, timeout: float, summary: dict[str, Any] | None, device: str | None,

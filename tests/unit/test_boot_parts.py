@@ -233,3 +233,15 @@ def test_auto_accel_falls_back_to_tcg_when_kvm_shows_no_progress(tmp_path: Path)
     assert probe_kvm(host_arch(), Kernel(image=junk, arch=host_arch(), modules=None, pvh=False), Runner()) is False
     assert time.monotonic() - began < 8 + 15
 
+
+def test_a_kernel_for_another_arch_is_refused(tmp_path: Path):
+    inputs, work = tmp_path / "in", tmp_path / "work"
+    inputs.mkdir()
+    work.mkdir()
+    initrd = inputs / "initrd.img"
+    initrd.write_bytes(gzip.compress(b"070701" + bytes(200)))
+    kernel = inputs / "vmlinuz"
+    kernel.write_bytes(bzimage_around(elf_with_note(18)))
+    result = run_cli("boot", initrd, "--kernel", kernel, "--arch", "aarch64", "--accel", "tcg")
+    assert_refused(result, "is for x86_64, the artifact for aarch64", work)
+
