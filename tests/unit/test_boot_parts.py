@@ -175,14 +175,21 @@ def test_a_probe_tree_without_a_shell_is_refused(tmp_path: Path):
 
 
 # -- bad input: exit 2, one line, nothing written -----------------------------------------
-def test_boot_bad_input_exits_2(tmp_path: Path):
+def boot_inputs(tmp_path: Path, kernel_bytes: bytes) -> tuple[Path, Path, Path]:
+    """An initrd and a kernel file in one directory, and an empty one that must stay empty."""
     inputs, work = tmp_path / "in", tmp_path / "work"
     inputs.mkdir()
     work.mkdir()
     initrd = inputs / "initrd.img"
     initrd.write_bytes(gzip.compress(b"070701" + bytes(200)))
     kernel = inputs / "vmlinuz"
-    kernel.write_bytes(b"not a kernel")
+    kernel.write_bytes(kernel_bytes)
+    return initrd, kernel, work
+
+
+def test_boot_bad_input_exits_2(tmp_path: Path):
+    initrd, kernel, work = boot_inputs(tmp_path, b"not a kernel")
+    inputs = initrd.parent
     cases = [
         (["boot", initrd, "--kernel", inputs / "missing-vmlinuz", "--accel", "tcg",
           "--console-log", work / "console.txt"], "kernel '"),
@@ -235,13 +242,7 @@ def test_auto_accel_falls_back_to_tcg_when_kvm_shows_no_progress(tmp_path: Path)
 
 
 def test_a_kernel_for_another_arch_is_refused(tmp_path: Path):
-    inputs, work = tmp_path / "in", tmp_path / "work"
-    inputs.mkdir()
-    work.mkdir()
-    initrd = inputs / "initrd.img"
-    initrd.write_bytes(gzip.compress(b"070701" + bytes(200)))
-    kernel = inputs / "vmlinuz"
-    kernel.write_bytes(bzimage_around(elf_with_note(18)))
+    initrd, kernel, work = boot_inputs(tmp_path, bzimage_around(elf_with_note(18)))
     result = run_cli("boot", initrd, "--kernel", kernel, "--arch", "aarch64", "--accel", "tcg")
     assert_refused(result, "is for x86_64, the artifact for aarch64", work)
 
