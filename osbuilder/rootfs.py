@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import logging
 
 from osbuilder.agent import AgentBinary, check_agent
 from osbuilder.bootstrap import bootstrap

@@ -24,6 +24,8 @@ class RootfsFactory:
             result = run_cli("rootfs", "--distro", "debian", "--init", init, "--arch", arch, *chosen,
                              "--cache-dir", self.cache, "-o", out, *extra, env=env)
             assert result.returncode == 0, result.stderr
+            if agent is None:  # the probe is never silent about itself
+                assert "warning: this guest holds osbuilder's probe agent" in result.stderr
             self.built[key] = out
         return self.built[key]
 
