@@ -161,6 +161,26 @@ def test_verity_image_with_one_flipped_data_byte_fails_within_its_timeout(rootfs
     assert re.search(r"verity.*(corrupt|block 0)", (tmp_path / "console.txt").read_text())
 
 
+# -- the README's first command -----------------------------------------------------------
+def test_readme_first_command_builds_and_boots_a_probe_image(cache_dir, boot_cache, tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    first = next(line for line in readme.splitlines() if line.startswith("./setup.sh && "))
+    build = re.search(r"osbuilder (build [^&]+?) &&", first).group(1).split()
+    boot_args = re.search(r"osbuilder (boot .+)$", first).group(1).split()
+    out = tmp_path / "guest"
+    build = [str(out) if arg == "./guest" else arg for arg in build] + ["--cache-dir", str(cache_dir)]
+    built = run_cli(*build)
+    assert built.returncode == 0, built.stderr
+    assert "warning: this guest holds osbuilder's probe agent" in built.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["agent"]["probe"] is True and manifest["init_mode"] == "agent"
+    assert sorted(a["format"] for a in manifest["artifacts"]) == ["image", "initrd"]
+    boot_args = [str(out / Path(arg).name) if arg.startswith("./guest/") else arg for arg in boot_args]
+    booted = run_cli(*boot_args, "--cache-dir", boot_cache, "--accel", "tcg")
+    assert booted.returncode == 0, booted.stderr
+    assert re.match(r"boot: OK in \d+\.\d s \(tcg, PVH vmlinux, nvdimm\)\nprobe: pid=1 init_mode=true ", booted.stdout)
+
+
 # -- the harness itself -------------------------------------------------------------------
 def test_expect_that_never_appears_fails_on_timeout_with_the_console_tail(rootfs, boot_cache, tmp_path):
     initrd = pack("initrd", probe_tree(rootfs, "agent"), tmp_path / "initrd.img")
