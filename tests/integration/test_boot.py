@@ -93,6 +93,25 @@ def test_ext4_on_virtio_blk(rootfs, boot_cache, tmp_path, init):
     assert "osbuilder-shim: mounted /dev/vda1 (ext4) dax=0" in text and "EXT4-fs (vda1): mounted" in text
 
 
+def test_a_kernel_file_with_a_modules_directory_boots_an_image(rootfs, boot_cache, tmp_path):
+    """The path for users with their own kernel: --kernel vmlinuz --modules lib/modules/<v>."""
+    from osbuilder.arch import get_arch
+    from osbuilder.boot.debian_archive import DebianArchive
+    from osbuilder.boot.kernel import kernel_from_deb
+    from osbuilder.runner import Runner
+
+    deb = DebianArchive(get_arch("x86_64"), boot_cache).kernel_package(Runner())
+    vmlinuz, modules = kernel_from_deb(deb, boot_cache, Runner())
+    tree = probe_tree(rootfs, "agent")
+    image = pack("image", tree, tmp_path / "plain.img", "--no-dax")
+    result = run_cli("boot", image, "--kernel", vmlinuz, "--modules", modules, "--accel", "tcg", "--json",
+                     "--timeout", str(BOOT_TIMEOUT))
+    report = json.loads(result.stdout)
+    assert_probe(result, report, tree, "none")
+    missing = run_cli("boot", image, "--kernel", vmlinuz, "--accel", "tcg")
+    assert missing.returncode == 2 and "needs its modules for the boot shim" in missing.stderr
+
+
 @pytest.mark.parametrize("init", ["agent", "systemd"])
 def test_ext4_with_dax_header_on_nvdimm(rootfs, boot_cache, tmp_path, init):
     tree = probe_tree(rootfs, init)
