@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 import time
-from typing import IO, BinaryIO, Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 from osbuilder.errors import CommandError, UserError
 
@@ -55,18 +55,8 @@ class Runner:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        try:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=full_env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
+        proc = _spawn(args, stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd)
 
         stdout_chunks: list[bytes] = []
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -107,11 +97,7 @@ class Runner:
         Used for streaming compression: nothing is held in memory."""
         args = [os.fspath(a) for a in argv]
         self.log.info("$ %s > %s", shlex.join(args), getattr(stdout, "name", "<stream>"))
-        try:
-            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE,
-                                    start_new_session=True)
-        except FileNotFoundError:
-            raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
+        proc = _spawn(args, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE)
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         reader = threading.Thread(target=_collect_lines, args=(proc.stderr, tail, self.log), daemon=True)
         reader.start()
@@ -138,11 +124,7 @@ class Runner:
         Never waits longer than timeout + linger + the kill grace."""
         args = [os.fspath(a) for a in argv]
         self.log.info("$ %s", shlex.join(args))
-        try:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        except FileNotFoundError:
-            raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
+        proc = _spawn(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
         start = time.monotonic()
         output = ""
@@ -189,6 +171,15 @@ class Watched:
     matched_after: float | None  # seconds from start to the match
     elapsed: float
     returncode: int
+
+
+def _spawn(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (see the module docstring); a missing tool is the
+    user's to install, not a crash."""
+    try:
+        return subprocess.Popen(args, start_new_session=True, **popen)
+    except FileNotFoundError:
+        raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
 
 
 def _drain(stream: IO[bytes]) -> str:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.errors import UserError
+from osbuilder.pack.compress import codec_of
 from osbuilder.pack.disk import PFN_OFFSET, SECTOR
 
-INITRD_MAGICS = (b"070701", b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"\x02\x21\x4c\x18")
 PFN_SIGNATURE = b"NVDIMM_PFN_INFO\0"
 
 # Filesystem superblock magics: (offset into the partition, bytes).
@@ -62,7 +62,7 @@ def inspect_artifact(path: Path) -> BootArtifact:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(PFN_OFFSET + len(PFN_SIGNATURE))
-        if any(head.startswith(m) for m in INITRD_MAGICS):
+        if codec_of(head) is not None:
             return BootArtifact(path, "initrd", size)
         f.seek(0x8001)
         if f.read(5) == b"CD001":

@@ -5,6 +5,7 @@ modules.alias. `depmod -n` computes all three without writing into the user's di
 
 from __future__ import annotations
 
+import gzip
 import lzma
 import os
 from dataclasses import dataclass, field
@@ -128,8 +129,6 @@ class ModuleIndex:
         if relative.endswith(".xz"):
             return lzma.decompress(data)
         if relative.endswith(".gz"):
-            import gzip
-
             return gzip.decompress(data)
         if relative.endswith(".zst"):
             raise UserError(f"module {relative} is zstd-compressed", "unpack the modules with `unzstd` first")

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import tempfile
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,8 +165,8 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
             re.compile(request.expect)
         except re.error as exc:
             raise UserError(f"--expect is not a valid regular expression ({exc})", "quote it, or escape special characters") from None
-    with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="osbuilder-boot-")))
+    with tempfile.TemporaryDirectory(prefix="osbuilder-boot-") as tmp:
+        work = Path(tmp)
         debian_kernel = str(request.kernel) == DEBIAN_KERNEL
         cache = Path(request.cache_dir) if request.cache_dir else default_cache_dir() if debian_kernel else work / "cache"
         summary = read_artifact_summary(artifact, work, runner)
@@ -205,7 +204,6 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
                         memory_mib=request.memory_mib, **plan_files)
         expect = request.expect or _default_expect(summary)
         return _watch(plan, expect, request.timeout, summary, device, kernel, runner)
-    raise AssertionError("unreachable")
 
 
 def _root_params(artifact: BootArtifact, nvdimm: bool, disk_prefix: str) -> list[str]:

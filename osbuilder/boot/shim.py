@@ -49,7 +49,8 @@ def busybox_for(arch: Arch, cache: Path, runner: Runner) -> Path:
 
 
 def _copy_with_libraries(binary: str, root: Path, runner: Runner) -> None:
-    """A dynamically linked host tool and the libraries ldd names, at their host paths."""
+    """A dynamically linked host tool and the libraries ldd names, at their host paths
+    (the tool's directory is on the shim's PATH: /sbin or /usr/sbin)."""
     path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
     if path is None:
         raise UserError(f"required tool '{binary}' is not installed", "run ./setup.sh to install it")
@@ -58,9 +59,6 @@ def _copy_with_libraries(binary: str, root: Path, runner: Runner) -> None:
         target = root / source.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(source).resolve(), target)
-    (root / "sbin").mkdir(exist_ok=True)
-    if not (root / "sbin" / binary).exists():
-        (root / "sbin" / binary).symlink_to(path)
 
 
 def build_shim(request: ShimRequest, output: Path, workdir: Path, cache: Path, templates: Templates,

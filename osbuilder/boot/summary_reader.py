@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from osbuilder.boot.artifact import BootArtifact
+from osbuilder.pack.compress import codec_of
 from osbuilder.runner import Runner
 from osbuilder.summary import SUMMARY_PATH, parse_summary
 
-_DECOMPRESS = {b"\x1f\x8b": ["gzip", "-dc"], b"\x28\xb5\x2f\xfd": ["zstd", "-dc"],
-               b"\xfd7zXZ\x00": ["xz", "-dc"], b"\x02\x21\x4c\x18": ["lz4", "-dc"]}
 NEWC_HEADER = 110
 
 
@@ -44,15 +43,14 @@ def read_artifact_summary(artifact: BootArtifact, workdir: Path, runner: Runner)
     wanted = SUMMARY_PATH.lstrip("/")
     if artifact.kind == "initrd":
         with open(artifact.path, "rb") as f:
-            head = f.read(6)
+            codec = codec_of(f.read(6))
         archive = artifact.path
-        for magic, command in _DECOMPRESS.items():
-            if head.startswith(magic):
-                archive = workdir / "initrd.cpio"
-                with open(archive, "wb") as out, runner.pipe_to(command, out) as stdin, open(artifact.path, "rb") as src:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        stdin.write(chunk)
-                break
+        if codec is not None and codec.decompress:
+            archive = workdir / "initrd.cpio"
+            with open(archive, "wb") as out, runner.pipe_to(codec.decompress, out) as stdin, \
+                    open(artifact.path, "rb") as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    stdin.write(chunk)
         data = _newc_member(archive, wanted.encode())
         if archive != artifact.path:
             archive.unlink()

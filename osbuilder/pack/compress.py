@@ -29,6 +29,8 @@ class Codec:
     # Pure-Python fallback: wraps the output file in a compressing stream.
     python: Callable[[BinaryIO, int], BinaryIO] | None
     kernel_config: str  # what the guest kernel must enable to unpack it
+    magic: bytes  # how an artifact in this format starts
+    decompress: tuple[str, ...]  # a filter from stdin to stdout; empty for "none"
 
     def check_level(self, level: int | None) -> int:
         if level is None:
@@ -46,21 +48,21 @@ CODECS: dict[str, Codec] = {
         Codec("gzip", 6, 1, 9,
               (("pigz", lambda level: ["pigz", "-n", "-c", f"-{level}"]),),
               lambda out, level: gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=level, mtime=0),
-              "CONFIG_RD_GZIP"),
+              "CONFIG_RD_GZIP", b"\x1f\x8b", ("gzip", "-dc")),
         # Level 6: 0.84x gzip -9's size; higher levels cost time and, with -T0, memory.
         Codec("zstd", 6, 1, 19,
               (("zstd", lambda level: ["zstd", "-q", "-c", "-T0", f"-{level}"]),),
-              None, "CONFIG_RD_ZSTD"),
+              None, "CONFIG_RD_ZSTD", b"\x28\xb5\x2f\xfd", ("zstd", "-dc")),
         # The kernel's xz decoder supports only the crc32 check.
         Codec("xz", 6, 0, 9,
               (("xz", lambda level: ["xz", "-c", "-T0", "--check=crc32", f"-{level}"]),),
               lambda out, level: lzma.LZMAFile(out, "wb", check=lzma.CHECK_CRC32, preset=level),
-              "CONFIG_RD_XZ"),
+              "CONFIG_RD_XZ", b"\xfd7zXZ\x00", ("xz", "-dc")),
         # The kernel reads only lz4's legacy frame format.
         Codec("lz4", 9, 1, 12,
               (("lz4", lambda level: ["lz4", "-l", "-q", "-c", f"-{level}"]),),
-              None, "CONFIG_RD_LZ4"),
-        Codec("none", 0, 0, 0, (), lambda out, level: out, ""),
+              None, "CONFIG_RD_LZ4", b"\x02\x21\x4c\x18", ("lz4", "-dc")),
+        Codec("none", 0, 0, 0, (), lambda out, level: out, "", b"070701", ()),
     )
 }
 
@@ -70,6 +72,11 @@ def get_codec(name: str) -> Codec:
         return CODECS[name]
     except KeyError:
         raise UserError(f"unknown compression '{name}'", f"use one of: {', '.join(CODECS)}") from None
+
+
+def codec_of(head: bytes) -> Codec | None:
+    """The codec an initrd was written with, from its first bytes (None: not an initrd)."""
+    return next((codec for codec in CODECS.values() if head.startswith(codec.magic)), None)
 
 
 @contextlib.contextmanager

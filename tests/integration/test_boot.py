@@ -76,6 +76,7 @@ def test_initrd_boots_and_reports_its_init_mode_and_driver(rootfs, boot_cache, t
     result, report = boot(initrd, boot_cache, "--host-cgroup-driver", host_driver)
     probe = assert_probe(result, report, tree, host_driver)
     assert report["pvh"] is True and report["device"] is None
+    assert report["recorded_init_mode"] == init  # read from inside the compressed initrd
     # systemd mounts the unified hierarchy; the agent as init mounts v1 like kata-agent.
     assert probe["cgroup"] == ("v2" if init == "systemd" else "v1")
 
