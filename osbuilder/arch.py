@@ -1,52 +1,108 @@
-"""The one architecture table (reference section 5) and lookups into it."""
+"""The one architecture table: one row per architecture holds every name and number the
+stages need (reference section 5), so a new architecture is one row plus recipe lines."""
 
 from __future__ import annotations
 
 import platform
-import re
 from dataclasses import dataclass
+from pathlib import Path
 
+from osbuilder.elf import ElfHeader, parse_elf_header
 from osbuilder.errors import UserError
+
+
+@dataclass(frozen=True)
+class QemuMachine:
+    """How qemu-system boots a guest of this architecture."""
+
+    binary: str  # qemu-system-*
+    machine: str  # -M
+    cpu: str | None  # -cpu, when the machine's default cannot run the distribution's kernels
+    console: str  # the kernel's console= device for the first serial port
+    disk_device: str  # qemu's virtio-blk device type on this machine's bus
+    shim_device: str  # the boot shim's module set for that device (boot.modules.DEVICE_MODULES)
+    disk_prefix: str  # the guest's name for the first disk
+    nvdimm: bool  # the machine can take an NVDIMM
+    kernel_params: str  # what the Kata runtime passes on this arch, for a production-like boot
+    pvh: bool = False  # the kernel's ELF vmlinux can boot through the PVH entry (x86 only)
+
+
+@dataclass(frozen=True)
+class KernelSignature:
+    """Bytes at a fixed offset that mark a raw (non-ELF) kernel image of this architecture."""
+
+    offset: int
+    magic: bytes
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str  # `uname -m`
     debian: str
-    rust_target: str
-    elf_machine: int
+    rpm: str
+    apk: str
+    rust_target: str  # the agent's Rust target
+    elf_class: int
     endianness: str  # "little" or "big"
-    magic_pattern: str  # regex matched against libmagic's description of an executable
+    elf_machine: int
     qemu_user: str  # binfmt handler name, e.g. qemu-aarch64
-    qemu_system: str
-    qemu_machine: str
+    qemu: QemuMachine
+    debian_kernel_flavour: str  # linux-image-<flavour>
+    kernel_signature: KernelSignature | None  # raw kernel images; ELF kernels go by the ELF header
 
-    def matches_magic(self, description: str) -> bool:
-        return re.search(self.magic_pattern, description) is not None
+    def matches_elf(self, header: ElfHeader) -> bool:
+        return (header.elf_class, header.endianness, header.machine) == (
+            self.elf_class, self.endianness, self.elf_machine)
 
+
+# The Kata runtime's own kernel parameters (its qemu_<arch>.go): they skip probing that
+# a sandbox VM never needs, such as the PS/2 controller and the crypto self-tests.
+_KATA_COMMON = "rcupdate.rcu_expedited=1 cryptomgr.notests net.ifnames=0"
+_KATA_X86 = ("tsc=reliable no_timer_check i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 "
+             "noreplace-smp reboot=k pci=lastbus=0 " + _KATA_COMMON)
 
 ARCHES: dict[str, Arch] = {
     a.name: a
     for a in (
-        Arch("x86_64", "amd64", "x86_64-unknown-linux-musl", 62, "little",
-             r"^ELF 64-bit LSB .*x86-64", "qemu-x86_64", "qemu-system-x86_64", "q35"),
-        Arch("aarch64", "arm64", "aarch64-unknown-linux-musl", 183, "little",
-             r"^ELF 64-bit LSB .*ARM aarch64", "qemu-aarch64", "qemu-system-aarch64", "virt"),
-        Arch("ppc64le", "ppc64el", "powerpc64le-unknown-linux-gnu", 21, "little",
-             r"^ELF 64-bit LSB .*PowerPC", "qemu-ppc64le", "qemu-system-ppc64", "pseries"),
-        Arch("s390x", "s390x", "s390x-unknown-linux-gnu", 22, "big",
-             r"^ELF 64-bit MSB .*IBM S/390", "qemu-s390x", "qemu-system-s390x", "s390-ccw-virtio"),
+        Arch("x86_64", debian="amd64", rpm="x86_64", apk="x86_64", rust_target="x86_64-unknown-linux-musl",
+             elf_class=64, endianness="little", elf_machine=62, qemu_user="qemu-x86_64",
+             qemu=QemuMachine("qemu-system-x86_64", "q35", None, "ttyS0", "virtio-blk-pci", "virtio-blk",
+                              "/dev/vda", True, _KATA_X86, pvh=True),
+             debian_kernel_flavour="amd64", kernel_signature=KernelSignature(0x202, b"HdrS")),
+        Arch("aarch64", debian="arm64", rpm="aarch64", apk="aarch64", rust_target="aarch64-unknown-linux-musl",
+             elf_class=64, endianness="little", elf_machine=183, qemu_user="qemu-aarch64",
+             qemu=QemuMachine("qemu-system-aarch64", "virt", "cortex-a57", "ttyAMA0", "virtio-blk-pci",
+                              "virtio-blk", "/dev/vda", False, _KATA_COMMON),
+             debian_kernel_flavour="arm64", kernel_signature=KernelSignature(0x38, b"ARM\x64")),
+        Arch("ppc64le", debian="ppc64el", rpm="ppc64le", apk="ppc64le",
+             rust_target="powerpc64le-unknown-linux-gnu", elf_class=64, endianness="little", elf_machine=21,
+             qemu_user="qemu-ppc64le",
+             qemu=QemuMachine("qemu-system-ppc64", "pseries", None, "hvc0", "virtio-blk-pci", "virtio-blk",
+                              "/dev/vda", False, _KATA_COMMON),
+             debian_kernel_flavour="powerpc64le", kernel_signature=None),
+        Arch("s390x", debian="s390x", rpm="s390x", apk="s390x", rust_target="s390x-unknown-linux-gnu",
+             elf_class=64, endianness="big", elf_machine=22, qemu_user="qemu-s390x",
+             qemu=QemuMachine("qemu-system-s390x", "s390-ccw-virtio", None, "ttysclp0", "virtio-blk-ccw",
+                              "virtio-blk-ccw", "/dev/vda", False, _KATA_COMMON),
+             debian_kernel_flavour="s390x", kernel_signature=None),
     )
 }
 
-# Names people type that mean one of the table's architectures.
-_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "ppc64el": "ppc64le"}
+# Names people type that mean one of the table's architectures (each row's other names).
+ALIASES: dict[str, str] = {
+    alias: arch.name for arch in ARCHES.values() for alias in (arch.debian, arch.rpm, arch.apk)
+    if alias != arch.name
+}
+
+
+def canonical_arch_name(name: str) -> str:
+    """The table's name for `name` (aliases allowed); unknown names are returned as given."""
+    return ALIASES.get(name, name)
 
 
 def get_arch(name: str) -> Arch:
-    canonical = _ALIASES.get(name, name)
     try:
-        return ARCHES[canonical]
+        return ARCHES[canonical_arch_name(name)]
     except KeyError:
         raise UserError(f"unknown arch '{name}'", f"use one of: {', '.join(ARCHES)}") from None
 
@@ -55,9 +111,25 @@ def host_arch() -> Arch:
     return get_arch(platform.machine())
 
 
-def arch_of_magic(description: str) -> str | None:
-    """The table's name for the architecture libmagic describes, or None."""
+def arch_of_elf(header: ElfHeader | None) -> Arch | None:
+    if header is None:
+        return None
+    return next((arch for arch in ARCHES.values() if arch.matches_elf(header)), None)
+
+
+def describe_elf(header: ElfHeader) -> str:
+    """A short name for an ELF's target: the table's arch, or its raw numbers."""
+    arch = arch_of_elf(header)
+    return arch.name if arch else f"ELF machine {header.machine} ({header.elf_class}-bit, {header.endianness} endian)"
+
+
+def kernel_arch(kernel: Path) -> Arch | None:
+    """The architecture a kernel file is built for: a raw image's boot header (x86's bzImage,
+    arm64's Image), else its ELF header; None when neither says."""
+    with open(kernel, "rb") as f:
+        head = f.read(0x400)
     for arch in ARCHES.values():
-        if arch.matches_magic(description):
-            return arch.name
-    return None
+        sig = arch.kernel_signature
+        if sig is not None and head[sig.offset:sig.offset + len(sig.magic)] == sig.magic:
+            return arch
+    return arch_of_elf(parse_elf_header(head))

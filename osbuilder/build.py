@@ -7,17 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.config import BuildConfig
-from osbuilder.guest_tree import open_guest_tree
-from osbuilder.image import IMAGE_NAME, ISO_NAME, ROOT_HASH_NAME, pack_image, pack_iso
-from osbuilder.artifact import Artifact
-from osbuilder.initrd import INITRD_NAME, pack_initrd
-from osbuilder.manifest import MANIFEST_NAME, write_manifest
+from osbuilder.pack.artifact import Artifact
+from osbuilder.pack.base import PackContext
+from osbuilder.pack.guest_tree import open_guest_tree
+from osbuilder.pack.manifest import MANIFEST_NAME, write_manifest
+from osbuilder.pack.registry import PACKERS
 from osbuilder.recipes import Recipe
-from osbuilder.rootfs import build_rootfs_into, resolve_agent
+from osbuilder.rootfs.stage import build_rootfs_into, resolve_agent
+from osbuilder.rootfs.summary import Summary
 from osbuilder.runner import Runner
 from osbuilder.staging import Staging, check_output_dir
 from osbuilder.steps import step
-from osbuilder.summary import Summary
 from osbuilder.tools import HostTools
 
 
@@ -29,34 +29,27 @@ class BuildResult:
 
 
 def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner) -> BuildResult:
-    output = check_output_dir(config.output, config.force)
+    options = config.rootfs
+    output = check_output_dir(config.output.output, config.output.force)
     # A wrong agent is refused before any staging exists; the probe is rendered inside it.
-    agent = None if config.probe_agent else resolve_agent(config, output)
+    agent = None if options.probe_agent else resolve_agent(options, output)
     with Staging(output) as stage:
-        agent = agent or resolve_agent(config, stage.work)
+        agent = agent or resolve_agent(options, stage.work)
         tree_path = stage.path / "rootfs"
-        summary = build_rootfs_into(tree_path, stage.work, config, recipe, agent, runner)
-        tree = open_guest_tree(tree_path, config.init)
+        summary = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner)
+        tree = open_guest_tree(tree_path, options.init, options.arch)
         artifacts_dir = stage.path / "artifacts"
         artifacts_dir.mkdir()
+        context = PackContext(runner=runner, tools=tools, workdir=stage.work)
         artifacts: list[Artifact] = []
-        if "initrd" in config.formats:
-            with step(f"Packing the initrd ({config.compression})"):
-                artifacts.append(pack_initrd(tree, artifacts_dir / INITRD_NAME, config.compression, config.level,
-                                             tools, runner))
-        if "image" in config.formats:
-            options = config.image_options()
-            with step(f"Packing the {options.fs} image"):
-                image = pack_image(tree, artifacts_dir / IMAGE_NAME, options, stage.work, runner)
-            artifacts.append(image)
-            verity = image.details.get("verity")
-            if isinstance(verity, dict):
-                (artifacts_dir / ROOT_HASH_NAME).write_text(f"{verity['kernel_params']}\n")
-        if "iso" in config.formats:
-            with step("Packing the ISO"):
-                artifacts.append(pack_iso(tree, artifacts_dir / ISO_NAME))
-        artifacts = [artifact.digested() for artifact in artifacts]
-        write_manifest(artifacts_dir / MANIFEST_NAME, config, summary, artifacts, tree.epoch)
+        for name, pack_options in config.packing.items():
+            packer = PACKERS[name]
+            with step(f"Packing the {name}"):
+                artifact = packer.pack(tree, artifacts_dir / packer.default_file_name, pack_options, context)
+            for sidecar, text in artifact.sidecars.items():
+                (artifacts_dir / sidecar).write_text(text)
+            artifacts.append(artifact.digested())
+        write_manifest(artifacts_dir / MANIFEST_NAME, config.as_json(), summary, artifacts, tree.epoch)
         stage.commit(artifacts_dir)
     final = [dataclasses.replace(a, path=output / a.path.name) for a in artifacts]
     return BuildResult(output, summary, final)

@@ -1,8 +1,10 @@
-"""Command-line front end: parse, build a config, call one function, map errors to exit codes."""
+"""Command-line front end, generated from the settings and the registries: parse, merge the
+--config file and the flags, call one function, map errors to exit codes."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
@@ -11,11 +13,15 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from osbuilder import __version__
-from osbuilder.config import BuildConfig, make_config
-from osbuilder.errors import EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, Interrupted, OsbuilderError, UserError
-from osbuilder.recipes import INIT_MODES, load_all
+from osbuilder.boot.session import BootRequest
+from osbuilder.config import OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
+from osbuilder.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, Interrupted,
+                              OsbuilderError, UserError)
+from osbuilder.pack.registry import PACKERS
+from osbuilder.rootfs.options import RecipeSource
+from osbuilder.progress import progress_for
 from osbuilder.runner import Runner
-from osbuilder.settings import add_arguments, values_from_args
+from osbuilder.settings import add_arguments, build_options, values_from_args, values_from_file
 from osbuilder.tools import HostTools
 
 log = logging.getLogger("osbuilder")
@@ -28,20 +34,38 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-COMMANDS: dict[str, str] = {
-    "build": "run the whole pipeline: rootfs, then initrd/image/iso",
-    "rootfs": "bootstrap and provision a guest root filesystem directory",
-    "initrd": "pack a rootfs into an initrd (cpio newc, compressed)",
-    "image": "pack a rootfs into a disk image (ext4, xfs or erofs, with the NVDIMM/DAX header)",
-    "iso": "pack a rootfs into an ISO 9660 image",
-    "boot": "boot an artifact under qemu and check the guest's report",
-    "inspect": "print how an artifact was built (init mode, cgroup driver, ...)",
-    "check": "check an artifact against a host's runtime settings",
-    "distros": "list the supported distribution x arch x init-mode combinations",
-}
 NOT_BUILT_YET = ("inspect", "check")
-# Commands whose arguments are declared here rather than by BuildConfig's settings.
-OWN_ARGUMENTS = NOT_BUILT_YET + ("boot",)
+
+
+def settings() -> dict[str, tuple[type, ...]]:
+    """The option classes of every command that takes settings."""
+    return {**command_settings(), "boot": (BootRequest,), "distros": (RecipeSource,)}
+
+
+def commands() -> dict[str, str]:
+    """Every subcommand and its help; the packers' come from the registry."""
+    return {
+        "build": "run the whole pipeline: rootfs, then the artifacts (" + ", ".join(PACKERS) + ")",
+        "rootfs": "bootstrap and provision a guest root filesystem directory",
+        **{name: packer.help for name, packer in PACKERS.items()},
+        "boot": "boot an artifact under qemu and check the guest's report",
+        "inspect": "print how an artifact was built (init mode, cgroup driver, ...)",
+        "check": "check an artifact against a host's runtime settings",
+        "distros": "list the supported distribution x arch x init-mode combinations",
+    }
+
+
+def _add_common(command: argparse.ArgumentParser, takes_config: bool) -> None:
+    # SUPPRESS: given before the subcommand, the value stands unless repeated after it.
+    command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log every command and its output")
+    command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                         help="log only warnings and errors")
+    command.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    if takes_config:
+        command.add_argument("--config", metavar="FILE.toml", type=Path,
+                             help="read settings from a TOML file whose keys are these flags' names "
+                                  "(flags given here win)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -51,79 +75,98 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
-    for name, help_text in COMMANDS.items():
+    taking = settings()
+    for name, help_text in commands().items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        if name in ("initrd", "image", "iso"):
-            _add_packer_arguments(command)
-        if name == "boot":
-            _add_boot_arguments(command)
-        if name not in OWN_ARGUMENTS:
-            add_arguments(command, BuildConfig, name)
-        if name == "distros":
-            command.add_argument("--json", action="store_true", help="print JSON instead of a table")
-            command.add_argument("--recipes-dir", metavar="DIR", help="read recipes from this directory")
+        _add_common(command, takes_config=name in taking)
+        if name in taking:
+            add_arguments(command, taking[name])
     return parser
 
 
-def _add_packer_arguments(command: argparse.ArgumentParser) -> None:
-    """Arguments every packer of an existing tree takes (initrd, image, iso)."""
-    command.add_argument("rootfs", metavar="ROOTFS", type=Path, help="guest tree written by osbuilder rootfs")
-    command.add_argument("-o", "--output", metavar="FILE", type=Path, required=True, help="artifact to write")
-    command.add_argument("--init", choices=INIT_MODES, default=None,
-                         help="init mode to pack for (default: the one the tree's osbuilder.yaml records)")
-    command.add_argument("--force", action="store_true", help="replace an existing output")
+def settings_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's settings: the --config file's, then the flags' on top."""
+    taking = settings()
+    classes = taking[args.command]
+    every = tuple(dict.fromkeys(c for cs in taking.values() for c in cs))
+    values = values_from_file(args.config, classes, every) if args.config else {}
+    values.update(values_from_args(args, classes))
+    return values
 
 
-def _add_boot_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("artifact", metavar="ARTIFACT", type=Path, help="initrd, disk image or ISO to boot")
-    command.add_argument("--kernel", metavar="VMLINUZ|DEB|debian", type=Path, required=True,
-                         help="kernel file, a linux-image-*.deb (its kernel and modules), or 'debian': Debian's "
-                              "current kernel package for the guest's arch, downloaded once into the cache")
-    command.add_argument("--modules", metavar="DIR|DEB", type=Path,
-                         help="the kernel's lib/modules/<version> directory or linux-image-*.deb, "
-                              "for the boot shim that disk images need on stock kernels")
-    command.add_argument("--arch", metavar="ARCH", help="guest architecture (default: the artifact's or the kernel's)")
-    command.add_argument("--device", choices=("virtio-blk", "nvdimm"),
-                         help="how a disk image is attached (default: nvdimm with the DAX header, where the "
-                              "machine has NVDIMMs)")
-    command.add_argument("--append", metavar="ARGS", default="", help="more kernel parameters")
-    command.add_argument("--host-cgroup-driver", choices=("systemd", "cgroupfs"),
-                         help="the host's cgroup driver to pretend (kernel parameter osbuilder.host_cgroup_driver)")
-    command.add_argument("--expect", metavar="REGEX",
-                         help="console text that means success (default: the probe's line, or the real "
-                              "agent's start-up line)")
-    command.add_argument("--timeout", metavar="S", type=float, default=120.0, help="give up after S seconds (default 120)")
-    command.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                         help="auto: KVM when a short probe shows it booting the kernel, else TCG")
-    command.add_argument("--memory", metavar="MiB", type=int, default=1024, help="guest RAM (default 1024)")
-    command.add_argument("--no-pvh", dest="pvh", action="store_false",
-                         help="boot an x86_64 bzImage as is, not its vmlinux through PVH")
-    command.add_argument("--cache-dir", metavar="DIR", type=Path,
-                         help="keep downloaded and unpacked kernels and extracted vmlinux files here "
-                              "(default with --kernel debian: ~/.cache/osbuilder)")
-    command.add_argument("--console-log", metavar="FILE", type=Path, help="write everything the console printed here")
-    command.add_argument("--json", action="store_true", help="print the result as JSON")
+def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.build import run_build
+
+    config, recipe = make_config(settings_values(args))
+    result = run_build(config, recipe, HostTools.probe(), runner)
+    lines = [f"{a.format}: {a.path} ({a.size} bytes, sha256 {a.sha256})" for a in result.artifacts]
+    lines.append(f"manifest: {result.output / 'manifest.json'} (init mode {result.summary.init_mode}, "
+                 f"cgroup driver {result.summary.cgroup_driver})")
+    emit(args, {"output": str(result.output), "manifest": str(result.output / "manifest.json"),
+                "init_mode": result.summary.init_mode, "cgroup_driver": result.summary.cgroup_driver,
+                "artifacts": [a.as_json() for a in result.artifacts]}, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_rootfs(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.rootfs.stage import build_rootfs
+
+    values = settings_values(args)
+    options, recipe = make_rootfs_options(values)
+    output = build_options(OutputOptions, values)
+    result = build_rootfs(options, recipe, output.output, output.force, runner)
+    emit(args, {"rootfs": str(result.path), "distro": recipe.name, "release": options.release, "arch": options.arch,
+                "init_mode": result.summary.init_mode, "cgroup_driver": result.summary.cgroup_driver,
+                "agent": {"sha256": result.agent.sha256, "probe": result.agent.probe}},
+         f"rootfs: {result.path} (init mode {result.summary.init_mode}, "
+         f"cgroup driver {result.summary.cgroup_driver})")
+    return EXIT_OK
+
+
+def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
+    """initrd, image, iso: one packer of an existing tree, its sidecars beside the artifact."""
+    from osbuilder.pack.base import PackContext
+    from osbuilder.pack.guest_tree import open_guest_tree
+    from osbuilder.staging import StagedFile, check_output_file, work_directory
+
+    packer = PACKERS[args.command]
+    values = settings_values(args)
+    source = build_options(PackSource, values)
+    target = build_options(OutputOptions, values)
+    options = build_options(packer.Options, values)
+    packer.validate(options)
+    output = check_output_file(target.output, target.force)
+    tree = open_guest_tree(source.rootfs, source.init, source.arch)
+    with work_directory(output) as work, StagedFile(output) as staged:
+        artifact = packer.pack(tree, staged, options, PackContext(runner, HostTools.probe(), work))
+        for name, text in artifact.sidecars.items():
+            with StagedFile(output.with_name(name)) as staged_sidecar:
+                staged_sidecar.write_text(text)
+    what = packer.describe(artifact)
+    data = artifact.as_json()
+    data.update(path=str(output), cgroup_driver=tree.cgroup_driver, arch=tree.arch.name,
+                sidecars=[str(output.with_name(name)) for name in sorted(artifact.sidecars)])
+    emit(args, data, f"{packer.name}: {output} ({artifact.size} bytes{', ' + what if what else ''}, "
+                     f"init mode {tree.init_mode}, cgroup driver {tree.cgroup_driver})")
+    return EXIT_OK
 
 
 def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
-    from osbuilder.boot.session import BootRequest, boot_artifact
+    from osbuilder.boot.session import boot_artifact
+    from osbuilder.fsutil import check_output_path
+    from osbuilder.staging import StagedFile
     from osbuilder.templates import Templates
 
-    if args.memory < 128:
-        raise UserError(f"--memory {args.memory} MiB is too little to boot", "pass at least 128")
-    request = BootRequest(artifact=args.artifact, kernel=args.kernel, modules=args.modules, arch=args.arch,
-                          device=args.device, append=args.append, expect=args.expect, timeout=args.timeout,
-                          accel=args.accel, memory_mib=args.memory, pvh=args.pvh,
-                          host_cgroup_driver=args.host_cgroup_driver, cache_dir=args.cache_dir)
-    if args.console_log is not None:
-        from osbuilder.fsutil import check_output_path
-
-        check_output_path(args.console_log, "--console-log")
+    request = build_options(BootRequest, settings_values(args))
+    if request.console_log is not None:
+        check_output_path(request.console_log, "--console-log")
     result = boot_artifact(request, runner, Templates())
-    if args.console_log is not None:
-        from osbuilder.staging import StagedFile
-
-        with StagedFile(args.console_log) as staged:
+    if request.console_log is not None:
+        with StagedFile(request.console_log) as staged:
             staged.write_text(result.console)
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
@@ -140,95 +183,22 @@ def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
     return EXIT_OK
 
 
-def cmd_initrd(args: argparse.Namespace, runner: Runner) -> int:
-    from osbuilder.guest_tree import open_guest_tree
-    from osbuilder.initrd import pack_initrd
-    from osbuilder.pack.compress import get_codec
-    from osbuilder.staging import StagedFile, check_output_file
-
-    codec = get_codec(args.compression or "gzip")
-    level = codec.check_level(args.level)
-    output = check_output_file(args.output, args.force)
-    tree = open_guest_tree(args.rootfs, args.init)
-    with StagedFile(output) as staged:
-        artifact = pack_initrd(tree, staged, codec.name, level, HostTools.probe(), runner)
-    print(f"initrd: {output} ({artifact.size} bytes, {codec.name}, init mode {tree.init_mode}, "
-          f"cgroup driver {tree.cgroup_driver})")
-    return EXIT_OK
-
-
-def cmd_image(args: argparse.Namespace, runner: Runner) -> int:
-    from osbuilder.guest_tree import open_guest_tree
-    from osbuilder.image import pack_image
-    from osbuilder.staging import StagedFile, check_output_file, work_directory
-
-    values = values_from_args(args, BuildConfig, "image")
-    options = BuildConfig.image_options_from(values)
-    options.validate()
-    output = check_output_file(args.output, args.force)
-    tree = open_guest_tree(args.rootfs, args.init)
-    with work_directory(output) as work, StagedFile(output) as staged:
-        artifact = pack_image(tree, staged, options, work, runner)
-        verity = artifact.details.get("verity")
-        if verity:
-            # The kernel parameters go beside the image, named after it.
-            params = output.with_name(output.name + ".root_hash.txt")
-            with StagedFile(params) as staged_params:
-                staged_params.write_text(verity["kernel_params"] + "\n")
-    print(f"image: {output} ({artifact.size} bytes, {options.fs}, {'DAX' if options.dax else 'no DAX'}, "
-          f"init mode {tree.init_mode}, cgroup driver {tree.cgroup_driver})")
-    return EXIT_OK
-
-
-def cmd_iso(args: argparse.Namespace, runner: Runner) -> int:
-    from osbuilder.guest_tree import open_guest_tree
-    from osbuilder.image import pack_iso
-    from osbuilder.staging import StagedFile, check_output_file
-
-    output = check_output_file(args.output, args.force)
-    tree = open_guest_tree(args.rootfs, args.init)
-    with StagedFile(output) as staged:
-        artifact = pack_iso(tree, staged)
-    print(f"iso: {output} ({artifact.size} bytes, init mode {tree.init_mode}, "
-          f"cgroup driver {tree.cgroup_driver})")
-    return EXIT_OK
-
-
-def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
-    from osbuilder.build import run_build
-
-    config, recipe = make_config(values_from_args(args, BuildConfig, "build"))
-    result = run_build(config, recipe, HostTools.probe(), runner)
-    for artifact in result.artifacts:
-        print(f"{artifact.format}: {artifact.path} ({artifact.size} bytes, sha256 {artifact.sha256})")
-    print(f"manifest: {result.output / 'manifest.json'} (init mode {result.summary.init_mode}, "
-          f"cgroup driver {result.summary.cgroup_driver})")
-    return EXIT_OK
-
-
-def cmd_rootfs(args: argparse.Namespace, runner: Runner) -> int:
-    from osbuilder.rootfs import build_rootfs
-
-    config, recipe = make_config(values_from_args(args, BuildConfig, "rootfs"))
-    result = build_rootfs(config, recipe, runner)
-    print(f"rootfs: {result.path} (init mode {result.summary.init_mode}, "
-          f"cgroup driver {result.summary.cgroup_driver})")
-    return EXIT_OK
-
-
 def cmd_distros(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.recipes import load_all
+
     rows = [
         {"distro": r.name, "release": r.default_release, "releases": list(r.releases),
-         "arch": arch, "init_modes": list(r.init_modes), "backend": r.backend}
-        for r in load_all(Path(args.recipes_dir) if args.recipes_dir else None)
+         "arch": arch, "init_modes": list(r.init_modes), "backend": r.backend.name}
+        for r in load_all(build_options(RecipeSource, settings_values(args)).recipes_dir)
         for arch in r.arches
     ]
+    table = [f"{'DISTRO':<14}{'ARCH':<10}{'INIT MODES':<16}{'RELEASES'}"] + [
+        f"{row['distro']:<14}{row['arch']:<10}{','.join(row['init_modes']):<16}{','.join(row['releases'])}"
+        for row in rows]
     if args.json:
         print(json.dumps(rows, indent=2))
-        return EXIT_OK
-    print(f"{'DISTRO':<14}{'ARCH':<10}{'INIT MODES':<16}{'RELEASES'}")
-    for row in rows:
-        print(f"{row['distro']:<14}{row['arch']:<10}{','.join(row['init_modes']):<16}{','.join(row['releases'])}")
+    else:
+        print("\n".join(table))
     return EXIT_OK
 
 
@@ -239,17 +209,38 @@ def cmd_not_built(args: argparse.Namespace, runner: Runner) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
     "build": cmd_build,
     "rootfs": cmd_rootfs,
-    "initrd": cmd_initrd,
-    "image": cmd_image,
-    "iso": cmd_iso,
     "distros": cmd_distros,
     "boot": cmd_boot,
     **{name: cmd_not_built for name in NOT_BUILT_YET},
 }
 
 
+def handler(command: str) -> Callable[[argparse.Namespace, Runner], int]:
+    return cmd_pack if command in PACKERS else HANDLERS[command]
+
+
 def _raise_interrupted(signum: int, frame: Any) -> NoReturn:
     raise KeyboardInterrupt
+
+
+def as_user_facing(exc: BaseException) -> OsbuilderError:
+    """Errors that are not osbuilder's own, as one line that names the problem and the fix."""
+    if isinstance(exc, OsbuilderError):
+        if isinstance(exc, CommandError) and "No space left on device" in exc.stderr_tail:
+            return BuildError(f"no space left on device while '{exc.argv[0]}' was writing",
+                              "free some space, or write the output to another filesystem")
+        return exc
+    if isinstance(exc, OSError):
+        where = f" '{exc.filename}'" if exc.filename else ""
+        if exc.errno == errno.ENOSPC:
+            return BuildError(f"no space left on device{' writing' + where if where else ''}",
+                              "free some space, or write the output to another filesystem")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return UserError(f"permission denied{':' + where if where else ''}",
+                             "run as a user who can read the input and write the output")
+        return BuildError(f"{exc.strerror or exc}{':' + where if where else ''}", "check the path and the disk")
+    return BuildError(f"internal error: {type(exc).__name__}: {exc}",
+                      "please report this with the command line (rerun with -v for the traceback)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,11 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("osbuilder.run").setLevel(max(level, logging.WARNING))
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        return HANDLERS[args.command](args, Runner())
+        with progress_for(sys.stderr, enabled=not args.quiet and not args.verbose) as progress:
+            return handler(args.command)(args, Runner(progress=progress))
     except KeyboardInterrupt:
         error: OsbuilderError = Interrupted()
-    except OsbuilderError as exc:
-        error = exc
+    except Exception as exc:  # noqa: BLE001 - every failure reaches the user as one line, never a traceback
+        log.debug("failure", exc_info=True)
+        error = as_user_facing(exc)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"osbuilder: error: {error}", file=sys.stderr)

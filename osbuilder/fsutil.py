@@ -10,6 +10,7 @@ component; they replace the link instead.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -258,3 +259,31 @@ def data_regions(fd: int, size: int) -> Iterator[tuple[int, int]]:
         end = os.lseek(fd, start, os.SEEK_HOLE)
         yield start, end
         position = end
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def first_unreadable(root: Path) -> str | None:
+    """The first path under `root` this user cannot read (a directory: list and enter), or None.
+
+    Root reads everything, so only other users need the walk."""
+    if os.geteuid() == 0:
+        return None
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        if not os.access(directory, os.R_OK | os.X_OK):
+            return directory
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and not os.access(entry.path, os.R_OK):
+                    return entry.path
+    return None

@@ -1,7 +1,9 @@
 """Distribution recipes: `distros/*.toml`, validated strictly on load.
 
 A recipe is data: package lists, mirror, releases, allowed init modes and arches, and the
-guest paths that differ between distributions. The backend named in it does the work.
+guest paths that differ between distributions. The common schema holds only what every
+package manager and init system shares; the backend named in the recipe validates its own
+table (e.g. `[apt]`), and per-init-mode packages live under `[packages.init]`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Any
 
 from osbuilder.arch import ARCHES
 from osbuilder.errors import UserError
+from osbuilder.initmode import INIT_MODES
 from osbuilder.resources import recipes_dir
-
-INIT_MODES = ("agent", "systemd")
+from osbuilder.rootfs.backends import Backend, get_backend
 
 
 @dataclass(frozen=True)
@@ -23,27 +25,24 @@ class Recipe:
     path: Path
     name: str
     description: str
-    backend: str
+    backend: Backend
+    backend_section: Any  # the backend's own dataclass, parsed from the recipe's [<backend>] table
     default_release: str
     releases: tuple[str, ...]
     mirror: str
     arch_mirrors: dict[str, str]
-    components: tuple[str, ...]
     init_modes: tuple[str, ...]
     arches: tuple[str, ...]
     packages_always: tuple[str, ...]
-    packages_systemd: tuple[str, ...]
+    packages_init: dict[str, tuple[str, ...]]
     packages_seccomp: tuple[str, ...]
     packages_arch: dict[str, tuple[str, ...]]
-    chrony_conf: str
-    chrony_service: str
     remove_paths: tuple[str, ...]
 
     def packages_for(self, arch: str, init_mode: str, seccomp: bool) -> tuple[str, ...]:
         """The recipe's own package set for one target, in declaration order."""
         chosen = list(self.packages_always)
-        if init_mode == "systemd":
-            chosen += self.packages_systemd
+        chosen += self.packages_init.get(init_mode, ())
         if seccomp:
             chosen += self.packages_seccomp
         chosen += self.packages_arch.get(arch, ())
@@ -53,34 +52,32 @@ class Recipe:
         return self.arch_mirrors.get(arch, self.mirror)
 
 
-# Schema: key -> (type, required). Nested tables are dicts of the same shape.
-_STR_LIST = "list of strings"
+# Schema: key -> (type, required). Nested tables are dicts of the same shape; "*" matches any key.
+STR_LIST = "list of strings"
 _SCHEMA: dict[str, Any] = {
     "name": (str, True),
     "description": (str, False),
     "backend": (str, True),
     "default_release": (str, True),
-    "releases": (_STR_LIST, True),
+    "releases": (STR_LIST, True),
     "mirror": (str, True),
     "arch_mirrors": ({"*": (str, False)}, False),
-    "components": (_STR_LIST, False),
-    "init_modes": (_STR_LIST, True),
-    "arches": (_STR_LIST, True),
+    "init_modes": (STR_LIST, True),
+    "arches": (STR_LIST, True),
     "packages": ({
-        "always": (_STR_LIST, True),
-        "systemd": (_STR_LIST, False),
-        "seccomp": (_STR_LIST, False),
-        "arch": ({"*": (_STR_LIST, False)}, False),
+        "always": (STR_LIST, True),
+        "init": ({"*": (STR_LIST, False)}, False),
+        "seccomp": (STR_LIST, False),
+        "arch": ({"*": (STR_LIST, False)}, False),
     }, True),
     "guest": ({
-        "chrony_conf": (str, True),
-        "chrony_service": (str, True),
-        "remove": (_STR_LIST, False),
-    }, True),
+        "remove": (STR_LIST, False),
+    }, False),
 }
 
 
-def _check_table(path: Path, table: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
+def check_table(path: Path, table: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> None:
+    """Every key known and of its type, every required key present; errors name file and key."""
     for key, value in table.items():
         spec = schema.get(key, schema.get("*"))
         dotted = f"{prefix}{key}"
@@ -91,11 +88,12 @@ def _check_table(path: Path, table: dict[str, Any], schema: dict[str, Any], pref
         if isinstance(kind, dict):
             if not isinstance(value, dict):
                 raise UserError(f"recipe {path}: key '{dotted}' must be a table", f"write it as [{dotted}]")
-            _check_table(path, value, kind, dotted + ".")
-        elif kind == _STR_LIST:
+            check_table(path, value, kind, dotted + ".")
+        elif kind == STR_LIST:
             if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise UserError(f"recipe {path}: key '{dotted}' must be a list of strings", f'write it as {key} = ["..."]')
-        elif not isinstance(value, kind):
+                raise UserError(f"recipe {path}: key '{dotted}' must be a list of strings",
+                                f'write it as {key} = ["..."]')
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise UserError(f"recipe {path}: key '{dotted}' must be a {kind.__name__}", "fix its value")
     for key, (kind, required) in schema.items():
         if required and key not in table:
@@ -107,38 +105,44 @@ def parse_recipe(path: Path) -> Recipe:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"recipe {path}: invalid TOML ({exc})", "fix the syntax") from None
-    _check_table(path, data, _SCHEMA, "")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"recipe {path}: cannot be read ({exc})", "check the file") from None
+    backend_name = data.get("backend")
+    backend = get_backend(backend_name) if isinstance(backend_name, str) else None
+    schema = dict(_SCHEMA)
+    if backend is not None:
+        schema[backend.name] = ({"*": (object, False)}, False)  # its own table, checked by the backend
+    check_table(path, data, schema)
+    assert backend is not None
     if data["name"] != path.stem:
         raise UserError(f"recipe {path}: name '{data['name']}' does not match the file name",
                         f"set name = \"{path.stem}\"")
-    for mode in data["init_modes"]:
+    pkgs, guest = data["packages"], data.get("guest", {})
+    for mode in data["init_modes"] + list(pkgs.get("init", {})):
         if mode not in INIT_MODES:
-            raise UserError(f"recipe {path}: unknown init mode '{mode}' in 'init_modes'", f"use {' or '.join(INIT_MODES)}")
-    for arch in data["arches"] + list(data["packages"].get("arch", {})) + list(data.get("arch_mirrors", {})):
+            raise UserError(f"recipe {path}: unknown init mode '{mode}'", f"use {' or '.join(INIT_MODES)}")
+    for arch in data["arches"] + list(pkgs.get("arch", {})) + list(data.get("arch_mirrors", {})):
         if arch not in ARCHES:
             raise UserError(f"recipe {path}: unknown arch '{arch}'", f"use one of: {', '.join(ARCHES)}")
     if data["default_release"] not in data["releases"]:
         raise UserError(f"recipe {path}: default_release '{data['default_release']}' is not in 'releases'",
                         "add it to releases")
-    pkgs, guest = data["packages"], data["guest"]
     return Recipe(
         path=path,
         name=data["name"],
         description=data.get("description", data["name"]),
-        backend=data["backend"],
+        backend=backend,
+        backend_section=backend.parse_section(path, data.get(backend.name, {})),
         default_release=data["default_release"],
         releases=tuple(data["releases"]),
         mirror=data["mirror"],
         arch_mirrors=dict(data.get("arch_mirrors", {})),
-        components=tuple(data.get("components", ["main"])),
         init_modes=tuple(data["init_modes"]),
         arches=tuple(data["arches"]),
         packages_always=tuple(pkgs["always"]),
-        packages_systemd=tuple(pkgs.get("systemd", ())),
+        packages_init={mode: tuple(names) for mode, names in pkgs.get("init", {}).items()},
         packages_seccomp=tuple(pkgs.get("seccomp", ())),
         packages_arch={k: tuple(v) for k, v in pkgs.get("arch", {}).items()},
-        chrony_conf=guest["chrony_conf"],
-        chrony_service=guest["chrony_service"],
         remove_paths=tuple(guest.get("remove", ())),
     )
 
@@ -148,7 +152,9 @@ def available(directory: Path | None = None) -> list[str]:
 
 
 def load_recipe(name: str, directory: Path | None = None) -> Recipe:
-    directory = directory or recipes_dir()
+    directory = Path(directory) if directory else recipes_dir()
+    if directory is not None and not directory.is_dir():
+        raise UserError(f"recipes directory '{directory}' does not exist", "pass --recipes-dir an existing directory")
     path = directory / f"{name}.toml"
     if "/" in name or not path.is_file():
         names = ", ".join(available(directory)) or "none"

@@ -20,9 +20,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 import time
-from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 from osbuilder.errors import CommandError, UserError
+
+if TYPE_CHECKING:
+    from osbuilder.progress import Progress
 
 STDERR_TAIL_LINES = 25
 
@@ -38,6 +41,7 @@ class Result:
 @dataclass
 class Runner:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("osbuilder.run"))
+    progress: "Progress | None" = None  # where commands that report phases show them
 
     def run(
         self,
@@ -49,7 +53,10 @@ class Runner:
         stdin_data: bytes | None = None,
         check: bool = True,
         hint: str | None = None,
+        progress: Callable[[str], str | None] | None = None,
     ) -> Result:
+        """Run to completion. `progress` maps an stderr line to the phase it starts (or None),
+        shown through the runner's Progress while the command runs."""
         args = [os.fspath(a) for a in argv]
         self.log.info("$ %s", shlex.join(args))
         full_env = dict(os.environ)
@@ -62,7 +69,8 @@ class Runner:
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         readers = [
             threading.Thread(target=_collect, args=(proc.stdout, stdout_chunks.append), daemon=True),
-            threading.Thread(target=_collect_lines, args=(proc.stderr, tail, self.log), daemon=True),
+            threading.Thread(target=_collect_lines, args=(proc.stderr, tail, self.log, self._reporter(args, progress)),
+                             daemon=True),
         ]
         for reader in readers:
             reader.start()
@@ -81,6 +89,8 @@ class Runner:
         finally:
             for reader in readers:
                 reader.join(timeout=5)
+            if progress is not None and self.progress is not None:
+                self.progress.done()
 
         stdout = b"".join(stdout_chunks).decode(errors="replace")
         stderr_tail = "\n".join(tail)
@@ -88,6 +98,20 @@ class Runner:
             raise CommandError(args, returncode, stderr_tail, hint)
         return Result(args, returncode, stdout, stderr_tail)
 
+
+    def _reporter(self, args: list[str], phase_of: Callable[[str], str | None] | None) -> Callable[[str], None] | None:
+        progress = self.progress
+        if phase_of is None or progress is None:
+            return None
+        task = Path(args[0]).name
+
+        def report(line: str) -> None:
+            words = phase_of(line)
+            if words:
+                progress.phase(task, words)
+            else:
+                progress.line(task, line)
+        return report
 
     @contextlib.contextmanager
     def pipe_to(self, argv: Sequence[str | os.PathLike[str]], stdout: BinaryIO,
@@ -103,8 +127,13 @@ class Runner:
         reader.start()
         assert proc.stdin is not None
         try:
-            yield proc.stdin
-            proc.stdin.close()
+            try:
+                yield proc.stdin
+                proc.stdin.close()
+            except BrokenPipeError:
+                # The filter died first: its exit code and stderr say why (a full disk, ...).
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
             returncode = proc.wait()
         except BaseException:
             _kill_group(proc)
@@ -197,13 +226,16 @@ def _collect(stream: IO[bytes] | None, sink) -> None:
         sink(chunk)
 
 
-def _collect_lines(stream: IO[bytes] | None, tail: collections.deque[str], log: logging.Logger) -> None:
+def _collect_lines(stream: IO[bytes] | None, tail: collections.deque[str], log: logging.Logger,
+                   report: Callable[[str], None] | None = None) -> None:
     if stream is None:
         return
     for raw in stream:
         line = raw.decode(errors="replace").rstrip("\n")
         tail.append(line)
         log.debug("  %s", line)
+        if report is not None:
+            report(line)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -1,20 +1,29 @@
-"""Settings declared once: each field's flag, help, parser and the commands that take it.
+"""Settings declared once: each field's flag, config-file key, parser, choices and help.
 
-BuildConfig's fields carry this metadata; the CLI, the JSON summary and --help are all
-derived from it, so they cannot drift apart.
+Each stage's options dataclass carries this metadata on its fields. The command line,
+`--config FILE.toml` (the same keys as the flags, without the dashes), the JSON summary
+and --help are all derived from it, so they cannot drift apart. Choices come from the
+registries (codecs, filesystems, packers, arches), never from literal lists here.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import tomllib
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+from osbuilder.errors import UserError
 
 
 def comma_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def as_path(text: str) -> Path:
+    return Path(text)
 
 
 @dataclass(frozen=True)
@@ -23,17 +32,30 @@ class Setting:
     flag: str | None = None  # defaults to --<field-name-with-dashes>
     short: str | None = None
     metavar: str | None = None
-    choices: tuple[str, ...] | None = None
+    choices: Callable[[], Iterable[str]] | None = None  # read from a registry when the parser is made
     parse: Callable[[str], Any] | None = None
-    boolean: bool = False  # --x / --no-x when default is True, plain switch otherwise
-    required: bool = False
-    commands: tuple[str, ...] = ("build", "rootfs")
+    boolean: bool = False  # --x / --no-x when the default is True, a plain switch otherwise
+    required: bool = False  # checked after flags and the config file are merged
+    positional: bool = False
+    many: bool = False  # a comma-separated list on the command line, a TOML list in a file
+
+    def choice_list(self) -> tuple[str, ...] | None:
+        return tuple(self.choices()) if self.choices else None
+
+    def parse_many(self, text: str) -> tuple[str, ...]:
+        """argparse's type for a list setting: split, then check each item's choice."""
+        items = comma_list(text)
+        choices = self.choice_list()
+        for item in items:
+            if choices and item not in choices:
+                raise argparse.ArgumentTypeError(f"invalid choice: '{item}' (choose from {', '.join(choices)})")
+        return items
 
 
 def setting(default: Any = MISSING, **kwargs: Any) -> Any:
     meta = {"setting": Setting(**kwargs)}
     if default is MISSING:
-        return field(metadata=meta)
+        return field(default=None, metadata=meta)
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for sequence defaults")
     return field(default=default, metadata=meta)
@@ -47,44 +69,124 @@ def flag_of(f: dataclasses.Field[Any], s: Setting) -> str:
     return s.flag or "--" + f.name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, command: str) -> None:
-    """Add one argparse option per setting that `command` takes."""
-    for f, s in settings_of(cls):
-        if command not in s.commands:
-            continue
-        names = [flag_of(f, s)] + ([s.short] if s.short else [])
-        kwargs: dict[str, Any] = {"dest": f.name, "help": s.help, "default": None}
-        if s.boolean:
-            default = f.default
-            kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
-            kwargs["help"] = f"{s.help} (default: {'on' if default else 'off'})"
-        else:
-            kwargs["metavar"] = s.metavar or ("|".join(s.choices) if s.choices else f.name.upper())
-            if s.choices:
-                kwargs["choices"] = s.choices
-            if s.parse:
-                kwargs["type"] = s.parse
-            if s.required:
-                kwargs["required"] = True
-        parser.add_argument(*names, **kwargs)
+def key_of(f: dataclasses.Field[Any], s: Setting) -> str:
+    """The config-file key: the flag without its dashes."""
+    return f.name.replace("_", "-") if s.positional else flag_of(f, s).removeprefix("--")
 
 
-def values_from_args(args: argparse.Namespace, cls: type, command: str) -> dict[str, Any]:
+def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type]) -> None:
+    """One argparse option per setting of `classes`. Defaults stay None so that only what
+    the user typed overrides the config file."""
+    for cls in classes:
+        for f, s in settings_of(cls):
+            kwargs: dict[str, Any] = {"help": s.help + (" (required)" if s.required else ""), "default": None}
+            if s.positional:
+                parser.add_argument(f.name, metavar=s.metavar or f.name.upper(), type=s.parse or str, nargs="?",
+                                    help=s.help)
+                continue
+            names = [flag_of(f, s)] + ([s.short] if s.short else [])
+            kwargs["dest"] = f.name
+            if s.boolean:
+                kwargs["action"] = argparse.BooleanOptionalAction if f.default is True else "store_true"
+                kwargs["help"] = f"{s.help} (default: {'on' if f.default else 'off'})"
+            else:
+                choices = s.choice_list()
+                kwargs["metavar"] = s.metavar or ((",".join if s.many else "|".join)(choices) if choices
+                                                  else f.name.upper())
+                if s.many:
+                    kwargs["type"] = s.parse_many
+                else:
+                    kwargs["choices"] = choices
+                    kwargs["type"] = s.parse
+            parser.add_argument(*names, **kwargs)
+
+
+def values_from_args(args: argparse.Namespace, classes: Iterable[type]) -> dict[str, Any]:
     """The settings the user actually gave on the command line."""
     given = {}
-    for f, s in settings_of(cls):
-        if command in s.commands:
+    for cls in classes:
+        for f, _ in settings_of(cls):
             value = getattr(args, f.name, None)
-            if value is not None:
+            if value is not None and value is not False:
                 given[f.name] = value
+            elif value is False and f.default is True:
+                given[f.name] = False  # --no-x
     return given
 
 
+def _value_from_file(path: Path, key: str, f: dataclasses.Field[Any], s: Setting, value: Any) -> Any:
+    where = f"config file {path}: key '{key}'"
+    if s.boolean:
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false", f"write {key} = true")
+        return value
+    if s.many:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = tuple(value)
+        elif isinstance(value, str):
+            value = comma_list(value)
+        else:
+            raise UserError(f"{where} must be a list of strings", f'write {key} = ["..."]')
+    elif isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UserError(f"{where} must be a string or a number", "fix its value")
+    elif s.parse is not None:
+        try:
+            value = s.parse(str(value))
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise UserError(f"{where}: {exc}", "fix its value") from None
+    choices = s.choice_list()
+    if choices:
+        for item in value if isinstance(value, tuple) else (value,):
+            if item not in choices:
+                raise UserError(f"{where}: '{item}' is not one of {', '.join(choices)}", "fix its value")
+    return value
+
+
+def values_from_file(path: Path, classes: Iterable[type], all_classes: Iterable[type]) -> dict[str, Any]:
+    """Settings from a TOML file whose keys are the flags' names. Keys of other commands'
+    settings are ignored (one file can serve rootfs, image and build); unknown keys are errors."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file '{path}' does not exist", "pass --config an existing TOML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file '{path}' cannot be read ({exc})", "check the file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path}: invalid TOML ({exc})", "fix the syntax") from None
+    mine = {key_of(f, s): (f, s) for cls in classes for f, s in settings_of(cls)}
+    known = {key_of(f, s) for cls in all_classes for f, s in settings_of(cls)}
+    values = {}
+    for key, value in data.items():
+        if key in mine:
+            f, s = mine[key]
+            values[f.name] = _value_from_file(path, key, f, s, value)
+        elif key not in known:
+            raise UserError(f"config file {path}: unknown key '{key}'",
+                            f"use the name of a flag without its dashes, e.g. {next(iter(sorted(mine)), 'distro')}")
+    return values
+
+
+def build_options(cls: type, values: dict[str, Any]) -> Any:
+    """An options dataclass from settings given by name; missing ones take their defaults.
+    Required settings must be present."""
+    for f, s in settings_of(cls):
+        if s.required and values.get(f.name) is None:
+            what = f.name.upper() if s.positional else flag_of(f, s)
+            raise UserError(f"{what} is required", f"pass {what}, or set '{key_of(f, s)}' in the --config file")
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
 def to_json(obj: Any) -> dict[str, Any]:
-    """A JSON-ready dict of every setting, in declaration order."""
+    """A JSON-ready dict of every setting, in declaration order; nested options are flattened."""
     out: dict[str, Any] = {}
-    for f, _ in settings_of(type(obj)):
+    for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(to_json(value))
+            continue
+        if "setting" not in f.metadata:
+            continue
         if isinstance(value, Path):
             value = str(value)
         elif isinstance(value, tuple):

@@ -71,23 +71,23 @@ def fake_bootstrap(root: Path, with_systemd: bool) -> None:
         os.symlink("/lib/systemd/systemd", root / "usr/sbin/init")
 
 
-def make_minimal_guest(root: Path, agent: Path, init_mode: str = "agent", epoch: int | None = 1700000000) -> Path:
+def make_minimal_guest(root: Path, agent: Path, init_mode: str = "agent", epoch: int | None = 1700000000,
+                       arch: str = "x86_64") -> Path:
     """A small but valid guest tree, provisioned by the real provisioning code."""
-    from osbuilder.agent import check_agent
+    from osbuilder.rootfs.agent import check_agent
     from osbuilder.arch import get_arch
-    from osbuilder.config import make_config
+    from osbuilder.config import make_rootfs_options
     from osbuilder.fsutil import GuestRoot
-    from osbuilder.provision import Provisioner
+    from osbuilder.rootfs.provision import Provisioner
     from osbuilder.templates import Templates
-    from osbuilder.validate import validate_tree
+    from osbuilder.rootfs.validate import validate_tree
 
     fake_bootstrap(root, with_systemd=init_mode == "systemd")
-    config, recipe = make_config({"distro": "debian", "init": init_mode, "agent": agent, "arch": "x86_64",
-                                  "output": root.parent / "unused"})
+    config, recipe = make_rootfs_options({"distro": "debian", "init": init_mode, "agent": agent, "arch": arch})
     config = dataclasses.replace(config, source_date_epoch=epoch)
-    binary = check_agent(agent, get_arch("x86_64"))
+    binary = check_agent(agent, get_arch(arch))
     Provisioner(GuestRoot(root), config, recipe, binary, Templates()).run()
-    validate_tree(GuestRoot(root), init_mode, get_arch("x86_64"), binary)
+    validate_tree(GuestRoot(root), init_mode, get_arch(arch), binary)
     return root
 
 
@@ -210,10 +210,10 @@ def fsck_and_rdump_ext4(image: Path, offset: int, work: Path) -> tuple[Path, Pat
 def make_busybox_probe_guest(root: Path, arch: str, busybox: Path) -> Path:
     """A tiny agent-mode guest: one busybox-static for `arch` and the probe agent as /sbin/init,
     provisioned by the real code. Enough to prove a machine boots; not a distribution."""
-    from osbuilder.config import make_config
+    from osbuilder.config import make_rootfs_options
     from osbuilder.fsutil import GuestRoot
-    from osbuilder.probe import render_probe
-    from osbuilder.provision import Provisioner
+    from osbuilder.rootfs.probe import render_probe
+    from osbuilder.rootfs.provision import Provisioner
     from osbuilder.templates import Templates
 
     fake_bootstrap(root, with_systemd=False)
@@ -222,7 +222,7 @@ def make_busybox_probe_guest(root: Path, arch: str, busybox: Path) -> Path:
     shutil.copy2(busybox, root / "usr/bin/busybox")
     for applet in ("sh", "mount", "cat", "stat", "uname", "mkdir", "rmdir", "sleep", "sync"):
         os.symlink("busybox", root / "usr/bin" / applet)
-    config, recipe = make_config({"distro": "debian", "init": "agent", "probe_agent": True, "arch": arch,
+    config, recipe = make_rootfs_options({"distro": "debian", "init": "agent", "probe_agent": True, "arch": arch,
                                   "output": root.parent / "unused"})
     config = dataclasses.replace(config, source_date_epoch=1700000000)
     probe = render_probe(Templates(), root.parent / f"{root.name}.probe")

@@ -85,7 +85,7 @@ class DebianArchive:
     def kernel_package(self, runner: Runner) -> Path:
         """Debian's current kernel for the architecture: linux-image-<version>-<flavour>.deb."""
         self.update(runner)
-        flavour = {"amd64": "amd64", "arm64": "arm64", "ppc64el": "powerpc64le", "s390x": "s390x"}[self.arch.debian]
+        flavour = self.arch.debian_kernel_flavour
         versioned = [d for d in self.depends_of(f"linux-image-{flavour}", runner) if d.startswith("linux-image-")]
         if not versioned:
             raise UserError(f"linux-image-{flavour} names no kernel package", "check the mirror")

@@ -13,12 +13,13 @@ import lzma
 import os
 import shutil
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.agent import sha256_file
 from osbuilder.arch import Arch
 from osbuilder.errors import UserError
+from osbuilder.fsutil import sha256_file
 from osbuilder.runner import Runner
 
 # Xen's ELF note type for the 32-bit PVH entry point (include/xen/interface/elfnote.h).
@@ -86,9 +87,9 @@ def load_kernel(kernel: Path, modules: Path | None, arch: Arch, cache: Path, run
     if is_deb(kernel):
         kernel, deb_modules = kernel_from_deb(kernel, cache, runner)
         module_dir = module_dir or deb_modules
-    if arch.name == "x86_64" and pvh and is_bzimage(kernel):
+    if arch.qemu.pvh and pvh and is_bzimage(kernel):
         return Kernel(image=pvh_vmlinux(kernel, cache), arch=arch, modules=module_dir, pvh=True)
-    return Kernel(image=kernel, arch=arch, modules=module_dir, pvh=arch.name == "x86_64" and has_pvh_note(kernel))
+    return Kernel(image=kernel, arch=arch, modules=module_dir, pvh=arch.qemu.pvh and has_pvh_note(kernel))
 
 
 def is_bzimage(path: Path) -> bool:
@@ -106,6 +107,8 @@ _DECOMPRESSORS = (
 
 def extract_vmlinux(bzimage: bytes) -> bytes:
     """The ELF vmlinux inside an x86 bzImage (boot protocol >= 2.08: payload_offset/length)."""
+    if len(bzimage) < 0x250:
+        raise UserError(f"the bzImage is truncated ({len(bzimage)} bytes)", "copy the whole kernel file again")
     setup_sects = bzimage[0x1F1] or 4
     version = struct.unpack_from("<H", bzimage, 0x206)[0]
     if version < 0x208:
@@ -114,9 +117,15 @@ def extract_vmlinux(bzimage: bytes) -> bytes:
     offset, length = struct.unpack_from("<II", bzimage, 0x248)
     start = (setup_sects + 1) * 512 + offset
     payload = bzimage[start:start + length]
+    if len(payload) < length:
+        raise UserError(f"the bzImage is truncated: its payload needs {start + length} bytes, the file has "
+                        f"{len(bzimage)}", "copy the whole kernel file again")
     for magic, decompress in _DECOMPRESSORS:
         if payload.startswith(magic):
-            vmlinux = decompress(payload)
+            try:
+                vmlinux = decompress(payload)
+            except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
+                raise UserError(f"the bzImage payload is damaged ({exc})", "copy the whole kernel file again") from None
             break
     else:
         raise UserError(f"bzImage payload compression {payload[:6].hex()} is not supported for PVH extraction",

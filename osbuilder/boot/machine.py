@@ -1,5 +1,5 @@
-"""One qemu-system machine per target architecture, and the command line that boots an
-artifact on it. Everything arch-specific is data in MACHINES."""
+"""The qemu command line that boots an artifact. Everything arch-specific is data in the
+architecture table (arch.py, each row's `qemu`)."""
 
 from __future__ import annotations
 
@@ -11,36 +11,6 @@ from osbuilder.pack.disk import round_up
 
 GiB = 1 << 30
 
-# Mount options for a root on an NVDIMM with DAX (reference section 7 for ext4).
-DAX_ROOTFLAGS = {"ext4": "dax,data=ordered,errors=remount-ro", "xfs": "dax", "erofs": "dax=always"}
-
-
-@dataclass(frozen=True)
-class Machine:
-    machine: str  # -M
-    cpu: str | None
-    console: str  # the kernel's console= device for the first serial port
-    disk_device: str  # qemu's virtio-blk device type on this machine's bus
-    shim_device: str  # the boot shim's module set for that device (boot.modules.DEVICE_MODULES)
-    disk_prefix: str  # the guest's name for the first disk
-    nvdimm: bool  # the machine can take an NVDIMM
-    kernel_params: str  # what the Kata runtime passes on this arch, for a production-like boot
-
-
-# The Kata runtime's own kernel parameters (its qemu_<arch>.go): they skip probing that
-# a sandbox VM never needs, such as the PS/2 controller and the crypto self-tests.
-_KATA_COMMON = "rcupdate.rcu_expedited=1 cryptomgr.notests net.ifnames=0"
-_KATA_X86 = ("tsc=reliable no_timer_check i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 "
-             "noreplace-smp reboot=k pci=lastbus=0 " + _KATA_COMMON)
-
-MACHINES: dict[str, Machine] = {
-    "x86_64": Machine("q35", None, "ttyS0", "virtio-blk-pci", "virtio-blk", "/dev/vda", True, _KATA_X86),
-    "aarch64": Machine("virt", "cortex-a57", "ttyAMA0", "virtio-blk-pci", "virtio-blk", "/dev/vda", False,
-                       _KATA_COMMON),
-    "ppc64le": Machine("pseries", None, "hvc0", "virtio-blk-pci", "virtio-blk", "/dev/vda", False, _KATA_COMMON),
-    "s390x": Machine("s390-ccw-virtio", None, "ttysclp0", "virtio-blk-ccw", "virtio-blk-ccw", "/dev/vda", False,
-                     _KATA_COMMON),
-}
 
 
 @dataclass(frozen=True)
@@ -57,9 +27,9 @@ class QemuPlan:
     nvdimm: Path | None = None  # as an NVDIMM backed by the file, copy-on-write
 
     def argv(self) -> list[str]:
-        machine = MACHINES[self.arch.name]
+        machine = self.arch.qemu
         spec = machine.machine + (",nvdimm=on" if self.nvdimm else "")
-        argv = [self.arch.qemu_system, "-M", spec]
+        argv = [machine.binary, "-M", spec]
         if machine.cpu:
             argv += ["-cpu", machine.cpu]
         argv += ["-accel", self.accel, "-smp", "1", "-nodefaults", "-no-reboot", "-display", "none",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from osbuilder.errors import UserError
+from osbuilder.pack.fs import FILESYSTEMS
 from osbuilder.runner import Runner
 
 # What each root device and filesystem needs on a stock distribution kernel, by module name.
@@ -22,10 +23,8 @@ DEVICE_MODULES: dict[str, tuple[str, ...]] = {
     "nvdimm": ("nfit", "nd_pmem"),
 }
 FS_MODULES: dict[str, tuple[str, ...]] = {
-    "ext4": ("ext4",),
-    "xfs": ("xfs",),
-    "erofs": ("erofs",),
-    "iso9660": ("isofs",),
+    **{fs.name: (fs.kernel_module,) for fs in FILESYSTEMS.values()},
+    "iso9660": ("isofs",),  # the ISO packer's
 }
 VERITY_MODULES = ("dm_verity",)
 

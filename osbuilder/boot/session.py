@@ -15,18 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import magic
-
-from osbuilder.arch import Arch, arch_of_magic, get_arch, host_arch
+from osbuilder.arch import Arch, canonical_arch_name, get_arch, host_arch, kernel_arch
 from osbuilder.boot.debian_archive import DebianArchive
-from osbuilder.boot.artifact import BootArtifact, inspect_artifact, verity_params_for
-from osbuilder.boot.kernel import Kernel, is_bzimage, is_deb, load_kernel
-from osbuilder.boot.machine import DAX_ROOTFLAGS, MACHINES, QemuPlan
+from osbuilder.boot.kernel import Kernel, is_deb, load_kernel
+from osbuilder.boot.machine import QemuPlan
 from osbuilder.boot.shim import SHIM_ERROR, ShimRequest, build_shim
-from osbuilder.boot.summary_reader import read_artifact_summary
 from osbuilder.errors import UserError
-from osbuilder.probe import PROBE_ERROR_MARKER, PROBE_MARKER, PROBE_PATTERN, parse_probe_line
+from osbuilder.initmode import INIT_MODES
+from osbuilder.pack.fs import FILESYSTEMS
+from osbuilder.pack.artifact import ArtifactInfo
+from osbuilder.read.kind import recognise_artifact, verity_params_for
+from osbuilder.read.summary import read_artifact_summary
+from osbuilder.rootfs.probe import PROBE_ERROR_MARKER, PROBE_MARKER, PROBE_PATTERN, parse_probe_line
+from osbuilder.rootfs.summary import recorded_agent
+from osbuilder.rootfs.options import arch_names
 from osbuilder.runner import Runner
+from osbuilder.settings import as_path, setting
 from osbuilder.templates import Templates
 
 log = logging.getLogger("osbuilder")
@@ -41,21 +45,40 @@ KVM_PROBE_SECONDS = 8.0
 HOST_CGROUP_DRIVERS = ("systemd", "cgroupfs")
 
 
+DEVICES = ("virtio-blk", "nvdimm")
+ACCELS = ("auto", "kvm", "tcg")
+
+
 @dataclass(frozen=True)
 class BootRequest:
-    artifact: Path
-    kernel: Path
-    modules: Path | None = None
-    arch: str | None = None
-    device: str | None = None  # "virtio-blk" or "nvdimm"; default: nvdimm for a DAX image where possible
-    append: str = ""
-    expect: str | None = None
-    timeout: float = 120.0
-    accel: str = "auto"
-    memory_mib: int = 1024
-    pvh: bool = True
-    host_cgroup_driver: str | None = None
-    cache_dir: Path | None = None
+    artifact: Path = setting(help="initrd, disk image or ISO to boot", positional=True, metavar="ARTIFACT",
+                             parse=as_path, required=True)
+    kernel: Path = setting(help="kernel file, a linux-image-*.deb (its kernel and modules), or 'debian': Debian's "
+                           "current kernel package for the guest's arch, downloaded once into the cache",
+                           metavar="VMLINUZ|DEB|debian", parse=as_path, required=True)
+    modules: Path | None = setting(None, help="the kernel's lib/modules/<version> directory or linux-image-*.deb, "
+                                   "for the boot shim that disk images need on stock kernels", metavar="DIR|DEB",
+                                   parse=as_path)
+    arch: str | None = setting(None, help="guest architecture (default: the artifact's or the kernel's)",
+                               choices=arch_names, parse=canonical_arch_name)
+    device: str | None = setting(None, help="how a disk image is attached (default: nvdimm with the DAX header, "
+                                 "where the machine has NVDIMMs)", choices=lambda: DEVICES)
+    append: str = setting("", help="more kernel parameters", metavar="ARGS")
+    expect: str | None = setting(None, help="console text that means success (default: the probe's line, or the "
+                                 "real agent's start-up line)", metavar="REGEX")
+    timeout: float = setting(120.0, help="give up after S seconds (default 120)", metavar="S", parse=float)
+    accel: str = setting("auto", help="auto: KVM when a short probe shows it booting the kernel, else TCG",
+                         choices=lambda: ACCELS)
+    memory_mib: int = setting(1024, flag="--memory", help="guest RAM (default 1024)", metavar="MiB", parse=int)
+    pvh: bool = setting(True, help="boot an x86_64 bzImage's vmlinux through PVH (--no-pvh: the bzImage as is)",
+                        boolean=True)
+    host_cgroup_driver: str | None = setting(None, help="the host's cgroup driver to pretend (kernel parameter "
+                                             "osbuilder.host_cgroup_driver)", choices=lambda: HOST_CGROUP_DRIVERS)
+    cache_dir: Path | None = setting(None, help="keep downloaded and unpacked kernels and extracted vmlinux files "
+                                     "here (default with --kernel debian: ~/.cache/osbuilder)", metavar="DIR",
+                                     parse=as_path)
+    console_log: Path | None = setting(None, help="write everything the console printed here", metavar="FILE",
+                                       parse=as_path)
 
 
 @dataclass
@@ -86,19 +109,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "osbuilder"
 
 
-def kernel_arch(kernel: Path) -> Arch | None:
-    """The architecture a kernel file is built for: the bzImage header is x86's own, the
-    arm64 Image header carries "ARM\\x64" at 0x38; ELF kernels go by libmagic."""
-    if is_bzimage(kernel):
-        return get_arch("x86_64")
-    with open(kernel, "rb") as f:
-        head = f.read(0x40)
-    if head[0x38:0x3C] == b"ARM\x64":
-        return get_arch("aarch64")
-    name = arch_of_magic(magic.from_file(str(kernel)))
-    return get_arch(name) if name else None
-
-
 def _choose_arch(request: BootRequest, summary: dict[str, Any] | None) -> Arch:
     recorded = (summary or {}).get("architecture")
     if request.arch:
@@ -117,23 +127,22 @@ def _choose_arch(request: BootRequest, summary: dict[str, Any] | None) -> Arch:
 
 
 def _default_expect(summary: dict[str, Any] | None) -> str:
-    agent = (summary or {}).get("agent") or {}
-    if agent.get("probe") == "yes":
+    if recorded_agent(summary).get("probe") == "yes":
         return PROBE_PATTERN
     if summary is not None:
         return KATA_AGENT_STARTUP
     return f"{PROBE_PATTERN}|{KATA_AGENT_STARTUP}"
 
 
-def _choose_device(request: BootRequest, artifact: BootArtifact, arch: Arch) -> str | None:
-    if artifact.kind == "initrd":
+def _choose_device(request: BootRequest, artifact: ArtifactInfo, arch: Arch) -> str | None:
+    if artifact.boots_as == "initrd":
         if request.device:
             raise UserError("--device applies to disk images, not to an initrd", "drop --device")
         return None
-    machine = MACHINES[arch.name]
+    machine = arch.qemu
     device = request.device or ("nvdimm" if artifact.dax and machine.nvdimm else "virtio-blk")
     if device == "nvdimm":
-        if artifact.kind != "disk" or not artifact.dax:
+        if not artifact.dax:
             raise UserError(f"'{artifact.path}' has no NVDIMM/DAX header, so it cannot boot as an NVDIMM",
                             "use --device virtio-blk, or rebuild the image without --no-dax")
         if not machine.nvdimm:
@@ -147,14 +156,19 @@ def probe_kvm(arch: Arch, kernel: Kernel, runner: Runner) -> bool:
     if arch != host_arch() or not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     plan = QemuPlan(arch=arch, accel="kvm", kernel=kernel.image, memory_mib=256,
-                    cmdline=f"console={MACHINES[arch.name].console} panic=-1")
+                    cmdline=f"console={arch.qemu.console} panic=-1")
     watched = runner.watch(plan.argv(), lambda out: "Linux version" in out, timeout=KVM_PROBE_SECONDS)
     log.info("KVM probe: %s", "the guest makes progress" if watched.outcome == "matched" else "no progress; using TCG")
     return watched.outcome == "matched"
 
 
 def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) -> BootResult:
-    artifact = inspect_artifact(request.artifact)
+    if request.memory_mib < 128:
+        raise UserError(f"--memory {request.memory_mib} MiB is too little to boot", "pass at least 128")
+    artifact = recognise_artifact(request.artifact)
+    if artifact.kind == "rootfs":
+        raise UserError(f"'{request.artifact}' is a directory; boot takes a packed artifact",
+                        "pack it first with osbuilder initrd, image or iso")
     if request.timeout <= 0:
         raise UserError(f"--timeout must be positive (got {request.timeout})", "pass the seconds to wait, e.g. --timeout 120")
     if request.host_cgroup_driver and request.host_cgroup_driver not in HOST_CGROUP_DRIVERS:
@@ -178,10 +192,10 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
         if found is not None and found != arch:
             raise UserError(f"kernel '{request.kernel}' is for {found.name}, the artifact for {arch.name}",
                             f"pass a {arch.name} kernel")
-        machine = MACHINES[arch.name]
+        machine = arch.qemu
         params = [f"console={machine.console}", "panic=-1", machine.kernel_params]
         plan_files: dict[str, Path] = {}
-        if artifact.kind == "initrd":
+        if artifact.boots_as == "initrd":
             plan_files["initrd"] = artifact.path
         else:
             if kernel.modules is None:
@@ -206,7 +220,7 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
         return _watch(plan, expect, request.timeout, summary, device, kernel, runner)
 
 
-def _root_params(artifact: BootArtifact, nvdimm: bool, disk_prefix: str) -> list[str]:
+def _root_params(artifact: ArtifactInfo, nvdimm: bool, disk_prefix: str) -> list[str]:
     """The boot shim's kernel parameters: the root device, its file system and mount
     options, and the dm-verity table's inputs when the image has a hash partition."""
     disk = "/dev/pmem0" if nvdimm else disk_prefix
@@ -215,9 +229,10 @@ def _root_params(artifact: BootArtifact, nvdimm: bool, disk_prefix: str) -> list
         return f"{disk}p{number}" if nvdimm else f"{disk}{number}"
 
     fs = artifact.fs or "ext4"
-    params = [f"root={disk if artifact.kind == 'iso' else partition(1)}", f"rootfstype={fs}"]
+    root = disk if artifact.root_partition is None else partition(artifact.root_partition)
+    params = [f"root={root}", f"rootfstype={fs}"]
     if nvdimm:
-        flags = DAX_ROOTFLAGS[fs].split(",")
+        flags = FILESYSTEMS[fs].dax_rootflags.split(",")
         if artifact.verity:  # dm-verity devices cannot do DAX; the other options stay
             flags = [f for f in flags if not f.startswith("dax")]
         if flags:
@@ -238,7 +253,8 @@ def _watch(plan: QemuPlan, expect: str, timeout: float, summary: dict[str, Any] 
     # After the line, give the guest a moment to power off by itself (the probe does).
     watched = runner.watch(plan.argv(), decided, timeout=timeout, linger=5.0)
     console = watched.output.replace("\r\n", "\n")
-    recorded = ((summary or {}).get("agent") or {}).get("init-mode")
+    recorded = recorded_agent(summary).get("init-mode")
+    recorded_mode = INIT_MODES.get(str(recorded))
     result = BootResult(ok=False, outcome="", reason="", seconds=watched.matched_after or watched.elapsed,
                         accel=plan.accel, kernel=str(plan.kernel), pvh=kernel.pvh, device=device, expect=expect,
                         recorded_init_mode=recorded, command=watched.argv, console=console,
@@ -248,7 +264,7 @@ def _watch(plan: QemuPlan, expect: str, timeout: float, summary: dict[str, Any] 
     if match and not (panic and panic.start() < match.start()):
         line = console[match.start():].split("\n", 1)[0]
         result.probe = parse_probe_line(line) if PROBE_MARKER in line else None
-        if result.probe and recorded and result.probe.get("init_mode") != (recorded == "agent"):
+        if result.probe and recorded_mode and result.probe.get("init_mode") != recorded_mode.agent_is_init:
             result.outcome = "init-mode-mismatch"
             result.reason = (f"the image records init mode '{recorded}' but the guest reports "
                              f"init_mode={str(result.probe.get('init_mode')).lower()}")

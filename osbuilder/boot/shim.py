@@ -13,7 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.agent import describe
+import magic
+
 from osbuilder.arch import Arch, host_arch
 from osbuilder.boot.debian_archive import DebianArchive
 from osbuilder.boot.kernel import unpack_deb
@@ -41,7 +42,7 @@ class ShimRequest:
 def busybox_for(arch: Arch, cache: Path, runner: Runner) -> Path:
     """The host's busybox-static when it runs the target's code, else Debian's for the arch."""
     host = Path("/bin/busybox")
-    if arch == host_arch() and host.is_file() and "statically linked" in describe(host):
+    if arch == host_arch() and host.is_file() and "statically linked" in magic.from_file(str(host)):
         return host
     deb = DebianArchive(arch, cache).download("busybox-static", runner)
     tree = unpack_deb(deb, cache / "unpacked" / deb.stem, runner)

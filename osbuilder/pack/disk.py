@@ -15,6 +15,7 @@ SECTOR = 512
 MiB = 1 << 20
 PFN_OFFSET = 4096
 PFN_SIZE = 4096
+PFN_SIGNATURE = b"NVDIMM_PFN_INFO\0"
 NAMESPACE_OFFSET = 2 * MiB  # where an fsdax namespace's data starts
 DAX_PARTITION_OFFSET = 3 * MiB
 PLAIN_PARTITION_OFFSET = 1 * MiB
@@ -33,7 +34,7 @@ def fletcher64(block: bytes) -> int:
 def pfn_info_block() -> bytes:
     """struct nd_pfn_sb with upstream's values: byte-identical to Kata's image builder."""
     block = bytearray(PFN_SIZE)
-    block[0:16] = b"NVDIMM_PFN_INFO\0"
+    block[0:16] = PFN_SIGNATURE
     struct.pack_into("<IHHQQIIII", block, 48,
                      0,  # flags
                      0,  # version_major

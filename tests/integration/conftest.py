@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ class RootfsFactory:
             out = self.base / f"rootfs-{len(self.built)}-{init}-{arch}"
             chosen = ("--agent", agent) if agent is not None else ("--probe-agent",)
             result = run_cli("rootfs", "--distro", "debian", "--init", init, "--arch", arch, *chosen,
-                             "--cache-dir", self.cache, "-o", out, *extra, env=env)
+                             "--cache-dir", self.cache, "-o", out, "--json", *extra, env=env)
             assert result.returncode == 0, result.stderr
+            report = json.loads(result.stdout)
+            assert (report["rootfs"], report["init_mode"], report["arch"]) == (str(out), init, arch)
             if agent is None:  # the probe is never silent about itself
                 assert "warning: this guest holds osbuilder's probe agent" in result.stderr
             self.built[key] = out

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.summary import SUMMARY_PATH, parse_summary
+from osbuilder.guest_layout import SUMMARY_PATH
+from osbuilder.rootfs.summary import parse_summary
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from osbuilder.fsutil import sha256_file
 from osbuilder.pack.disk import MiB
 from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest, partition_bytes
@@ -71,8 +71,7 @@ def test_large_sparse_file(sparse_file: Path, tmp_path: Path, fs: str):
     else:
         subprocess.run(["fsck.erofs", f"--extract={tmp_path / 'x'}", str(part)], check=True, capture_output=True)
         dumped = tmp_path / "x/sparse.bin"
-    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
-    assert digest(dumped) == digest(sparse_file / "sparse.bin")
+    assert sha256_file(dumped) == sha256_file(sparse_file / "sparse.bin")
 
 
 def test_xfs_stores_sparse_files_densely_and_refuses_files_over_2_gib(sparse_file: Path, tmp_path: Path):

@@ -48,8 +48,11 @@ def test_build_writes_initrd_and_manifest_reproducibly(cache_dir, agent_x86_64, 
               "--format", "initrd"]
     cached = run_cli(*common, "--cache-dir", cache_dir, "-o", tmp_path / "one", env=env)
     assert cached.returncode == 0, cached.stderr
-    fresh = run_cli(*common, "-o", tmp_path / "two", env=env)  # bootstraps afresh from the mirror
+    fresh = run_cli(*common, "-o", tmp_path / "two", "--json", env=env)  # bootstraps afresh from the mirror
     assert fresh.returncode == 0, fresh.stderr
+    report = json.loads(fresh.stdout)
+    assert report["init_mode"] == "agent" and report["manifest"] == str(tmp_path / "two" / "manifest.json")
+    assert [a["path"] for a in report["artifacts"]] == [str(tmp_path / "two" / "kata-containers-initrd.img")]
 
     one, two = tmp_path / "one", tmp_path / "two"
     assert sorted(os.listdir(one)) == ["kata-containers-initrd.img", "manifest.json"]

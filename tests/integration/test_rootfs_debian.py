@@ -9,9 +9,9 @@ from pathlib import Path
 import magic
 import pytest
 
-from osbuilder.agent import sha256_file
+from osbuilder.fsutil import sha256_file
 from osbuilder.fsutil import GuestRoot
-from osbuilder.summary import parse_summary
+from osbuilder.rootfs.summary import parse_summary
 
 pytestmark = pytest.mark.slow
 EPOCH = "1700000000"

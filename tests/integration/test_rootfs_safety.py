@@ -10,15 +10,15 @@ import time
 
 import pytest
 
-from osbuilder.agent import check_agent
+from osbuilder.rootfs.agent import check_agent
 from osbuilder.arch import get_arch
-from osbuilder.bootstrap import bootstrap
-from osbuilder.config import make_config
+from osbuilder.rootfs.bootstrap import bootstrap
+from osbuilder.config import make_rootfs_options
 from osbuilder.fsutil import GuestRoot
-from osbuilder.provision import Provisioner
+from osbuilder.rootfs.provision import Provisioner
 from osbuilder.runner import Runner
 from osbuilder.templates import Templates
-from osbuilder.validate import validate_tree
+from osbuilder.rootfs.validate import validate_tree
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def test_absolute_resolv_conf_link_in_a_real_tree_never_writes_to_the_host(tmp_path, cache_dir, agent_x86_64):
     sentinel = tmp_path / "host-resolv.conf"
     sentinel.write_text("nameserver 192.0.2.1\n")
-    config, recipe = make_config({"distro": "debian", "init": "agent", "agent": agent_x86_64, "arch": "x86_64",
+    config, recipe = make_rootfs_options({"distro": "debian", "init": "agent", "agent": agent_x86_64, "arch": "x86_64",
                                   "output": tmp_path / "unused", "cache_dir": cache_dir})
     tree = tmp_path / "tree"
     work = tmp_path / "work"
@@ -86,12 +86,21 @@ def test_force_replaces_an_existing_output(rootfs, tmp_path, cache_dir, agent_x8
 
 
 def test_missing_binfmt_handler_is_registered():
-    from osbuilder.binfmt import BINFMT_DIR, ensure_binfmt
+    from osbuilder.rootfs.binfmt import BINFMT_DIR, ensure_binfmt
 
     arch = get_arch("aarch64")
     entry = BINFMT_DIR / arch.qemu_user
-    if entry.exists():
-        subprocess.run(["update-binfmts", "--disable", arch.qemu_user], check=True)
-    assert not entry.exists() or "disabled" in entry.read_text()
-    ensure_binfmt(arch, Runner())
-    assert entry.read_text().startswith("enabled")
+    was_enabled = entry.exists() and entry.read_text().startswith("enabled")
+    try:
+        if entry.exists():
+            subprocess.run(["update-binfmts", "--disable", arch.qemu_user], check=True)
+        assert not entry.exists() or "disabled" in entry.read_text()
+        ensure_binfmt(arch, Runner())
+        assert entry.read_text().startswith("enabled")
+    finally:
+        # Leave the host's handler as the test found it, whatever happened above.
+        enabled_now = entry.exists() and entry.read_text().startswith("enabled")
+        if was_enabled and not enabled_now:
+            subprocess.run(["update-binfmts", "--enable", arch.qemu_user], check=False)
+        elif not was_enabled and enabled_now:
+            subprocess.run(["update-binfmts", "--disable", arch.qemu_user], check=False)

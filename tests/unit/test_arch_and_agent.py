@@ -1,9 +1,11 @@
+import struct
 from pathlib import Path
 
 import pytest
 
-from osbuilder.agent import check_agent
-from osbuilder.arch import ARCHES, arch_of_magic, get_arch
+from osbuilder.rootfs.agent import check_agent
+from osbuilder.arch import ARCHES, arch_of_elf, get_arch
+from osbuilder.elf import parse_elf_header
 from osbuilder.errors import UserError
 
 
@@ -26,20 +28,49 @@ def test_unknown_arch_names_the_choices():
     assert err.value.exit_code == 2
 
 
-@pytest.mark.parametrize("description,arch", [
-    ("ELF 64-bit LSB executable, x86-64, version 1 (SYSV), statically linked", "x86_64"),
-    ("ELF 64-bit LSB pie executable, ARM aarch64, version 1 (SYSV), dynamically linked", "aarch64"),
-    ("ELF 64-bit LSB executable, 64-bit PowerPC or cisco 7500, OpenPOWER ELF V2 ABI", "ppc64le"),
-    ("ELF 64-bit MSB executable, IBM S/390, version 1 (SYSV)", "s390x"),
-    ("ELF 32-bit LSB executable, ARM, EABI5 version 1 (SYSV)", None),
+def elf_header(elf_class: int, endianness: str, machine: int, file_type: int = 2) -> bytes:
+    order = "<" if endianness == "little" else ">"
+    ident = b"\x7fELF" + bytes([1 if elf_class == 32 else 2, 1 if endianness == "little" else 2, 1]) + bytes(9)
+    return ident + struct.pack(order + "HH", file_type, machine)
+
+
+@pytest.mark.parametrize("header,arch", [
+    (elf_header(64, "little", 62), "x86_64"),
+    (elf_header(64, "little", 183, file_type=3), "aarch64"),
+    (elf_header(64, "little", 21), "ppc64le"),
+    (elf_header(64, "big", 22), "s390x"),
+    (elf_header(64, "big", 21), None),  # big-endian ppc64 is not ppc64le
+    (elf_header(32, "little", 40), None),  # 32-bit ARM
+    (b"#!/bin/sh\n" + bytes(10), None),
 ])
-def test_magic_descriptions_map_to_arches(description, arch):
-    assert arch_of_magic(description) == arch
+def test_elf_headers_map_to_arches(header, arch):
+    found = arch_of_elf(parse_elf_header(header))
+    assert (found.name if found else None) == arch
+
+
+def test_elf_type_decides_executable():
+    assert parse_elf_header(elf_header(64, "little", 62, file_type=2)).executable
+    assert parse_elf_header(elf_header(64, "little", 62, file_type=3)).executable
+    assert not parse_elf_header(elf_header(64, "little", 62, file_type=1)).executable  # a relocatable .o
+
+
+def test_an_object_file_is_not_an_agent(tmp_path: Path):
+    obj = tmp_path / "agent.o"
+    obj.write_bytes(elf_header(64, "little", 62, file_type=1) + bytes(64))
+    with pytest.raises(UserError, match="not an ELF executable"):
+        check_agent(obj, get_arch("x86_64"))
+
+
+def test_a_foreign_elf_names_its_arch(tmp_path: Path):
+    agent = tmp_path / "kata-agent"
+    agent.write_bytes(elf_header(64, "big", 22) + bytes(64))
+    with pytest.raises(UserError, match="agent is s390x, target is x86_64"):
+        check_agent(agent, get_arch("x86_64"))
 
 
 def test_host_busybox_is_accepted_for_x86_64(host_agent):
     agent = check_agent(host_agent, get_arch("x86_64"))
-    assert len(agent.sha256) == 64 and "x86-64" in agent.description
+    assert len(agent.sha256) == 64 and "x86_64" in agent.description
 
 
 def test_host_busybox_is_refused_for_aarch64(host_agent):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import json
 import lzma
 import struct
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.boot.artifact import inspect_artifact
+from osbuilder.read.kind import recognise_artifact as inspect_artifact
 from osbuilder.boot.kernel import extract_vmlinux, has_pvh_note, pvh_vmlinux
 from osbuilder.errors import UserError
-from osbuilder.probe import parse_probe_line, render_probe
+from osbuilder.rootfs.probe import parse_probe_line, render_probe
+from osbuilder.pack.cpio import NewcWriter
 from osbuilder.runner import Runner
 from osbuilder.templates import Templates
 from tests.conftest import run_cli
@@ -116,7 +118,10 @@ def test_watch_reports_an_exit_and_never_waits_past_the_timeout():
 # -- artifacts ----------------------------------------------------------------------------
 def test_artifacts_are_recognised_by_content(tmp_path: Path):
     initrd = tmp_path / "any-name"
-    initrd.write_bytes(gzip.compress(b"070701" + bytes(200)))
+    archive = io.BytesIO()
+    with NewcWriter(archive):
+        pass  # just the trailer: a valid, empty initrd
+    initrd.write_bytes(gzip.compress(archive.getvalue()))
     assert inspect_artifact(initrd).kind == "initrd"
     junk = tmp_path / "junk.img"
     junk.write_bytes(bytes(8192))
@@ -126,18 +131,20 @@ def test_artifacts_are_recognised_by_content(tmp_path: Path):
 
 # -- the probe agent in a tree ------------------------------------------------------------
 def test_probe_tree_validates_records_the_probe_and_packs(tmp_path: Path):
-    from osbuilder.config import make_config
+    from osbuilder.config import make_rootfs_options
     from osbuilder.fsutil import GuestRoot
-    from osbuilder.provision import INIT_PATH, Provisioner
-    from osbuilder.summary import SUMMARY_PATH, parse_summary
-    from osbuilder.validate import validate_tree
+    from osbuilder.guest_layout import INIT_PATH
+    from osbuilder.rootfs.provision import Provisioner
+    from osbuilder.guest_layout import SUMMARY_PATH
+    from osbuilder.rootfs.summary import parse_summary
+    from osbuilder.rootfs.validate import validate_tree
     from osbuilder.arch import get_arch
 
     for init in ("agent", "systemd"):
         root = tmp_path / init / "tree"
         fake_bootstrap(root, with_systemd=init == "systemd")
         (root / "usr/bin/sh").write_text("#!fake shell\n")
-        config, recipe = make_config({"distro": "debian", "init": init, "probe_agent": True, "arch": "x86_64",
+        config, recipe = make_rootfs_options({"distro": "debian", "init": init, "probe_agent": True, "arch": "x86_64",
                                       "output": tmp_path / "unused"})
         config = dataclasses.replace(config, source_date_epoch=1700000000)
         probe = render_probe(Templates(), tmp_path / init / "probe")
@@ -158,15 +165,15 @@ def test_probe_tree_validates_records_the_probe_and_packs(tmp_path: Path):
 
 def test_a_probe_tree_without_a_shell_is_refused(tmp_path: Path):
     from osbuilder.arch import get_arch
-    from osbuilder.config import make_config
+    from osbuilder.config import make_rootfs_options
     from osbuilder.errors import BuildError
     from osbuilder.fsutil import GuestRoot
-    from osbuilder.provision import Provisioner
-    from osbuilder.validate import validate_tree
+    from osbuilder.rootfs.provision import Provisioner
+    from osbuilder.rootfs.validate import validate_tree
 
     root = tmp_path / "tree"
     fake_bootstrap(root, with_systemd=False)
-    config, recipe = make_config({"distro": "debian", "init": "agent", "probe_agent": True, "arch": "x86_64",
+    config, recipe = make_rootfs_options({"distro": "debian", "init": "agent", "probe_agent": True, "arch": "x86_64",
                                   "output": tmp_path / "unused"})
     probe = render_probe(Templates(), tmp_path / "probe")
     Provisioner(GuestRoot(root), config, recipe, probe, Templates()).run()
@@ -181,7 +188,10 @@ def boot_inputs(tmp_path: Path, kernel_bytes: bytes) -> tuple[Path, Path, Path]:
     inputs.mkdir()
     work.mkdir()
     initrd = inputs / "initrd.img"
-    initrd.write_bytes(gzip.compress(b"070701" + bytes(200)))
+    archive = io.BytesIO()
+    with NewcWriter(archive):
+        pass  # just the trailer: a valid, empty initrd
+    initrd.write_bytes(gzip.compress(archive.getvalue()))
     kernel = inputs / "vmlinuz"
     kernel.write_bytes(kernel_bytes)
     return initrd, kernel, work
@@ -214,14 +224,14 @@ def test_agent_and_probe_agent_exclude_each_other(tmp_path: Path, host_agent: Pa
 
 def test_manifest_records_the_probe(tmp_path: Path):
     from osbuilder.config import make_config
-    from osbuilder.manifest import write_manifest
-    from osbuilder.summary import Summary
+    from osbuilder.pack.manifest import write_manifest
+    from osbuilder.rootfs.summary import Summary
 
     config, _ = make_config({"distro": "debian", "init": "agent", "probe_agent": True, "arch": "x86_64",
                              "output": tmp_path / "out"})
     summary = Summary("x86_64", "debian", "bookworm", (), (), "agent", "osbuilder:probe", "unknown", "0" * 64, None,
                       probe=True)
-    write_manifest(tmp_path / "manifest.json", config, summary, [], 0)
+    write_manifest(tmp_path / "manifest.json", config.as_json(), summary, [], 0)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["agent"]["probe"] is True and manifest["config"]["probe_agent"] is True
     assert manifest["config"]["agent"] is None

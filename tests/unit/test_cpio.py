@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from osbuilder.errors import BuildError
+
 from osbuilder.pack.cpio import Entry, NewcWriter, archive_tree
 from tests.helpers import hardlink_groups, snapshot
 
@@ -130,7 +132,7 @@ def test_a_file_that_changes_size_is_an_error(tmp_path: Path):
     path = tmp_path / "f"
     path.write_bytes(b"12345")
     writer = NewcWriter(io.BytesIO())
-    with pytest.raises(Exception, match="changed size"):
+    with pytest.raises(BuildError, match="changed size"):
         writer.add(Entry(name=b"f", mode=stat.S_IFREG | 0o644, size=10, source=path))
 
 

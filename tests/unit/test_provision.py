@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.agent import check_agent
+from osbuilder.rootfs.agent import check_agent
 from osbuilder.arch import get_arch
-from osbuilder.config import make_config
-from osbuilder.errors import BuildError
+from osbuilder.config import make_rootfs_options
+from osbuilder.errors import BuildError, UserError
 from osbuilder.fsutil import GuestRoot
-from osbuilder.provision import Provisioner
+from osbuilder.rootfs.provision import Provisioner
 from osbuilder.templates import Templates
-from osbuilder.validate import validate_tree
+from osbuilder.rootfs.validate import validate_tree
 from tests.helpers import fake_bootstrap
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_provisioning_never_writes_through_host_links(tmp_path, host_files, host
     root = tmp_path / "rootfs"
     plant_hostile_bootstrap(root, host_files, with_systemd=init_mode == "systemd")
     before = {name: path.read_text() for name, path in host_files.items()}
-    config, recipe = make_config({"distro": "debian", "init": init_mode, "agent": host_agent,
+    config, recipe = make_rootfs_options({"distro": "debian", "init": init_mode, "agent": host_agent,
                                   "output": tmp_path / "out", "arch": "x86_64"})
     agent = check_agent(host_agent, get_arch("x86_64"))
     guest = GuestRoot(root)
@@ -62,7 +62,7 @@ def provision_systemd_shaped_tree(tmp_path, host_files, host_agent, init_mode):
     """A tree that ships systemd, provisioned for `init_mode`: (guest, agent)."""
     root = tmp_path / "rootfs"
     plant_hostile_bootstrap(root, host_files, with_systemd=True)
-    config, recipe = make_config({"distro": "debian", "init": init_mode, "agent": host_agent,
+    config, recipe = make_rootfs_options({"distro": "debian", "init": init_mode, "agent": host_agent,
                                   "output": tmp_path / "out", "arch": "x86_64"})
     agent = check_agent(host_agent, get_arch("x86_64"))
     guest = GuestRoot(root)
@@ -72,7 +72,7 @@ def provision_systemd_shaped_tree(tmp_path, host_files, host_agent, init_mode):
 
 def test_validation_catches_a_systemd_init_in_agent_mode(tmp_path, host_files, host_agent):
     guest, agent = provision_systemd_shaped_tree(tmp_path, host_files, host_agent, "agent")
-    with pytest.raises(Exception, match="systemd is installed"):
+    with pytest.raises(UserError, match="systemd is installed"):
         validate_tree(guest, "agent", get_arch("x86_64"), agent)
 
 

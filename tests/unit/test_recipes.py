@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.config import make_config
+from osbuilder.config import make_rootfs_options as make_config
 from osbuilder.errors import UserError
 from osbuilder.recipes import load_recipe, parse_recipe
 from osbuilder.resources import recipes_dir
@@ -47,7 +47,7 @@ def test_missing_field_is_named(tmp_path: Path):
 
 def test_wrong_type_is_named(tmp_path: Path):
     path = write_recipe(tmp_path, DEBIAN.replace('components = ["main"]', 'components = "main"'))
-    with pytest.raises(UserError, match="'components' must be a list of strings"):
+    with pytest.raises(UserError, match="'apt.components' must be a list of strings"):
         parse_recipe(path)
 
 
@@ -69,6 +69,6 @@ def test_config_takes_recipe_defaults(tmp_path: Path, host_agent: Path):
     config, recipe = make_config({"distro": "debian", "init": "agent", "agent": host_agent,
                                   "output": tmp_path / "o", "arch": "arm64"})
     assert config.arch == "aarch64" and config.release == "bookworm"
-    assert config.mirror == recipe.mirror and config.components == ("main",)
+    assert config.mirror == recipe.mirror and recipe.backend_section.components == ("main",)
     other, _ = make_config({"distro": "debian", "init": "systemd", "agent": host_agent, "output": tmp_path / "o"})
     assert other.digest() != config.digest()

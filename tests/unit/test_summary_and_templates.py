@@ -1,5 +1,6 @@
-from osbuilder.provision import _chrony_service_changes
-from osbuilder.summary import Summary, cgroup_driver_for, parse_summary
+from osbuilder.rootfs.provision import _chrony_service_changes
+from osbuilder.initmode import cgroup_driver_for
+from osbuilder.rootfs.summary import Summary, parse_summary
 from osbuilder.templates import Templates
 
 

@@ -1,4 +1,5 @@
-"""Packing a guest tree into a disk image: filesystem, partition table(s), DAX header."""
+"""The disk image packer: filesystem, partition table(s), DAX header, dm-verity; and reading
+one back (partition table, DAX header and the filesystem in partition 1)."""
 
 from __future__ import annotations
 
@@ -6,49 +7,55 @@ import dataclasses
 import hashlib
 import json
 import os
+import struct
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from osbuilder.errors import UserError
 from osbuilder.fsutil import data_regions
-from osbuilder.guest_tree import GuestTree
-from osbuilder.artifact import Artifact
-from osbuilder.pack.disk import MiB, Layout, plan_layout, round_up
-from osbuilder.pack.fs import FsRequest, get_filesystem
+from osbuilder.pack.artifact import Artifact, ArtifactInfo
+from osbuilder.pack.base import Packer, PackContext
+from osbuilder.pack.disk import PFN_OFFSET, PFN_SIGNATURE, SECTOR, MiB, Layout, plan_layout, round_up
+from osbuilder.pack.fs import FILESYSTEMS, FsRequest, FsSource, get_filesystem
+from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.pack.sizing import measure_tree
 from osbuilder.pack.verity import VerityTree, format_verity
 from osbuilder.runner import Runner
+from osbuilder.settings import setting
 
-IMAGE_NAME = "kata-containers.img"
+# Kata's name for the kernel parameters of a measured rootfs, beside the image.
 ROOT_HASH_NAME = "root_hash.txt"
-ISO_NAME = "kata-containers.iso"
 DAX_ALIGN_MIB = 128  # the NVDIMM mapping is hot-plugged in 128 MiB memory sections
 PLAIN_ALIGN_MIB = 1
 
 
 @dataclass(frozen=True)
 class ImageOptions:
-    fs: str = "ext4"
-    dax: bool = True
-    free_space_mib: int = 0
-    align_mib: int | None = None
-    block_size: int = 4096
-    verity: bool = False
+    fs: str = setting("ext4", help="image filesystem", choices=lambda: FILESYSTEMS)
+    dax: bool = setting(True, help="NVDIMM/DAX header, so the image can be plugged as an NVDIMM (--no-dax: "
+                        "a plain MBR for virtio-blk)", boolean=True)
+    free_space: int = setting(0, help="free space to leave in the filesystem, in MiB", metavar="MiB", parse=int)
+    align: int | None = setting(None, help="round the image up to this many MiB (default: 128 with DAX, "
+                                "1 without)", metavar="MiB", parse=int)
+    block_size: int = setting(4096, help="filesystem block size in bytes", metavar="BYTES", parse=int)
+    verity: bool = setting(False, help="add a dm-verity hash partition after the data partition (its kernel "
+                           f"parameters go to {ROOT_HASH_NAME} beside the image)", boolean=True)
 
     def validate(self) -> None:
         filesystem = get_filesystem(self.fs)
         filesystem.check_block_size(self.block_size)
-        if self.free_space_mib < 0:
-            raise UserError(f"--free-space {self.free_space_mib} is negative", "pass 0 or more MiB")
-        if self.align_mib is not None and self.align_mib < 1:
-            raise UserError(f"--align {self.align_mib} must be at least 1 MiB", "pass --align 1 or more")
+        if self.free_space < 0:
+            raise UserError(f"--free-space {self.free_space} is negative", "pass 0 or more MiB")
+        if self.align is not None and self.align < 1:
+            raise UserError(f"--align {self.align} must be at least 1 MiB", "pass --align 1 or more")
         if self.dax and self.block_size != 4096:
             raise UserError("a DAX image needs 4096-byte blocks (the page size)", "pass --block-size 4096 or --no-dax")
 
     @property
     def alignment(self) -> int:
-        return (self.align_mib or (DAX_ALIGN_MIB if self.dax else PLAIN_ALIGN_MIB)) * MiB
+        return (self.align or (DAX_ALIGN_MIB if self.dax else PLAIN_ALIGN_MIB)) * MiB
 
 
 def _derived(tree: GuestTree, options: ImageOptions, purpose: str) -> bytes:
@@ -71,6 +78,60 @@ def _copy_sparse(source: Path, dest_fd: int, offset: int) -> None:
                 remaining -= len(chunk)
 
 
+class ImagePacker(Packer):
+    name = "image"
+    help = "pack a rootfs into a disk image (ext4, xfs or erofs, with the NVDIMM/DAX header)"
+    default_file_name = "kata-containers.img"
+    noun = "a disk image"
+    Options = ImageOptions
+
+    def validate(self, options: ImageOptions) -> None:
+        options.validate()
+
+    def pack(self, tree: GuestTree, out: Path, options: ImageOptions, context: PackContext) -> Artifact:
+        return pack_image(tree, out, options, context.workdir, context.runner)
+
+    def describe(self, artifact: Artifact) -> str:
+        return f"{artifact.details['fs']}, {'DAX' if artifact.details['dax'] else 'no DAX'}"
+
+    def recognise(self, path: Path, f: BinaryIO, size: int) -> ArtifactInfo | None:
+        head = f.read(PFN_OFFSET + len(PFN_SIGNATURE))
+        if head[510:512] != b"\x55\xaa":
+            return None
+        partitions = _partitions(head)
+        if not partitions:
+            raise UserError(f"disk image '{path}' has an empty partition table", "rebuild it with osbuilder image")
+        end = max(start + length for start, length in partitions)
+        if end > size:
+            raise UserError(f"disk image '{path}' is truncated: its partitions end at byte {end}, the file at "
+                            f"{size}", "copy the whole image again")
+        f.seek(partitions[0][0])
+        block = f.read(4096)
+        fs = next((fs.name for fs in FILESYSTEMS.values()
+                   if block[fs.magic[0]:fs.magic[0] + len(fs.magic[1])] == fs.magic[1]), None)
+        if fs is None:
+            raise UserError(f"disk image '{path}': partition 1 holds no {', '.join(FILESYSTEMS)} file system",
+                            "rebuild it with osbuilder image")
+        return ArtifactInfo(path, self.name, size, boots_as="disk", fs=fs, root_partition=1, partitions=partitions,
+                            dax=head[PFN_OFFSET:].startswith(PFN_SIGNATURE))
+
+    def read_file(self, artifact: ArtifactInfo, guest_path: str, workdir: Path, runner: Runner) -> bytes | None:
+        offset, length = artifact.partitions[0]
+        source = FsSource(image=artifact.path, offset=offset, length=length, workdir=workdir)
+        return get_filesystem(artifact.fs or "").read_file(source, guest_path, runner)
+
+
+def _partitions(head: bytes) -> tuple[tuple[int, int], ...]:
+    """MBR #1's non-empty entries as (offset, length) in bytes."""
+    entries = []
+    for i in range(4):
+        entry = head[446 + 16 * i: 446 + 16 * (i + 1)]
+        start, count = struct.unpack_from("<II", entry, 8)
+        if entry[4] and count:
+            entries.append((start * SECTOR, count * SECTOR))
+    return tuple(entries)
+
+
 def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Path, runner: Runner) -> Artifact:
     options.validate()
     filesystem = get_filesystem(options.fs)
@@ -79,7 +140,7 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
     fs_uuid = str(uuid.UUID(bytes=_derived(tree, options, "fs-uuid")[:16], version=4))
     request = FsRequest(tree=tree.root, image=fs_image, size=None, epoch=tree.epoch, uuid=fs_uuid,
                         block_size=options.block_size, stats=stats, workdir=workdir)
-    free = options.free_space_mib * MiB
+    free = options.free_space * MiB
     signature = int.from_bytes(_derived(tree, options, "disk-signature")[:4], "little")
     if filesystem.content_sized:
         filesystem.make(request, runner)
@@ -119,18 +180,11 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
     details: dict[str, object] = {"fs": filesystem.name, "dax": options.dax, "fs_uuid": fs_uuid,
                                   "partition_offset": layout.first_partition_offset,
                                   "alignment": options.alignment, "init_mode": tree.init_mode}
+    sidecars = {}
     if verity is not None:
         details["verity"] = verity.as_json()
-    return Artifact(path=output, format="image", size=output.stat().st_size,
-                    details=details)
-
-
-def pack_iso(tree: GuestTree, output: Path) -> Artifact:
-    from osbuilder.pack.iso import write_iso
-
-    counts = write_iso(tree.root, output, tree.epoch)
-    return Artifact(path=output, format="iso", size=output.stat().st_size,
-                    details={"init_mode": tree.init_mode, **counts})
+        sidecars[ROOT_HASH_NAME] = verity.kernel_params() + "\n"
+    return Artifact(path=output, format="image", size=output.stat().st_size, details=details, sidecars=sidecars)
 
 
 def _assemble(output: Path, layout: Layout, signature: int, contents: list[Path]) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import deque
 
 from osbuilder.fsutil import GuestRoot
+from osbuilder.guest_layout import UNIT_SEARCH_PATH
 
-UNIT_SEARCH_PATH = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
 _PULLING_KEYS = ("Wants", "Requires", "Requisite", "BindsTo", "Upholds")
 
 
@@ -56,3 +56,7 @@ def pulls_in(guest: GuestRoot, start: str, goal: str) -> bool:
             seen.add(dep)
             queue.append(dep)
     return False
+
+
+def first_existing_unit(guest: GuestRoot, units: tuple[str, ...]) -> str | None:
+    return next((unit for unit in units if unit_exists(guest, unit)), None)

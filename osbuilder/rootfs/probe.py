@@ -12,8 +12,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from osbuilder.agent import AgentBinary, sha256_file
 from osbuilder.errors import UserError
+from osbuilder.fsutil import sha256_file
+from osbuilder.guest_layout import AGENT_PATH, INIT_PATH, SHELL
+from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.templates import Templates
 
 PROBE_MARKER = "OSBUILDER-PROBE"
@@ -22,14 +24,11 @@ PROBE_FIELDS = ("pid", "init_mode", "systemd", "cgroup", "host_cgroup_driver", "
 PROBE_PATTERN = (PROBE_MARKER + r" pid=\d+ init_mode=(?:true|false) systemd=(?:true|false) cgroup=(?:v1|v2|hybrid)"
                  r" host_cgroup_driver=(?:systemd|cgroupfs|none) cgroup_driver=(?:systemd|cgroupfs) arch=\S+")
 PROBE_DESCRIPTION = "osbuilder probe agent (POSIX shell script)"
-PROBE_SHELL = "/bin/sh"
 DBUS_WAIT_SECONDS = 60
 
 
 def render_probe(templates: Templates, into: Path) -> AgentBinary:
     """Write the probe script to `into` and describe it like an agent binary."""
-    from osbuilder.provision import AGENT_PATH, INIT_PATH
-
     text = templates.render("osbuilder-probe.sh.j2", marker=PROBE_MARKER, error_marker=PROBE_ERROR_MARKER,
                             init_path=INIT_PATH, agent_path=AGENT_PATH, dbus_wait_seconds=DBUS_WAIT_SECONDS)
     into.write_text(text)
@@ -40,7 +39,7 @@ def render_probe(templates: Templates, into: Path) -> AgentBinary:
 def check_probe(path: Path, expected_sha256: str | None) -> AgentBinary:
     """An installed probe: a shell script, the one osbuilder rendered when the digest is known."""
     with open(path, "rb") as f:
-        if not f.read(len(PROBE_SHELL) + 2) == f"#!{PROBE_SHELL}".encode():
+        if not f.read(len(SHELL) + 2) == f"#!{SHELL}".encode():
             raise UserError(f"{path} is not the osbuilder probe agent", "rebuild the tree with --probe-agent")
     digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:

@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from typing import Any
+
 from osbuilder import __version__
-from osbuilder.config import BuildConfig
-from osbuilder.artifact import Artifact
-from osbuilder.settings import to_json
-from osbuilder.summary import Summary
+from osbuilder.pack.artifact import Artifact
+from osbuilder.rootfs.summary import Summary
 
 MANIFEST_NAME = "manifest.json"
 
 
-def write_manifest(path: Path, config: BuildConfig, summary: Summary, artifacts: Sequence[Artifact],
+def write_manifest(path: Path, config: dict[str, Any], summary: Summary, artifacts: Sequence[Artifact],
                    epoch: int) -> None:
     manifest = {
         "osbuilder_version": __version__,
@@ -26,7 +26,7 @@ def write_manifest(path: Path, config: BuildConfig, summary: Summary, artifacts:
         "cgroup_driver": summary.cgroup_driver,
         "agent": {"sha256": summary.agent_sha256, "version": summary.agent_version, "probe": summary.probe},
         "source_date_epoch": epoch,
-        "config": to_json(config),
+        "config": config,
         "artifacts": [artifact.manifest_entry() for artifact in artifacts],
     }
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")

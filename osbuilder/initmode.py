@@ -1,0 +1,197 @@
+"""Init modes as objects: how the agent starts, and everything that follows from it.
+
+Each mode owns what it installs and where, how a tree is checked against it, what an
+initrd's /init points at, the cgroup driver it implies (reference section 2) and the
+fields it records in osbuilder.yaml. Nothing else in osbuilder branches on a mode's name.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from osbuilder.arch import Arch
+from osbuilder.errors import BuildError, UserError
+from osbuilder.fsutil import GuestRoot, sha256_file
+from osbuilder.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, GENERATOR_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES,
+                                    SYSTEMD_BINARY, UNIT_DIR)
+from osbuilder.rootfs.agent import AgentBinary, check_agent
+from osbuilder.rootfs.probe import check_probe
+from osbuilder.rootfs.systemd_units import pulls_in, unit_exists
+from osbuilder.templates import Templates
+
+# The guest driver when the host's driver is unknown and the mode follows the host.
+FOLLOWS_HOST = "host"
+
+
+@dataclass(frozen=True)
+class InstalledAgent:
+    """What must be installed: the binary's digest when it is known, and whether it is the probe."""
+
+    sha256: str | None
+    probe: bool
+
+
+def installed_systemd(guest: GuestRoot) -> str | None:
+    for path in SYSTEMD_BINARIES:
+        if guest.resolve(path).is_file():
+            return path
+    return None
+
+
+def _check_installed(guest: GuestRoot, path: Path, target: Arch, expected: InstalledAgent, where: str) -> None:
+    if expected.probe:
+        if not guest.exists(SHELL):
+            raise BuildError(f"the probe agent is a shell script, but the guest has no {SHELL}",
+                             "add a shell to the guest's packages, or install a real agent")
+        check_probe(path, expected.sha256)
+        return
+    installed = check_agent(path, target)
+    if expected.sha256 is not None and installed.sha256 != expected.sha256:
+        raise BuildError(f"{where} is not the agent that was installed", "rebuild the tree")
+
+
+class InitMode(ABC):
+    name: ClassVar[str]
+    help: ClassVar[str]
+    agent_is_init: ClassVar[bool]
+    agent_path: ClassVar[str]  # where the agent binary is installed
+    initrd_init_target: ClassVar[str]  # what an initrd's /init links to
+
+    @property
+    def cgroup_driver(self) -> str:
+        """The driver recorded in the image: fixed, or FOLLOWS_HOST."""
+        return self.guest_cgroup_driver(None)
+
+    @abstractmethod
+    def guest_cgroup_driver(self, host_driver: str | None) -> str:
+        """The driver the agent uses for containers when the host asks for `host_driver`."""
+
+    def summary_fields(self) -> dict[str, str]:
+        return {"agent-is-init-daemon": "yes" if self.agent_is_init else "no", "init-mode": self.name,
+                "cgroup-driver": self.cgroup_driver}
+
+    @abstractmethod
+    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
+        """Put the agent and what starts it into the tree."""
+
+    @abstractmethod
+    def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
+        """Raise unless the tree boots in this mode with the expected agent."""
+
+
+class AgentInit(InitMode):
+    name = "agent"
+    help = "the agent is /sbin/init (PID 1); no systemd"
+    agent_is_init = True
+    agent_path = INIT_PATH
+    initrd_init_target = INIT_PATH
+    # PID 1 needs stdio before it can mount devtmpfs: (name, major, minor, mode).
+    DEVICES = (("console", 5, 1, 0o600), ("tty", 5, 0, 0o666), ("ttyS0", 4, 64, 0o600), ("null", 1, 3, 0o666),
+               ("zero", 1, 5, 0o666))
+    DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
+    def guest_cgroup_driver(self, host_driver: str | None) -> str:
+        return "cgroupfs"  # as PID 1 there is no systemd to ask, whatever the host wants
+
+    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
+        guest.copy_file(agent.path, self.agent_path, 0o755)
+        for name, major, minor, mode in self.DEVICES:
+            guest.mknod_char(f"/dev/{name}", major, minor, mode)
+        for name, target in self.DEV_LINKS:
+            guest.symlink(f"/dev/{name}", target)
+
+    def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
+        init = guest.resolve(INIT_PATH)
+        systemd = installed_systemd(guest)
+        if systemd is not None:
+            if os.path.samefile(init, guest.resolve(systemd)) or sha256_file(init) == sha256_file(guest.resolve(systemd)):
+                raise BuildError(f"init mode is agent but {INIT_PATH} is systemd", "rebuild with --init systemd")
+            raise UserError(f"init mode is agent but systemd is installed ({systemd})",
+                            "drop the package that pulls in systemd from --extra-packages, or use --init systemd")
+        _check_installed(guest, init, target, expected, INIT_PATH)
+        for name, major, minor, _ in self.DEVICES:
+            path = guest.resolve(f"/dev/{name}", follow_final=False)
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                raise BuildError(f"device node /dev/{name} is missing", "rebuild the tree as root") from None
+            if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (major, minor):
+                raise BuildError(f"/dev/{name} is not the character device {major}:{minor}", "rebuild the tree")
+
+
+class SystemdInit(InitMode):
+    name = "systemd"
+    help = "systemd is PID 1 and starts the agent as kata-agent.service"
+    agent_is_init = False
+    agent_path = AGENT_PATH
+    initrd_init_target = SYSTEMD_BINARY
+    # Units a sandbox guest never needs (reference section 3), by base name.
+    TRIMMABLE_UNITS = (
+        "systemd-coredump@", "systemd-journald", "systemd-journald-dev-log", "systemd-journal-flush",
+        "systemd-random-seed", "systemd-timesyncd", "systemd-tmpfiles-setup", "systemd-udevd",
+        "systemd-udevd-control", "systemd-udevd-kernel", "systemd-udev-trigger", "systemd-update-utmp",
+    )
+    TRIMMABLE_FILES = (
+        f"{GENERATOR_DIR}/systemd-bless-boot-generator", f"{GENERATOR_DIR}/systemd-fstab-generator",
+        f"{GENERATOR_DIR}/systemd-getty-generator", f"{GENERATOR_DIR}/systemd-gpt-auto-generator",
+        f"{UNIT_DIR}/systemd-tmpfiles-cleanup.timer",
+    )
+
+    def guest_cgroup_driver(self, host_driver: str | None) -> str:
+        return host_driver or FOLLOWS_HOST  # the agent follows the host's cgroups path
+
+    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
+        guest.copy_file(agent.path, self.agent_path, 0o755)
+        guest.write_text(f"{UNIT_DIR}/kata-agent.service",
+                         templates.render("kata-agent.service.j2", agent_path=self.agent_path))
+        guest.write_text(f"{UNIT_DIR}/kata-containers.target", templates.render("kata-containers.target.j2"))
+        guest.symlink(f"{ETC_UNIT_DIR}/basic.target.wants/kata-containers.target",
+                      f"{UNIT_DIR}/kata-containers.target")
+        guest.symlink(f"{ETC_UNIT_DIR}/kata-containers.target.wants/dbus.socket", f"{UNIT_DIR}/dbus.socket")
+        if not unit_exists(guest, "tmp.mount"):
+            guest.write_text(f"{ETC_UNIT_DIR}/tmp.mount", templates.render("tmp.mount.j2"))
+        if trim:
+            for base in self.TRIMMABLE_UNITS:
+                for suffix in (".service", ".socket"):
+                    for directory in (UNIT_DIR, ETC_UNIT_DIR):
+                        guest.remove(f"{directory}/{base}{suffix}")
+            for path in self.TRIMMABLE_FILES:
+                guest.remove(path)
+
+    def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
+        systemd = installed_systemd(guest)
+        if systemd is None:
+            raise BuildError("init mode is systemd but systemd is not installed",
+                             "the recipe must install systemd in systemd mode (its [packages.init] systemd list)")
+        if not os.path.samefile(guest.resolve(INIT_PATH), guest.resolve(systemd)):
+            raise BuildError(f"init mode is systemd but {INIT_PATH} is not systemd", "rebuild with --init agent")
+        agent_file = guest.resolve(self.agent_path)
+        if not agent_file.is_file():
+            raise BuildError(f"the agent is missing at {self.agent_path}", "rebuild the tree")
+        _check_installed(guest, agent_file, target, expected, self.agent_path)
+        if not pulls_in(guest, "basic.target", "kata-agent.service"):
+            raise BuildError("kata-agent.service is not reachable from basic.target", "rebuild the tree")
+        if not unit_exists(guest, "dbus.socket"):
+            raise BuildError("systemd mode needs D-Bus for the agent's systemd cgroup driver, but dbus.socket "
+                             "is missing", "add dbus to the recipe's packages")
+
+
+INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), SystemdInit())}
+
+
+def get_init_mode(name: str) -> InitMode:
+    try:
+        return INIT_MODES[name]
+    except KeyError:
+        raise UserError(f"unknown init mode '{name}'", f"use {' or '.join(INIT_MODES)}") from None
+
+
+def cgroup_driver_for(init_mode: str) -> str:
+    """The driver an image of `init_mode` records (reference section 2)."""
+    return get_init_mode(init_mode).cgroup_driver

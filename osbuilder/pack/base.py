@@ -1,0 +1,47 @@
+"""The interface every packer implements (see registry.py)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+from osbuilder.pack.artifact import Artifact, ArtifactInfo
+from osbuilder.pack.guest_tree import GuestTree
+from osbuilder.runner import Runner
+from osbuilder.tools import HostTools
+
+
+@dataclass(frozen=True)
+class PackContext:
+    runner: Runner
+    tools: HostTools
+    workdir: Path  # scratch space on the output's filesystem, removed afterwards
+
+
+class Packer(ABC):
+    name: ClassVar[str]
+    help: ClassVar[str]
+    default_file_name: ClassVar[str]
+    noun: ClassVar[str]  # what its artifacts are called in a sentence ("a disk image")
+    Options: ClassVar[type]  # a frozen dataclass of settings
+
+    def validate(self, options: Any) -> None:
+        """Refuse bad options before any work starts."""
+
+    @abstractmethod
+    def pack(self, tree: GuestTree, out: Path, options: Any, context: PackContext) -> Artifact:
+        """Write the artifact to `out` (a path the caller stages); the tree is only read."""
+
+    def describe(self, artifact: Artifact) -> str:
+        """The words after the size in the one-line report."""
+        return ""
+
+    @abstractmethod
+    def recognise(self, path: Path, f: BinaryIO, size: int) -> ArtifactInfo | None:
+        """What `path` is, when its bytes are this packer's format (f is open at its start)."""
+
+    @abstractmethod
+    def read_file(self, artifact: ArtifactInfo, guest_path: str, workdir: Path, runner: Runner) -> bytes | None:
+        """One regular file of the guest, read out of the artifact without mounting it."""

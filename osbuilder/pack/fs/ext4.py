@@ -1,0 +1,121 @@
+"""ext4 with mke2fs -d, made in place at the partition's offset."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from osbuilder.errors import UserError
+from osbuilder.guest_layout import MACHINE_ID
+from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
+from osbuilder.pack.sizing import TreeStats
+from osbuilder.runner import Runner
+
+
+def _journal_blocks(total_blocks: int) -> int:
+    """mke2fs's default journal size for a filesystem of this many 4 KiB blocks."""
+    for limit, blocks in ((32768, 1024), (256 * 1024, 4096), (512 * 1024, 8192), (4096 * 1024, 16384),
+                          (8192 * 1024, 32768), (16384 * 1024, 65536), (32768 * 1024, 131072)):
+        if total_blocks < limit:
+            return blocks
+    return 262144
+
+
+def _sparse_backup_groups(groups: int) -> int:
+    count = min(groups, 2)
+    for base in (3, 5, 7):
+        power = base
+        while power < groups:
+            count += 1
+            power *= base
+    return count
+
+
+class Ext4(Filesystem):
+    name = "ext4"
+    magic = (1024 + 0x38, struct.pack("<H", 0xEF53))
+    kernel_module = "ext4"
+    dax_rootflags = "dax,data=ordered,errors=remount-ro"  # reference section 7
+    block_sizes = (1024, 2048, 4096)
+    writes_at_offset = True
+    RESERVED_PERCENT = 3
+    INODE_SIZE = 256
+    BLOCKS_PER_GROUP = 32768
+
+    def inode_count(self, stats: TreeStats) -> int:
+        # Room for the reserved inodes, lost+found, /etc/machine-id and some growth.
+        return stats.inodes + 16 + max(64, stats.inodes // 10)
+
+    def needed_bytes(self, stats: TreeStats) -> int:
+        block = stats.block_size
+        content = stats.data_blocks + stats.directory_blocks + stats.long_symlinks
+        # Extent tree blocks: files with many extents, one block per 340 extents.
+        content += stats.largest_file_blocks // (self.BLOCKS_PER_GROUP * 340) + 1
+        inodes = self.inode_count(stats)
+        total = content
+        for _ in range(20):  # converges in a few rounds: overhead depends on the total
+            groups = -(-total // self.BLOCKS_PER_GROUP)
+            inodes_per_group = -(-inodes // groups)
+            inode_table = groups * -(-inodes_per_group * self.INODE_SIZE // block)
+            gdt = -(-groups * 64 // block)
+            backups = _sparse_backup_groups(groups) * (1 + gdt)
+            overhead = inode_table + 2 * groups + backups + _journal_blocks(total) + 64
+            needed = -(-(content + overhead) * 100 // (100 - self.RESERVED_PERCENT))
+            needed += needed // 50 + 256  # 2% + 1 MiB slack for allocation granularity
+            if needed <= total:
+                break
+            total = needed
+        return total * block
+
+    def make(self, request: FsRequest, runner: Runner) -> None:
+        assert request.size is not None
+        env = {"E2FSPROGS_FAKE_TIME": str(request.epoch)}
+        blocks = request.size // request.block_size
+        runner.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", str(request.block_size),
+                    "-m", str(self.RESERVED_PERCENT), "-N", str(self.inode_count(request.stats)), "-O", "^resize_inode",
+                    "-U", request.uuid,
+                    # The target is a fresh sparse file, already zero: no need to zero tables.
+                    "-E", f"hash_seed={request.uuid},nodiscard,lazy_itable_init=1,lazy_journal_init=1,"
+                          f"offset={request.offset}",
+                    "-d", str(request.tree), str(request.image), str(blocks)], env=env)
+        script = []
+        if not has_empty_machine_id(request.tree):
+            empty = request.workdir / "empty"
+            empty.write_bytes(b"")
+            script += [f"rm {MACHINE_ID}", f"write {empty} {MACHINE_ID}", f"sif {MACHINE_ID} mode 0100444",
+                       f"sif {MACHINE_ID} uid 0", f"sif {MACHINE_ID} gid 0"]
+        if script:
+            self._debugfs(request, script, runner, env)
+        # e2fsprogs 1.47.0 copies each source file's atime and ctime; pin them to the epoch.
+        script = []
+        for inode in self._used_inodes(request, runner):
+            for field in ("atime", "ctime", "crtime"):
+                script += [f"sif <{inode}> {field} @{request.epoch}", f"sif <{inode}> {field}_extra 0"]
+        self._debugfs(request, script, runner, env)
+
+    def _debugfs(self, request: FsRequest, commands: list[str], runner: Runner, env: dict[str, str]) -> None:
+        script = request.workdir / "debugfs.cmds"
+        script.write_text("\n".join(commands) + "\n")
+        result = runner.run(["debugfs", "-w", "-f", str(script), request.device], env=env)
+        errors = [line for line in result.stderr_tail.splitlines()
+                  if line.strip() and not line.startswith("debugfs ") and "not found" not in line]
+        if errors:
+            raise UserError(f"debugfs could not finish the ext4 image: {errors[-1]}", "report this as a bug")
+
+    def _used_inodes(self, request: FsRequest, runner: Runner) -> list[int]:
+        """Inodes in use, from dumpe2fs's per-group free-inode ranges."""
+        out = runner.run(["dumpe2fs", request.device]).stdout
+        total = int(re.search(r"^Inode count:\s+(\d+)", out, re.M).group(1))
+        free: set[int] = set()
+        for ranges in re.findall(r"^\s+Free inodes: (.*)$", out, re.M):
+            for part in filter(None, (p.strip() for p in ranges.split(","))):
+                first, _, last = part.partition("-")
+                free.update(range(int(first), int(last or first) + 1))
+        return [i for i in range(1, total + 1) if i not in free and (i == 2 or i >= 11)]
+
+    def read_file(self, source: FsSource, guest_path: str, runner: Runner) -> bytes | None:
+        result = runner.run(["debugfs", "-R", f"cat {guest_path}", f"{source.image}?offset={source.offset}"],
+                            check=False)
+        if result.returncode != 0 or "not found" in result.stderr_tail:
+            return None
+        return result.stdout.encode()

@@ -1,0 +1,87 @@
+"""An existing guest tree given to a packer: what it says about itself, checked.
+
+Packers take trees users may have customised. Before packing, the tree must still boot in
+the init mode it will be packed for, and its agent must fit the architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from osbuilder.arch import Arch, arch_of_elf, get_arch
+from osbuilder.elf import read_elf_header
+from osbuilder.epoch import build_epoch
+from osbuilder.errors import BuildError, UserError
+from osbuilder.fsutil import GuestRoot, first_unreadable
+from osbuilder.guest_layout import INIT_PATH, SUMMARY_PATH
+from osbuilder.initmode import INIT_MODES, InitMode, get_init_mode
+from osbuilder.rootfs.summary import recorded_agent
+from osbuilder.rootfs.validate import read_tree_summary, validate_tree
+
+
+@dataclass(frozen=True)
+class GuestTree:
+    root: Path
+    mode: InitMode
+    arch: Arch
+    summary: dict[str, Any] | None  # parsed osbuilder.yaml, when the tree has one
+    epoch: int  # clamp for every timestamp written while packing
+
+    @property
+    def init_mode(self) -> str:
+        return self.mode.name
+
+    @property
+    def cgroup_driver(self) -> str:
+        return self.mode.cgroup_driver
+
+
+def _tree_arch(guest: GuestRoot, summary: dict[str, Any] | None, given: str | None) -> Arch:
+    """--arch, else the recorded architecture, else the ELF header of what /sbin/init runs."""
+    recorded = (summary or {}).get("architecture")
+    if given:
+        arch = get_arch(given)
+        if isinstance(recorded, str) and recorded and get_arch(recorded) != arch:
+            raise UserError(f"rootfs '{guest.root}' was built for {recorded}, not {arch.name}",
+                            f"drop --arch, or pass --arch {recorded}")
+        return arch
+    if isinstance(recorded, str) and recorded:
+        return get_arch(recorded)
+    found = arch_of_elf(read_elf_header(guest.resolve(INIT_PATH)))
+    if found is None:
+        raise UserError(f"rootfs '{guest.root}' does not record its architecture ({SUMMARY_PATH} is missing)",
+                        "pass --arch")
+    return found
+
+
+def open_guest_tree(root: Path, init_mode: str | None, arch: str | None = None) -> GuestTree:
+    """Check a tree for packing. The init mode comes from --init or the tree's osbuilder.yaml."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"rootfs '{root}' does not exist or is not a directory", "pass the directory osbuilder rootfs wrote")
+    unreadable = first_unreadable(root)
+    if unreadable is not None:
+        raise UserError(f"rootfs '{root}': cannot read {unreadable} (permission denied)",
+                        "pack the tree as root, or as a user who can read all of it")
+    guest = GuestRoot(root)
+    if not guest.resolve(INIT_PATH).is_file():
+        raise UserError(f"rootfs '{root}' has no {INIT_PATH}", "the tree cannot boot; build it with osbuilder rootfs")
+    summary = read_tree_summary(guest)
+    recorded = recorded_agent(summary).get("init-mode")
+    if init_mode is None:
+        if recorded not in INIT_MODES:
+            raise UserError(f"rootfs '{root}' does not record its init mode ({SUMMARY_PATH} is missing)",
+                            f"pass --init {' or --init '.join(INIT_MODES)}")
+        init_mode = str(recorded)
+    elif recorded is not None and recorded != init_mode:
+        raise UserError(f"rootfs '{root}' was built for init mode '{recorded}', not '{init_mode}'",
+                        f"drop --init, or rebuild the tree with --init {init_mode}")
+    target = _tree_arch(guest, summary, arch)
+    try:
+        validate_tree(guest, init_mode, target, require_summary=summary is not None)
+    except BuildError as exc:
+        raise UserError(f"rootfs '{root}': {exc.message}", exc.hint) from None
+    return GuestTree(root=root, mode=get_init_mode(init_mode), arch=target, summary=summary,
+                     epoch=build_epoch(summary))

@@ -1,0 +1,71 @@
+"""The initrd packer: sorted newc cpio, streamed through a compressor; and reading one back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from osbuilder.pack.artifact import Artifact, ArtifactInfo
+from osbuilder.pack.base import Packer, PackContext
+from osbuilder.pack.compress import CODECS, codec_of, compressing, get_codec
+from osbuilder.pack.cpio import Entry, archive_tree
+from osbuilder.pack.guest_tree import GuestTree
+from osbuilder.read.newc import NewcReader
+from osbuilder.runner import Runner
+from osbuilder.settings import setting
+
+
+@dataclass(frozen=True)
+class InitrdOptions:
+    compression: str = setting("gzip", help="initrd compression (gzip is the only one Kata's kernels unpack)",
+                               choices=lambda: CODECS)
+    level: int | None = setting(None, help="compression level (default: the codec's tuned default)", metavar="N",
+                                parse=int)
+
+
+class InitrdPacker(Packer):
+    name = "initrd"
+    help = "pack a rootfs into an initrd (cpio newc, compressed)"
+    default_file_name = "kata-containers-initrd.img"
+    noun = "an initrd"
+    Options = InitrdOptions
+
+    def validate(self, options: InitrdOptions) -> None:
+        get_codec(options.compression).check_level(options.level)
+
+    def pack(self, tree: GuestTree, out: Path, options: InitrdOptions, context: PackContext) -> Artifact:
+        codec = get_codec(options.compression)
+        level = codec.check_level(options.level)
+        # The kernel runs /init from an initramfs; it points straight at what the mode runs.
+        init = Entry.symlink("init", tree.mode.initrd_init_target, mtime=tree.epoch)
+        with open(out, "wb") as stream_out:
+            with compressing(codec, level, stream_out, context.tools, context.runner) as stream:
+                count = archive_tree(tree.root, stream, tree.epoch, extra=[init])
+        return Artifact(path=out, format=self.name, size=out.stat().st_size,
+                        details={"compression": codec.name, "level": level, "entries": count,
+                                 "kernel_config": codec.kernel_config, "init_mode": tree.init_mode})
+
+    def describe(self, artifact: Artifact) -> str:
+        return str(artifact.details["compression"])
+
+    def recognise(self, path: Path, f: BinaryIO, size: int) -> ArtifactInfo | None:
+        codec = codec_of(f.read(16))
+        return ArtifactInfo(path, self.name, size, boots_as="initrd", codec=codec) if codec else None
+
+    def read_file(self, artifact: ArtifactInfo, guest_path: str, workdir: Path, runner: Runner) -> bytes | None:
+        codec = artifact.codec
+        archive = artifact.path
+        if codec.decompress:
+            archive = workdir / "initrd.cpio"
+            with open(archive, "wb") as out, open(artifact.path, "rb") as src, \
+                    runner.pipe_to(codec.decompress, out, hint=f"'{artifact.path}' is not a valid {codec.name} "
+                                                               "stream") as stdin:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    stdin.write(chunk)
+        try:
+            with open(archive, "rb") as f:
+                return NewcReader(f, str(artifact.path)).read(guest_path)
+        finally:
+            if archive != artifact.path:
+                archive.unlink()

@@ -1,0 +1,33 @@
+"""Every packer behind one interface, in one registry.
+
+A packer has a name (the `--format` value and the subcommand), a default file name, an
+options dataclass whose fields are settings, and `pack(tree, out, options, context)`.
+Files that belong beside an artifact (its sidecars) follow one naming rule: the name the
+packer gives them, in the artifact's directory, whichever command wrote it.
+`build` loops over PACKERS; the `initrd`/`image`/`iso` subcommands and the `--format`
+choices come from it. A new format is one packer module plus its line here.
+"""
+
+from __future__ import annotations
+
+from osbuilder.errors import UserError
+from osbuilder.pack.base import Packer, PackContext
+from osbuilder.pack.image import ImagePacker
+from osbuilder.pack.initrd import InitrdPacker
+from osbuilder.pack.iso import IsoPacker
+
+PACKERS: dict[str, Packer] = {packer.name: packer for packer in (InitrdPacker(), ImagePacker(), IsoPacker())}
+
+
+def packer_names() -> tuple[str, ...]:
+    return tuple(PACKERS)
+
+
+def get_packer(name: str) -> Packer:
+    try:
+        return PACKERS[name]
+    except KeyError:
+        raise UserError(f"unknown format '{name}'", f"use --format {' or '.join(PACKERS)}") from None
+
+
+__all__ = ["PACKERS", "Packer", "PackContext", "get_packer", "packer_names"]

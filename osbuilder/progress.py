@@ -1,0 +1,71 @@
+"""Progress of long external commands (a bootstrap takes minutes): on a terminal, one live
+line that names the phase; otherwise one log line per phase, for CI logs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Iterator, TextIO
+
+from rich.console import Console
+from rich.status import Status
+
+log = logging.getLogger("osbuilder")
+LIVE_LINE_WIDTH = 60
+
+
+class Progress:
+    def __init__(self, console: Console | None) -> None:
+        self.console = console  # None: log lines instead of a live line
+        self._status: Status | None = None
+        self._phase = ""
+        self._started = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def live(self) -> bool:
+        return self.console is not None
+
+    def phase(self, task: str, words: str) -> None:
+        with self._lock:
+            if words == self._phase:
+                return
+            self._phase = words
+            if self.console is None:
+                log.info("%s: %s", task, words)
+                return
+            if self._status is None:
+                self._started = time.monotonic()
+                self._status = self.console.status("")
+                self._status.start()
+            self._status.update(f"{task}: {words} ({time.monotonic() - self._started:.0f} s)")
+
+    def line(self, task: str, text: str) -> None:
+        """The command's latest output line, shown after the phase on a terminal."""
+        with self._lock:
+            if self._status is not None and text.strip():
+                self._status.update(f"{task}: {self._phase} ({time.monotonic() - self._started:.0f} s) "
+                                    f"[dim]{text.strip()[:LIVE_LINE_WIDTH]}[/dim]")
+
+    def done(self) -> None:
+        with self._lock:
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            self._phase = ""
+
+
+@contextlib.contextmanager
+def progress_for(stream: TextIO, enabled: bool = True) -> Iterator[Progress | None]:
+    """A Progress for `stream`: live when it is a terminal, log lines otherwise; None when disabled."""
+    if not enabled:
+        yield None
+        return
+    console = Console(file=stream, markup=True, highlight=False) if stream.isatty() else None
+    progress = Progress(console)
+    try:
+        yield progress
+    finally:
+        progress.done()

@@ -1,0 +1,21 @@
+"""Package-manager backends. A recipe names one; adding a distribution that uses an
+existing package manager needs no code, and a new package manager is one module here
+plus its entry in BACKENDS."""
+
+from __future__ import annotations
+
+from osbuilder.errors import UserError
+from osbuilder.rootfs.backends.apt import AptBackend
+from osbuilder.rootfs.backends.base import Backend, InstallRequest
+
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (AptBackend(),)}
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UserError(f"unknown backend '{name}'", f"use one of: {', '.join(BACKENDS)}") from None
+
+
+__all__ = ["Backend", "InstallRequest", "BACKENDS", "get_backend"]

@@ -1,0 +1,68 @@
+"""Debian-family installs through mmdebstrap.
+
+mmdebstrap runs in unshare mode: its mounts live in a private namespace that vanishes with
+it, so an interrupted build can never leave the host's /proc or /dev mounted in staging.
+It writes a tarball whose entries are owned 0/0, unpacked into the root with those owners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder.rootfs.backends.base import Backend, InstallRequest
+from osbuilder.rootfs.tarball import extract_tarball
+from osbuilder.runner import Runner
+
+BOOTSTRAP_TIMEOUT_S = 3600
+
+
+@dataclass(frozen=True)
+class AptSection:
+    components: tuple[str, ...] = ("main",)
+    variant: str = "required"
+
+
+class AptBackend(Backend):
+    name = "apt"
+    Section = AptSection
+
+    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
+        section: AptSection = request.section
+        tarball = workdir / "mmdebstrap.tar"
+        argv = [
+            "mmdebstrap",
+            "--mode=unshare",
+            f"--variant={section.variant}",
+            "--format=tar",
+            f"--arch={request.arch.debian}",
+            f"--components={','.join(section.components)}",
+        ]
+        if request.packages:
+            argv.append(f"--include={','.join(request.packages)}")
+        argv += [request.release, str(tarball), request.mirror]
+        env = {}
+        if request.source_date_epoch is not None:
+            env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
+        try:
+            runner.run(argv, env=env, timeout=BOOTSTRAP_TIMEOUT_S, progress=mmdebstrap_phase,
+                       hint=f"check --mirror {request.mirror}, --release and the package names")
+            extract_tarball(tarball, root, runner)
+        finally:
+            tarball.unlink(missing_ok=True)
+
+
+# mmdebstrap's stderr lines that start a phase worth telling the user about.
+_PHASES = (("I: running apt-get update", "updating the package lists"),
+           ("I: downloading packages", "downloading packages"), ("I: extracting archives", "extracting packages"),
+           ("I: installing essential packages", "installing essential packages"),
+           ("I: installing remaining packages", "installing the remaining packages"),
+           ("I: cleaning package lists", "cleaning up"), ("I: creating tarball", "writing the tree"))
+
+
+def mmdebstrap_phase(line: str) -> str | None:
+    """The phase a line of mmdebstrap's output starts, in words, or None."""
+    for prefix, words in _PHASES:
+        if line.startswith(prefix):
+            return words
+    return None

@@ -1,0 +1,87 @@
+"""The fixed interface every package-manager backend implements.
+
+A backend installs packages into a directory (`install`) and owns its recipe table
+(`[<name>]`, parsed into its `Section` dataclass), so keys that only make sense for one
+package manager never enter the common recipe schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from osbuilder.arch import Arch
+from osbuilder.errors import UserError
+from osbuilder.runner import Runner
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """Everything that decides the installed tree's content."""
+
+    distro: str
+    release: str
+    arch: Arch
+    packages: tuple[str, ...]
+    mirror: str
+    section: Any  # the backend's Section, recipe values with command-line overrides applied
+    source_date_epoch: int | None
+
+    def cache_key(self, backend: str) -> str:
+        data = asdict(self)
+        data["arch"] = self.arch.name
+        data["packages"] = sorted(set(self.packages))
+        data["backend"] = backend
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class EmptySection:
+    """For backends that need no recipe table."""
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    Section: ClassVar[type] = EmptySection
+    # Cross-architecture installs run the guest's package scripts under qemu-user.
+    needs_binfmt_for_foreign_arch: ClassVar[bool] = True
+
+    def parse_section(self, recipe: Path, table: dict[str, Any]) -> Any:
+        """The recipe's [<name>] table as this backend's Section; errors name file and key."""
+        fields = {f.name: f for f in dataclasses.fields(self.Section)}
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            field = fields.get(key)
+            if field is None:
+                raise UserError(f"recipe {recipe}: unknown key '{self.name}.{key}'",
+                                f"remove it or use one of: {', '.join(fields) or 'none'}")
+            default = field.default
+            if isinstance(default, tuple):
+                if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    raise UserError(f"recipe {recipe}: key '{self.name}.{key}' must be a list of strings",
+                                    f'write it as {key} = ["..."]')
+                value = tuple(value)
+            elif not isinstance(value, type(default)):
+                raise UserError(f"recipe {recipe}: key '{self.name}.{key}' must be a {type(default).__name__}",
+                                "fix its value")
+            values[key] = value
+        return self.Section(**values)
+
+    def apply_overrides(self, section: Any, overrides: dict[str, Any]) -> Any:
+        """Command-line values that replace the recipe's (e.g. --components for apt)."""
+        given = {key: value for key, value in overrides.items() if value}
+        fields = {f.name for f in dataclasses.fields(section)}
+        for key in given:
+            if key not in fields:
+                flag = "--" + key.replace("_", "-")
+                raise UserError(f"{flag} does not apply to the {self.name} package manager", f"drop {flag}")
+        return dataclasses.replace(section, **given)
+
+    @abstractmethod
+    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
+        """Install request.packages into the empty directory `root`, with true owners."""

@@ -1,0 +1,71 @@
+"""The rootfs stage's settings, each declared once (see settings.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from osbuilder.arch import ARCHES, Arch, canonical_arch_name, get_arch
+from osbuilder.initmode import INIT_MODES
+from osbuilder.settings import as_path, setting, to_json
+
+
+def arch_names() -> tuple[str, ...]:
+    return tuple(ARCHES)
+
+
+@dataclass(frozen=True)
+class RecipeSource:
+    """Where recipes come from: `distros` takes this alone, the rootfs stage with the rest."""
+
+    recipes_dir: Path | None = setting(None, help="read distribution recipes from this directory",
+                                       metavar="DIR", parse=as_path)
+
+
+@dataclass(frozen=True)
+class RootfsOptions(RecipeSource):
+    distro: str = setting(help="distribution recipe to build from (see `osbuilder distros`)", required=True)
+    init: str = setting(help="how the agent starts: as PID 1 (agent) or as a systemd service (systemd)",
+                        choices=lambda: INIT_MODES, required=True)
+    agent: Path | None = setting(None, help="agent executable to install (an ELF for --arch)", metavar="FILE",
+                                 parse=as_path)
+    probe_agent: bool = setting(False, help="install osbuilder's probe agent instead of an agent: a smoke test "
+                                "that reports the init mode and cgroup driver at boot, then powers off "
+                                "(for `osbuilder boot`, never for production)", boolean=True)
+    release: str = setting("", help="distribution release (default: the recipe's)")
+    arch: str = setting("", help="target architecture (default: the host's)", choices=arch_names,
+                        parse=canonical_arch_name)
+    agent_version: str = setting("unknown", help="agent version recorded in osbuilder.yaml", metavar="V")
+    extra_packages: tuple[str, ...] = setting((), help="more packages to install, comma separated",
+                                              metavar="A,B", many=True)
+    mirror: str = setting("", help="package mirror URL (default: the recipe's)", metavar="URL")
+    components: tuple[str, ...] = setting((), help="apt archive components, comma separated (default: the "
+                                          "recipe's [apt] components)", metavar="A,B", many=True)
+    trim_systemd: bool = setting(False, help="remove systemd units a sandbox never needs", boolean=True)
+    kernel_modules: Path | None = setting(None, help="directory copied to /lib/modules/<its name> in the guest",
+                                          metavar="DIR", parse=as_path)
+    seccomp: bool = setting(True, help="install the seccomp library the agent needs for seccomp filters",
+                            boolean=True)
+    cache_dir: Path | None = setting(None, help="reuse bootstrapped trees from this cache directory",
+                                     metavar="DIR", parse=as_path)
+    # Not a flag: the reproducible-builds convention is the environment variable.
+    source_date_epoch: int | None = None
+
+    @property
+    def target(self) -> Arch:
+        return get_arch(self.arch)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that decides the guest's content (not where it is written or cached)."""
+        data = to_json(self)
+        for incidental in ("cache_dir", "recipes_dir"):
+            data.pop(incidental)
+        data["agent"] = Path(self.agent).name if self.agent is not None else None
+        data["source_date_epoch"] = self.source_date_epoch
+        return data
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()

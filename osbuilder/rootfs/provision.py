@@ -1,0 +1,107 @@
+"""Turn a bootstrapped tree into a sandbox guest for one init mode.
+
+Every file written here is rendered from templates/; every write goes through GuestRoot,
+so nothing follows a guest symlink out onto the build host. What depends on the init mode
+is the init mode object's to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from osbuilder.fsutil import GuestRoot
+from osbuilder.guest_layout import (CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
+                                    SUMMARY_PATH, UNIT_DIR, VAR_TMP, VAR_TMP_TARGET, VOLATILE_VAR_DIRS)
+from osbuilder.initmode import get_init_mode
+from osbuilder.recipes import Recipe
+from osbuilder.rootfs.agent import AgentBinary
+from osbuilder.rootfs.options import RootfsOptions
+from osbuilder.rootfs.summary import Summary
+from osbuilder.rootfs.systemd_units import first_existing_unit
+from osbuilder.templates import Templates
+
+log = logging.getLogger("osbuilder")
+
+
+@dataclass(frozen=True)
+class Provisioner:
+    guest: GuestRoot
+    options: RootfsOptions
+    recipe: Recipe
+    agent: AgentBinary
+    templates: Templates
+
+    def run(self) -> Summary:
+        self.remove_unneeded()
+        self.write_resolv_conf()
+        self.configure_chrony()
+        get_init_mode(self.options.init).install(self.guest, self.agent, self.templates, self.options.trim_systemd)
+        if self.options.kernel_modules is not None:
+            self.guest.copy_tree(self.options.kernel_modules, f"{MODULES_DIR}/{self.options.kernel_modules.name}")
+        return self.write_summary()
+
+    def remove_unneeded(self) -> None:
+        for path in self.recipe.remove_paths + VOLATILE_VAR_DIRS:
+            self.guest.remove(path)
+        self.guest.symlink(VAR_TMP, VAR_TMP_TARGET)
+
+    def write_resolv_conf(self) -> None:
+        # The runtime bind-mounts the container's resolv.conf onto this empty file; a link
+        # here (often absolute, e.g. to systemd-resolved) would point the mount elsewhere.
+        self.guest.write_text(RESOLV_CONF, self.templates.render("resolv.conf.j2"))
+
+    def configure_chrony(self) -> None:
+        conf = next((path for path in CHRONY_CONFS if self.guest.exists(path)), None)
+        if conf is None:
+            log.info("chrony is not installed; skipping its configuration")
+            return
+        text = re.sub(r"^(\s*)(server|pool|peer)\b", r"\1# \2", self.guest.read_text(conf), flags=re.M)
+        self.guest.replace_text(conf, text + self.templates.render("chrony.conf.append.j2"))
+        unit = first_existing_unit(self.guest, CHRONY_UNITS)
+        service = f"{UNIT_DIR}/{unit}"
+        if unit is not None and self.guest.exists(service):
+            exec_start, read_write = _chrony_service_changes(self.guest.read_text(service))
+            self.guest.write_text(
+                f"{ETC_UNIT_DIR}/{unit}.d/osbuilder.conf",
+                self.templates.render("chrony.service.override.conf.j2",
+                                      exec_start=exec_start, read_write_paths=read_write))
+
+    def write_summary(self) -> Summary:
+        options = self.options
+        summary = Summary(
+            architecture=options.arch,
+            distro=self.recipe.name,
+            release=options.release,
+            default_packages=self.recipe.packages_for(options.arch, options.init, options.seccomp),
+            extra_packages=options.extra_packages,
+            init_mode=options.init,
+            agent_url="osbuilder:probe" if self.agent.probe else f"file:{self.agent.path.name}",
+            agent_version=options.agent_version,
+            agent_sha256=self.agent.sha256,
+            creation_epoch=options.source_date_epoch,
+            probe=self.agent.probe,
+        )
+        self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
+        return summary
+
+
+def _chrony_service_changes(unit_text: str) -> tuple[str, list[str]]:
+    """ExecStart without `-u <user>`, and ReadWritePaths with /var/lib/chrony optional."""
+    exec_start = ""
+    read_write: list[str] = []
+    for line in unit_text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key.strip() == "ExecStart":
+            exec_start = value.strip()
+        elif key.strip() == "ReadWritePaths":
+            # An empty assignment resets the list, as systemd does.
+            read_write = read_write + value.split() if value.strip() else []
+    exec_start = re.sub(r"\s-u\s+\S+", "", exec_start)
+    read_write = ["-/var/lib/chrony" if p == "/var/lib/chrony" else p for p in read_write]
+    if "-/var/lib/chrony" not in read_write:
+        read_write.append("-/var/lib/chrony")
+    return exec_start, read_write

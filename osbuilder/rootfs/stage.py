@@ -1,0 +1,69 @@
+"""The rootfs stage: bootstrap -> provision -> validate, into a directory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder.fsutil import GuestRoot, clamp_mtimes
+from osbuilder.recipes import Recipe
+from osbuilder.rootfs.agent import AgentBinary, check_agent
+from osbuilder.rootfs.bootstrap import bootstrap
+from osbuilder.rootfs.options import RootfsOptions
+from osbuilder.rootfs.probe import render_probe
+from osbuilder.rootfs.provision import Provisioner
+from osbuilder.rootfs.summary import Summary
+from osbuilder.rootfs.validate import validate_tree
+from osbuilder.runner import Runner
+from osbuilder.staging import Staging, check_output_dir
+from osbuilder.steps import step
+from osbuilder.templates import Templates
+
+log = logging.getLogger("osbuilder")
+
+PROBE_WARNING = ("this guest holds osbuilder's probe agent, not a sandbox agent: it only reports its boot "
+                 "and powers off (use it with `osbuilder boot`, never in production)")
+
+
+def resolve_agent(options: RootfsOptions, workdir: Path) -> AgentBinary:
+    """The agent to install: the user's ELF, checked against the target, or the probe."""
+    if options.probe_agent:
+        log.warning("warning: %s", PROBE_WARNING)
+        return render_probe(Templates(), workdir / "osbuilder-probe")
+    assert options.agent is not None
+    return check_agent(options.agent, options.target)
+
+
+@dataclass(frozen=True)
+class RootfsResult:
+    path: Path
+    summary: Summary
+    agent: AgentBinary
+
+
+def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe: Recipe, agent: AgentBinary,
+                      runner: Runner) -> Summary:
+    """Build a guest tree at `tree` (a fresh directory inside some staging area)."""
+    with step(f"Bootstrapping {recipe.name} {options.release} for {options.arch}"):
+        bootstrap(options, recipe, tree, workdir, runner)
+    guest = GuestRoot(tree)
+    with step(f"Provisioning for init mode '{options.init}'"):
+        summary = Provisioner(guest, options, recipe, agent, Templates()).run()
+    with step("Validating the guest"):
+        validate_tree(guest, options.init, options.target, agent)
+    if options.source_date_epoch is not None:
+        clamp_mtimes(tree, options.source_date_epoch)
+    return summary
+
+
+def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bool, runner: Runner) -> RootfsResult:
+    output = check_output_dir(output, force)
+    # A wrong agent is refused before any staging exists; the probe is rendered inside it.
+    agent = None if options.probe_agent else resolve_agent(options, output)
+    with Staging(output) as stage:
+        agent = agent or resolve_agent(options, stage.work)
+        tree = stage.path / "rootfs"
+        summary = build_rootfs_into(tree, stage.work, options, recipe, agent, runner)
+        stage.commit(tree)
+    return RootfsResult(output, summary, agent)

@@ -1,0 +1,88 @@
+"""The summary file inside every guest: /var/lib/osbuilder/osbuilder.yaml.
+
+It records how the guest was built, above all the init mode and the cgroup driver that
+mode implies, so an image can be checked against a host before it is deployed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from osbuilder import __version__
+from osbuilder.epoch import format_time
+from osbuilder.errors import UserError
+from osbuilder.guest_layout import SUMMARY_PATH
+from osbuilder.initmode import get_init_mode
+from osbuilder.templates import Templates
+
+OSBUILDER_URL = "osbuilder"
+
+
+@dataclass(frozen=True)
+class Summary:
+    architecture: str
+    distro: str
+    release: str
+    default_packages: tuple[str, ...]
+    extra_packages: tuple[str, ...]
+    init_mode: str
+    agent_url: str
+    agent_version: str
+    agent_sha256: str
+    creation_epoch: int | None
+    probe: bool = False  # the agent is osbuilder's probe agent
+
+    @property
+    def cgroup_driver(self) -> str:
+        return get_init_mode(self.init_mode).cgroup_driver
+
+    def render(self, templates: Templates) -> str:
+        # The creation time is a fact about the tree: the epoch when one is set, else now.
+        when = self.creation_epoch if self.creation_epoch is not None else int(time.time())
+        return templates.render(
+            "osbuilder.yaml.j2",
+            osbuilder_url=OSBUILDER_URL,
+            osbuilder_version=__version__,
+            creation_time=format_time(when),
+            description=f"osbuilder {self.distro} {self.release} guest ({self.init_mode} init)",
+            architecture=self.architecture,
+            distro=self.distro,
+            release=self.release,
+            default_packages=sorted(set(self.default_packages)),
+            extra_packages=sorted(set(self.extra_packages)),
+            agent_url=self.agent_url,
+            agent_version=self.agent_version,
+            init=get_init_mode(self.init_mode).summary_fields(),
+            agent_sha256=self.agent_sha256,
+            agent_name="osbuilder-probe" if self.probe else "kata-agent",
+            probe=self.probe,
+        )
+
+
+def parse_summary(text: str, source: str = "osbuilder.yaml") -> dict[str, Any]:
+    """Read an osbuilder.yaml (a user may have edited it) with a real YAML parser.
+
+    Malformed YAML, or YAML that is not a mapping, is the user's to fix: a UserError naming
+    `source` and the line, never a traceback."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise UserError(f"{source}{where}: {problem}", f"fix or remove {SUMMARY_PATH}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: not a YAML mapping", f"fix or remove {SUMMARY_PATH}")
+    return data
+
+
+def recorded_agent(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The summary's agent table (empty when absent or malformed)."""
+    agent = (summary or {}).get("agent")
+    return agent if isinstance(agent, dict) else {}

@@ -1,0 +1,21 @@
+"""Trees to and from tarballs with their true owners, modes and xattrs (numeric ids, so
+the build host's user database never renames the guest's owners)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from osbuilder.runner import Runner
+
+_XATTRS = ["--xattrs", "--xattrs-include=*"]
+
+
+def extract_tarball(tarball: Path, root: Path, runner: Runner) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    runner.run(["tar", "--extract", "--file", str(tarball), "--directory", str(root),
+                "--numeric-owner", "--same-owner", "--preserve-permissions", *_XATTRS])
+
+
+def create_tarball(root: Path, tarball: Path, runner: Runner) -> None:
+    runner.run(["tar", "--create", "--file", str(tarball), "--directory", str(root), "--numeric-owner",
+                "--sort=name", *_XATTRS, "."])

@@ -1,0 +1,39 @@
+"""Refuse to call a tree done unless it will boot in its init mode."""
+
+from __future__ import annotations
+
+from osbuilder.arch import Arch
+from osbuilder.errors import BuildError
+from osbuilder.fsutil import GuestRoot
+from osbuilder.guest_layout import INIT_PATH, SUMMARY_PATH
+from osbuilder.initmode import InstalledAgent, get_init_mode
+from osbuilder.rootfs.agent import AgentBinary
+from osbuilder.rootfs.summary import parse_summary, recorded_agent
+
+
+def read_tree_summary(guest: GuestRoot) -> dict | None:
+    """The tree's parsed osbuilder.yaml, or None when it has none."""
+    path = guest.resolve(SUMMARY_PATH)
+    if not path.is_file():
+        return None
+    return parse_summary(path.read_text(errors="replace"), source=f"{guest.root}{SUMMARY_PATH}")
+
+
+def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBinary | None = None,
+                  require_summary: bool = True) -> None:
+    """Check the facts every guest must satisfy; `agent` pins the binary that must be installed."""
+    if not guest.resolve(INIT_PATH).is_file():
+        raise BuildError(f"{INIT_PATH} does not exist in {guest.root}", "the tree cannot boot; rebuild it")
+    summary = read_tree_summary(guest)
+    recorded = recorded_agent(summary)
+    probe = agent.probe if agent is not None else recorded.get("probe") == "yes"
+    # The binary that must be installed: the one given, else (for osbuilder's own probe, whose
+    # bytes are known) the digest the tree records.
+    pinned = agent.sha256 if agent is not None else str(recorded.get("sha256")) if probe else None
+    mode = get_init_mode(init_mode)
+    mode.validate(guest, target, InstalledAgent(pinned, probe))
+    if require_summary:
+        if summary is None:
+            raise BuildError(f"{SUMMARY_PATH} is missing", "rebuild the tree")
+        if any(recorded.get(key) != value for key, value in mode.summary_fields().items()):
+            raise BuildError(f"{SUMMARY_PATH} does not record init mode {init_mode}", "rebuild the tree")

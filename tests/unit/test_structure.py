@@ -1,0 +1,145 @@
+"""The shape the code must keep: no import cycles (function-local imports counted), choices
+taken from the registries, settings declared once."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import osbuilder
+from osbuilder.cli import make_parser
+from osbuilder.pack.registry import PACKERS
+
+PACKAGE = Path(osbuilder.__file__).resolve().parent
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(source: str, this: str, is_package: bool, modules: set[str]) -> set[str]:
+    """Every osbuilder module the module `this` imports anywhere in its body (function-local
+    imports too), with the packages that importing it runs first. The module's own ancestor
+    packages are left out: they are already initialising when it runs."""
+    found: set[str] = set()
+    package = this if is_package else this.rpartition(".")[0]
+    ancestors = {".".join(this.split(".")[:i]) for i in range(1, len(this.split(".")))}
+    for node in ast.walk(ast.parse(source)):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        for target in targets:
+            while target:
+                if target in modules and target != this and target not in ancestors:
+                    found.add(target)
+                target = target.rpartition(".")[0]
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: imports_of(path.read_text(), name, path.name == "__init__.py", set(files))
+            for name, path in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_package_has_no_import_cycles():
+    graph = import_graph()
+    assert len(graph) > 40, "the walk missed the package's modules"
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_a_function_local_import_that_closes_a_cycle_is_found():
+    modules = {"osbuilder", "osbuilder.a", "osbuilder.b", "osbuilder.pkg", "osbuilder.pkg.c"}
+    graph = {
+        "osbuilder.a": imports_of("import osbuilder.b\n", "osbuilder.a", False, modules),
+        "osbuilder.b": imports_of("def f():\n    from osbuilder import a\n", "osbuilder.b", False, modules),
+    }
+    assert graph["osbuilder.b"] == {"osbuilder.a"}
+    assert find_cycle(graph) == ["osbuilder.a", "osbuilder.b", "osbuilder.a"]
+    # A package's __init__ importing its own submodule is no cycle; a relative import is resolved.
+    inner = imports_of("from . import c\n", "osbuilder.pkg", True, modules)
+    assert inner == {"osbuilder.pkg.c"}
+    assert imports_of("from osbuilder.pkg import x\n", "osbuilder.pkg.c", False, modules) == set()
+
+
+def choices_of(command: str, flag: str) -> tuple[str, ...] | None:
+    parser = make_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    action = next(a for a in sub._actions if flag in a.option_strings)
+    return tuple(action.choices) if action.choices else None
+
+
+def test_format_choices_come_from_the_packer_registry(monkeypatch):
+    from osbuilder.pack.iso import IsoPacker
+
+    class ExtraPacker(IsoPacker):
+        name = "squashfs-test"
+
+    monkeypatch.setitem(PACKERS, ExtraPacker.name, ExtraPacker())
+    args = make_parser().parse_args(["build", "--format", "initrd,squashfs-test"])
+    assert args.formats == ("initrd", "squashfs-test")
+    assert "squashfs-test" in make_parser().parse_args(["squashfs-test", "tree", "-o", "x"]).command
+
+
+@pytest.mark.parametrize("command,flag,registry", [
+    ("initrd", "--compression", "osbuilder.pack.compress:CODECS"),
+    ("image", "--fs", "osbuilder.pack.fs:FILESYSTEMS"),
+    ("build", "--fs", "osbuilder.pack.fs:FILESYSTEMS"),
+    ("rootfs", "--arch", "osbuilder.arch:ARCHES"),
+    ("image", "--arch", "osbuilder.arch:ARCHES"),
+    ("rootfs", "--init", "osbuilder.initmode:INIT_MODES"),
+])
+def test_choices_come_from_registries(command, flag, registry):
+    import importlib
+
+    module, _, name = registry.partition(":")
+    assert choices_of(command, flag) == tuple(getattr(importlib.import_module(module), name))
+
+
+def test_every_command_takes_json_and_verbosity_after_the_subcommand():
+    parser = make_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    for name, command in sub.items():
+        flags = {flag for action in command._actions for flag in action.option_strings}
+        assert {"--json", "-v", "-q"} <= flags, name
+    assert parser.parse_args(["distros", "-v"]).verbose is True
+    assert parser.parse_args(["-v", "distros"]).verbose is True
+    assert parser.parse_args(["distros", "-q"]).quiet is True
