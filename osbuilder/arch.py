@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.elf import ElfHeader, parse_elf_header
-from osbuilder.errors import UserError
+from osbuilder.errors import lookup
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,7 @@ def canonical_arch_name(name: str) -> str:
 
 
 def get_arch(name: str) -> Arch:
-    try:
-        return ARCHES[canonical_arch_name(name)]
-    except KeyError:
-        raise UserError(f"unknown arch '{name}'", f"use one of: {', '.join(ARCHES)}") from None
+    return lookup(ARCHES, canonical_arch_name(name), "arch")  # unknown names come back as given
 
 
 def host_arch() -> Arch:

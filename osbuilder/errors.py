@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Mapping, TypeVar
+
+T = TypeVar("T")
+
 EXIT_OK = 0
 EXIT_BUILD_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -60,3 +64,11 @@ class Interrupted(OsbuilderError):
 
     def __init__(self) -> None:
         super().__init__("interrupted", "staging files were removed; nothing was written")
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """One entry of a registry; an unknown name is the user's to fix, with the choices."""
+    try:
+        return table[name]
+    except KeyError:
+        raise UserError(f"unknown {what} '{name}'", f"use one of: {', '.join(table)}") from None

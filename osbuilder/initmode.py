@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from osbuilder.arch import Arch
-from osbuilder.errors import BuildError, UserError
+from osbuilder.errors import BuildError, UserError, lookup
 from osbuilder.fsutil import GuestRoot, sha256_file
 from osbuilder.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, GENERATOR_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES,
                                     SYSTEMD_BINARY, UNIT_DIR)
@@ -186,10 +186,7 @@ INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), Sys
 
 
 def get_init_mode(name: str) -> InitMode:
-    try:
-        return INIT_MODES[name]
-    except KeyError:
-        raise UserError(f"unknown init mode '{name}'", f"use {' or '.join(INIT_MODES)}") from None
+    return lookup(INIT_MODES, name, "init mode")
 
 
 def cgroup_driver_for(init_mode: str) -> str:

@@ -13,7 +13,7 @@ import lzma
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from osbuilder.errors import UserError
+from osbuilder.errors import UserError, lookup
 from osbuilder.runner import Runner
 from osbuilder.tools import HostTools
 
@@ -68,10 +68,7 @@ CODECS: dict[str, Codec] = {
 
 
 def get_codec(name: str) -> Codec:
-    try:
-        return CODECS[name]
-    except KeyError:
-        raise UserError(f"unknown compression '{name}'", f"use one of: {', '.join(CODECS)}") from None
+    return lookup(CODECS, name, "compression")
 
 
 def codec_of(head: bytes) -> Codec | None:

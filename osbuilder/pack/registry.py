@@ -10,7 +10,7 @@ choices come from it. A new format is one packer module plus its line here.
 
 from __future__ import annotations
 
-from osbuilder.errors import UserError
+from osbuilder.errors import lookup
 from osbuilder.pack.base import Packer, PackContext
 from osbuilder.pack.image import ImagePacker
 from osbuilder.pack.initrd import InitrdPacker
@@ -24,10 +24,7 @@ def packer_names() -> tuple[str, ...]:
 
 
 def get_packer(name: str) -> Packer:
-    try:
-        return PACKERS[name]
-    except KeyError:
-        raise UserError(f"unknown format '{name}'", f"use --format {' or '.join(PACKERS)}") from None
+    return lookup(PACKERS, name, "format")
 
 
 __all__ = ["PACKERS", "Packer", "PackContext", "get_packer", "packer_names"]

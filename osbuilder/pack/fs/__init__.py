@@ -3,7 +3,7 @@ registry the image packer, the artifact reader and the boot shim take them from.
 
 from __future__ import annotations
 
-from osbuilder.errors import UserError
+from osbuilder.errors import lookup
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource
 from osbuilder.pack.fs.erofs import Erofs
 from osbuilder.pack.fs.ext4 import Ext4
@@ -13,10 +13,7 @@ FILESYSTEMS: dict[str, Filesystem] = {fs.name: fs for fs in (Ext4(), Erofs(), Xf
 
 
 def get_filesystem(name: str) -> Filesystem:
-    try:
-        return FILESYSTEMS[name]
-    except KeyError:
-        raise UserError(f"unknown filesystem '{name}'", f"use --fs {' or --fs '.join(FILESYSTEMS)}") from None
+    return lookup(FILESYSTEMS, name, "filesystem")
 
 
 __all__ = ["FILESYSTEMS", "Filesystem", "FsRequest", "FsSource", "get_filesystem"]

@@ -4,7 +4,7 @@ plus its entry in BACKENDS."""
 
 from __future__ import annotations
 
-from osbuilder.errors import UserError
+from osbuilder.errors import lookup
 from osbuilder.rootfs.backends.apt import AptBackend
 from osbuilder.rootfs.backends.base import Backend, InstallRequest
 
@@ -12,10 +12,7 @@ BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (AptBackend
 
 
 def get_backend(name: str) -> Backend:
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise UserError(f"unknown backend '{name}'", f"use one of: {', '.join(BACKENDS)}") from None
+    return lookup(BACKENDS, name, "backend")
 
 
 __all__ = ["Backend", "InstallRequest", "BACKENDS", "get_backend"]
