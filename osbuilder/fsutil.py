@@ -15,11 +15,41 @@ import os
 import shutil
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Callable, Iterator
 
 from osbuilder.errors import BuildError, UserError
 
 MAX_SYMLINK_HOPS = 40
+
+
+def resolve_in_guest(guest_path: str, is_symlink: Callable[[str], bool], readlink: Callable[[str], str], *,
+                     follow_final: bool = True, where: str = "the guest") -> str:
+    """`guest_path` with its symlinks resolved the way the guest's kernel would with the tree
+    as `/`: absolute targets restart at the root and `..` never climbs above it. Works on any
+    tree that answers is_symlink and readlink for guest paths (a directory, an image)."""
+    parts = list(PurePosixPath("/", guest_path).parts[1:])
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = "/" + "/".join(resolved + [name])
+        if (follow_final or parts) and is_symlink(candidate):
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise BuildError(f"too many symlinks resolving {guest_path} in {where}")
+            target = readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in PurePosixPath(target).parts if p != "/"] + parts
+            continue
+        resolved.append(name)
+    return "/" + "/".join(resolved)
 
 
 class GuestRoot:
@@ -29,32 +59,12 @@ class GuestRoot:
     # -- resolution -------------------------------------------------------------------
     def resolve(self, guest_path: str, *, follow_final: bool = True) -> Path:
         """Host path for `guest_path`, resolving symlinks inside the tree only."""
-        parts = list(PurePosixPath("/", guest_path).parts[1:])
-        resolved: list[str] = []
-        hops = 0
-        while parts:
-            name = parts.pop(0)
-            if name in ("", "."):
-                continue
-            if name == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = self.root.joinpath(*resolved, name)
-            is_final = not parts
-            if candidate.is_symlink() and (follow_final or not is_final):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise BuildError(f"too many symlinks resolving {guest_path} in {self.root}")
-                target = os.readlink(candidate)
-                if target.startswith("/"):
-                    resolved = []
-                parts = list(PurePosixPath(target).parts) + parts
-                if target.startswith("/"):
-                    parts = parts[1:]
-                continue
-            resolved.append(name)
-        return self.root.joinpath(*resolved)
+        def host(path: str) -> Path:
+            return self.root.joinpath(path.lstrip("/"))
+
+        resolved = resolve_in_guest(guest_path, lambda p: host(p).is_symlink(), lambda p: os.readlink(host(p)),
+                                    follow_final=follow_final, where=str(self.root))
+        return host(resolved)
 
     def guest_path_of(self, host_path: Path) -> str:
         return "/" + str(Path(host_path).relative_to(self.root))

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from osbuilder.pack.artifact import Artifact, ArtifactInfo
 from osbuilder.pack.guest_tree import GuestTree
+from osbuilder.read.view import GuestView
 from osbuilder.runner import Runner
 from osbuilder.tools import HostTools
 
@@ -43,5 +44,5 @@ class Packer(ABC):
         """What `path` is, when its bytes are this packer's format (f is open at its start)."""
 
     @abstractmethod
-    def read_file(self, artifact: ArtifactInfo, guest_path: str, workdir: Path, runner: Runner) -> bytes | None:
-        """One regular file of the guest, read out of the artifact without mounting it."""
+    def open_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
+        """The guest tree inside the artifact, read without mounting it."""

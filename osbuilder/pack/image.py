@@ -22,6 +22,7 @@ from osbuilder.pack.fs import FILESYSTEMS, FsRequest, FsSource, get_filesystem
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.pack.sizing import measure_tree
 from osbuilder.pack.verity import VerityTree, format_verity
+from osbuilder.read.view import GuestView
 from osbuilder.runner import Runner
 from osbuilder.settings import setting
 
@@ -115,10 +116,10 @@ class ImagePacker(Packer):
         return ArtifactInfo(path, self.name, size, boots_as="disk", fs=fs, root_partition=1, partitions=partitions,
                             dax=head[PFN_OFFSET:].startswith(PFN_SIGNATURE))
 
-    def read_file(self, artifact: ArtifactInfo, guest_path: str, workdir: Path, runner: Runner) -> bytes | None:
+    def open_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
         offset, length = artifact.partitions[0]
         source = FsSource(image=artifact.path, offset=offset, length=length, workdir=workdir)
-        return get_filesystem(artifact.fs or "").read_file(source, guest_path, runner)
+        return get_filesystem(artifact.fs or "").open_view(source, runner)
 
 
 def _partitions(head: bytes) -> tuple[tuple[int, int], ...]:

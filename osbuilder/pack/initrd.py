@@ -11,7 +11,7 @@ from osbuilder.pack.base import Packer, PackContext
 from osbuilder.pack.compress import CODECS, codec_of, compressing, get_codec
 from osbuilder.pack.cpio import Entry, archive_tree
 from osbuilder.pack.guest_tree import GuestTree
-from osbuilder.read.newc import NewcReader
+from osbuilder.read.view import GuestView, NewcView
 from osbuilder.runner import Runner
 from osbuilder.settings import setting
 
@@ -53,19 +53,18 @@ class InitrdPacker(Packer):
         codec = codec_of(f.read(16))
         return ArtifactInfo(path, self.name, size, boots_as="initrd", codec=codec) if codec else None
 
-    def read_file(self, artifact: ArtifactInfo, guest_path: str, workdir: Path, runner: Runner) -> bytes | None:
+    def open_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
         codec = artifact.codec
-        archive = artifact.path
-        if codec.decompress:
-            archive = workdir / "initrd.cpio"
+        if not codec.decompress:
+            return NewcView(artifact.path, str(artifact.path))
+        archive = workdir / "initrd.cpio"
+        try:
             with open(archive, "wb") as out, open(artifact.path, "rb") as src, \
                     runner.pipe_to(codec.decompress, out, hint=f"'{artifact.path}' is not a valid {codec.name} "
                                                                "stream") as stdin:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     stdin.write(chunk)
-        try:
-            with open(archive, "rb") as f:
-                return NewcReader(f, str(artifact.path)).read(guest_path)
-        finally:
-            if archive != artifact.path:
-                archive.unlink()
+            return NewcView(archive, str(artifact.path), scratch=archive)
+        except BaseException:
+            archive.unlink(missing_ok=True)
+            raise

@@ -1,29 +1,35 @@
-"""Read a guest's osbuilder.yaml out of any artifact, without booting, mounting or root:
-a rootfs directory through GuestRoot, anything packed through the packer of its format."""
+"""The guest inside any artifact, without booting, mounting or root: a rootfs directory as
+it is, anything packed through the packer of its format; and its osbuilder.yaml."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from osbuilder.fsutil import GuestRoot
 from osbuilder.guest_layout import SUMMARY_PATH
 from osbuilder.pack.artifact import ArtifactInfo
 from osbuilder.pack.registry import PACKERS
+from osbuilder.read.view import DirView, GuestView
 from osbuilder.rootfs.summary import parse_summary
 from osbuilder.runner import Runner
 
 
-def read_guest_file(artifact: ArtifactInfo, guest_path: str, workdir: Path, runner: Runner) -> bytes | None:
+def open_view(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
+    """The guest tree of any artifact (close it, or use it as a context manager)."""
     if artifact.kind == "rootfs":
-        path = GuestRoot(artifact.path).resolve(guest_path)
-        return path.read_bytes() if path.is_file() else None
-    return PACKERS[artifact.kind].read_file(artifact, guest_path, workdir, runner)
+        return DirView(artifact.path)
+    return PACKERS[artifact.kind].open_view(artifact, workdir, runner)
+
+
+def summary_of(view: GuestView, source: str) -> dict[str, Any] | None:
+    """The parsed osbuilder.yaml in a guest view, or None when there is none."""
+    data = view.read_file(SUMMARY_PATH)
+    if data is None:
+        return None
+    return parse_summary(data.decode(errors="replace"), source=f"{source}:{SUMMARY_PATH}")
 
 
 def read_artifact_summary(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> dict[str, Any] | None:
     """The parsed osbuilder.yaml, or None when the artifact holds none."""
-    data = read_guest_file(artifact, SUMMARY_PATH, workdir, runner)
-    if data is None:
-        return None
-    return parse_summary(data.decode(errors="replace"), source=f"{artifact.path}:{SUMMARY_PATH}")
+    with open_view(artifact, workdir, runner) as view:
+        return summary_of(view, str(artifact.path))

@@ -3,6 +3,7 @@ gives back the guest's osbuilder.yaml, without mounting and without root."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,26 @@ def test_a_truncated_image_and_a_garbage_initrd_are_refused(guest: Path, tmp_pat
     with pytest.raises(CommandError) as err:
         read_artifact_summary(recognise_artifact(garbage), tmp_path, Runner())
     assert "gzip" in str(err.value) and "garbage.img" in str(err.value)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_format_gives_a_view_of_the_guest_tree(guest: Path, tmp_path: Path, case: str):
+    """Symlinks resolved inside the guest, directories listed, binary files read whole."""
+    from osbuilder.fsutil import sha256_file
+    from osbuilder.read.summary import open_view
+
+    args, _, _ = CASES[case]
+    artifact = tmp_path / "artifact"
+    assert run_cli(*args, guest, "-o", artifact).returncode == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    with open_view(recognise_artifact(artifact), work, Runner()) as view:
+        assert view.lstat("/sbin/init").kind == "symlink"
+        assert view.resolve("/sbin/init") == "/usr/lib/systemd/systemd"  # /sbin -> usr/sbin, init -> /lib/...
+        assert view.same_file("/sbin/init", "/usr/lib/systemd/systemd")
+        agent = view.read_file("/usr/bin/kata-agent")
+        assert agent is not None and hashlib.sha256(agent).hexdigest() == sha256_file(Path("/bin/busybox"))
+        assert "dbus.socket" in view.listdir("/etc/systemd/system/kata-containers.target.wants")
+        assert view.stat("/usr/bin").kind == "dir" and view.lstat("/no/such/file") is None
+        assert view.read_file("/usr/bin") is None
+    assert list(work.iterdir()) == [], "the view left scratch files behind"

@@ -3,7 +3,7 @@
 Filesystems are populated straight from a directory: no mount, no loop device, no root.
 Sizes are computed from the tree; UUIDs, hash seeds and timestamps come from the caller,
 so the same inputs give the same bytes. Each filesystem also reads one file back out of an
-image it made (the guest's osbuilder.yaml, for boot and inspect).
+image it made, as a GuestView (the guest's osbuilder.yaml and its init, for boot and inspect).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from osbuilder.errors import UserError
 from osbuilder.fsutil import GuestRoot, data_regions
 from osbuilder.guest_layout import MACHINE_ID
 from osbuilder.pack.sizing import TreeStats
+from osbuilder.read.view import GuestView
 from osbuilder.runner import Runner
 
 
@@ -94,8 +95,8 @@ class Filesystem(ABC):
     def make(self, request: FsRequest, runner: Runner) -> None: ...
 
     @abstractmethod
-    def read_file(self, source: FsSource, guest_path: str, runner: Runner) -> bytes | None:
-        """The bytes of one regular file in an existing filesystem, or None if it has none."""
+    def open_view(self, source: FsSource, runner: Runner) -> GuestView:
+        """The guest tree in an existing filesystem, read without mounting it."""
 
 
 def has_empty_machine_id(tree: Path) -> bool:

@@ -9,6 +9,7 @@ from osbuilder.fsutil import GuestRoot, remove_tree
 from osbuilder.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
 from osbuilder.pack.sizing import TreeStats
+from osbuilder.read.view import DirView, GuestView
 from osbuilder.runner import Runner
 
 
@@ -44,18 +45,20 @@ class Erofs(Filesystem):
                     str(request.tree), str(copy), str(machine_id), *mkfs, str(copy)])
 
 
-    def read_file(self, source: FsSource, guest_path: str, runner: Runner) -> bytes | None:
-        # erofs compresses file data, so fsck.erofs extracts the tree and the file is read there.
+    def open_view(self, source: FsSource, runner: Runner) -> GuestView:
+        # erofs compresses file data and its tools read no single file: fsck.erofs extracts
+        # the tree to scratch space, and the view reads it there.
         fs = source.copy_out("partition.erofs")
         extracted = source.workdir / "erofs-tree"
         try:
             runner.run(["fsck.erofs", f"--extract={extracted}", "--no-preserve", str(fs)],
                        hint=f"the erofs file system in '{source.image}' is damaged")
-            path = GuestRoot(extracted).resolve(guest_path)
-            return path.read_bytes() if path.is_file() else None
+        except BaseException:
+            remove_tree(extracted)
+            raise
         finally:
             fs.unlink()
-            remove_tree(extracted)
+        return DirView(extracted, scratch=extracted)
 
 # $1 tree, $2 empty copy directory, $3 the machine-id path relative to the copy (its parents
 # resolved inside the tree), then the mkfs.erofs command line.

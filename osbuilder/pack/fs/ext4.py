@@ -9,6 +9,7 @@ from osbuilder.errors import UserError
 from osbuilder.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
 from osbuilder.pack.sizing import TreeStats
+from osbuilder.read.view import GuestView, Node
 from osbuilder.runner import Runner
 
 
@@ -113,9 +114,54 @@ class Ext4(Filesystem):
                 free.update(range(int(first), int(last or first) + 1))
         return [i for i in range(1, total + 1) if i not in free and (i == 2 or i >= 11)]
 
-    def read_file(self, source: FsSource, guest_path: str, runner: Runner) -> bytes | None:
-        result = runner.run(["debugfs", "-R", f"cat {guest_path}", f"{source.image}?offset={source.offset}"],
-                            check=False)
-        if result.returncode != 0 or "not found" in result.stderr_tail:
+    def open_view(self, source: FsSource, runner: Runner) -> GuestView:
+        return Ext4View(source, runner)
+
+
+class Ext4View(GuestView):
+    """An ext4 filesystem read with debugfs at its offset: nothing copied, nothing mounted."""
+
+    def __init__(self, source: FsSource, runner: Runner) -> None:
+        self.source = source
+        self.runner = runner
+        self.where = str(source.image)
+        self.device = f"{source.image}?offset={source.offset}" if source.offset else str(source.image)
+
+    def _debugfs(self, request: str) -> tuple[str, str]:
+        result = self.runner.run(["debugfs", "-R", request, self.device], check=False)
+        return result.stdout, result.stderr_tail
+
+    @staticmethod
+    def _quoted(path: str) -> str:
+        return '"' + path.replace('"', '\\"') + '"'
+
+    def _lstat(self, path: str) -> Node | None:
+        out, _ = self._debugfs(f"stat {self._quoted(path)}")
+        mode = re.search(r"Mode:\s+(\d+)", out)
+        kind = re.search(r"Type: (\w+)", out)
+        if mode is None or kind is None:
             return None
-        return result.stdout.encode()
+        size = int(re.search(r"Size: (\d+)", out).group(1))
+        kinds = {"regular": "file", "directory": "dir", "symlink": "symlink"}
+        return Node(kinds.get(kind.group(1), "other"), int(mode.group(1), 8), size)
+
+    def _readlink(self, path: str) -> str:
+        out, _ = self._debugfs(f"stat {self._quoted(path)}")
+        fast = re.search(r'Fast link dest: "(.*)"', out)
+        return fast.group(1) if fast else self._read(path).decode(errors="surrogateescape")
+
+    def _listdir(self, path: str) -> list[str]:
+        out, _ = self._debugfs(f"ls -p {self._quoted(path)}")
+        names = [line.split("/")[5] for line in out.splitlines() if line.count("/") >= 6]
+        return sorted(name for name in names if name not in (".", ".."))
+
+    def _read(self, path: str) -> bytes:
+        dumped = self.source.workdir / "debugfs.dump"
+        try:
+            _, errors = self._debugfs(f"dump {self._quoted(path)} {dumped}")
+            if not dumped.exists():
+                raise UserError(f"cannot read {path} from '{self.source.image}' ({errors.strip()})",
+                                "check the image with e2fsck")
+            return dumped.read_bytes()
+        finally:
+            dumped.unlink(missing_ok=True)

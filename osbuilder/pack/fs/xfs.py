@@ -13,6 +13,7 @@ from osbuilder.errors import UserError
 from osbuilder.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource
 from osbuilder.pack.sizing import TreeStats
+from osbuilder.read.view import GuestView, Node, node_of
 from osbuilder.runner import Runner
 
 _BMAP = re.compile(r"data offset (\d+) startblock \d+ \((\d+)/(\d+)\) count (\d+)")
@@ -68,26 +69,8 @@ class Xfs(Filesystem):
             runner.run(["xfs_db", "-x", "-c", f"path {path}", "-c", f"write core.mode 0{mode:o}", str(request.image)])
 
 
-    def read_file(self, source: FsSource, guest_path: str, runner: Runner) -> bytes | None:
-        # xfs_db finds the file's extents; the bytes are then read straight from the copy.
-        fs = source.copy_out("partition.xfs")
-        try:
-            out = runner.run(["xfs_db", "-r", "-c", f"path {guest_path}", "-c", "print core.size", "-c", "bmap",
-                              "-c", "sb 0", "-c", "print blocksize agblocks", str(fs)], check=False).stdout
-            numbers = dict(re.findall(r"^(core\.size|blocksize|agblocks) = (\d+)$", out, re.M))
-            if "core.size" not in numbers:
-                return None
-            size, block, agblocks = int(numbers["core.size"]), int(numbers["blocksize"]), int(numbers["agblocks"])
-            data = bytearray(size)
-            with open(fs, "rb") as f:
-                for offset, agno, agbno, count in (map(int, m) for m in _BMAP.findall(out)):
-                    f.seek((agno * agblocks + agbno) * block)
-                    start = offset * block
-                    piece = f.read(count * block)[: max(0, size - start)]
-                    data[start:start + len(piece)] = piece
-            return bytes(data[:size])
-        finally:
-            fs.unlink()
+    def open_view(self, source: FsSource, runner: Runner) -> GuestView:
+        return XfsView(source.copy_out("partition.xfs"), runner, str(source.image))
 
 def _proto_mode(st: os.stat_result) -> str:
     kind = {stat.S_IFREG: "-", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c",
@@ -139,3 +122,61 @@ def write_protofile(root: Path, out: TextIO, empty: Path, sticky: list[tuple[str
         elif stat.S_ISFIFO(st.st_mode):
             out.write(f"{indent}{name} {mode}\n")
     out.write(" " * depth + "$\n")
+
+
+class XfsView(GuestView):
+    """An xfs filesystem read with xfs_db (which takes no offset, so it reads a copy of the
+    partition): paths, modes, symlink targets and block maps; file bytes are read straight
+    from the copy at the blocks the map names."""
+
+    def __init__(self, fs: Path, runner: Runner, where: str) -> None:
+        self.fs = fs
+        self.runner = runner
+        self.where = where
+        geometry = self._db("sb 0", "print blocksize agblocks")
+        self.block = int(geometry["blocksize"])
+        self.agblocks = int(geometry["agblocks"])
+
+    def _run(self, *commands: str) -> str:
+        argv = ["xfs_db", "-r"]
+        for command in commands:
+            argv += ["-c", command]
+        return self.runner.run([*argv, str(self.fs)], check=False).stdout
+
+    def _db(self, *commands: str) -> dict[str, str]:
+        return dict(re.findall(r"^([\w.]+) = (.*)$", self._run(*commands), re.M))
+
+    def _lstat(self, path: str) -> Node | None:
+        fields = self._db(f"path {path}", "print core.mode core.size")
+        if "core.mode" not in fields:
+            return None
+        return node_of(int(fields["core.mode"], 8), int(fields["core.size"]))
+
+    def _readlink(self, path: str) -> str:
+        fields = self._db(f"path {path}", "print u3.symlink")
+        if "u3.symlink" in fields:
+            return fields["u3.symlink"].strip('"')
+        return self._read(path).decode(errors="surrogateescape")  # a remote symlink: its blocks
+
+    def _listdir(self, path: str) -> list[str]:
+        names = []
+        for line in self._run(f"ls {path}").splitlines()[1:]:
+            parts = line.split(None, 5)
+            if len(parts) == 6:
+                names.append(parts[5].removesuffix(" (good)"))
+        return sorted(name for name in names if name not in (".", ".."))
+
+    def _read(self, path: str) -> bytes:
+        out = self._run(f"path {path}", "print core.size", "bmap")
+        size = int(re.search(r"^core\.size = (\d+)$", out, re.M).group(1))
+        data = bytearray(size)
+        with open(self.fs, "rb") as f:
+            for offset, agno, agbno, count in (map(int, m) for m in _BMAP.findall(out)):
+                f.seek((agno * self.agblocks + agbno) * self.block)
+                start = offset * self.block
+                piece = f.read(count * self.block)[: max(0, size - start)]
+                data[start:start + len(piece)] = piece
+        return bytes(data)
+
+    def close(self) -> None:
+        self.fs.unlink(missing_ok=True)
