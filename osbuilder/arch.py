@@ -49,6 +49,7 @@ class Arch:
     qemu: QemuMachine
     debian_kernel_flavour: str  # linux-image-<flavour>
     kernel_signature: KernelSignature | None  # raw kernel images; ELF kernels go by the ELF header
+    kernel_config: tuple[str, ...] = ()  # options a kernel .config of this arch sets (all of them)
 
     def matches_elf(self, header: ElfHeader) -> bool:
         return (header.elf_class, header.endianness, header.machine) == (
@@ -68,23 +69,27 @@ ARCHES: dict[str, Arch] = {
              elf_class=64, endianness="little", elf_machine=62, qemu_user="qemu-x86_64",
              qemu=QemuMachine("qemu-system-x86_64", "q35", None, "ttyS0", "virtio-blk-pci", "virtio-blk",
                               "/dev/vda", True, _KATA_X86, pvh=True),
-             debian_kernel_flavour="amd64", kernel_signature=KernelSignature(0x202, b"HdrS")),
+             debian_kernel_flavour="amd64", kernel_signature=KernelSignature(0x202, b"HdrS"),
+             kernel_config=("CONFIG_X86_64",)),
         Arch("aarch64", debian="arm64", rpm="aarch64", apk="aarch64", rust_target="aarch64-unknown-linux-musl",
              elf_class=64, endianness="little", elf_machine=183, qemu_user="qemu-aarch64",
              qemu=QemuMachine("qemu-system-aarch64", "virt", "cortex-a57", "ttyAMA0", "virtio-blk-pci",
                               "virtio-blk", "/dev/vda", False, _KATA_COMMON),
-             debian_kernel_flavour="arm64", kernel_signature=KernelSignature(0x38, b"ARM\x64")),
+             debian_kernel_flavour="arm64", kernel_signature=KernelSignature(0x38, b"ARM\x64"),
+             kernel_config=("CONFIG_ARM64",)),
         Arch("ppc64le", debian="ppc64el", rpm="ppc64le", apk="ppc64le",
              rust_target="powerpc64le-unknown-linux-gnu", elf_class=64, endianness="little", elf_machine=21,
              qemu_user="qemu-ppc64le",
              qemu=QemuMachine("qemu-system-ppc64", "pseries", None, "hvc0", "virtio-blk-pci", "virtio-blk",
                               "/dev/vda", False, _KATA_COMMON),
-             debian_kernel_flavour="powerpc64le", kernel_signature=None),
+             debian_kernel_flavour="powerpc64le", kernel_signature=None,
+             kernel_config=("CONFIG_PPC64", "CONFIG_CPU_LITTLE_ENDIAN")),
         Arch("s390x", debian="s390x", rpm="s390x", apk="s390x", rust_target="s390x-unknown-linux-gnu",
              elf_class=64, endianness="big", elf_machine=22, qemu_user="qemu-s390x",
              qemu=QemuMachine("qemu-system-s390x", "s390-ccw-virtio", None, "ttysclp0", "virtio-blk-ccw",
                               "virtio-blk-ccw", "/dev/vda", False, _KATA_COMMON),
-             debian_kernel_flavour="s390x", kernel_signature=None),
+             debian_kernel_flavour="s390x", kernel_signature=None,
+             kernel_config=("CONFIG_S390",)),
     )
 }
 
@@ -130,3 +135,9 @@ def kernel_arch(kernel: Path) -> Arch | None:
         if sig is not None and head[sig.offset:sig.offset + len(sig.magic)] == sig.magic:
             return arch
     return arch_of_elf(parse_elf_header(head))
+
+
+def arch_of_kernel_config(options: dict[str, str]) -> Arch | None:
+    """The architecture a kernel .config is for (its options set to y)."""
+    return next((arch for arch in ARCHES.values()
+                 if arch.kernel_config and all(options.get(o) == "y" for o in arch.kernel_config)), None)

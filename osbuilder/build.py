@@ -16,8 +16,11 @@ from osbuilder.recipes import Recipe
 from osbuilder.rootfs.stage import build_rootfs_into, resolve_agent
 from osbuilder.rootfs.summary import Summary
 from osbuilder.runner import Runner
+from osbuilder.runtime_fragment import FRAGMENT_NAME, FragmentOptions, SlotArtifact, choose, render_fragment
+from osbuilder.sbom import SbomInput, write_sbom
 from osbuilder.staging import Staging, check_output_dir
 from osbuilder.steps import step
+from osbuilder.templates import Templates
 from osbuilder.tools import HostTools
 
 
@@ -26,6 +29,20 @@ class BuildResult:
     output: Path
     summary: Summary
     artifacts: list[Artifact]
+
+
+def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, directory: Path) -> Path | None:
+    """kata-runtime.toml for the artifact a runtime boots (the image, else the initrd)."""
+    candidates = [SlotArtifact(kind=a.format, file_name=a.path.name, fs=a.details.get("fs"),
+                               dax=bool(a.details.get("dax")),
+                               verity_params=(a.details.get("verity") or {}).get("kernel_params"))
+                  for a in artifacts]
+    chosen = choose(candidates)
+    if chosen is None:
+        return None
+    path = directory / FRAGMENT_NAME
+    path.write_text(render_fragment(chosen, options, Templates()))
+    return path
 
 
 def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner) -> BuildResult:
@@ -42,14 +59,24 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         artifacts_dir.mkdir()
         context = PackContext(runner=runner, tools=tools, workdir=stage.work)
         artifacts: list[Artifact] = []
+        sidecars: list[tuple[Path, str]] = []
         for name, pack_options in config.packing.items():
             packer = PACKERS[name]
             with step(f"Packing the {name}"):
                 artifact = packer.pack(tree, artifacts_dir / packer.default_file_name, pack_options, context)
             for sidecar, text in artifact.sidecars.items():
                 (artifacts_dir / sidecar).write_text(text)
+                sidecars.append((artifacts_dir / sidecar, sidecar))
             artifacts.append(artifact.digested())
-        write_manifest(artifacts_dir / MANIFEST_NAME, config.as_json(), summary, artifacts, tree.epoch)
+        fragment = write_runtime_fragment(artifacts, config.fragment, artifacts_dir)
+        if fragment is not None:
+            sidecars.append((fragment, "runtime-config"))
+        if config.sbom.sbom:
+            with step(f"Writing the {config.sbom.sbom} SBOM"):
+                sbom = write_sbom(config.sbom.sbom, artifacts_dir,
+                                  SbomInput(summary, artifacts, recipe.backend.purl_type, tree.epoch))
+            sidecars.append((sbom, f"sbom-{config.sbom.sbom}"))
+        write_manifest(artifacts_dir / MANIFEST_NAME, config.as_json(), summary, artifacts, tree.epoch, sidecars)
         stage.commit(artifacts_dir)
     final = [dataclasses.replace(a, path=output / a.path.name) for a in artifacts]
     return BuildResult(output, summary, final)

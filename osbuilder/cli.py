@@ -17,8 +17,10 @@ from osbuilder.boot.session import BootRequest
 from osbuilder.config import OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
 from osbuilder.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, Interrupted,
                               OsbuilderError, UserError)
+from osbuilder.inspect_cli import CheckOptions, InspectOptions
 from osbuilder.pack.registry import PACKERS
 from osbuilder.rootfs.options import RecipeSource
+from osbuilder.runtime_fragment import FragmentOptions
 from osbuilder.progress import progress_for
 from osbuilder.runner import Runner
 from osbuilder.settings import add_arguments, build_options, values_from_args, values_from_file
@@ -34,12 +36,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-NOT_BUILT_YET = ("inspect", "check")
-
-
 def settings() -> dict[str, tuple[type, ...]]:
     """The option classes of every command that takes settings."""
-    return {**command_settings(), "boot": (BootRequest,), "distros": (RecipeSource,)}
+    return {**command_settings(), "boot": (BootRequest,), "distros": (RecipeSource,),
+            "inspect": (InspectOptions, FragmentOptions), "check": (CheckOptions,)}
 
 
 def commands() -> dict[str, str]:
@@ -49,8 +49,9 @@ def commands() -> dict[str, str]:
         "rootfs": "bootstrap and provision a guest root filesystem directory",
         **{name: packer.help for name, packer in PACKERS.items()},
         "boot": "boot an artifact under qemu and check the guest's report",
-        "inspect": "print how an artifact was built (init mode, cgroup driver, ...)",
-        "check": "check an artifact against a host's runtime settings",
+        "inspect": "print how an artifact was built and what it holds (init mode, cgroup driver, agent, layout), "
+                   "verified where possible",
+        "check": "check an artifact against a host's runtime, containerd, CRI-O and kubelet settings",
         "distros": "list the supported distribution x arch x init-mode combinations",
     }
 
@@ -202,8 +203,54 @@ def cmd_distros(args: argparse.Namespace, runner: Runner) -> int:
     return EXIT_OK
 
 
-def cmd_not_built(args: argparse.Namespace, runner: Runner) -> int:
-    raise UserError(f"'osbuilder {args.command}' is not built yet", "it arrives in a later release; see the README")
+def cmd_inspect(args: argparse.Namespace, runner: Runner) -> int:
+    import tempfile
+
+    from osbuilder.findings import has_errors
+    from osbuilder.inspect import inspect_many
+    from osbuilder.inspect_cli import as_json, describe
+    from osbuilder.runtime_fragment import fragment_for_report
+    from osbuilder.staging import StagedFile
+    from osbuilder.templates import Templates
+
+    values = settings_values(args)
+    options = build_options(InspectOptions, values)
+    if options.runtime_config_fragment is not None:
+        from osbuilder.fsutil import check_output_path
+
+        check_output_path(options.runtime_config_fragment, "--runtime-config-fragment")
+    with tempfile.TemporaryDirectory(prefix="osbuilder-inspect-") as work:
+        reports = inspect_many(options.artifact, Path(work), runner)
+        if options.runtime_config_fragment is not None:  # a release's root_hash.txt lives in `work`
+            text = fragment_for_report(reports, build_options(FragmentOptions, values), Templates())
+            with StagedFile(options.runtime_config_fragment) as staged:
+                staged.write_text(text)
+    emit(args, as_json(reports), "\n\n".join(describe(report) for report in reports))
+    return EXIT_BUILD_FAILED if any(has_errors(r.findings) for r in reports) else EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, runner: Runner) -> int:
+    import tempfile
+
+    from osbuilder.check import check
+    from osbuilder.hostconfig import host_cgroup_driver, runtime_sections
+    from osbuilder.inspect_cli import findings_lines
+
+    options = build_options(CheckOptions, settings_values(args))
+    sections = runtime_sections(options.runtime_config) if options.runtime_config else []
+    host = host_cgroup_driver(options.host_cgroup_driver, options.containerd_config, options.crio_config,
+                              options.kubelet_config)
+    with tempfile.TemporaryDirectory(prefix="osbuilder-check-") as work:
+        result = check(options.artifact, sections, host, options.kernel_config, Path(work), runner)
+    lines = [f"host cgroup driver: {host.value} (from {host.source})" if host else
+             "host cgroup driver: unknown (pass --host-cgroup-driver or a containerd, CRI-O or kubelet config)"]
+    lines += [f"checked: {s['artifact']} ({s['kind']}, init mode {s['init_mode']}, {s['arch']})"
+              + (f" as hypervisor.{s['section']}" if s["section"] else "") for s in result.subjects]
+    lines += findings_lines(result.findings)
+    lines.append(f"check: {'FAILED' if result.errors else 'OK'} ({result.errors} error(s), "
+                 f"{len(result.findings) - result.errors} other finding(s))")
+    emit(args, result.as_json(), "\n".join(lines))
+    return EXIT_BUILD_FAILED if result.errors else EXIT_OK
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
@@ -211,7 +258,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
     "rootfs": cmd_rootfs,
     "distros": cmd_distros,
     "boot": cmd_boot,
-    **{name: cmd_not_built for name in NOT_BUILT_YET},
+    "inspect": cmd_inspect,
+    "check": cmd_check,
 }
 
 

@@ -15,6 +15,8 @@ from osbuilder.initmode import INIT_MODES
 from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.recipes import Recipe, load_recipe
 from osbuilder.rootfs.options import RootfsOptions, arch_names
+from osbuilder.runtime_fragment import FragmentOptions
+from osbuilder.sbom import SbomOptions
 from osbuilder.settings import as_path, build_options, setting, to_json
 
 
@@ -49,12 +51,16 @@ class BuildConfig:
     formats: tuple[str, ...]
     packing: dict[str, Any]  # packer name -> its options, for each format built
     output: OutputOptions
+    fragment: FragmentOptions = FragmentOptions()
+    sbom: SbomOptions = SbomOptions()
 
     def as_json(self) -> dict[str, Any]:
         data = to_json(self.rootfs)
         data["formats"] = list(self.formats)
         for options in self.packing.values():
             data.update(to_json(options))
+        data.update(to_json(self.fragment))
+        data.update(to_json(self.sbom))
         data.update(to_json(self.output))
         return data
 
@@ -63,7 +69,8 @@ def command_settings() -> dict[str, tuple[type, ...]]:
     """The settings each pipeline command takes, by option class (read from the registry)."""
     return {
         "rootfs": (RootfsOptions, OutputOptions),
-        "build": (RootfsOptions, FormatOptions, *(packer.Options for packer in PACKERS.values()), OutputOptions),
+        "build": (RootfsOptions, FormatOptions, *(packer.Options for packer in PACKERS.values()), FragmentOptions,
+                  SbomOptions, OutputOptions),
         **{name: (PackSource, packer.Options, OutputOptions) for name, packer in PACKERS.items()},
     }
 
@@ -107,5 +114,5 @@ def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
         options = build_options(packer.Options, values)
         packer.validate(options)
         packing[name] = options
-    return BuildConfig(rootfs=rootfs, formats=formats, packing=packing,
-                       output=build_options(OutputOptions, values)), recipe
+    return BuildConfig(rootfs=rootfs, formats=formats, packing=packing, output=build_options(OutputOptions, values),
+                       fragment=build_options(FragmentOptions, values), sbom=build_options(SbomOptions, values)), recipe

@@ -55,25 +55,44 @@ def _check_installed(guest: GuestRoot, path: Path, target: Arch, expected: Insta
         raise BuildError(f"{where} is not the agent that was installed", "rebuild the tree")
 
 
-class InitMode(ABC):
+class InitShape(ABC):
+    """How the agent starts in a guest, as far as the host's cgroup driver is concerned."""
+
     name: ClassVar[str]
     help: ClassVar[str]
-    agent_is_init: ClassVar[bool]
-    agent_path: ClassVar[str]  # where the agent binary is installed
-    initrd_init_target: ClassVar[str]  # what an initrd's /init links to
+    agent_is_init: ClassVar[bool]  # the agent is PID 1
+    runs_systemd: ClassVar[bool]  # systemd is PID 1, so the systemd cgroup driver can work
 
     @property
     def cgroup_driver(self) -> str:
         """The driver recorded in the image: fixed, or FOLLOWS_HOST."""
         return self.guest_cgroup_driver(None)
 
-    @abstractmethod
     def guest_cgroup_driver(self, host_driver: str | None) -> str:
-        """The driver the agent uses for containers when the host asks for `host_driver`."""
+        """The driver the agent uses for containers when the host asks for `host_driver`:
+        as PID 1 it forces cgroupfs (there is no systemd to ask); otherwise it follows the host."""
+        if self.agent_is_init:
+            return "cgroupfs"
+        return host_driver or FOLLOWS_HOST
 
     def summary_fields(self) -> dict[str, str]:
         return {"agent-is-init-daemon": "yes" if self.agent_is_init else "no", "init-mode": self.name,
                 "cgroup-driver": self.cgroup_driver}
+
+
+class Launcher(InitShape):
+    """A shape osbuilder does not build but finds in other guests (Kata's GPU images): a small
+    init (e.g. NVIDIA's NVRC) is PID 1 and starts the agent; there is no systemd."""
+
+    name = "launcher"
+    help = "/sbin/init is neither the agent nor systemd; it starts the agent"
+    agent_is_init = False
+    runs_systemd = False
+
+
+class InitMode(InitShape):
+    agent_path: ClassVar[str]  # where the agent binary is installed
+    initrd_init_target: ClassVar[str]  # what an initrd's /init links to
 
     @abstractmethod
     def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
@@ -88,6 +107,7 @@ class AgentInit(InitMode):
     name = "agent"
     help = "the agent is /sbin/init (PID 1); no systemd"
     agent_is_init = True
+    runs_systemd = False
     agent_path = INIT_PATH
     initrd_init_target = INIT_PATH
     # PID 1 needs stdio before it can mount devtmpfs: (name, major, minor, mode).
@@ -95,9 +115,6 @@ class AgentInit(InitMode):
                ("zero", 1, 5, 0o666))
     DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                  ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
-
-    def guest_cgroup_driver(self, host_driver: str | None) -> str:
-        return "cgroupfs"  # as PID 1 there is no systemd to ask, whatever the host wants
 
     def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
         guest.copy_file(agent.path, self.agent_path, 0o755)
@@ -129,6 +146,7 @@ class SystemdInit(InitMode):
     name = "systemd"
     help = "systemd is PID 1 and starts the agent as kata-agent.service"
     agent_is_init = False
+    runs_systemd = True
     agent_path = AGENT_PATH
     initrd_init_target = SYSTEMD_BINARY
     # Units a sandbox guest never needs (reference section 3), by base name.
@@ -142,9 +160,6 @@ class SystemdInit(InitMode):
         f"{GENERATOR_DIR}/systemd-getty-generator", f"{GENERATOR_DIR}/systemd-gpt-auto-generator",
         f"{UNIT_DIR}/systemd-tmpfiles-cleanup.timer",
     )
-
-    def guest_cgroup_driver(self, host_driver: str | None) -> str:
-        return host_driver or FOLLOWS_HOST  # the agent follows the host's cgroups path
 
     def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
         guest.copy_file(agent.path, self.agent_path, 0o755)
@@ -183,6 +198,9 @@ class SystemdInit(InitMode):
 
 
 INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), SystemdInit())}
+# Every shape inspect can find in a guest: the modes osbuilder builds, and the launcher.
+INIT_SHAPES: dict[str, InitShape] = {**INIT_MODES, Launcher.name: Launcher()}
+LAUNCHER = Launcher.name
 
 
 def get_init_mode(name: str) -> InitMode:

@@ -16,6 +16,11 @@ def _yaml_str(value: Any) -> str:
     return json.dumps(str(value))
 
 
+def _toml_str(value: Any) -> str:
+    # A JSON string is a valid TOML basic string (the same escapes).
+    return json.dumps(str(value))
+
+
 class Templates:
     def __init__(self, directory: Path | None = None) -> None:
         self.env = jinja2.Environment(
@@ -25,6 +30,7 @@ class Templates:
             autoescape=False,
         )
         self.env.filters["yaml_str"] = _yaml_str
+        self.env.filters["toml_str"] = _toml_str
 
     def render(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(**context)

@@ -9,15 +9,21 @@ from typing import Sequence
 from typing import Any
 
 from osbuilder import __version__
+from osbuilder.fsutil import sha256_file
 from osbuilder.pack.artifact import Artifact
 from osbuilder.rootfs.summary import Summary
 
 MANIFEST_NAME = "manifest.json"
 
 
+MANIFEST_VERSION = 1  # schemas/manifest.v1.schema.json
+
+
 def write_manifest(path: Path, config: dict[str, Any], summary: Summary, artifacts: Sequence[Artifact],
-                   epoch: int) -> None:
+                   epoch: int, sidecars: Sequence[tuple[Path, str]] = ()) -> None:
+    """manifest.json; `sidecars` are (file, kind) written beside the artifacts."""
     manifest = {
+        "manifest_version": MANIFEST_VERSION,
         "osbuilder_version": __version__,
         "distro": summary.distro,
         "release": summary.release,
@@ -27,6 +33,9 @@ def write_manifest(path: Path, config: dict[str, Any], summary: Summary, artifac
         "agent": {"sha256": summary.agent_sha256, "version": summary.agent_version, "probe": summary.probe},
         "source_date_epoch": epoch,
         "config": config,
+        "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture}
+                     for p in summary.installed],
         "artifacts": [artifact.manifest_entry() for artifact in artifacts],
+        "sidecars": [{"file": p.name, "kind": kind, "sha256": sha256_file(p)} for p, kind in sidecars],
     }
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")

@@ -17,6 +17,7 @@ from osbuilder.guest_layout import (CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MO
 from osbuilder.initmode import get_init_mode
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs.agent import AgentBinary
+from osbuilder.rootfs.backends import Package
 from osbuilder.rootfs.options import RootfsOptions
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.systemd_units import first_existing_unit
@@ -32,6 +33,7 @@ class Provisioner:
     recipe: Recipe
     agent: AgentBinary
     templates: Templates
+    packages: tuple[Package, ...] = ()  # what the package database recorded before provisioning
 
     def run(self) -> Summary:
         self.remove_unneeded()
@@ -82,6 +84,7 @@ class Provisioner:
             agent_sha256=self.agent.sha256,
             creation_epoch=options.source_date_epoch,
             probe=self.agent.probe,
+            installed=self.packages,
         )
         self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
         return summary

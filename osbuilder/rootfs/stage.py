@@ -48,8 +48,10 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
     with step(f"Bootstrapping {recipe.name} {options.release} for {options.arch}"):
         bootstrap(options, recipe, tree, workdir, runner)
     guest = GuestRoot(tree)
+    # Provisioning removes /var/lib, and the package database with it: read it first.
+    packages = recipe.backend.installed_packages(guest)
     with step(f"Provisioning for init mode '{options.init}'"):
-        summary = Provisioner(guest, options, recipe, agent, Templates()).run()
+        summary = Provisioner(guest, options, recipe, agent, Templates(), packages).run()
     with step("Validating the guest"):
         validate_tree(guest, options.init, options.target, agent)
     if options.source_date_epoch is not None:

@@ -17,6 +17,7 @@ from osbuilder.epoch import format_time
 from osbuilder.errors import UserError
 from osbuilder.guest_layout import SUMMARY_PATH
 from osbuilder.initmode import get_init_mode
+from osbuilder.rootfs.backends.base import Package
 from osbuilder.templates import Templates
 
 OSBUILDER_URL = "osbuilder"
@@ -35,6 +36,7 @@ class Summary:
     agent_sha256: str
     creation_epoch: int | None
     probe: bool = False  # the agent is osbuilder's probe agent
+    installed: tuple[Package, ...] = ()  # every package, from the package database
 
     @property
     def cgroup_driver(self) -> str:
@@ -60,6 +62,7 @@ class Summary:
             agent_sha256=self.agent_sha256,
             agent_name="osbuilder-probe" if self.probe else "kata-agent",
             probe=self.probe,
+            installed=self.installed,
         )
 
 
@@ -86,3 +89,12 @@ def recorded_agent(summary: dict[str, Any] | None) -> dict[str, Any]:
     """The summary's agent table (empty when absent or malformed)."""
     agent = (summary or {}).get("agent")
     return agent if isinstance(agent, dict) else {}
+
+
+def installed_packages(summary: dict[str, Any] | None) -> list[dict[str, str]] | None:
+    """The package list a summary records, or None when it records none (upstream's)."""
+    packages = ((summary or {}).get("base-distro") or {}).get("packages") or {}
+    installed = packages.get("installed") if isinstance(packages, dict) else None
+    if not isinstance(installed, list):
+        return None
+    return [p for p in installed if isinstance(p, dict) and "name" in p]

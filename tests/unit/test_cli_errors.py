@@ -95,9 +95,9 @@ def test_bad_source_date_epoch(work, host_agent):
     assert_refused(result, "SOURCE_DATE_EPOCH must be a whole number", work)
 
 
-@pytest.mark.parametrize("command", ["inspect", "check"])
-def test_commands_not_built_yet_say_so(command, work):
-    assert_refused(run_cli(command), "is not built yet", work)
+@pytest.mark.parametrize("command,message", [("inspect", "ARTIFACT is required"), ("check", "nothing to check")])
+def test_inspect_and_check_without_input_say_what_they_need(command, message, work):
+    assert_refused(run_cli(command), message, work)
 
 
 @pytest.mark.parametrize("command", ["build", "rootfs", "initrd", "image", "iso", "boot", "inspect", "check", "distros"])

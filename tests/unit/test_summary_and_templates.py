@@ -20,7 +20,7 @@ def test_summary_round_trips_with_upstream_fields():
     data = parse_summary(make_summary("agent").render(Templates()))
     assert data["file-format-version"] == "0.0.2"
     assert data["rootfs-creation-time"] == "2023-11-14T22:13:20Z"
-    assert data["base-distro"]["packages"] == {"default": ["chrony", "dbus"], "extra": []}
+    assert data["base-distro"]["packages"] == {"default": ["chrony", "dbus"], "extra": [], "installed": []}
     agent = data["agent"]
     assert agent["agent-is-init-daemon"] == "yes" and agent["init-mode"] == "agent"
     assert agent["cgroup-driver"] == "cgroupfs" and agent["version"] == "3.2.0"
@@ -54,3 +54,31 @@ def test_chrony_service_changes():
     assert paths == ["/run", "-/var/lib/chrony"]
     rendered = Templates().render("chrony.service.override.conf.j2", exec_start=exec_start, read_write_paths=paths)
     assert "ConditionPathExists=/dev/ptp0" in rendered and "StateDirectory=\n" in rendered
+
+
+def test_installed_packages_round_trip_through_the_summary():
+    import dataclasses
+
+    from osbuilder.rootfs.backends import Package
+    from osbuilder.rootfs.summary import installed_packages
+
+    summary = dataclasses.replace(make_summary("agent"), installed=(Package("dbus", "1.14.10-1~deb12u1", "amd64"),
+                                                                   Package("libc6", "2.36-9+deb12u4", "amd64")))
+    data = parse_summary(summary.render(Templates()))
+    assert installed_packages(data) == [{"name": "dbus", "version": "1.14.10-1~deb12u1", "architecture": "amd64"},
+                                        {"name": "libc6", "version": "2.36-9+deb12u4", "architecture": "amd64"}]
+    assert installed_packages({"base-distro": {"packages": {"default": []}}}) is None  # upstream's summary
+
+
+def test_apt_reads_the_dpkg_database(tmp_path):
+    from osbuilder.fsutil import GuestRoot
+    from osbuilder.rootfs.backends import Package, get_backend
+
+    status = tmp_path / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text("Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1.2.13\n\n"
+                      "Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n\n"
+                      "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\n"
+                      "Description: multi\n line\nVersion: 12.4\n")
+    assert get_backend("apt").installed_packages(GuestRoot(tmp_path)) == (
+        Package("base-files", "12.4", "amd64"), Package("zlib1g", "1:1.2.13", "amd64"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from osbuilder.errors import lookup
 from osbuilder.rootfs.backends.apt import AptBackend
-from osbuilder.rootfs.backends.base import Backend, InstallRequest
+from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package
 
 BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (AptBackend(),)}
 
@@ -15,4 +15,4 @@ def get_backend(name: str) -> Backend:
     return lookup(BACKENDS, name, "backend")
 
 
-__all__ = ["Backend", "InstallRequest", "BACKENDS", "get_backend"]
+__all__ = ["Backend", "InstallRequest", "Package", "BACKENDS", "get_backend"]

@@ -7,14 +7,17 @@ It writes a tarball whose entries are owned 0/0, unpacked into the root with tho
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.rootfs.backends.base import Backend, InstallRequest
+from osbuilder.fsutil import GuestRoot
+from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.runner import Runner
 
 BOOTSTRAP_TIMEOUT_S = 3600
+DPKG_STATUS = "/var/lib/dpkg/status"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class AptSection:
 
 class AptBackend(Backend):
     name = "apt"
+    purl_type = "deb"
     Section = AptSection
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
@@ -50,6 +54,18 @@ class AptBackend(Backend):
             extract_tarball(tarball, root, runner)
         finally:
             tarball.unlink(missing_ok=True)
+
+
+    def installed_packages(self, guest: GuestRoot) -> tuple[Package, ...]:
+        status = guest.resolve(DPKG_STATUS)
+        if not status.is_file():
+            return ()
+        found = []
+        for stanza in status.read_text(errors="replace").split("\n\n"):
+            fields = dict(re.findall(r"^([\w-]+): (.*)$", stanza, re.M))
+            if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+                found.append(Package(fields["Package"], fields.get("Version", ""), fields.get("Architecture", "")))
+        return tuple(sorted(found, key=lambda p: (p.name, p.architecture)))
 
 
 # mmdebstrap's stderr lines that start a phase worth telling the user about.

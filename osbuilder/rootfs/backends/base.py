@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from osbuilder.arch import Arch
 from osbuilder.errors import UserError
+from osbuilder.fsutil import GuestRoot
 from osbuilder.runner import Runner
 
 
@@ -41,12 +42,22 @@ class InstallRequest:
 
 
 @dataclass(frozen=True)
+class Package:
+    """One package installed in the guest, as its package database records it."""
+
+    name: str
+    version: str
+    architecture: str
+
+
+@dataclass(frozen=True)
 class EmptySection:
     """For backends that need no recipe table."""
 
 
 class Backend(ABC):
     name: ClassVar[str]
+    purl_type: ClassVar[str]  # the package-URL type of its packages (pkg:<type>/...)
     Section: ClassVar[type] = EmptySection
     # Cross-architecture installs run the guest's package scripts under qemu-user.
     needs_binfmt_for_foreign_arch: ClassVar[bool] = True
@@ -85,3 +96,8 @@ class Backend(ABC):
     @abstractmethod
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
         """Install request.packages into the empty directory `root`, with true owners."""
+
+    @abstractmethod
+    def installed_packages(self, guest: GuestRoot) -> tuple[Package, ...]:
+        """Every package the guest's own package database records as installed, sorted.
+        Read after install and before provisioning, which removes the database."""

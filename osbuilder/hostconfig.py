@@ -1,0 +1,166 @@
+"""The host's side of a deployment, read from its configuration files: the Kata runtime's
+hypervisor sections, the container manager's cgroup driver (containerd, CRI-O, kubelet),
+and the guest kernel's .config. A file that is missing or does not parse is the user's to
+fix: one line naming the file and, where the parser knows it, the line."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from osbuilder.errors import UserError
+
+KATA_RUNTIME_TYPE = "io.containerd.kata.v2"
+# containerd 1.x and 2.x keep the CRI runtimes under different plugin names.
+CONTAINERD_CRI_PLUGINS = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")
+CGROUP_DRIVERS = ("systemd", "cgroupfs")
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise UserError(f"{what} '{path}' does not exist", f"pass the path of the {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} '{path}' cannot be read ({exc})", "check the file") from None
+
+
+def load_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(_read(path, what))
+    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line N, column M)"
+        raise UserError(f"{what} {path}: not valid TOML: {exc}", "fix the file") from None
+
+
+def load_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(_read(path, what))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{what} {path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})",
+                        "fix the file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path}: not a YAML mapping", "pass the kubelet's KubeletConfiguration file")
+    return data
+
+
+@dataclass(frozen=True)
+class HypervisorSection:
+    """One `[hypervisor.<name>]` table of Kata's configuration.toml, with Kata's defaults."""
+
+    name: str
+    image: str | None
+    initrd: str | None
+    kernel: str | None
+    rootfs_type: str  # Kata's default: ext4
+    kernel_params: str
+    disable_image_nvdimm: bool  # Kata's default: false (the image is an NVDIMM)
+
+    @property
+    def slot(self) -> str | None:
+        return "image" if self.image else "initrd" if self.initrd else None
+
+    @property
+    def artifact(self) -> str | None:
+        return self.image or self.initrd
+
+
+def runtime_sections(path: Path) -> list[HypervisorSection]:
+    data = load_toml(path, "runtime config")
+    hypervisors = data.get("hypervisor")
+    if not isinstance(hypervisors, dict) or not hypervisors:
+        raise UserError(f"runtime config {path} has no [hypervisor.<name>] section",
+                        "pass Kata's configuration.toml (or a drop-in with a hypervisor section)")
+    sections = []
+    for name, table in hypervisors.items():
+        if not isinstance(table, dict):
+            continue
+        sections.append(HypervisorSection(
+            name=name, image=table.get("image") or None, initrd=table.get("initrd") or None,
+            kernel=table.get("kernel") or None, rootfs_type=str(table.get("rootfs_type") or "ext4"),
+            kernel_params=str(table.get("kernel_params") or ""),
+            disable_image_nvdimm=bool(table.get("disable_image_nvdimm", False))))
+    return sections
+
+
+@dataclass(frozen=True)
+class HostDriver:
+    value: str  # "systemd" or "cgroupfs"
+    source: str  # which setting decided, for the report
+
+
+def _dig(data: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def containerd_driver(path: Path) -> HostDriver | None:
+    """SystemdCgroup of the runtime handler that runs Kata, in either containerd layout."""
+    data = load_toml(path, "containerd config")
+    for plugin in CONTAINERD_CRI_PLUGINS:
+        runtimes = _dig(data, "plugins", plugin, "containerd", "runtimes") or {}
+        for handler, table in runtimes.items():
+            if isinstance(table, dict) and table.get("runtime_type") == KATA_RUNTIME_TYPE:
+                systemd = _dig(table, "options", "SystemdCgroup")
+                return HostDriver("systemd" if systemd is True else "cgroupfs",
+                                  f'{path}: [plugins."{plugin}".containerd.runtimes.{handler}.options] '
+                                  f"SystemdCgroup = {str(bool(systemd)).lower()}")
+    return None
+
+
+def crio_driver(path: Path) -> HostDriver | None:
+    data = load_toml(path, "CRI-O config")
+    manager = _dig(data, "crio", "runtime", "cgroup_manager")
+    if manager is None:
+        return HostDriver("systemd", f"{path}: [crio.runtime] cgroup_manager unset (CRI-O's default, systemd)")
+    if manager not in CGROUP_DRIVERS:
+        raise UserError(f"CRI-O config {path}: cgroup_manager '{manager}' is neither systemd nor cgroupfs",
+                        "fix [crio.runtime] cgroup_manager")
+    return HostDriver(manager, f"{path}: [crio.runtime] cgroup_manager = \"{manager}\"")
+
+
+def kubelet_driver(path: Path) -> HostDriver | None:
+    driver = load_yaml(path, "kubelet config").get("cgroupDriver")
+    if driver is None:
+        return HostDriver("cgroupfs", f"{path}: cgroupDriver unset (the kubelet's default, cgroupfs)")
+    if driver not in CGROUP_DRIVERS:
+        raise UserError(f"kubelet config {path}: cgroupDriver '{driver}' is neither systemd nor cgroupfs",
+                        "fix cgroupDriver")
+    return HostDriver(driver, f"{path}: cgroupDriver: {driver}")
+
+
+def host_cgroup_driver(flag: str | None, containerd: Path | None, crio: Path | None,
+                       kubelet: Path | None) -> HostDriver | None:
+    """The host's driver, from the first source that decides: the flag, the containerd
+    handler that runs Kata, CRI-O, the kubelet. None: no source says."""
+    if flag:
+        return HostDriver(flag, "--host-cgroup-driver")
+    for path, read in ((containerd, containerd_driver), (crio, crio_driver), (kubelet, kubelet_driver)):
+        if path is not None:
+            found = read(path)
+            if found is not None:
+                return found
+    return None
+
+
+def kernel_config(path: Path) -> dict[str, str]:
+    """A kernel .config: CONFIG_X -> its value ("y", "m", a string); unset options absent."""
+    options = {}
+    for number, line in enumerate(_read(path, "kernel config").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"(CONFIG_\w+)=(.*)", line)
+        if match is None:
+            raise UserError(f"kernel config {path} line {number}: not CONFIG_NAME=value", "pass a kernel .config")
+        options[match.group(1)] = match.group(2).strip('"')
+    return options
