@@ -222,10 +222,11 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView, runner: Runner) -> Re
     }
     if agent_bytes is not None and recorded.get("sha256"):
         report.agent["verified"] = report.agent["sha256"] == recorded["sha256"]
-        if not report.agent["verified"]:
+        # In agent mode the agent is /sbin/init: a different binary there is "init is not the agent".
+        code = "init-not-agent" if mode == "agent" else "agent-digest-mismatch"
+        if not report.agent["verified"] and code not in {f.code for f in report.findings}:
             report.findings.append(Finding(
-                "error", "agent-digest-mismatch",
-                f"the agent at {agent_path} is not the one osbuilder.yaml records (sha256 "
+                "error", code, f"{agent_path} is not the agent osbuilder.yaml records (sha256 "
                 f"{report.agent['sha256'][:12]}..., recorded {str(recorded['sha256'])[:12]}...)",
                 "rebuild the image, or find out who replaced the agent"))
     elif agent_bytes is None and mode in INIT_MODES:

@@ -44,8 +44,8 @@ def _extract(tarball: Path, workdir: Path, runner: Runner) -> Path | None:
     Only the needed members are extracted, through tarfile's 'data' filter: no absolute
     paths, no '..', no links that leave the tree."""
     listing = runner.run(["tar", "-tf", str(tarball)], check=False)
-    if listing.returncode != 0:
-        return None
+    if listing.returncode != 0 or not listing.stdout.strip():
+        return None  # an ISO's zeroed system area reads as an empty tar: no members, no tarball
     names = {n for n in listing.stdout.splitlines() if Path(n).name.startswith(("kata-", "root_hash"))}
     if not any(Path(n).match(RELEASE_GLOB) for n in names):
         raise UserError(f"tarball '{tarball}' holds no {' or '.join(RELEASE_LINKS)}",

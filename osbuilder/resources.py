@@ -23,3 +23,7 @@ def templates_dir() -> Path:
 
 def recipes_dir() -> Path:
     return Path(os.environ.get("OSBUILDER_RECIPES_DIR") or _data_dir("distros"))
+
+
+def schemas_dir() -> Path:
+    return _data_dir("schemas")

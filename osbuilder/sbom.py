@@ -53,6 +53,7 @@ def write_cyclonedx(data: SbomInput, path: Path) -> None:
     from cyclonedx.model import HashAlgorithm, HashType
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.tool import ToolRepository
     from cyclonedx.output.json import JsonV1Dot6
 
     summary = data.summary
@@ -61,7 +62,7 @@ def write_cyclonedx(data: SbomInput, path: Path) -> None:
                       description=f"{summary.distro} {summary.release} sandbox guest, init mode {summary.init_mode}")
     bom = Bom(serial_number=data.identity, metadata=BomMetaData(
         component=guest, timestamp=data.created,
-        tools=[Component(name=TOOL, version=__version__, type=ComponentType.APPLICATION)]))
+        tools=ToolRepository(components=[Component(name=TOOL, version=__version__, type=ComponentType.APPLICATION)])))
     for artifact in data.artifacts:
         bom.components.add(Component(name=artifact.path.name, type=ComponentType.FILE, bom_ref=f"file:{artifact.path.name}",
                                      hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)]))
@@ -69,6 +70,7 @@ def write_cyclonedx(data: SbomInput, path: Path) -> None:
         purl = data.purl(package.name, package.version, package.architecture)
         bom.components.add(Component(name=package.name, version=package.version, type=ComponentType.LIBRARY,
                                      purl=purl, bom_ref=purl.to_string()))
+    bom.register_dependency(guest, list(bom.components))  # the guest holds them all
     path.write_text(JsonV1Dot6(bom).output_as_string(indent=2) + "\n")
 
 

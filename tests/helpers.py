@@ -228,3 +228,18 @@ def make_busybox_probe_guest(root: Path, arch: str, busybox: Path) -> Path:
     probe = render_probe(Templates(), root.parent / f"{root.name}.probe")
     Provisioner(GuestRoot(root), config, recipe, probe, Templates()).run()
     return root
+
+
+MANIFEST_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "manifest.v1.schema.json"
+
+
+def validate_manifest(path: Path) -> dict:
+    """manifest.json, loaded and validated against its JSON Schema (every test that reads a
+    manifest reads it through here)."""
+    import json
+
+    import jsonschema
+
+    manifest = json.loads(Path(path).read_text())
+    jsonschema.Draft202012Validator(json.loads(MANIFEST_SCHEMA.read_text())).validate(manifest)
+    return manifest

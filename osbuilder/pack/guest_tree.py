@@ -80,7 +80,9 @@ def open_guest_tree(root: Path, init_mode: str | None, arch: str | None = None) 
                         f"drop --init, or rebuild the tree with --init {init_mode}")
     target = _tree_arch(guest, summary, arch)
     try:
-        validate_tree(guest, init_mode, target, require_summary=summary is not None)
+        # Only osbuilder's own summary records the init mode; upstream's (agent-is-init-daemon
+        # alone) is packed like a tree without one.
+        validate_tree(guest, init_mode, target, require_summary=recorded is not None)
     except BuildError as exc:
         raise UserError(f"rootfs '{root}': {exc.message}", exc.hint) from None
     return GuestTree(root=root, mode=get_init_mode(init_mode), arch=target, summary=summary,

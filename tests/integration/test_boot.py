@@ -18,6 +18,7 @@ import pytest
 from osbuilder.guest_layout import SUMMARY_PATH
 from osbuilder.rootfs.summary import parse_summary
 from tests.conftest import run_cli
+from tests.helpers import validate_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +194,7 @@ def test_readme_first_command_builds_and_boots_a_probe_image(cache_dir, boot_cac
     built = run_cli(*build)
     assert built.returncode == 0, built.stderr
     assert "warning: this guest holds osbuilder's probe agent" in built.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = validate_manifest(out / "manifest.json")
     assert manifest["agent"]["probe"] is True and manifest["init_mode"] == "agent"
     assert sorted(a["format"] for a in manifest["artifacts"]) == ["image", "initrd"]
     boot_args = [str(out / Path(arg).name) if arg.startswith("./guest/") else arg for arg in boot_args]

@@ -8,10 +8,13 @@ import os
 import subprocess
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
 from osbuilder.pack.disk import MiB
 from tests.conftest import run_cli
-from tests.helpers import assert_erofs_matches, assert_ext4_matches, fsck_and_rdump_ext4, partition_bytes, snapshot
+from tests.helpers import (assert_erofs_matches, assert_ext4_matches, fsck_and_rdump_ext4, partition_bytes, snapshot,
+                           validate_manifest)
 
 pytestmark = pytest.mark.slow
 EPOCH = "1700000000"
@@ -47,11 +50,23 @@ def test_build_writes_every_format_and_the_manifest(cache_dir, agent_x86_64, tmp
     out = tmp_path / "out"
     result = run_cli("build", "--distro", "debian", "--init", "systemd", "--agent", agent_x86_64,
                      "--cache-dir", cache_dir, "--format", "initrd,image,iso", "--verity", "-o", out,
-                     env={"SOURCE_DATE_EPOCH": EPOCH})
+                     "--sbom", "cyclonedx", "--install-path", out, env={"SOURCE_DATE_EPOCH": EPOCH})
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["kata-containers-initrd.img", "kata-containers.img", "kata-containers.iso",
-                                       "manifest.json", "root_hash.txt"]
-    manifest = json.loads((out / "manifest.json").read_text())
+                                       "kata-runtime.toml", "manifest.json", "root_hash.txt", "sbom.cdx.json"]
+    manifest = validate_manifest(out / "manifest.json")
+    assert len(manifest["packages"]) > 50 and "systemd" in {p["name"] for p in manifest["packages"]}
+    bom = (out / "sbom.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(bom) is None
+    hashes = {c["name"]: c["hashes"][0]["content"] for c in json.loads(bom)["components"] if c["type"] == "file"}
+    assert hashes == {a["file"]: a["sha256"] for a in manifest["artifacts"]}
+    # The runtime configuration fragment build wrote passes check, on the real tree.
+    checked = run_cli("check", "--runtime-config", out / "kata-runtime.toml", "--host-cgroup-driver", "systemd",
+                      "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["checked"][0]["artifact"] == str(out / "kata-containers.img")
+    inspected = json.loads(run_cli("inspect", out / "kata-containers.img", "--json").stdout)
+    assert inspected["packages"]["count"] == len(manifest["packages"]) and inspected["agent"]["verified"] is True
     by_format = {a["format"]: a for a in manifest["artifacts"]}
     for artifact in manifest["artifacts"]:
         data = (out / artifact["file"]).read_bytes()

@@ -9,9 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from spdx_tools.spdx.parser.parse_anything import parse_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from tests.conftest import run_cli
-from tests.helpers import snapshot
+from tests.helpers import snapshot, validate_manifest
 
 pytestmark = pytest.mark.slow
 EPOCH = "1700000000"
@@ -46,6 +48,7 @@ def test_build_writes_initrd_and_manifest_reproducibly(cache_dir, agent_x86_64, 
     env = {"SOURCE_DATE_EPOCH": EPOCH}
     common = ["build", "--distro", "debian", "--init", "agent", "--agent", str(agent_x86_64),
               "--format", "initrd"]
+    common += ["--sbom", "spdx"]
     cached = run_cli(*common, "--cache-dir", cache_dir, "-o", tmp_path / "one", env=env)
     assert cached.returncode == 0, cached.stderr
     fresh = run_cli(*common, "-o", tmp_path / "two", "--json", env=env)  # bootstraps afresh from the mirror
@@ -55,12 +58,22 @@ def test_build_writes_initrd_and_manifest_reproducibly(cache_dir, agent_x86_64, 
     assert [a["path"] for a in report["artifacts"]] == [str(tmp_path / "two" / "kata-containers-initrd.img")]
 
     one, two = tmp_path / "one", tmp_path / "two"
-    assert sorted(os.listdir(one)) == ["kata-containers-initrd.img", "manifest.json"]
+    assert sorted(os.listdir(one)) == ["kata-containers-initrd.img", "kata-runtime.toml", "manifest.json",
+                                       "sbom.spdx.json"]
+    for name in sorted(set(os.listdir(one)) - {"manifest.json"}):  # it records --cache-dir and -o
+        # The fresh bootstrap and the cached one give the same bytes, SBOM included.
+        assert (one / name).read_bytes() == (two / name).read_bytes(), f"two builds differ in {name}"
     initrd = (one / "kata-containers-initrd.img").read_bytes()
-    assert initrd == (two / "kata-containers-initrd.img").read_bytes(), "two builds differ"
     assert initrd[:2] == b"\x1f\x8b"
 
-    manifest = json.loads((one / "manifest.json").read_text())
+    manifest = validate_manifest(one / "manifest.json")
+    names = [p["name"] for p in manifest["packages"]]
+    assert {"dbus", "chrony", "libc6", "libseccomp2"} <= set(names) and names == sorted(names)
+    assert all(p["architecture"] in ("amd64", "all") for p in manifest["packages"])
+    assert [s["file"] for s in manifest["sidecars"]] == ["kata-runtime.toml", "sbom.spdx.json"]
+    spdx = parse_file(str(one / "sbom.spdx.json"))
+    assert validate_full_spdx_document(spdx) == []
+    assert len([p for p in spdx.packages if p.external_references]) == len(names)
     assert manifest["init_mode"] == "agent" and manifest["cgroup_driver"] == "cgroupfs"
     assert manifest["source_date_epoch"] == int(EPOCH)
     assert manifest["config"]["distro"] == "debian" and manifest["config"]["formats"] == ["initrd"]

@@ -19,7 +19,7 @@ from tests.helpers import make_minimal_guest
 
 pytestmark = pytest.mark.slow
 
-SHIPPED = ("osbuilder", "distros", "templates", "setup.py", "pyproject.toml", "README.md")
+SHIPPED = ("osbuilder", "distros", "templates", "schemas", "setup.py", "pyproject.toml", "README.md")
 
 
 def test_a_wheel_installed_elsewhere_finds_its_recipes_and_templates(tmp_path: Path, host_agent: Path):
@@ -55,7 +55,8 @@ def test_a_wheel_installed_elsewhere_finds_its_recipes_and_templates(tmp_path: P
 
     rendered = subprocess.run([venv / "bin/python", "-c",
                                "from osbuilder.templates import Templates; from osbuilder.resources import "
-                               "templates_dir; print(templates_dir()); "
+                               "templates_dir, schemas_dir; print(templates_dir()); "
+                               "assert (schemas_dir() / 'manifest.v1.schema.json').is_file(); "
                                "print(Templates().render('kata-agent.service.j2', agent_path='/usr/bin/kata-agent'))"],
                               capture_output=True, text=True, cwd=elsewhere)
     assert rendered.returncode == 0, rendered.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
-import json
 import lzma
 import struct
 import subprocess
@@ -23,7 +22,7 @@ from osbuilder.pack.cpio import NewcWriter
 from osbuilder.runner import Runner
 from osbuilder.templates import Templates
 from tests.conftest import run_cli
-from tests.helpers import fake_bootstrap
+from tests.helpers import fake_bootstrap, validate_manifest
 from tests.unit.test_cli_errors import assert_refused
 
 LINE = ("OSBUILDER-PROBE pid=1 init_mode=true systemd=false cgroup=v1 host_cgroup_driver=systemd "
@@ -232,7 +231,7 @@ def test_manifest_records_the_probe(tmp_path: Path):
     summary = Summary("x86_64", "debian", "bookworm", (), (), "agent", "osbuilder:probe", "unknown", "0" * 64, None,
                       probe=True)
     write_manifest(tmp_path / "manifest.json", config.as_json(), summary, [], 0)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = validate_manifest(tmp_path / "manifest.json")
     assert manifest["agent"]["probe"] is True and manifest["config"]["probe_agent"] is True
     assert manifest["config"]["agent"] is None
 
