@@ -19,6 +19,7 @@ from osbuilder.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, SHELL, S
 from osbuilder.initmode import INIT_MODES, INIT_SHAPES, LAUNCHER
 from osbuilder.pack.artifact import ArtifactInfo
 from osbuilder.pack.disk import PFN_OFFSET, PFN_SIZE, fletcher64
+from osbuilder.pack.fs import get_filesystem
 from osbuilder.pack.image import ROOT_HASH_NAME
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.read.summary import open_view, summary_of
@@ -111,7 +112,7 @@ def _wanted_by(view: GuestView, target: str, unit: str) -> bool:
     return False
 
 
-def _layout(artifact: ArtifactInfo, runner: Runner) -> dict[str, Any]:
+def _layout(artifact: ArtifactInfo, view: GuestView) -> dict[str, Any]:
     layout: dict[str, Any] = {"format": artifact.kind}
     if artifact.codec is not None:
         layout["compression"] = artifact.codec.name
@@ -136,25 +137,11 @@ def _layout(artifact: ArtifactInfo, runner: Runner) -> dict[str, Any]:
     sidecar = artifact.path.with_name(ROOT_HASH_NAME)
     layout["verity"] = {"hash_partition": artifact.verity,
                         "root_hash_sidecar": str(sidecar) if artifact.verity and sidecar.is_file() else None}
-    start, length = artifact.partitions[0]
-    layout["filesystem"] = {"type": artifact.fs, "size": length, "used": _fs_used(artifact, runner)}
+    length = artifact.partitions[0][1]
+    # A content-sized filesystem (erofs) is exactly as large as what it holds.
+    used = length if get_filesystem(artifact.fs or "").content_sized else view.used_bytes()
+    layout["filesystem"] = {"type": artifact.fs, "size": length, "used": used}
     return layout
-
-
-def _fs_used(artifact: ArtifactInfo, runner: Runner) -> int | None:
-    """Bytes in use: ext4 from its superblock; erofs is exactly as large as its content."""
-    start, length = artifact.partitions[0]
-    if artifact.fs == "ext4":
-        out = runner.run(["dumpe2fs", "-h", f"{artifact.path}?offset={start}"], check=False).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        try:
-            block = int(fields["Block size"])
-            return (int(fields["Block count"]) - int(fields["Free blocks"])) * block
-        except (KeyError, ValueError):
-            return None
-    if artifact.fs == "erofs":
-        return length
-    return None
 
 
 def inspect_artifact(path: Path, workdir: Path, runner: Runner) -> Report:
@@ -165,7 +152,7 @@ def inspect_artifact(path: Path, workdir: Path, runner: Runner) -> Report:
 
 def _inspect_view(artifact: ArtifactInfo, view: GuestView, runner: Runner) -> Report:
     summary = summary_of(view, str(artifact.path))
-    report = Report(artifact, summary, layout=_layout(artifact, runner))
+    report = Report(artifact, summary, layout=_layout(artifact, view))
     facts = report.facts
     recorded = recorded_agent(summary)
     ours = (summary or {}).get("osbuilder", {}) if isinstance((summary or {}).get("osbuilder"), dict) else {}

@@ -54,6 +54,10 @@ class GuestView(ABC):
     def close(self) -> None:
         """Release scratch files."""
 
+    def used_bytes(self) -> int | None:
+        """Bytes the filesystem has in use, where its tools say (None: unknown)."""
+        return None
+
     def __enter__(self) -> "GuestView":
         return self
 

@@ -135,6 +135,14 @@ class Ext4View(GuestView):
     def _quoted(path: str) -> str:
         return '"' + path.replace('"', '\\"') + '"'
 
+    def used_bytes(self) -> int | None:
+        out = self.runner.run(["dumpe2fs", "-h", self.device], check=False).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        try:
+            return (int(fields["Block count"]) - int(fields["Free blocks"])) * int(fields["Block size"])
+        except (KeyError, ValueError):
+            return None
+
     def _lstat(self, path: str) -> Node | None:
         out, _ = self._debugfs(f"stat {self._quoted(path)}")
         mode = re.search(r"Mode:\s+(\d+)", out)

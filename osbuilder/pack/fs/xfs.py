@@ -146,6 +146,13 @@ class XfsView(GuestView):
     def _db(self, *commands: str) -> dict[str, str]:
         return dict(re.findall(r"^([\w.]+) = (.*)$", self._run(*commands), re.M))
 
+    def used_bytes(self) -> int | None:
+        fields = self._db("sb 0", "print dblocks fdblocks")
+        try:
+            return (int(fields["dblocks"]) - int(fields["fdblocks"])) * self.block
+        except (KeyError, ValueError):
+            return None
+
     def _lstat(self, path: str) -> Node | None:
         fields = self._db(f"path {path}", "print core.mode core.size")
         if "core.mode" not in fields:
