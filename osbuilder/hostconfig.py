@@ -117,25 +117,24 @@ def containerd_driver(path: Path) -> HostDriver | None:
     return None
 
 
+def _driver_setting(path: Path, what: str, setting: str, value: Any, default: str) -> HostDriver:
+    """A driver named by one setting: unset means the manager's default."""
+    if value is None:
+        return HostDriver(default, f"{path}: {setting} unset ({what}'s default, {default})")
+    if value not in CGROUP_DRIVERS:
+        raise UserError(f"{what} config {path}: {setting} '{value}' is neither systemd nor cgroupfs",
+                        f"fix {setting}")
+    return HostDriver(value, f"{path}: {setting} = {value}")
+
+
 def crio_driver(path: Path) -> HostDriver | None:
-    data = load_toml(path, "CRI-O config")
-    manager = _dig(data, "crio", "runtime", "cgroup_manager")
-    if manager is None:
-        return HostDriver("systemd", f"{path}: [crio.runtime] cgroup_manager unset (CRI-O's default, systemd)")
-    if manager not in CGROUP_DRIVERS:
-        raise UserError(f"CRI-O config {path}: cgroup_manager '{manager}' is neither systemd nor cgroupfs",
-                        "fix [crio.runtime] cgroup_manager")
-    return HostDriver(manager, f"{path}: [crio.runtime] cgroup_manager = \"{manager}\"")
+    manager = _dig(load_toml(path, "CRI-O config"), "crio", "runtime", "cgroup_manager")
+    return _driver_setting(path, "CRI-O", "[crio.runtime] cgroup_manager", manager, "systemd")
 
 
 def kubelet_driver(path: Path) -> HostDriver | None:
     driver = load_yaml(path, "kubelet config").get("cgroupDriver")
-    if driver is None:
-        return HostDriver("cgroupfs", f"{path}: cgroupDriver unset (the kubelet's default, cgroupfs)")
-    if driver not in CGROUP_DRIVERS:
-        raise UserError(f"kubelet config {path}: cgroupDriver '{driver}' is neither systemd nor cgroupfs",
-                        "fix cgroupDriver")
-    return HostDriver(driver, f"{path}: cgroupDriver: {driver}")
+    return _driver_setting(path, "kubelet", "cgroupDriver", driver, "cgroupfs")
 
 
 def host_cgroup_driver(flag: str | None, containerd: Path | None, crio: Path | None,

@@ -225,7 +225,7 @@ def test_the_host_driver_sources_in_order(artifacts, tmp_path: Path):
     report = check(initrd, "--containerd-config", no_kata, "--crio-config", crio)[1]
     assert "crio.conf" in report["host_cgroup_driver"]["source"]
     report = check(initrd, "--kubelet-config", kubelet)[1]
-    assert report["host_cgroup_driver"] == {"value": "cgroupfs", "source": f"{kubelet}: cgroupDriver: cgroupfs"}
+    assert report["host_cgroup_driver"] == {"value": "cgroupfs", "source": f"{kubelet}: cgroupDriver = cgroupfs"}
     report = check(initrd, "--host-cgroup-driver", "cgroupfs", "--crio-config", crio)[1]
     assert report["host_cgroup_driver"]["source"] == "--host-cgroup-driver" and codes(report) == []
     text = run_cli("check", initrd, "--crio-config", crio)
