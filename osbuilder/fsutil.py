@@ -15,7 +15,7 @@ import os
 import shutil
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from osbuilder.errors import BuildError, UserError
 
@@ -120,12 +120,27 @@ class GuestRoot:
         return self.write_text(self.guest_path_of(path), text, mode)
 
     def copy_file(self, host_source: Path, guest_path: str, mode: int = 0o755) -> Path:
+        with open(host_source, "rb") as src:
+            return self.write_stream(guest_path, src, mode)
+
+    def write_stream(self, guest_path: str, source: BinaryIO, mode: int = 0o644) -> Path:
+        """A regular file from a stream, never written through a link."""
         path = self._parent_for_write(guest_path)
         self._clear(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with open(host_source, "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        with os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(source, dst, 1 << 20)
         os.chmod(path, mode, follow_symlinks=False)
+        return path
+
+    def hardlink(self, guest_path: str, existing: str) -> Path:
+        """A second name for the regular file at `existing` (resolved inside the tree)."""
+        target = self.resolve(existing, follow_final=False)
+        if target.is_symlink() or not target.is_file():
+            raise BuildError(f"cannot link {guest_path} to {existing}: not a regular file in {self.root}")
+        path = self._parent_for_write(guest_path)
+        self._clear(path)
+        os.link(target, path, follow_symlinks=False)
         return path
 
     def copy_tree(self, host_source: Path, guest_path: str) -> Path:
@@ -157,14 +172,18 @@ class GuestRoot:
         return path
 
     def mknod_char(self, guest_path: str, major: int, minor: int, mode: int = 0o666) -> Path:
+        return self.make_special(guest_path, stat.S_IFCHR | mode, os.makedev(major, minor))
+
+    def make_special(self, guest_path: str, mode: int, device: int) -> Path:
+        """A device node or fifo (`mode` carries its type)."""
         path = self._parent_for_write(guest_path)
         self._clear(path)
         try:
-            os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
+            os.mknod(path, mode, device)
         except PermissionError:
             raise UserError(f"cannot create device node {guest_path}: creating device nodes needs root",
                             "run osbuilder as root") from None
-        os.chmod(path, mode)
+        os.chmod(path, stat.S_IMODE(mode))
         return path
 
     def remove(self, guest_path: str) -> None:

@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 from osbuilder.errors import UserError
-from osbuilder.pack.compress import codec_of
+from osbuilder.tarballs import plain_tarball
 from osbuilder.runner import Runner
 
 # The names the runtime's configuration points at (variants add a suffix).
@@ -50,15 +50,7 @@ def _extract(tarball: Path, workdir: Path, runner: Runner) -> Path | None:
     if not any(Path(n).match(RELEASE_GLOB) for n in names):
         raise UserError(f"tarball '{tarball}' holds no {' or '.join(RELEASE_LINKS)}",
                         "pass a Kata release tarball such as kata-static-rootfs-image.tar.zst")
-    plain = workdir / "release.tar"
-    with open(tarball, "rb") as f:
-        codec = codec_of(f.read(16))
-    if codec is not None and codec.decompress:
-        with open(plain, "wb") as out, open(tarball, "rb") as src, runner.pipe_to(codec.decompress, out) as stdin:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                stdin.write(chunk)
-    else:
-        plain = tarball
+    plain = plain_tarball(tarball, workdir, runner)
     root = workdir / "release"
     root.mkdir()
     try:

@@ -1,0 +1,110 @@
+"""Unpacking a tarball into a guest tree without ever touching the host outside it.
+
+Every member is checked before anything is written (so a refused archive leaves nothing
+half-unpacked): no absolute names, no `..`, no symlink whose relative target climbs out of
+the tree, no hard link to anything but a path inside it, no device node unless the payload
+allows them. Then every member is written through GuestRoot, which resolves links inside
+the tree and never writes through one, so even a link that an earlier member planted (or
+the tree already had) cannot lead a later member onto the host. Python's tarfile data filter
+is the model; absolute symlink targets are allowed because in a guest they mean the guest's
+own paths (/etc/resolv.conf -> /run/...).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder.errors import UserError
+from osbuilder.fsutil import GuestRoot
+from osbuilder.runner import Runner
+from osbuilder.tarballs import plain_tarball
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    members: int
+    files: tuple[str, ...]  # guest paths of the regular files written
+
+
+def _refuse(archive: Path, member: str, why: str) -> UserError:
+    return UserError(f"{archive}: member '{member}' {why}", "fix the archive; nothing was unpacked")
+
+
+def _guest_name(archive: Path, member_name: str, what: str = "has") -> str | None:
+    """The guest path of an archive name ("./usr/bin/x" -> "/usr/bin/x"); None for the top."""
+    if member_name.startswith("/"):
+        raise _refuse(archive, member_name, f"{what} an absolute name")
+    parts = [p for p in member_name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(archive, member_name, f"{what} a '..' component")
+    return "/" + "/".join(parts) if parts else None
+
+
+def _check_member(archive: Path, member: tarfile.TarInfo, name: str, allow_devices: bool) -> None:
+    if member.issym():
+        target = member.linkname
+        if not target.startswith("/"):
+            # Relative to the tree's top: a target that needs more '..' than it has depth leaves it.
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name).lstrip("/") or ".", target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise _refuse(archive, member.name, f"is a symlink that leaves the tree ({target})")
+    elif member.islnk():
+        link = member.linkname
+        if link.startswith("/") or ".." in link.split("/") or _guest_name(archive, link) is None:
+            raise _refuse(archive, member.name, f"is a hard link outside the tree ({link})")
+    elif member.ischr() or member.isblk():
+        if not allow_devices:
+            raise _refuse(archive, member.name, "is a device node, which this payload may not hold")
+    elif not (member.isdir() or member.isreg() or member.isfifo()):
+        raise _refuse(archive, member.name, "is of a type osbuilder does not unpack")
+
+
+def safe_extract(archive: Path, guest: GuestRoot, workdir: Path, runner: Runner, *,
+                 allow_devices: bool = False, owners: bool = True) -> Unpacked:
+    """Unpack `archive` (any compression) over the tree; refuse it whole on any bad member."""
+    plain = plain_tarball(archive, workdir, runner)
+    try:
+        with tarfile.open(plain) as tar:
+            members = [(m, _guest_name(archive, m.name)) for m in tar.getmembers()]
+            for member, name in members:
+                if name is not None:
+                    _check_member(archive, member, name, allow_devices)
+            files = []
+            chown = owners and os.geteuid() == 0
+            for member, name in members:
+                if name is None:
+                    continue
+                mode = member.mode & 0o7777
+                if member.isdir():
+                    path = guest.mkdir(name, mode)
+                    os.chmod(path, mode)
+                elif member.isreg():
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    path = guest.write_stream(name, source, mode)
+                    files.append(name)
+                elif member.issym():
+                    path = guest.symlink(name, member.linkname)
+                elif member.islnk():
+                    path = guest.hardlink(name, _guest_name(archive, member.linkname) or "/")
+                elif member.isfifo():
+                    path = guest.make_special(name, stat.S_IFIFO | mode, 0)
+                else:
+                    kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+                    path = guest.make_special(name, kind | mode, os.makedev(member.devmajor, member.devminor))
+                if chown:
+                    os.chown(path, member.uid, member.gid, follow_symlinks=False)
+                    if not member.issym() and mode & 0o7000:
+                        os.chmod(path, mode)  # chown clears setuid/setgid
+                os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+    except tarfile.TarError as exc:
+        raise UserError(f"'{archive}' is not a readable tarball ({exc})", "pass a tar archive") from None
+    finally:
+        if plain != archive:
+            plain.unlink(missing_ok=True)
+    return Unpacked(len(members), tuple(files))
