@@ -87,10 +87,15 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
         raise UserError(f"distro '{recipe.name}' supports only init mode "
                         f"'{' or '.join(recipe.init_modes)}' (got '{given.init}')",
                         f"pass --init {recipe.init_modes[0]}")
-    if given.probe_agent and given.agent is not None:
-        raise UserError("--agent and --probe-agent exclude each other", "pass one of them")
-    if not given.probe_agent and given.agent is None:
-        raise UserError("no agent given", "pass --agent FILE, or --probe-agent for a boot smoke test")
+    sources = [flag for flag, given_value in (("--agent", given.agent), ("--agent-tarball", given.agent_tarball),
+                                              ("--probe-agent", given.probe_agent)) if given_value]
+    if len(sources) > 1:
+        raise UserError(f"{' and '.join(sources)} exclude each other", "pass one of them")
+    if not sources:
+        raise UserError("no agent given", "pass --agent FILE, or --probe-agent for a boot smoke test (or --agent "
+                        "URL, or --agent-tarball)")
+    if given.agent_sha256 is not None and given.probe_agent:
+        raise UserError("--agent-sha256 pins a downloaded or given agent, not the probe", "drop --agent-sha256")
     release = given.release or recipe.default_release
     if release not in recipe.releases:
         raise UserError(f"distro '{recipe.name}' has no release '{release}'",

@@ -163,9 +163,14 @@ class SystemdInit(InitMode):
 
     def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
         guest.copy_file(agent.path, self.agent_path, 0o755)
-        guest.write_text(f"{UNIT_DIR}/kata-agent.service",
-                         templates.render("kata-agent.service.j2", agent_path=self.agent_path))
-        guest.write_text(f"{UNIT_DIR}/kata-containers.target", templates.render("kata-containers.target.j2"))
+        # Units that came with the agent (Kata's agent tarball) win over osbuilder's templates.
+        rendered = {"kata-agent.service": lambda: templates.render("kata-agent.service.j2", agent_path=self.agent_path),
+                    "kata-containers.target": lambda: templates.render("kata-containers.target.j2")}
+        for unit, render in rendered.items():
+            if unit in agent.units:
+                guest.copy_file(agent.units[unit], f"{UNIT_DIR}/{unit}", 0o644)
+            else:
+                guest.write_text(f"{UNIT_DIR}/{unit}", render())
         guest.symlink(f"{ETC_UNIT_DIR}/basic.target.wants/kata-containers.target",
                       f"{UNIT_DIR}/kata-containers.target")
         guest.symlink(f"{ETC_UNIT_DIR}/kata-containers.target.wants/dbus.socket", f"{UNIT_DIR}/dbus.socket")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import magic
 
@@ -12,6 +13,9 @@ from osbuilder.elf import read_elf_header
 from osbuilder.errors import UserError
 from osbuilder.fsutil import sha256_file
 
+if TYPE_CHECKING:
+    from osbuilder.runner import Runner
+
 
 @dataclass(frozen=True)
 class AgentBinary:
@@ -19,6 +23,8 @@ class AgentBinary:
     sha256: str
     description: str  # what the file is, for people
     probe: bool = False  # osbuilder's probe agent (rootfs.probe), not a real agent
+    # Systemd units that came with the agent (Kata's agent tarball): unit name -> file.
+    units: dict[str, Path] = field(default_factory=dict)
 
 
 def check_agent(path: Path, target: Arch) -> AgentBinary:
@@ -37,3 +43,35 @@ def check_agent(path: Path, target: Arch) -> AgentBinary:
         raise UserError(f"agent is {found}, target is {target.name}",
                         f"pass an agent built for {target.rust_target} or use --arch {found}")
     return AgentBinary(path=path, sha256=sha256_file(path), description=f"ELF executable for {target.name}")
+
+
+def check_pinned(path: Path, sha256: str | None) -> None:
+    """A local agent (or tarball) given with --agent-sha256 must have that digest."""
+    if sha256 is not None and sha256_file(path) != sha256.lower():
+        raise UserError(f"'{path}' has sha256 {sha256_file(path)}, not the pinned {sha256.lower()}",
+                        "check the file and the digest; nothing was installed")
+
+
+def agent_from_tarball(tarball: Path, into: Path, target: Arch, workdir: Path, runner: "Runner") -> AgentBinary:
+    """Kata's agent release tarball (reference section 11), unpacked safely into `into`:
+    usr/bin/kata-agent, and the units it ships, which then replace osbuilder's."""
+    from osbuilder.fsutil import GuestRoot
+    from osbuilder.guest_layout import AGENT_PATH, UNIT_DIR
+    from osbuilder.rootfs.extract import safe_extract
+
+    into.mkdir(parents=True, exist_ok=True)
+    guest = GuestRoot(into)
+    safe_extract(tarball, guest, workdir, runner, owners=False)
+    binary = guest.resolve(AGENT_PATH)
+    if not binary.is_file():
+        raise UserError(f"agent tarball '{tarball}' holds no {AGENT_PATH.lstrip('/')}",
+                        "pass Kata's kata-static-agent tarball")
+    agent = check_agent(binary, target)
+    units = {name: guest.resolve(f"{UNIT_DIR}/{name}") for name in AGENT_UNITS
+             if guest.resolve(f"{UNIT_DIR}/{name}").is_file()}
+    return AgentBinary(path=agent.path, sha256=agent.sha256, description=f"{agent.description}, from {tarball.name}",
+                       units=units)
+
+
+# The units an agent tarball may bring (they replace osbuilder's templates in systemd mode).
+AGENT_UNITS = ("kata-agent.service", "kata-containers.target")

@@ -30,8 +30,13 @@ class RootfsOptions(RecipeSource):
     distro: str = setting(help="distribution recipe to build from (see `osbuilder distros`)", required=True)
     init: str = setting(help="how the agent starts: as PID 1 (agent) or as a systemd service (systemd)",
                         choices=lambda: INIT_MODES, required=True)
-    agent: Path | None = setting(None, help="agent executable to install (an ELF for --arch)", metavar="FILE",
-                                 parse=as_path)
+    agent: str | None = setting(None, help="agent executable to install (an ELF for --arch): a file, or an "
+                                "http(s) URL downloaded and checked against --agent-sha256", metavar="PATH|URL")
+    agent_tarball: str | None = setting(None, help="Kata's agent release tarball (kata-static-agent.tar.zst): "
+                                        "usr/bin/kata-agent and, optionally, its systemd units; a file or URL",
+                                        metavar="PATH|URL")
+    agent_sha256: str | None = setting(None, help="the sha256 the agent (or agent tarball) must have; a download "
+                                       "without it is not pinned and warns", metavar="HEX")
     probe_agent: bool = setting(False, help="install osbuilder's probe agent instead of an agent: a smoke test "
                                 "that reports the init mode and cgroup driver at boot, then powers off "
                                 "(for `osbuilder boot`, never for production)", boolean=True)

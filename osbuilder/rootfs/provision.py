@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
+from osbuilder.fetch import is_url
 from osbuilder.fsutil import GuestRoot
 from osbuilder.guest_layout import (CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
                                     SUMMARY_PATH, UNIT_DIR, VAR_TMP, VAR_TMP_TARGET, VOLATILE_VAR_DIRS)
@@ -70,6 +72,11 @@ class Provisioner:
                 self.templates.render("chrony.service.override.conf.j2",
                                       exec_start=exec_start, read_write_paths=read_write))
 
+    def agent_url(self) -> str:
+        """Where the agent came from: its URL, or the name of the file or tarball it was given as."""
+        source = self.options.agent_tarball or self.options.agent
+        return _agent_source_url(source, self.agent.probe, self.agent.path)
+
     def write_summary(self) -> Summary:
         options = self.options
         summary = Summary(
@@ -79,7 +86,7 @@ class Provisioner:
             default_packages=self.recipe.packages_for(options.arch, options.init, options.seccomp),
             extra_packages=options.extra_packages,
             init_mode=options.init,
-            agent_url="osbuilder:probe" if self.agent.probe else f"file:{self.agent.path.name}",
+            agent_url=self.agent_url(),
             agent_version=options.agent_version,
             agent_sha256=self.agent.sha256,
             creation_epoch=options.source_date_epoch,
@@ -88,6 +95,14 @@ class Provisioner:
         )
         self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
         return summary
+
+
+def _agent_source_url(source: str | None, probe: bool, fallback: Path) -> str:
+    if probe:
+        return "osbuilder:probe"
+    if source and is_url(source):
+        return source
+    return f"file:{Path(source).name if source else fallback.name}"
 
 
 def _chrony_service_changes(unit_text: str) -> tuple[str, list[str]]:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from osbuilder.fsutil import GuestRoot, clamp_mtimes
 from osbuilder.recipes import Recipe
-from osbuilder.rootfs.agent import AgentBinary, check_agent
+from osbuilder.errors import UserError
+from osbuilder.fetch import fetch, is_url
+from osbuilder.rootfs.agent import AgentBinary, agent_from_tarball, check_agent, check_pinned
 from osbuilder.rootfs.bootstrap import bootstrap
 from osbuilder.rootfs.options import RootfsOptions
 from osbuilder.rootfs.probe import render_probe
@@ -26,13 +28,32 @@ PROBE_WARNING = ("this guest holds osbuilder's probe agent, not a sandbox agent:
                  "and powers off (use it with `osbuilder boot`, never in production)")
 
 
-def resolve_agent(options: RootfsOptions, workdir: Path) -> AgentBinary:
-    """The agent to install: the user's ELF, checked against the target, or the probe."""
+def agent_needs_staging(options: RootfsOptions) -> bool:
+    """Agents that must be made or fetched into scratch space (the rest are checked before any)."""
+    return options.probe_agent or options.agent_tarball is not None or is_url(options.agent or "")
+
+
+def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> AgentBinary:
+    """The agent to install: the user's ELF (a file or a download, pinned by --agent-sha256),
+    Kata's agent tarball, or the probe; checked against the target."""
     if options.probe_agent:
         log.warning("warning: %s", PROBE_WARNING)
         return render_probe(Templates(), workdir / "osbuilder-probe")
-    assert options.agent is not None
-    return check_agent(options.agent, options.target)
+    source = options.agent_tarball or options.agent
+    assert source is not None
+    if is_url(source):
+        name = "agent.tarball" if options.agent_tarball else "kata-agent"
+        path = fetch(source, options.agent_sha256, workdir / name, options.cache_dir, progress=runner.progress)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            flag = "--agent-tarball" if options.agent_tarball else "--agent"
+            raise UserError(f"agent file '{path}' does not exist", f"pass {flag} the path of the agent")
+        check_pinned(path, options.agent_sha256)
+    if options.agent_tarball:
+        return agent_from_tarball(path, workdir / "agent-tarball", options.target, workdir, runner)
+    agent = check_agent(path, options.target)
+    return agent
 
 
 @dataclass(frozen=True)
@@ -62,9 +83,9 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
 def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bool, runner: Runner) -> RootfsResult:
     output = check_output_dir(output, force)
     # A wrong agent is refused before any staging exists; the probe is rendered inside it.
-    agent = None if options.probe_agent else resolve_agent(options, output)
+    agent = None if agent_needs_staging(options) else resolve_agent(options, output, runner)
     with Staging(output) as stage:
-        agent = agent or resolve_agent(options, stage.work)
+        agent = agent or resolve_agent(options, stage.work, runner)
         tree = stage.path / "rootfs"
         summary = build_rootfs_into(tree, stage.work, options, recipe, agent, runner)
         stage.commit(tree)

@@ -1,0 +1,102 @@
+"""Agent sources: Kata's agent release tarball (its units win in systemd mode), downloads
+through rootfs's own resolution, and pinning of local files."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from osbuilder.config import make_rootfs_options
+from osbuilder.errors import UserError
+from osbuilder.fsutil import GuestRoot
+from osbuilder.rootfs.provision import Provisioner
+from osbuilder.rootfs.stage import resolve_agent
+from osbuilder.rootfs.validate import validate_tree
+from osbuilder.runner import Runner
+from osbuilder.templates import Templates
+from tests.helpers import fake_bootstrap
+from tests.unit.test_fetch import AGENT, AGENT_SHA, server  # noqa: F401 - the fixture
+
+KATA_UNIT = b"[Unit]\nDescription=Kata Containers Agent (from the release tarball)\n" \
+            b"Wants=kata-containers.target\n[Service]\nType=simple\nExecStart=/usr/bin/kata-agent\n"
+KATA_TARGET = b"[Unit]\nDescription=Kata target (from the release tarball)\nRequires=basic.target\n" \
+              b"Requires=kata-agent.service\n"
+
+
+def agent_tarball(path: Path, with_units: bool = True) -> Path:
+    """Kata's kata-static-agent tarball: usr/bin/kata-agent and its units, zstd-compressed."""
+    plain = path.with_suffix("")
+    with tarfile.open(plain, "w") as tar:
+        members = [("./usr/bin/kata-agent", AGENT, 0o755)]
+        if with_units:
+            members += [("./usr/lib/systemd/system/kata-agent.service", KATA_UNIT, 0o644),
+                        ("./usr/lib/systemd/system/kata-containers.target", KATA_TARGET, 0o644)]
+        for name, data, mode in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    subprocess.run(["zstd", "-q", "-f", "--rm", str(plain), "-o", str(path)], check=True)
+    return path
+
+
+def provision_from(tmp_path: Path, mode: str, **values) -> GuestRoot:
+    root = tmp_path / "rootfs"
+    fake_bootstrap(root, with_systemd=mode == "systemd")
+    options, recipe = make_rootfs_options({"distro": "debian", "init": mode, "arch": "x86_64", **values})
+    options = dataclasses.replace(options, source_date_epoch=1700000000)
+    work = tmp_path / "work"
+    work.mkdir()
+    agent = resolve_agent(options, work, Runner())
+    guest = GuestRoot(root)
+    Provisioner(guest, options, recipe, agent, Templates()).run()
+    validate_tree(guest, mode, options.target, agent)
+    return guest
+
+
+@pytest.mark.parametrize("mode", ["agent", "systemd"])
+def test_the_agent_tarball_installs_its_agent_and_units(tmp_path: Path, mode: str):
+    tarball = agent_tarball(tmp_path / "kata-static-agent.tar.zst")
+    guest = provision_from(tmp_path, mode, agent_tarball=str(tarball))
+    installed = guest.resolve("/sbin/init" if mode == "agent" else "/usr/bin/kata-agent")
+    assert hashlib.sha256(installed.read_bytes()).hexdigest() == AGENT_SHA
+    if mode == "systemd":
+        assert guest.read_text("/usr/lib/systemd/system/kata-agent.service") == KATA_UNIT.decode()
+        assert guest.read_text("/usr/lib/systemd/system/kata-containers.target") == KATA_TARGET.decode()
+    else:
+        assert not guest.exists("/usr/lib/systemd/system/kata-agent.service")
+    summary = guest.read_text("/var/lib/osbuilder/osbuilder.yaml")
+    assert 'url: "file:kata-static-agent.tar.zst"' in summary and AGENT_SHA in summary
+
+
+def test_without_units_the_tarball_agent_gets_osbuilders(tmp_path: Path):
+    tarball = agent_tarball(tmp_path / "agent.tar.zst", with_units=False)
+    guest = provision_from(tmp_path, "systemd", agent_tarball=str(tarball))
+    assert "Description=Kata Containers Agent\n" in guest.read_text("/usr/lib/systemd/system/kata-agent.service")
+
+
+def test_a_tarball_without_the_agent_is_refused(tmp_path: Path):
+    empty = tmp_path / "empty.tar"
+    with tarfile.open(empty, "w") as tar:
+        tar.addfile(tarfile.TarInfo("./usr/share/doc"), None)
+    with pytest.raises(UserError, match="holds no usr/bin/kata-agent"):
+        provision_from(tmp_path, "agent", agent_tarball=str(empty))
+
+
+def test_a_downloaded_agent_is_pinned(server, tmp_path: Path):  # noqa: F811
+    tarball = agent_tarball(tmp_path / "kata-static-agent.tar.zst")
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    with pytest.raises(UserError, match="not the pinned"):
+        provision_from(tmp_path, "agent", agent=f"{server}/agent", agent_sha256=digest)
+    guest = provision_from(tmp_path / "ok", "agent", agent=f"{server}/agent", agent_sha256=AGENT_SHA)
+    assert f'url: "{server}/agent"' in guest.read_text("/var/lib/osbuilder/osbuilder.yaml")
+
+
+def test_agent_sources_exclude_each_other(tmp_path: Path):
+    with pytest.raises(UserError, match="--agent and --agent-tarball exclude each other"):
+        make_rootfs_options({"distro": "debian", "init": "agent", "agent": "/bin/busybox", "agent_tarball": "x"})

@@ -1,0 +1,119 @@
+"""Agent downloads from a real HTTP server on 127.0.0.1: pinned, retried where it helps,
+bounded in time, cached by digest, and never left half-written."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from osbuilder.errors import BuildError, UserError
+from osbuilder.fetch import FetchPolicy, fetch
+from tests.conftest import run_cli
+
+AGENT = Path("/bin/busybox").read_bytes()
+AGENT_SHA = hashlib.sha256(AGENT).hexdigest()
+FAST = FetchPolicy(connect_timeout=2, read_timeout=0.5, attempts=3, backoff=0.01)
+
+
+class Handler(BaseHTTPRequestHandler):
+    hits: dict[str, int] = {}
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, body: bytes, status: int = 200, length: int | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        self.hits[path] = self.hits.get(path, 0) + 1
+        if path == "/agent":
+            self._send(AGENT)
+        elif path == "/wrong":
+            self._send(AGENT + b"tampered")
+        elif path == "/flaky":  # fails twice, then recovers
+            self._send(AGENT) if self.hits[path] > 2 else self._send(b"busy", 503)
+        elif path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(AGENT)))
+            self.end_headers()
+            self.wfile.write(AGENT[:1000])
+            self.wfile.flush()
+            time.sleep(3)  # the client's read timeout fires long before this
+        elif path == "/truncated":
+            self._send(AGENT[: len(AGENT) // 2], length=len(AGENT))
+        else:
+            self._send(b"not here", 404)
+
+
+@pytest.fixture
+def server():
+    Handler.hits = {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_pinned_download_is_verified_and_cached(server, tmp_path: Path):
+    cache = tmp_path / "cache"
+    got = fetch(f"{server}/agent", AGENT_SHA, tmp_path / "one", cache, FAST)
+    assert got.read_bytes() == AGENT and (cache / "downloads" / AGENT_SHA).read_bytes() == AGENT
+    again = fetch(f"{server}/agent", AGENT_SHA.upper(), tmp_path / "two", cache, FAST)
+    assert again.read_bytes() == AGENT and Handler.hits["/agent"] == 1, "the cache was not used"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "one", "two"]
+
+
+def test_a_digest_mismatch_is_refused_and_leaves_nothing(server, tmp_path: Path):
+    with pytest.raises(UserError, match="not the pinned"):
+        fetch(f"{server}/wrong", AGENT_SHA, tmp_path / "agent", tmp_path / "cache", FAST)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_4xx_is_not_retried_and_5xx_is(server, tmp_path: Path):
+    with pytest.raises(UserError, match="HTTP 404"):
+        fetch(f"{server}/missing", AGENT_SHA, tmp_path / "a", policy=FAST)
+    assert Handler.hits["/missing"] == 1
+    got = fetch(f"{server}/flaky", AGENT_SHA, tmp_path / "b", policy=FAST)
+    assert got.read_bytes() == AGENT and Handler.hits["/flaky"] == 3
+
+
+def test_a_stalled_server_times_out_within_bounds(server, tmp_path: Path):
+    began = time.monotonic()
+    with pytest.raises(BuildError, match="after 3 attempts"):
+        fetch(f"{server}/stall", AGENT_SHA, tmp_path / "a", policy=FAST)
+    assert time.monotonic() - began < 3 * (0.5 + 0.5) + 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_body_is_an_error_not_an_agent(server, tmp_path: Path):
+    with pytest.raises(BuildError, match="failed after 3 attempts"):
+        fetch(f"{server}/truncated", None, tmp_path / "a", policy=FAST)
+    assert list(tmp_path.iterdir()) == [] and Handler.hits["/truncated"] == 3
+
+
+def test_rootfs_refuses_a_wrong_agent_download_before_building(server, tmp_path: Path):
+    out = tmp_path / "work"
+    out.mkdir()
+    result = run_cli("rootfs", "--distro", "debian", "--init", "agent", "--agent", f"{server}/wrong",
+                     "--agent-sha256", AGENT_SHA, "-o", out / "rootfs")
+    assert result.returncode == 2, result.stderr
+    assert "not the pinned" in result.stderr and "Traceback" not in result.stderr
+    assert list(out.iterdir()) == [], "staging was left behind"
+    unpinned = run_cli("rootfs", "--distro", "debian", "--init", "agent", "--agent", f"{server}/missing",
+                       "-o", out / "rootfs")
+    assert unpinned.returncode == 2 and "is not pinned" in unpinned.stderr and "HTTP 404" in unpinned.stderr
+    local = run_cli("rootfs", "--distro", "debian", "--init", "agent", "--agent", "/bin/busybox",
+                    "--agent-sha256", "0" * 64, "-o", out / "rootfs")
+    assert local.returncode == 2 and "not the pinned" in local.stderr
+    assert list(out.iterdir()) == []
