@@ -79,3 +79,11 @@ def host_agent() -> Path:
     path = Path("/bin/busybox")
     assert path.is_file(), "busybox-static is missing: run ./setup.sh"
     return path
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server on 127.0.0.1 (tests/http_server.py); yields its base URL."""
+    from tests.http_server import serve
+
+    yield from serve()

@@ -21,7 +21,7 @@ from osbuilder.rootfs.validate import validate_tree
 from osbuilder.runner import Runner
 from osbuilder.templates import Templates
 from tests.helpers import fake_bootstrap
-from tests.unit.test_fetch import AGENT, AGENT_SHA, server  # noqa: F401 - the fixture
+from tests.http_server import AGENT, AGENT_SHA
 
 KATA_UNIT = b"[Unit]\nDescription=Kata Containers Agent (from the release tarball)\n" \
             b"Wants=kata-containers.target\n[Service]\nType=simple\nExecStart=/usr/bin/kata-agent\n"
@@ -88,7 +88,7 @@ def test_a_tarball_without_the_agent_is_refused(tmp_path: Path):
         provision_from(tmp_path, "agent", agent_tarball=str(empty))
 
 
-def test_a_downloaded_agent_is_pinned(server, tmp_path: Path):  # noqa: F811
+def test_a_downloaded_agent_is_pinned(server, tmp_path: Path):
     tarball = agent_tarball(tmp_path / "kata-static-agent.tar.zst")
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
     with pytest.raises(UserError, match="not the pinned"):

@@ -3,10 +3,7 @@ bounded in time, cached by digest, and never left half-written."""
 
 from __future__ import annotations
 
-import hashlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,54 +12,9 @@ from osbuilder.errors import BuildError, UserError
 from osbuilder.fetch import FetchPolicy, fetch
 from tests.conftest import run_cli
 
-AGENT = Path("/bin/busybox").read_bytes()
-AGENT_SHA = hashlib.sha256(AGENT).hexdigest()
+from tests.http_server import AGENT, AGENT_SHA, Handler
+
 FAST = FetchPolicy(connect_timeout=2, read_timeout=0.5, attempts=3, backoff=0.01)
-
-
-class Handler(BaseHTTPRequestHandler):
-    hits: dict[str, int] = {}
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, body: bytes, status: int = 200, length: int | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body) if length is None else length))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0]
-        self.hits[path] = self.hits.get(path, 0) + 1
-        if path == "/agent":
-            self._send(AGENT)
-        elif path == "/wrong":
-            self._send(AGENT + b"tampered")
-        elif path == "/flaky":  # fails twice, then recovers
-            self._send(AGENT) if self.hits[path] > 2 else self._send(b"busy", 503)
-        elif path == "/stall":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(AGENT)))
-            self.end_headers()
-            self.wfile.write(AGENT[:1000])
-            self.wfile.flush()
-            time.sleep(3)  # the client's read timeout fires long before this
-        elif path == "/truncated":
-            self._send(AGENT[: len(AGENT) // 2], length=len(AGENT))
-        else:
-            self._send(b"not here", 404)
-
-
-@pytest.fixture
-def server():
-    Handler.hits = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_a_pinned_download_is_verified_and_cached(server, tmp_path: Path):

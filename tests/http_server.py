@@ -1,0 +1,63 @@
+"""A real HTTP server on 127.0.0.1 for download tests: a good agent, a wrong one, a 404, a
+503 that recovers, a stall and a cut body."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+AGENT = Path("/bin/busybox").read_bytes()
+AGENT_SHA = hashlib.sha256(AGENT).hexdigest()
+
+
+class Handler(BaseHTTPRequestHandler):
+    hits: dict[str, int] = {}
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, body: bytes, status: int = 200, length: int | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        self.hits[path] = self.hits.get(path, 0) + 1
+        if path == "/agent":
+            self._send(AGENT)
+        elif path == "/wrong":
+            self._send(AGENT + b"tampered")
+        elif path == "/flaky":  # fails twice, then recovers
+            self._send(AGENT) if self.hits[path] > 2 else self._send(b"busy", 503)
+        elif path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(AGENT)))
+            self.end_headers()
+            self.wfile.write(AGENT[:1000])
+            self.wfile.flush()
+            time.sleep(3)  # the client's read timeout fires long before this
+        elif path == "/truncated":
+            self._send(AGENT[: len(AGENT) // 2], length=len(AGENT))
+        else:
+            self._send(b"not here", 404)
+
+
+
+
+
+def serve() -> Iterator[str]:
+    Handler.hits = {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
