@@ -43,3 +43,72 @@ def parse_elf_header(head: bytes) -> ElfHeader | None:
 def read_elf_header(path: Path) -> ElfHeader | None:
     with open(path, "rb") as f:
         return parse_elf_header(f.read(20))
+
+
+PT_LOAD = 1
+PT_DYNAMIC = 2
+PT_INTERP = 3
+DT_NULL = 0
+DT_NEEDED = 1
+DT_STRTAB = 5
+DT_RPATH = 15
+DT_RUNPATH = 29
+
+
+@dataclass(frozen=True)
+class DynamicInfo:
+    interpreter: str | None  # PT_INTERP, e.g. /lib64/ld-linux-x86-64.so.2
+    needed: tuple[str, ...]  # DT_NEEDED, in order
+    search: tuple[str, ...]  # DT_RUNPATH (or DT_RPATH) entries, $ORIGIN unexpanded
+
+
+def read_dynamic(data: bytes) -> DynamicInfo | None:
+    """What a dynamically linked ELF needs at run time, read from its program headers and
+    dynamic section (never by running it, or ldd on it). None for a static executable."""
+    header = parse_elf_header(data[:20])
+    if header is None:
+        return None
+    order = "<" if header.endianness == "little" else ">"
+    wide = header.elf_class == 64
+    if wide:
+        phoff, = struct.unpack_from(order + "Q", data, 0x20)
+        phentsize, phnum = struct.unpack_from(order + "HH", data, 0x36)
+    else:
+        phoff, = struct.unpack_from(order + "I", data, 0x1C)
+        phentsize, phnum = struct.unpack_from(order + "HH", data, 0x2A)
+    loads, interpreter, dynamic = [], None, None
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if wide:
+            p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from(order + "IIQQQQ", data, at)
+        else:
+            p_type, p_offset, p_vaddr, _, p_filesz = struct.unpack_from(order + "IIIII", data, at)
+        if p_type == PT_LOAD:
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == PT_INTERP:
+            interpreter = data[p_offset:p_offset + p_filesz].split(b"\0")[0].decode(errors="replace")
+        elif p_type == PT_DYNAMIC:
+            dynamic = (p_offset, p_filesz)
+    if dynamic is None:
+        return None if interpreter is None else DynamicInfo(interpreter, (), ())
+    entry = struct.Struct(order + ("qQ" if wide else "iI"))
+    entries = []
+    for at in range(dynamic[0], dynamic[0] + dynamic[1], entry.size):
+        tag, value = entry.unpack_from(data, at)
+        if tag == DT_NULL:
+            break
+        entries.append((tag, value))
+    strtab_vaddr = next((v for t, v in entries if t == DT_STRTAB), None)
+    strtab = next((off + strtab_vaddr - vaddr for vaddr, off, size in loads
+                   if strtab_vaddr is not None and vaddr <= strtab_vaddr < vaddr + size), None)
+
+    def string(index: int) -> str:
+        if strtab is None:
+            return ""
+        end = data.index(b"\0", strtab + index)
+        return data[strtab + index:end].decode(errors="replace")
+
+    needed = tuple(string(v) for t, v in entries if t == DT_NEEDED)
+    runpath = [string(v) for t, v in entries if t == DT_RUNPATH] or [string(v) for t, v in entries if t == DT_RPATH]
+    search = tuple(p for paths in runpath for p in paths.split(":") if p)
+    return DynamicInfo(interpreter, needed, search)

@@ -20,6 +20,7 @@ from osbuilder.fsutil import GuestRoot, sha256_file
 from osbuilder.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, GENERATOR_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES,
                                     SYSTEMD_BINARY, UNIT_DIR)
 from osbuilder.rootfs.agent import AgentBinary, check_agent
+from osbuilder.rootfs.libraries import check_libraries
 from osbuilder.rootfs.probe import check_probe
 from osbuilder.rootfs.systemd_units import pulls_in, unit_exists
 from osbuilder.templates import Templates
@@ -53,6 +54,7 @@ def _check_installed(guest: GuestRoot, path: Path, target: Arch, expected: Insta
     installed = check_agent(path, target)
     if expected.sha256 is not None and installed.sha256 != expected.sha256:
         raise BuildError(f"{where} is not the agent that was installed", "rebuild the tree")
+    check_libraries(guest, guest.guest_path_of(path), f"the agent ({where})")
 
 
 class InitShape(ABC):
