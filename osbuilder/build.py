@@ -13,7 +13,7 @@ from osbuilder.pack.guest_tree import open_guest_tree
 from osbuilder.pack.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.pack.registry import PACKERS
 from osbuilder.recipes import Recipe
-from osbuilder.rootfs.stage import agent_needs_staging, build_rootfs_into, resolve_agent
+from osbuilder.rootfs.stage import build_rootfs_into, precheck_agent, resolve_agent
 from osbuilder.rootfs.summary import Summary
 from osbuilder.runner import Runner
 from osbuilder.runtime_fragment import FRAGMENT_NAME, FragmentOptions, SlotArtifact, choose, render_fragment
@@ -49,9 +49,9 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
     options = config.rootfs
     output = check_output_dir(config.output.output, config.output.force)
     # A wrong agent is refused before any staging exists; the probe is rendered inside it.
-    agent = None if agent_needs_staging(options) else resolve_agent(options, output, runner)
+    precheck_agent(options)
     with Staging(output) as stage:
-        agent = agent or resolve_agent(options, stage.work, runner)
+        agent = resolve_agent(options, stage.work, runner)
         tree_path = stage.path / "rootfs"
         summary = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner)
         tree = open_guest_tree(tree_path, options.init, options.arch)

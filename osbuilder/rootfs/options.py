@@ -43,6 +43,8 @@ class RootfsOptions(RecipeSource):
     release: str = setting("", help="distribution release (default: the recipe's)")
     arch: str = setting("", help="target architecture (default: the host's)", choices=arch_names,
                         parse=canonical_arch_name)
+    strip: bool = setting(True, help="strip the agent's symbols before installing it (the summary records the "
+                          "installed bytes' sha256)", boolean=True)
     agent_version: str = setting("unknown", help="agent version recorded in osbuilder.yaml", metavar="V")
     extra_packages: tuple[str, ...] = setting((), help="more packages to install, comma separated",
                                               metavar="A,B", many=True)

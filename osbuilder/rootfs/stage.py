@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +29,22 @@ PROBE_WARNING = ("this guest holds osbuilder's probe agent, not a sandbox agent:
                  "and powers off (use it with `osbuilder boot`, never in production)")
 
 
-def agent_needs_staging(options: RootfsOptions) -> bool:
-    """Agents that must be made or fetched into scratch space (the rest are checked before any)."""
-    return options.probe_agent or options.agent_tarball is not None or is_url(options.agent or "")
+def precheck_agent(options: RootfsOptions) -> None:
+    """Refuse a wrong local agent before any staging exists (downloads, tarballs and the probe
+    are checked where they are made, inside staging)."""
+    source = options.agent
+    if options.probe_agent or options.agent_tarball is not None or source is None or is_url(source):
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"agent file '{path}' does not exist", "pass --agent the path of the agent")
+    check_pinned(path, options.agent_sha256)
+    check_agent(path, options.target)
 
 
 def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> AgentBinary:
     """The agent to install: the user's ELF (a file or a download, pinned by --agent-sha256),
-    Kata's agent tarball, or the probe; checked against the target."""
+    Kata's agent tarball, or the probe; checked against the target and stripped."""
     if options.probe_agent:
         log.warning("warning: %s", PROBE_WARNING)
         return render_probe(Templates(), workdir / "osbuilder-probe")
@@ -51,9 +60,17 @@ def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> Agen
             raise UserError(f"agent file '{path}' does not exist", f"pass {flag} the path of the agent")
         check_pinned(path, options.agent_sha256)
     if options.agent_tarball:
-        return agent_from_tarball(path, workdir / "agent-tarball", options.target, workdir, runner)
-    agent = check_agent(path, options.target)
-    return agent
+        agent = agent_from_tarball(path, workdir / "agent-tarball", options.target, workdir, runner)
+    else:
+        agent = check_agent(path, options.target)
+    if not options.strip:
+        return agent
+    # binutils-multiarch's strip reads all four architectures; the installed bytes are recorded.
+    stripped = workdir / "kata-agent.stripped"
+    runner.run(["strip", "--strip-unneeded", "-o", str(stripped), str(agent.path)],
+               hint="install binutils-multiarch (./setup.sh), or pass --no-strip")
+    return dataclasses.replace(check_agent(stripped, options.target), units=agent.units,
+                               description=agent.description + ", stripped")
 
 
 @dataclass(frozen=True)
@@ -83,9 +100,9 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
 def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bool, runner: Runner) -> RootfsResult:
     output = check_output_dir(output, force)
     # A wrong agent is refused before any staging exists; the probe is rendered inside it.
-    agent = None if agent_needs_staging(options) else resolve_agent(options, output, runner)
+    precheck_agent(options)
     with Staging(output) as stage:
-        agent = agent or resolve_agent(options, stage.work, runner)
+        agent = resolve_agent(options, stage.work, runner)
         tree = stage.path / "rootfs"
         summary = build_rootfs_into(tree, stage.work, options, recipe, agent, runner)
         stage.commit(tree)

@@ -100,3 +100,20 @@ def test_a_downloaded_agent_is_pinned(server, tmp_path: Path):
 def test_agent_sources_exclude_each_other(tmp_path: Path):
     with pytest.raises(UserError, match="--agent and --agent-tarball exclude each other"):
         make_rootfs_options({"distro": "debian", "init": "agent", "agent": "/bin/busybox", "agent_tarball": "x"})
+
+
+def test_the_agent_is_stripped_unless_asked_not_to(tmp_path: Path):
+    """An agent with debugging sections loses them; the summary records the bytes installed."""
+    unstripped = tmp_path / "kata-agent"
+    notes = tmp_path / "notes"
+    notes.write_bytes(b"debugging data " * 1000)
+    subprocess.run(["objcopy", "--add-section", f".debug_osbuilder={notes}", "/bin/busybox", str(unstripped)],
+                   check=True)
+    assert hashlib.sha256(unstripped.read_bytes()).hexdigest() != AGENT_SHA
+    guest = provision_from(tmp_path / "stripped", "agent", agent=str(unstripped))
+    installed = guest.resolve("/sbin/init").read_bytes()
+    assert b"debugging data" not in installed and len(installed) < unstripped.stat().st_size
+    digest = hashlib.sha256(installed).hexdigest()
+    assert f'sha256: "{digest}"' in guest.read_text("/var/lib/osbuilder/osbuilder.yaml")
+    kept = provision_from(tmp_path / "kept", "agent", agent=str(unstripped), strip=False)
+    assert kept.resolve("/sbin/init").read_bytes() == unstripped.read_bytes()
