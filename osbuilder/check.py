@@ -11,7 +11,7 @@ from osbuilder.arch import arch_of_kernel_config, kernel_arch
 from osbuilder.errors import UserError
 from osbuilder.findings import Finding
 from osbuilder.hostconfig import HostDriver, HypervisorSection, kernel_config
-from osbuilder.initmode import INIT_SHAPES
+from osbuilder.initmode import INIT_MODES
 from osbuilder.inspect import Report, inspect_many
 from osbuilder.runner import Runner
 
@@ -48,7 +48,7 @@ def _verity_params(text: str) -> dict[str, str]:
 
 
 def _host_findings(report: Report, host: HostDriver | None, subject: str) -> list[Finding]:
-    shape = INIT_SHAPES.get(report.init_mode)
+    shape = INIT_MODES.get(report.init_mode)
     found = []
     if shape is None or host is None or host.value != "systemd" or shape.runs_systemd:
         return found

@@ -11,7 +11,7 @@ from typing import Any
 from osbuilder.arch import canonical_arch_name, get_arch, host_arch
 from osbuilder.epoch import source_date_epoch_from_env
 from osbuilder.errors import UserError
-from osbuilder.initmode import INIT_MODES
+from osbuilder.initmode import INIT_MODES, LAUNCHER, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.recipes import Recipe, load_recipe
 from osbuilder.rootfs.options import RootfsOptions, arch_names
@@ -94,6 +94,13 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
     if not sources:
         raise UserError("no agent given", "pass --agent FILE, or --probe-agent for a boot smoke test (or --agent "
                         "URL, or --agent-tarball)")
+    takes_launcher = get_init_mode(given.init).name == LAUNCHER
+    if takes_launcher and given.launcher is None:
+        raise UserError("init mode launcher needs the program that starts the agent", "pass --launcher FILE")
+    if given.launcher is not None and not takes_launcher:
+        raise UserError(f"--launcher applies to init mode launcher, not {given.init}", "drop --launcher")
+    if given.launcher is not None and not Path(given.launcher).is_file():
+        raise UserError(f"launcher '{given.launcher}' does not exist", "pass --launcher an executable file")
     if given.agent_sha256 is not None and given.probe_agent:
         raise UserError("--agent-sha256 pins a downloaded or given agent, not the probe", "drop --agent-sha256")
     release = given.release or recipe.default_release

@@ -35,6 +35,7 @@ class InstalledAgent:
 
     sha256: str | None
     probe: bool
+    launcher_sha256: str | None = None  # the launcher mode's /sbin/init, when recorded
 
 
 def installed_systemd(guest: GuestRoot) -> str | None:
@@ -57,13 +58,23 @@ def _check_installed(guest: GuestRoot, path: Path, target: Arch, expected: Insta
     check_libraries(guest, guest.guest_path_of(path), f"the agent ({where})")
 
 
-class InitShape(ABC):
-    """How the agent starts in a guest, as far as the host's cgroup driver is concerned."""
+@dataclass(frozen=True)
+class InitInputs:
+    """What installing an init mode takes besides the agent."""
+
+    trim_systemd: bool = False
+    launcher: Path | None = None  # the launcher mode's /sbin/init
+
+
+class InitMode(ABC):
+    """How the agent starts, and what follows from it for the host's cgroup driver."""
 
     name: ClassVar[str]
     help: ClassVar[str]
     agent_is_init: ClassVar[bool]  # the agent is PID 1
     runs_systemd: ClassVar[bool]  # systemd is PID 1, so the systemd cgroup driver can work
+    agent_path: ClassVar[str]  # where the agent binary is installed
+    initrd_init_target: ClassVar[str]  # what an initrd's /init links to
 
     @property
     def cgroup_driver(self) -> str:
@@ -81,28 +92,49 @@ class InitShape(ABC):
         return {"agent-is-init-daemon": "yes" if self.agent_is_init else "no", "init-mode": self.name,
                 "cgroup-driver": self.cgroup_driver}
 
-
-class Launcher(InitShape):
-    """A shape osbuilder does not build but finds in other guests (Kata's GPU images): a small
-    init (e.g. NVIDIA's NVRC) is PID 1 and starts the agent; there is no systemd."""
-
-    name = "launcher"
-    help = "/sbin/init is neither the agent nor systemd; it starts the agent"
-    agent_is_init = False
-    runs_systemd = False
-
-
-class InitMode(InitShape):
-    agent_path: ClassVar[str]  # where the agent binary is installed
-    initrd_init_target: ClassVar[str]  # what an initrd's /init links to
-
     @abstractmethod
-    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
+    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
         """Put the agent and what starts it into the tree."""
 
     @abstractmethod
     def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
         """Raise unless the tree boots in this mode with the expected agent."""
+
+
+# PID 1 needs stdio before it can mount devtmpfs: (name, major, minor, mode).
+PID1_DEVICES = (("console", 5, 1, 0o600), ("tty", 5, 0, 0o666), ("ttyS0", 4, 64, 0o600), ("null", 1, 3, 0o666),
+                ("zero", 1, 5, 0o666))
+PID1_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                  ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
+
+def _install_pid1_devices(guest: GuestRoot) -> None:
+    for name, major, minor, mode in PID1_DEVICES:
+        guest.mknod_char(f"/dev/{name}", major, minor, mode)
+    for name, target in PID1_DEV_LINKS:
+        guest.symlink(f"/dev/{name}", target)
+
+
+def _check_pid1_devices(guest: GuestRoot) -> None:
+    for name, major, minor, _ in PID1_DEVICES:
+        path = guest.resolve(f"/dev/{name}", follow_final=False)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            raise BuildError(f"device node /dev/{name} is missing", "rebuild the tree as root") from None
+        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (major, minor):
+            raise BuildError(f"/dev/{name} is not the character device {major}:{minor}", "rebuild the tree")
+
+
+def _check_no_systemd(guest: GuestRoot, mode: str) -> None:
+    systemd = installed_systemd(guest)
+    if systemd is None:
+        return
+    init = guest.resolve(INIT_PATH)
+    if os.path.samefile(init, guest.resolve(systemd)) or sha256_file(init) == sha256_file(guest.resolve(systemd)):
+        raise BuildError(f"init mode is {mode} but {INIT_PATH} is systemd", "rebuild with --init systemd")
+    raise UserError(f"init mode is {mode} but systemd is installed ({systemd})",
+                    "drop the package that pulls in systemd from --extra-packages, or use --init systemd")
 
 
 class AgentInit(InitMode):
@@ -112,36 +144,69 @@ class AgentInit(InitMode):
     runs_systemd = False
     agent_path = INIT_PATH
     initrd_init_target = INIT_PATH
-    # PID 1 needs stdio before it can mount devtmpfs: (name, major, minor, mode).
-    DEVICES = (("console", 5, 1, 0o600), ("tty", 5, 0, 0o666), ("ttyS0", 4, 64, 0o600), ("null", 1, 3, 0o666),
-               ("zero", 1, 5, 0o666))
-    DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 
-    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
+    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
         guest.copy_file(agent.path, self.agent_path, 0o755)
-        for name, major, minor, mode in self.DEVICES:
-            guest.mknod_char(f"/dev/{name}", major, minor, mode)
-        for name, target in self.DEV_LINKS:
-            guest.symlink(f"/dev/{name}", target)
+        _install_pid1_devices(guest)
 
     def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
+        _check_no_systemd(guest, self.name)
+        _check_installed(guest, guest.resolve(INIT_PATH), target, expected, INIT_PATH)
+        _check_pid1_devices(guest)
+
+
+class LauncherInit(InitMode):
+    """Kata's GPU guests (reference section 2): a small init such as NVIDIA's NVRC is PID 1,
+    prepares devices and starts the agent; there is no systemd. The agent is not PID 1, so it
+    follows the host's cgroup driver, and only cgroupfs can work."""
+
+    name = "launcher"
+    help = "a launcher (--launcher FILE, e.g. NVIDIA's NVRC) is /sbin/init and starts the agent; no systemd"
+    agent_is_init = False
+    runs_systemd = False
+    agent_path = AGENT_PATH
+    initrd_init_target = INIT_PATH
+    CGROUP_DRIVER = "cgroupfs-only"
+
+    @property
+    def cgroup_driver(self) -> str:
+        return self.CGROUP_DRIVER
+
+    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
+        if inputs.launcher is None:
+            raise UserError("init mode launcher needs the launcher", "pass --launcher FILE")
+        guest.copy_file(inputs.launcher, INIT_PATH, 0o755)
+        guest.copy_file(agent.path, self.agent_path, 0o755)
+        _install_pid1_devices(guest)
+
+    def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
+        _check_no_systemd(guest, self.name)
         init = guest.resolve(INIT_PATH)
-        systemd = installed_systemd(guest)
-        if systemd is not None:
-            if os.path.samefile(init, guest.resolve(systemd)) or sha256_file(init) == sha256_file(guest.resolve(systemd)):
-                raise BuildError(f"init mode is agent but {INIT_PATH} is systemd", "rebuild with --init systemd")
-            raise UserError(f"init mode is agent but systemd is installed ({systemd})",
-                            "drop the package that pulls in systemd from --extra-packages, or use --init systemd")
-        _check_installed(guest, init, target, expected, INIT_PATH)
-        for name, major, minor, _ in self.DEVICES:
-            path = guest.resolve(f"/dev/{name}", follow_final=False)
-            try:
-                st = path.lstat()
-            except FileNotFoundError:
-                raise BuildError(f"device node /dev/{name} is missing", "rebuild the tree as root") from None
-            if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (major, minor):
-                raise BuildError(f"/dev/{name} is not the character device {major}:{minor}", "rebuild the tree")
+        agent_file = guest.resolve(self.agent_path)
+        if not agent_file.is_file():
+            raise BuildError(f"the agent is missing at {self.agent_path}", "rebuild the tree")
+        if sha256_file(init) == sha256_file(agent_file):
+            raise BuildError(f"init mode is launcher but {INIT_PATH} is the agent", "rebuild with --init agent")
+        if expected.launcher_sha256 is not None and sha256_file(init) != expected.launcher_sha256:
+            raise BuildError(f"{INIT_PATH} is not the launcher that was installed", "rebuild the tree")
+        check_launcher(guest, init, target)
+        _check_installed(guest, agent_file, target, expected, self.agent_path)
+        _check_pid1_devices(guest)
+
+
+def check_launcher(guest: GuestRoot, path: Path, target: Arch) -> None:
+    """A launcher is an ELF executable for the target (its libraries in the guest), or a
+    script whose interpreter the guest has."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if head.startswith(b"#!"):
+        interpreter = head[2:].split(b"\n")[0].split()[0].decode(errors="replace") if head[2:].strip() else ""
+        if not interpreter or not guest.resolve(interpreter).is_file():
+            raise UserError(f"the launcher {INIT_PATH} is a script for {interpreter or 'no interpreter'}, which the "
+                            "guest lacks", "add a shell to the guest's packages, or pass an ELF launcher")
+        return
+    check_agent(path, target)  # the same ELF rules as an agent
+    check_libraries(guest, guest.guest_path_of(path), f"the launcher ({INIT_PATH})")
 
 
 class SystemdInit(InitMode):
@@ -163,7 +228,7 @@ class SystemdInit(InitMode):
         f"{UNIT_DIR}/systemd-tmpfiles-cleanup.timer",
     )
 
-    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, trim: bool) -> None:
+    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
         guest.copy_file(agent.path, self.agent_path, 0o755)
         # Units that came with the agent (Kata's agent tarball) win over osbuilder's templates.
         rendered = {"kata-agent.service": lambda: templates.render("kata-agent.service.j2", agent_path=self.agent_path),
@@ -178,7 +243,7 @@ class SystemdInit(InitMode):
         guest.symlink(f"{ETC_UNIT_DIR}/kata-containers.target.wants/dbus.socket", f"{UNIT_DIR}/dbus.socket")
         if not unit_exists(guest, "tmp.mount"):
             guest.write_text(f"{ETC_UNIT_DIR}/tmp.mount", templates.render("tmp.mount.j2"))
-        if trim:
+        if inputs.trim_systemd:
             for base in self.TRIMMABLE_UNITS:
                 for suffix in (".service", ".socket"):
                     for directory in (UNIT_DIR, ETC_UNIT_DIR):
@@ -204,10 +269,8 @@ class SystemdInit(InitMode):
                              "is missing", "add dbus to the recipe's packages")
 
 
-INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), SystemdInit())}
-# Every shape inspect can find in a guest: the modes osbuilder builds, and the launcher.
-INIT_SHAPES: dict[str, InitShape] = {**INIT_MODES, Launcher.name: Launcher()}
-LAUNCHER = Launcher.name
+INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), SystemdInit(), LauncherInit())}
+LAUNCHER = LauncherInit.name
 
 
 def get_init_mode(name: str) -> InitMode:

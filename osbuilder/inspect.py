@@ -16,7 +16,7 @@ from osbuilder.elf import parse_elf_header
 from osbuilder.errors import UserError
 from osbuilder.findings import Finding
 from osbuilder.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES, UNIT_SEARCH_PATH
-from osbuilder.initmode import INIT_MODES, INIT_SHAPES, LAUNCHER
+from osbuilder.initmode import INIT_MODES, LAUNCHER
 from osbuilder.pack.artifact import ArtifactInfo
 from osbuilder.pack.disk import PFN_OFFSET, PFN_SIZE, fletcher64
 from osbuilder.pack.fs import get_filesystem
@@ -177,7 +177,7 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView, runner: Runner) -> Re
     else:
         facts["init_mode"] = Fact(observed, why, True)
     mode = report.init_mode
-    facts["cgroup_driver"] = Fact(INIT_SHAPES[mode].cgroup_driver if mode in INIT_SHAPES else "unknown",
+    facts["cgroup_driver"] = Fact(INIT_MODES[mode].cgroup_driver if mode in INIT_MODES else "unknown",
                                   "the agent's rule for this init mode (reference section 2)",
                                   facts["init_mode"].inferred)
 

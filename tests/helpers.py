@@ -207,9 +207,11 @@ def fsck_and_rdump_ext4(image: Path, offset: int, work: Path) -> tuple[Path, Pat
     return fs, out
 
 
-def make_busybox_probe_guest(root: Path, arch: str, busybox: Path) -> Path:
-    """A tiny agent-mode guest: one busybox-static for `arch` and the probe agent as /sbin/init,
-    provisioned by the real code. Enough to prove a machine boots; not a distribution."""
+def make_busybox_probe_guest(root: Path, arch: str, busybox: Path, init: str = "agent",
+                             launcher: Path | None = None) -> Path:
+    """A tiny guest: one busybox-static for `arch` and the probe agent where `init` puts the
+    agent (/sbin/init, or started by `launcher`), provisioned by the real code. Enough to prove
+    a machine boots; not a distribution."""
     from osbuilder.config import make_rootfs_options
     from osbuilder.fsutil import GuestRoot
     from osbuilder.rootfs.probe import render_probe
@@ -222,8 +224,10 @@ def make_busybox_probe_guest(root: Path, arch: str, busybox: Path) -> Path:
     shutil.copy2(busybox, root / "usr/bin/busybox")
     for applet in ("sh", "mount", "cat", "stat", "uname", "mkdir", "rmdir", "sleep", "sync"):
         os.symlink("busybox", root / "usr/bin" / applet)
-    config, recipe = make_rootfs_options({"distro": "debian", "init": "agent", "probe_agent": True, "arch": arch,
-                                  "output": root.parent / "unused"})
+    values = {"distro": "debian", "init": init, "probe_agent": True, "arch": arch}
+    if launcher is not None:
+        values["launcher"] = launcher
+    config, recipe = make_rootfs_options(values)
     config = dataclasses.replace(config, source_date_epoch=1700000000)
     probe = render_probe(Templates(), root.parent / f"{root.name}.probe")
     Provisioner(GuestRoot(root), config, recipe, probe, Templates()).run()

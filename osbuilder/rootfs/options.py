@@ -43,6 +43,8 @@ class RootfsOptions(RecipeSource):
     release: str = setting("", help="distribution release (default: the recipe's)")
     arch: str = setting("", help="target architecture (default: the host's)", choices=arch_names,
                         parse=canonical_arch_name)
+    launcher: Path | None = setting(None, help="the launcher installed as /sbin/init in init mode launcher (it "
+                                    "starts the agent, e.g. NVIDIA's NVRC)", metavar="FILE", parse=as_path)
     strip: bool = setting(True, help="strip the agent's symbols before installing it (the summary records the "
                           "installed bytes' sha256)", boolean=True)
     agent_version: str = setting("unknown", help="agent version recorded in osbuilder.yaml", metavar="V")

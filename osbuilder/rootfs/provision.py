@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.fetch import is_url
-from osbuilder.fsutil import GuestRoot
+from osbuilder.fsutil import GuestRoot, sha256_file
 from osbuilder.guest_layout import (CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
                                     SUMMARY_PATH, UNIT_DIR, VAR_TMP, VAR_TMP_TARGET, VOLATILE_VAR_DIRS)
-from osbuilder.initmode import get_init_mode
+from osbuilder.initmode import InitInputs, get_init_mode
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.rootfs.backends import Package
@@ -41,7 +41,8 @@ class Provisioner:
         self.remove_unneeded()
         self.write_resolv_conf()
         self.configure_chrony()
-        get_init_mode(self.options.init).install(self.guest, self.agent, self.templates, self.options.trim_systemd)
+        inputs = InitInputs(trim_systemd=self.options.trim_systemd, launcher=self.options.launcher)
+        get_init_mode(self.options.init).install(self.guest, self.agent, self.templates, inputs)
         if self.options.kernel_modules is not None:
             self.guest.copy_tree(self.options.kernel_modules, f"{MODULES_DIR}/{self.options.kernel_modules.name}")
         return self.write_summary()
@@ -92,6 +93,7 @@ class Provisioner:
             creation_epoch=options.source_date_epoch,
             probe=self.agent.probe,
             installed=self.packages,
+            launcher_sha256=sha256_file(self.options.launcher) if self.options.launcher else None,
         )
         self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
         return summary

@@ -37,6 +37,7 @@ class Summary:
     creation_epoch: int | None
     probe: bool = False  # the agent is osbuilder's probe agent
     installed: tuple[Package, ...] = ()  # every package, from the package database
+    launcher_sha256: str | None = None  # the launcher mode's /sbin/init
 
     @property
     def cgroup_driver(self) -> str:
@@ -63,6 +64,7 @@ class Summary:
             agent_name="osbuilder-probe" if self.probe else "kata-agent",
             probe=self.probe,
             installed=self.installed,
+            launcher_sha256=self.launcher_sha256,
         )
 
 

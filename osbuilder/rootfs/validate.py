@@ -31,7 +31,8 @@ def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBi
     # bytes are known) the digest the tree records.
     pinned = agent.sha256 if agent is not None else str(recorded.get("sha256")) if probe else None
     mode = get_init_mode(init_mode)
-    mode.validate(guest, target, InstalledAgent(pinned, probe))
+    launcher = recorded.get("launcher-sha256")
+    mode.validate(guest, target, InstalledAgent(pinned, probe, str(launcher) if launcher else None))
     if require_summary:
         if summary is None:
             raise BuildError(f"{SUMMARY_PATH} is missing", "rebuild the tree")

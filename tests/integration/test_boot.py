@@ -300,3 +300,26 @@ def test_pseries_and_s390_ccw_machines_boot_a_probe_initrd(boot_cache, tmp_path,
     assert_probe(result, report, tree, "systemd", arch=arch)
     assert report["command"][0] == {"ppc64le": "qemu-system-ppc64", "s390x": "qemu-system-s390x"}[arch]
 
+
+
+# -- init mode launcher -------------------------------------------------------------------
+@pytest.mark.parametrize("host_driver", ["cgroupfs", "systemd"])
+def test_a_launcher_guest_follows_the_host_and_fails_with_systemd(boot_cache, tmp_path, host_driver):
+    """The probe started by a launcher is not PID 1 and finds no systemd: it follows the host's
+    driver, which works with cgroupfs and fails (the probe's error line) with systemd."""
+    from tests.helpers import make_busybox_probe_guest
+    from tests.unit.test_launcher import launcher_file
+
+    tree = make_busybox_probe_guest(tmp_path / "tree", "x86_64", Path("/bin/busybox"), init="launcher",
+                                    launcher=launcher_file(tmp_path))
+    initrd = pack("initrd", tree, tmp_path / "initrd.img")
+    result, report = boot(initrd, boot_cache, "--host-cgroup-driver", host_driver)
+    assert report["recorded_init_mode"] == "launcher"
+    if host_driver == "cgroupfs":
+        assert result.returncode == 0, result.stderr
+        probe = report["probe"]
+        assert (probe["init_mode"], probe["systemd"], probe["cgroup_driver"]) == (False, False, "cgroupfs")
+        assert probe["pid"] != 1 and probe["host_cgroup_driver"] == "cgroupfs"
+    else:
+        assert result.returncode == 1 and report["outcome"] == "probe-error"
+        assert "systemd is not PID 1" in report["reason"]

@@ -54,7 +54,8 @@ def test_agent_that_is_not_elf(work, tmp_path):
 def test_init_mode_the_recipe_forbids(work, tmp_path, host_agent):
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    text = (recipes_dir() / "debian.toml").read_text().replace('init_modes = ["agent", "systemd"]', 'init_modes = ["agent"]')
+    text = (recipes_dir() / "debian.toml").read_text().replace('init_modes = ["agent", "systemd", "launcher"]', 'init_modes = ["agent"]')
+    assert 'init_modes = ["agent"]' in text, "the recipe edit did not apply"
     (recipes / "debian.toml").write_text(text)
     args = rootfs_args(work / "out", host_agent, "--recipes-dir", str(recipes))
     args[args.index("agent", args.index("--init"))] = "systemd"
@@ -111,6 +112,6 @@ def test_distros_lists_the_recipe_matrix():
     result = run_cli("distros", "--json")
     rows = json.loads(result.stdout)
     assert {"distro": "debian", "arch": "s390x"}.items() <= next(r for r in rows if r["arch"] == "s390x").items()
-    assert all(r["init_modes"] == ["agent", "systemd"] for r in rows if r["distro"] == "debian")
+    assert all(r["init_modes"] == ["agent", "systemd", "launcher"] for r in rows if r["distro"] == "debian")
     table = run_cli("distros").stdout
     assert "debian" in table and "aarch64" in table

@@ -211,7 +211,7 @@ def test_a_launcher_image_is_reported_as_such(guests, tmp_path: Path):
     code, report = inspect_json(tree)
     assert code == 0, report
     assert report["init_mode"]["value"] == "launcher" and report["init_mode"]["inferred"] is True
-    assert report["cgroup_driver"]["value"] == "host" and report["agent"]["path"] == "/usr/bin/kata-agent"
+    assert report["cgroup_driver"]["value"] == "cgroupfs-only" and report["agent"]["path"] == "/usr/bin/kata-agent"
 
 
 def release_tree(guests, root: Path) -> Path:

@@ -58,7 +58,7 @@ def test_unknown_arch_in_recipe(tmp_path: Path):
 
 
 def test_forbidden_init_mode_is_refused_with_a_hint(tmp_path: Path, host_agent: Path):
-    write_recipe(tmp_path, DEBIAN.replace('init_modes = ["agent", "systemd"]', 'init_modes = ["agent"]'))
+    write_recipe(tmp_path, DEBIAN.replace('init_modes = ["agent", "systemd", "launcher"]', 'init_modes = ["agent"]'))
     with pytest.raises(UserError) as err:
         make_config({"distro": "debian", "init": "systemd", "agent": host_agent, "output": tmp_path / "o",
                      "recipes_dir": tmp_path})
