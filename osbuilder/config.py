@@ -110,6 +110,14 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
     if given.kernel_modules is not None and not Path(given.kernel_modules).is_dir():
         raise UserError(f"kernel modules directory '{given.kernel_modules}' does not exist",
                         "pass --kernel-modules a directory such as /lib/modules/<version>")
+    for flag, path in (("--guest-hooks", given.guest_hooks), ("--pause-image", given.pause_image),
+                       ("--coco-components", given.coco_components)):
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{flag} '{path}' does not exist", f"pass {flag} a tarball")
+    if given.overlay is not None and not Path(given.overlay).is_dir():
+        raise UserError(f"--overlay '{given.overlay}' is not a directory", "pass --overlay a directory")
+    if given.agent_policy not in (None, "default") and not Path(given.agent_policy).is_file():
+        raise UserError(f"--agent-policy '{given.agent_policy}' does not exist", "pass a .rego file, or 'default'")
     # Refuse overrides the recipe's package manager does not take, before any work.
     recipe.backend.apply_overrides(recipe.backend_section, {"components": given.components})
     options = dataclasses.replace(given, arch=arch, release=release, mirror=given.mirror or recipe.mirror_for(arch),

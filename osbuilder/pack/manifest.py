@@ -36,6 +36,7 @@ def write_manifest(path: Path, config: dict[str, Any], summary: Summary, artifac
         "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture}
                      for p in summary.installed],
         "artifacts": [artifact.manifest_entry() for artifact in artifacts],
+        "payloads": [p.as_json() for p in summary.payloads],
         "sidecars": [{"file": p.name, "kind": kind, "sha256": sha256_file(p)} for p, kind in sidecars],
     }
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")

@@ -58,6 +58,19 @@ class RootfsOptions(RecipeSource):
                                           metavar="DIR", parse=as_path)
     seccomp: bool = setting(True, help="install the seccomp library the agent needs for seccomp filters",
                             boolean=True)
+    guest_hooks: Path | None = setting(None, help="OCI hooks tarball unpacked into /usr/share/oci/hooks",
+                                       metavar="TARBALL", parse=as_path)
+    pause_image: Path | None = setting(None, help="the pause image's OCI bundle tarball, unpacked into /pause_bundle",
+                                       metavar="TARBALL", parse=as_path)
+    coco_components: Path | None = setting(None, help="confidential-guest components tarball, unpacked over /",
+                                           metavar="TARBALL", parse=as_path)
+    agent_policy: str | None = setting(None, help="agent policy: a .rego file installed under /etc/kata-opa with "
+                                       "the default-policy.rego link, or 'default' (allow all)",
+                                       metavar="FILE|default")
+    overlay: Path | None = setting(None, help="a directory copied over the tree last (its files win)",
+                                   metavar="DIR", parse=as_path)
+    overlay_owner: str = setting("tree", help="owners of the overlay's files: as in the overlay (tree) or root",
+                                 choices=lambda: ("tree", "root"))
     cache_dir: Path | None = setting(None, help="reuse bootstrapped trees from this cache directory",
                                      metavar="DIR", parse=as_path)
     # Not a flag: the reproducible-builds convention is the environment variable.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from osbuilder.fetch import is_url
@@ -21,8 +21,10 @@ from osbuilder.recipes import Recipe
 from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.rootfs.backends import Package
 from osbuilder.rootfs.options import RootfsOptions
+from osbuilder.rootfs.payloads import PayloadRecord, install_payloads
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.systemd_units import first_existing_unit
+from osbuilder.runner import Runner
 from osbuilder.templates import Templates
 
 log = logging.getLogger("osbuilder")
@@ -36,6 +38,8 @@ class Provisioner:
     agent: AgentBinary
     templates: Templates
     packages: tuple[Package, ...] = ()  # what the package database recorded before provisioning
+    workdir: Path | None = None  # scratch space for payload tarballs
+    runner: Runner = field(default_factory=Runner)
 
     def run(self) -> Summary:
         self.remove_unneeded()
@@ -45,7 +49,10 @@ class Provisioner:
         get_init_mode(self.options.init).install(self.guest, self.agent, self.templates, inputs)
         if self.options.kernel_modules is not None:
             self.guest.copy_tree(self.options.kernel_modules, f"{MODULES_DIR}/{self.options.kernel_modules.name}")
-        return self.write_summary()
+        # Payloads last (the overlay last of all): what the user brings wins over osbuilder's files.
+        payloads = install_payloads(self.guest, self.options, self.templates,
+                                    self.workdir or self.guest.root.parent, self.runner)
+        return self.write_summary(payloads)
 
     def remove_unneeded(self) -> None:
         for path in self.recipe.remove_paths + VOLATILE_VAR_DIRS:
@@ -78,7 +85,7 @@ class Provisioner:
         source = self.options.agent_tarball or self.options.agent
         return _agent_source_url(source, self.agent.probe, self.agent.path)
 
-    def write_summary(self) -> Summary:
+    def write_summary(self, payloads: tuple[PayloadRecord, ...] = ()) -> Summary:
         options = self.options
         summary = Summary(
             architecture=options.arch,
@@ -94,6 +101,7 @@ class Provisioner:
             probe=self.agent.probe,
             installed=self.packages,
             launcher_sha256=sha256_file(self.options.launcher) if self.options.launcher else None,
+            payloads=payloads,
         )
         self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
         return summary

@@ -89,7 +89,7 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
     # Provisioning removes /var/lib, and the package database with it: read it first.
     packages = recipe.backend.installed_packages(guest)
     with step(f"Provisioning for init mode '{options.init}'"):
-        summary = Provisioner(guest, options, recipe, agent, Templates(), packages).run()
+        summary = Provisioner(guest, options, recipe, agent, Templates(), packages, workdir, runner).run()
     with step("Validating the guest"):
         validate_tree(guest, options.init, options.target, agent)
     if options.source_date_epoch is not None:

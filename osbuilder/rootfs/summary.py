@@ -38,6 +38,7 @@ class Summary:
     probe: bool = False  # the agent is osbuilder's probe agent
     installed: tuple[Package, ...] = ()  # every package, from the package database
     launcher_sha256: str | None = None  # the launcher mode's /sbin/init
+    payloads: tuple[Any, ...] = ()  # rootfs.payloads.PayloadRecord: what was unpacked or copied over the tree
 
     @property
     def cgroup_driver(self) -> str:
@@ -65,6 +66,7 @@ class Summary:
             probe=self.probe,
             installed=self.installed,
             launcher_sha256=self.launcher_sha256,
+            payloads=self.payloads,
         )
 
 

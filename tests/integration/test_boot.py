@@ -204,8 +204,27 @@ def test_readme_first_command_builds_and_boots_a_probe_image(cache_dir, boot_cac
 
 
 # -- the harness itself -------------------------------------------------------------------
-def test_expect_that_never_appears_fails_on_timeout_with_the_console_tail(rootfs, boot_cache, tmp_path):
-    initrd = pack("initrd", probe_tree(rootfs, "agent"), tmp_path / "initrd.img")
+def hanging_initrd(tmp_path: Path) -> Path:
+    """An initrd whose /init never finishes and never powers off, so only the timeout can end
+    the boot (the probe guest powers off within seconds, which raced a short timeout)."""
+    import gzip
+    import shutil
+
+    from osbuilder.pack.cpio import archive_tree
+
+    tree = tmp_path / "hang"
+    (tree / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", tree / "bin/busybox")
+    (tree / "init").write_text("#!/bin/busybox sh\nwhile :; do /bin/busybox sleep 5; done\n")
+    (tree / "init").chmod(0o755)
+    initrd = tmp_path / "hang.img"
+    with gzip.open(initrd, "wb") as out:
+        archive_tree(tree, out, 0)
+    return initrd
+
+
+def test_expect_that_never_appears_fails_on_timeout_with_the_console_tail(boot_cache, tmp_path):
+    initrd = hanging_initrd(tmp_path)
     began = time.monotonic()
     result = run_cli("boot", initrd, "--kernel", "debian", "--cache-dir", boot_cache, "--accel", "tcg",
                      "--expect", "THIS-NEVER-APPEARS", "--timeout", "4")
