@@ -13,6 +13,8 @@ from osbuilder.pack.guest_tree import open_guest_tree
 from osbuilder.pack.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.pack.registry import PACKERS
 from osbuilder.recipes import Recipe
+from osbuilder.release import (ReleaseOptions, arrange_kata_layout, kata_names, write_release_tarballs,
+                               write_sha256sums)
 from osbuilder.rootfs.stage import build_rootfs_into, precheck_agent, resolve_agent
 from osbuilder.rootfs.summary import Summary
 from osbuilder.runner import Runner
@@ -31,9 +33,17 @@ class BuildResult:
     artifacts: list[Artifact]
 
 
-def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, directory: Path) -> Path | None:
-    """kata-runtime.toml for the artifact a runtime boots (the image, else the initrd)."""
-    candidates = [SlotArtifact(kind=a.format, file_name=a.path.name, fs=a.details.get("fs"),
+def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, directory: Path,
+                           release: ReleaseOptions) -> Path | None:
+    """kata-runtime.toml for the artifact a runtime boots (the image, else the initrd), by the
+    name the runtime uses: the kata layout's link, else the file itself."""
+
+    def runtime_name(artifact: Artifact) -> str:
+        if release.layout != "kata":
+            return artifact.path.name
+        return kata_names(artifact.format, "", "", release.variant)[1] or artifact.path.name
+
+    candidates = [SlotArtifact(kind=a.format, file_name=runtime_name(a), fs=a.details.get("fs"),
                                dax=bool(a.details.get("dax")),
                                verity_params=(a.details.get("verity") or {}).get("kernel_params"))
                   for a in artifacts]
@@ -59,16 +69,18 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         artifacts_dir.mkdir()
         context = PackContext(runner=runner, tools=tools, workdir=stage.work)
         artifacts: list[Artifact] = []
-        sidecars: list[tuple[Path, str]] = []
         for name, pack_options in config.packing.items():
             packer = PACKERS[name]
             with step(f"Packing the {name}"):
                 artifact = packer.pack(tree, artifacts_dir / packer.default_file_name, pack_options, context)
             for sidecar, text in artifact.sidecars.items():
                 (artifacts_dir / sidecar).write_text(text)
-                sidecars.append((artifacts_dir / sidecar, sidecar))
             artifacts.append(artifact.digested())
-        fragment = write_runtime_fragment(artifacts, config.fragment, artifacts_dir)
+        release = config.release
+        if release.layout == "kata":
+            artifacts = arrange_kata_layout(artifacts_dir, artifacts, release, summary.distro, summary.release)
+        sidecars = [(a.path.with_name(name), name) for a in artifacts for name in a.sidecars]
+        fragment = write_runtime_fragment(artifacts, config.fragment, artifacts_dir, release)
         if fragment is not None:
             sidecars.append((fragment, "runtime-config"))
         if config.sbom.sbom:
@@ -76,7 +88,14 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
                 sbom = write_sbom(config.sbom.sbom, artifacts_dir,
                                   SbomInput(summary, artifacts, recipe.backend.purl_type, tree.epoch))
             sidecars.append((sbom, f"sbom-{config.sbom.sbom}"))
-        write_manifest(artifacts_dir / MANIFEST_NAME, config.as_json(), summary, artifacts, tree.epoch, sidecars)
+        if release.tarball:
+            with step("Packing the release tarballs"):
+                sidecars += [(t, "release-tarball")
+                             for t in write_release_tarballs(artifacts_dir, artifacts, release, tree.epoch, runner)]
+        write_manifest(artifacts_dir / MANIFEST_NAME, config.as_json(), summary, artifacts, tree.epoch, sidecars,
+                       relative_to=artifacts_dir)
+        if release.layout == "kata":
+            write_sha256sums(artifacts_dir)
         stage.commit(artifacts_dir)
-    final = [dataclasses.replace(a, path=output / a.path.name) for a in artifacts]
+    final = [dataclasses.replace(a, path=output / a.path.relative_to(artifacts_dir)) for a in artifacts]
     return BuildResult(output, summary, final)

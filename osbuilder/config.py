@@ -15,6 +15,7 @@ from osbuilder.initmode import INIT_MODES, LAUNCHER, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.recipes import Recipe, load_recipe
 from osbuilder.rootfs.options import RootfsOptions, arch_names
+from osbuilder.release import ReleaseOptions
 from osbuilder.runtime_fragment import FragmentOptions
 from osbuilder.sbom import SbomOptions
 from osbuilder.settings import as_path, build_options, setting, to_json
@@ -53,6 +54,7 @@ class BuildConfig:
     output: OutputOptions
     fragment: FragmentOptions = FragmentOptions()
     sbom: SbomOptions = SbomOptions()
+    release: ReleaseOptions = ReleaseOptions()
 
     def as_json(self) -> dict[str, Any]:
         data = to_json(self.rootfs)
@@ -61,6 +63,7 @@ class BuildConfig:
             data.update(to_json(options))
         data.update(to_json(self.fragment))
         data.update(to_json(self.sbom))
+        data.update(to_json(self.release))
         data.update(to_json(self.output))
         return data
 
@@ -70,7 +73,7 @@ def command_settings() -> dict[str, tuple[type, ...]]:
     return {
         "rootfs": (RootfsOptions, OutputOptions),
         "build": (RootfsOptions, FormatOptions, *(packer.Options for packer in PACKERS.values()), FragmentOptions,
-                  SbomOptions, OutputOptions),
+                  SbomOptions, ReleaseOptions, OutputOptions),
         **{name: (PackSource, packer.Options, OutputOptions) for name, packer in PACKERS.items()},
     }
 
@@ -134,5 +137,11 @@ def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
         options = build_options(packer.Options, values)
         packer.validate(options)
         packing[name] = options
+    release = build_options(ReleaseOptions, values)
+    release.validate()
+    fragment = build_options(FragmentOptions, values)
+    if release.layout == "kata" and "install_path" not in values:
+        # The runtime reads the artifacts where the layout puts them under the prefix.
+        fragment = dataclasses.replace(fragment, install_path=release.prefix / "share" / "kata-containers")
     return BuildConfig(rootfs=rootfs, formats=formats, packing=packing, output=build_options(OutputOptions, values),
-                       fragment=build_options(FragmentOptions, values), sbom=build_options(SbomOptions, values)), recipe
+                       fragment=fragment, sbom=build_options(SbomOptions, values), release=release), recipe

@@ -1,15 +1,23 @@
 """Kata's release layout (reference section 11): a directory or tarball holding
 `kata-containers.img` / `kata-containers-initrd.img` links to the versioned artifacts, with
-`root_hash.txt` beside a verity image. Reading one back for inspect and check."""
+`root_hash.txt` beside a verity image. Reading one back for inspect and check, and writing
+one for `build --layout kata`."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.errors import UserError
-from osbuilder.tarballs import plain_tarball
+from osbuilder.fsutil import sha256_file
+from osbuilder.pack.compress import get_codec
 from osbuilder.runner import Runner
+from osbuilder.settings import as_path, setting
+from osbuilder.tarballs import plain_tarball
 
 # The names the runtime's configuration points at (variants add a suffix).
 RELEASE_LINKS = ("kata-containers.img", "kata-containers-initrd.img")
@@ -83,3 +91,99 @@ def release_artifacts(path: Path, workdir: Path, runner: Runner) -> list[Path] |
         raise UserError(f"'{path}' is neither a rootfs nor a Kata release (no {' or '.join(RELEASE_LINKS)} in it)",
                         "pass a rootfs directory, an artifact, or a Kata release directory or tarball")
     return [_inside(root, link) for link in links]
+
+
+# -- writing the layout ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    layout: str = setting("plain", help="plain: the artifacts at the top of -o; kata: Kata's release tree "
+                          "(<prefix>/share/kata-containers/kata-<distro>-<release>.image and the "
+                          "kata-containers*.img links)", choices=lambda: LAYOUTS)
+    prefix: Path = setting(Path("/opt/kata"), help="the install prefix of the kata layout (default /opt/kata)",
+                           metavar="DIR", parse=as_path)
+    tarball: bool = setting(False, help="also pack the kata layout as Kata's release tarballs "
+                            "(kata-static-rootfs-image.tar.zst, ...-initrd.tar.zst)", boolean=True)
+    tarball_compression: str = setting("zstd", help="the release tarballs' compression",
+                                       choices=lambda: TARBALL_CODECS)
+    variant: str | None = setting(None, help="a variant name for the kata layout's file names "
+                                  "(kata-<distro>-<release>-<variant>.image, ...)", metavar="NAME")
+
+    def validate(self) -> None:
+        if self.layout != "kata" and (self.tarball or self.variant):
+            raise UserError("--tarball and --variant apply to --layout kata", "add --layout kata")
+        if not self.prefix.is_absolute():
+            raise UserError(f"--prefix {self.prefix} is not an absolute path", "pass e.g. --prefix /opt/kata")
+        if self.variant is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", self.variant):
+            raise UserError(f"--variant '{self.variant}' is not a plain name", "use lowercase letters, digits, '-'")
+
+    @property
+    def share(self) -> Path:
+        """Where the artifacts live below the output directory (and on the host)."""
+        return self.prefix.relative_to("/") / "share" / "kata-containers"
+
+
+LAYOUTS = ("plain", "kata")
+TARBALL_CODECS = ("zstd", "xz")
+SHA256SUMS = "SHA256SUMS"
+# Each kind's versioned file name and its link (reference section 11); None: no link.
+KIND_NAMES = {"image": ("image", "kata-containers{variant}.img"),
+              "initrd": ("initrd", "kata-containers-initrd{variant}.img"),
+              "iso": ("iso", None)}
+
+
+def kata_names(kind: str, distro: str, release: str, variant: str | None) -> tuple[str, str | None]:
+    suffix, link = KIND_NAMES[kind]
+    tail = f"-{variant}" if variant else ""
+    return f"kata-{distro}-{release}{tail}.{suffix}", link.format(variant=tail) if link else None
+
+
+def arrange_kata_layout(directory: Path, artifacts: list, options: ReleaseOptions, distro: str,
+                        release: str) -> list:
+    """Move the artifacts into Kata's release tree inside `directory` and link them; a verity
+    image's root_hash.txt goes beside it. Returns the artifacts at their new paths."""
+    share = directory / options.share
+    share.mkdir(parents=True, exist_ok=True)
+    placed = []
+    for artifact in artifacts:
+        name, link = kata_names(artifact.format, distro, release, options.variant)
+        os.replace(artifact.path, share / name)
+        if link:
+            os.symlink(name, share / link)
+        for sidecar in artifact.sidecars:
+            os.replace(directory / sidecar, share / sidecar)
+        placed.append(dataclasses.replace(artifact, path=share / name))
+    return placed
+
+
+def write_release_tarballs(directory: Path, placed: list, options: ReleaseOptions, epoch: int,
+                           runner: Runner) -> list[Path]:
+    """kata-static-rootfs-<kind>[-variant].tar.<zst|xz>: each artifact's part of the tree, with
+    root owners, sorted, stamped with the epoch, so two builds give the same bytes."""
+    codec = get_codec(options.tarball_compression)
+    compressor = " ".join(codec.commands[0][1](codec.default_level))
+    written = []
+    tail = f"-{options.variant}" if options.variant else ""
+    for artifact in placed:
+        _, link = KIND_NAMES[artifact.format]
+        if link is None:
+            continue
+        share = artifact.path.parent
+        members = [artifact.path] + [share / link.format(variant=tail)] + [share / s for s in artifact.sidecars]
+        tarball = directory / f"kata-static-rootfs-{artifact.format}{tail}.tar.{codec.name.replace('zstd', 'zst')}"
+        runner.run(["tar", "--create", "--file", str(tarball), "--use-compress-program", compressor,
+                    "--format=gnu", "--sort=name", "--numeric-owner", "--owner=0", "--group=0",
+                    f"--mtime=@{epoch}", "--directory", str(directory),
+                    *sorted(str(m.relative_to(directory)) for m in members)])
+        written.append(tarball)
+    return written
+
+
+def write_sha256sums(directory: Path) -> Path:
+    """SHA256SUMS for every regular file written (links name their targets, which are listed)."""
+    lines = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
+        lines.append(f"{sha256_file(path)}  {path.relative_to(directory)}")
+    target = directory / SHA256SUMS
+    target.write_text("\n".join(lines) + "\n")
+    return target

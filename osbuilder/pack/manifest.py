@@ -20,8 +20,13 @@ MANIFEST_VERSION = 1  # schemas/manifest.v1.schema.json
 
 
 def write_manifest(path: Path, config: dict[str, Any], summary: Summary, artifacts: Sequence[Artifact],
-                   epoch: int, sidecars: Sequence[tuple[Path, str]] = ()) -> None:
-    """manifest.json; `sidecars` are (file, kind) written beside the artifacts."""
+                   epoch: int, sidecars: Sequence[tuple[Path, str]] = (), relative_to: Path | None = None) -> None:
+    """manifest.json; `sidecars` are (file, kind) written beside the artifacts. Files are
+    named relative to `relative_to` (the output directory), or by their names."""
+
+    def name(p: Path) -> str:
+        return str(p.relative_to(relative_to)) if relative_to is not None else p.name
+
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "osbuilder_version": __version__,
@@ -35,8 +40,8 @@ def write_manifest(path: Path, config: dict[str, Any], summary: Summary, artifac
         "config": config,
         "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture}
                      for p in summary.installed],
-        "artifacts": [artifact.manifest_entry() for artifact in artifacts],
+        "artifacts": [{**artifact.manifest_entry(), "file": name(artifact.path)} for artifact in artifacts],
         "payloads": [p.as_json() for p in summary.payloads],
-        "sidecars": [{"file": p.name, "kind": kind, "sha256": sha256_file(p)} for p, kind in sidecars],
+        "sidecars": [{"file": name(p), "kind": kind, "sha256": sha256_file(p)} for p, kind in sidecars],
     }
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
