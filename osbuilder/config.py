@@ -91,6 +91,7 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
                         f"'{' or '.join(recipe.init_modes)}' (got '{given.init}')",
                         f"pass --init {recipe.init_modes[0]}")
     sources = [flag for flag, given_value in (("--agent", given.agent), ("--agent-tarball", given.agent_tarball),
+                                              ("--agent-source", given.agent_source),
                                               ("--probe-agent", given.probe_agent)) if given_value]
     if len(sources) > 1:
         raise UserError(f"{' and '.join(sources)} exclude each other", "pass one of them")
@@ -104,8 +105,10 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
         raise UserError(f"--launcher applies to init mode launcher, not {given.init}", "drop --launcher")
     if given.launcher is not None and not Path(given.launcher).is_file():
         raise UserError(f"launcher '{given.launcher}' does not exist", "pass --launcher an executable file")
-    if given.agent_sha256 is not None and given.probe_agent:
-        raise UserError("--agent-sha256 pins a downloaded or given agent, not the probe", "drop --agent-sha256")
+    if given.agent_sha256 is not None and (given.probe_agent or given.agent_source):
+        raise UserError("--agent-sha256 pins a downloaded or given agent, not a built one", "drop --agent-sha256")
+    if given.agent_source is not None and not Path(given.agent_source).is_dir():
+        raise UserError(f"agent source '{given.agent_source}' is not a directory", "pass Kata's src/agent directory")
     release = given.release or recipe.default_release
     if release not in recipe.releases:
         raise UserError(f"distro '{recipe.name}' has no release '{release}'",

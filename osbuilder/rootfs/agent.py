@@ -56,21 +56,56 @@ def agent_from_tarball(tarball: Path, into: Path, target: Arch, workdir: Path, r
     """Kata's agent release tarball (reference section 11), unpacked safely into `into`:
     usr/bin/kata-agent, and the units it ships, which then replace osbuilder's."""
     from osbuilder.fsutil import GuestRoot
-    from osbuilder.guest_layout import AGENT_PATH, UNIT_DIR
     from osbuilder.rootfs.extract import safe_extract
 
     into.mkdir(parents=True, exist_ok=True)
-    guest = GuestRoot(into)
-    safe_extract(tarball, guest, workdir, runner, owners=False)
+    safe_extract(tarball, GuestRoot(into), workdir, runner, owners=False)
+    return agent_from_tree(into, target, f"agent tarball '{tarball}'", tarball.name)
+
+
+def agent_from_tree(root: Path, target: Arch, what: str, origin: str) -> AgentBinary:
+    """The agent and its units in an installed tree (an unpacked tarball, a make install)."""
+    from osbuilder.fsutil import GuestRoot
+    from osbuilder.guest_layout import AGENT_PATH, UNIT_DIR
+
+    guest = GuestRoot(root)
     binary = guest.resolve(AGENT_PATH)
     if not binary.is_file():
-        raise UserError(f"agent tarball '{tarball}' holds no {AGENT_PATH.lstrip('/')}",
-                        "pass Kata's kata-static-agent tarball")
+        raise UserError(f"{what} holds no {AGENT_PATH.lstrip('/')}", "pass Kata's agent, built and installed")
     agent = check_agent(binary, target)
     units = {name: guest.resolve(f"{UNIT_DIR}/{name}") for name in AGENT_UNITS
              if guest.resolve(f"{UNIT_DIR}/{name}").is_file()}
-    return AgentBinary(path=agent.path, sha256=agent.sha256, description=f"{agent.description}, from {tarball.name}",
+    return AgentBinary(path=agent.path, sha256=agent.sha256, description=f"{agent.description}, from {origin}",
                        units=units)
+
+
+def agent_make_variables(target: Arch, init: str, seccomp: bool, policy: bool) -> list[str]:
+    """The variables Kata's agent Makefile takes: the C library of the arch's Rust target (musl
+    on x86_64 and aarch64, gnu on ppc64le and s390x), whether the agent is init, and features."""
+    from osbuilder.initmode import get_init_mode
+
+    yes = {True: "yes", False: "no"}
+    return [f"ARCH={target.name}", f"LIBC={target.rust_target.rsplit('-', 1)[1]}",
+            f"INIT={yes[get_init_mode(init).agent_is_init]}", f"SECCOMP={yes[seccomp]}",
+            f"AGENT_POLICY={yes[policy]}"]
+
+
+def agent_from_source(source: Path, target: Arch, init: str, seccomp: bool, policy: bool, into: Path,
+                      runner: "Runner") -> AgentBinary:
+    """Build the agent from its source tree with its own Makefile, install it into scratch
+    space (never straight over the rootfs), and take the agent and its units from there."""
+    if not (source / "Makefile").is_file():
+        raise UserError(f"agent source '{source}' has no Makefile", "pass Kata's src/agent directory")
+    variables = agent_make_variables(target, init, seccomp, policy)
+    runner.run(["make", *variables], cwd=source, timeout=AGENT_BUILD_TIMEOUT_S,
+               hint=f"the agent's build failed in {source}")
+    into.mkdir(parents=True, exist_ok=True)
+    runner.run(["make", "install", f"DESTDIR={into}", *variables], cwd=source, timeout=AGENT_BUILD_TIMEOUT_S,
+               hint=f"the agent's install step failed in {source}")
+    return agent_from_tree(into, target, f"the agent built from '{source}'", f"source {source.name}")
+
+
+AGENT_BUILD_TIMEOUT_S = 3 * 3600
 
 
 # The units an agent tarball may bring (they replace osbuilder's templates in systemd mode).

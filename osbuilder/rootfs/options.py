@@ -35,6 +35,8 @@ class RootfsOptions(RecipeSource):
     agent_tarball: str | None = setting(None, help="Kata's agent release tarball (kata-static-agent.tar.zst): "
                                         "usr/bin/kata-agent and, optionally, its systemd units; a file or URL",
                                         metavar="PATH|URL")
+    agent_source: Path | None = setting(None, help="build the agent from its source tree (Kata's src/agent) with "
+                                        "make, and install it from make install", metavar="DIR", parse=as_path)
     agent_sha256: str | None = setting(None, help="the sha256 the agent (or agent tarball) must have; a download "
                                        "without it is not pinned and warns", metavar="HEX")
     probe_agent: bool = setting(False, help="install osbuilder's probe agent instead of an agent: a smoke test "

@@ -82,6 +82,8 @@ class Provisioner:
 
     def agent_url(self) -> str:
         """Where the agent came from: its URL, or the name of the file or tarball it was given as."""
+        if self.options.agent_source is not None:
+            return f"source:{Path(self.options.agent_source).name}"
         source = self.options.agent_tarball or self.options.agent
         return _agent_source_url(source, self.agent.probe, self.agent.path)
 

@@ -11,7 +11,7 @@ from osbuilder.fsutil import GuestRoot, clamp_mtimes
 from osbuilder.recipes import Recipe
 from osbuilder.errors import UserError
 from osbuilder.fetch import fetch, is_url
-from osbuilder.rootfs.agent import AgentBinary, agent_from_tarball, check_agent, check_pinned
+from osbuilder.rootfs.agent import AgentBinary, agent_from_source, agent_from_tarball, check_agent, check_pinned
 from osbuilder.rootfs.bootstrap import bootstrap
 from osbuilder.rootfs.options import RootfsOptions
 from osbuilder.rootfs.probe import render_probe
@@ -33,7 +33,7 @@ def precheck_agent(options: RootfsOptions) -> None:
     """Refuse a wrong local agent before any staging exists (downloads, tarballs and the probe
     are checked where they are made, inside staging)."""
     source = options.agent
-    if options.probe_agent or options.agent_tarball is not None or source is None or is_url(source):
+    if options.probe_agent or options.agent_tarball or options.agent_source or source is None or is_url(source):
         return
     path = Path(source)
     if not path.is_file():
@@ -48,6 +48,10 @@ def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> Agen
     if options.probe_agent:
         log.warning("warning: %s", PROBE_WARNING)
         return render_probe(Templates(), workdir / "osbuilder-probe")
+    if options.agent_source is not None:
+        agent = agent_from_source(Path(options.agent_source), options.target, options.init, options.seccomp,
+                                  options.agent_policy is not None, workdir / "agent-install", runner)
+        return _stripped(agent, options, workdir, runner)
     source = options.agent_tarball or options.agent
     assert source is not None
     if is_url(source):
@@ -63,6 +67,10 @@ def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> Agen
         agent = agent_from_tarball(path, workdir / "agent-tarball", options.target, workdir, runner)
     else:
         agent = check_agent(path, options.target)
+    return _stripped(agent, options, workdir, runner)
+
+
+def _stripped(agent: AgentBinary, options: RootfsOptions, workdir: Path, runner: Runner) -> AgentBinary:
     if not options.strip:
         return agent
     # binutils-multiarch's strip reads all four architectures; the installed bytes are recorded.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from osbuilder.config import make_rootfs_options
-from osbuilder.errors import UserError
+from osbuilder.errors import CommandError, UserError
 from osbuilder.fsutil import GuestRoot
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.stage import resolve_agent
@@ -117,3 +117,58 @@ def test_the_agent_is_stripped_unless_asked_not_to(tmp_path: Path):
     assert f'sha256: "{digest}"' in guest.read_text("/var/lib/osbuilder/osbuilder.yaml")
     kept = provision_from(tmp_path / "kept", "agent", agent=str(unstripped), strip=False)
     assert kept.resolve("/sbin/init").read_bytes() == unstripped.read_bytes()
+
+
+STAND_IN_MAKEFILE = """# A stand-in for Kata's src/agent Makefile: it records how it was called and "builds" a
+# static binary the tests provide (crates cannot be downloaded on these machines).
+all:
+\\techo "build ARCH=$(ARCH) LIBC=$(LIBC) INIT=$(INIT) SECCOMP=$(SECCOMP) AGENT_POLICY=$(AGENT_POLICY)" >> calls.log
+\\tmkdir -p target && cp prebuilt-agent target/kata-agent
+
+install:
+\\techo "install DESTDIR=$(DESTDIR) LIBC=$(LIBC) INIT=$(INIT)" >> calls.log
+\\tinstall -D -m 0755 target/kata-agent $(DESTDIR)/usr/bin/kata-agent
+\\tinstall -D -m 0644 kata-agent.service $(DESTDIR)/usr/lib/systemd/system/kata-agent.service
+"""
+
+
+def stand_in_source(tmp_path: Path) -> Path:
+    source = tmp_path / "src-agent"
+    source.mkdir()
+    (source / "Makefile").write_text(STAND_IN_MAKEFILE.replace("\\t", "\t"))
+    (source / "prebuilt-agent").write_bytes(AGENT)
+    (source / "kata-agent.service").write_bytes(KATA_UNIT)
+    return source
+
+
+@pytest.mark.parametrize("mode,init_flag", [("agent", "yes"), ("systemd", "no")])
+def test_the_agent_is_built_from_source_with_kata_s_make_variables(tmp_path: Path, mode: str, init_flag: str):
+    source = stand_in_source(tmp_path)
+    guest = provision_from(tmp_path / "tree", mode, agent_source=source, seccomp=False, strip=False)
+    calls = (source / "calls.log").read_text().splitlines()
+    assert calls[0] == f"build ARCH=x86_64 LIBC=musl INIT={init_flag} SECCOMP=no AGENT_POLICY=no"
+    install = calls[1].split()
+    assert install[0] == "install" and install[1].startswith("DESTDIR=") and install[1].endswith("/agent-install")
+    assert not install[1].startswith(f"DESTDIR={guest.root}"), "make install must not write over the rootfs"
+    installed = guest.resolve("/sbin/init" if mode == "agent" else "/usr/bin/kata-agent")
+    assert hashlib.sha256(installed.read_bytes()).hexdigest() == AGENT_SHA
+    if mode == "systemd":  # the unit make install placed wins, as with the agent tarball
+        assert guest.read_text("/usr/lib/systemd/system/kata-agent.service") == KATA_UNIT.decode()
+    assert 'url: "source:src-agent"' in guest.read_text("/var/lib/osbuilder/osbuilder.yaml")
+
+
+@pytest.mark.parametrize("arch,libc", [("x86_64", "musl"), ("aarch64", "musl"), ("ppc64le", "gnu"), ("s390x", "gnu")])
+def test_make_variables_follow_the_arch_s_rust_target(arch: str, libc: str):
+    from osbuilder.arch import get_arch
+    from osbuilder.rootfs.agent import agent_make_variables
+
+    assert agent_make_variables(get_arch(arch), "systemd", True, True) == [
+        f"ARCH={arch}", f"LIBC={libc}", "INIT=no", "SECCOMP=yes", "AGENT_POLICY=yes"]
+
+
+def test_a_failing_agent_build_is_one_error(tmp_path: Path):
+    source = tmp_path / "broken"
+    source.mkdir()
+    (source / "Makefile").write_text("all:\n\tfalse\n")
+    with pytest.raises(CommandError, match="the agent's build failed"):
+        provision_from(tmp_path / "tree", "agent", agent_source=source)

@@ -88,3 +88,19 @@ def test_script_is_not_an_agent(tmp_path: Path):
 def test_missing_agent(tmp_path: Path):
     with pytest.raises(UserError, match="does not exist"):
         check_agent(tmp_path / "nope", get_arch("x86_64"))
+
+
+ARCH_HEADERS = {"x86_64": (64, "little", 62), "aarch64": (64, "little", 183), "ppc64le": (64, "little", 21),
+                "s390x": (64, "big", 22)}
+
+
+@pytest.mark.parametrize("target", ARCH_HEADERS)
+@pytest.mark.parametrize("built_for", ARCH_HEADERS)
+def test_an_agent_for_another_arch_is_refused_for_each_target(tmp_path: Path, target: str, built_for: str):
+    agent = tmp_path / "kata-agent"
+    agent.write_bytes(elf_header(*ARCH_HEADERS[built_for]) + bytes(64))
+    if built_for == target:
+        assert check_agent(agent, get_arch(target)).description == f"ELF executable for {target}"
+    else:
+        with pytest.raises(UserError, match=f"agent is {built_for}, target is {target}"):
+            check_agent(agent, get_arch(target))
