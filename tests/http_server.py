@@ -28,6 +28,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
+        if path.startswith("http://"):  # asked as a proxy: the path is the whole URL
+            path = "/" + path.split("/", 3)[3]
         self.hits[path] = self.hits.get(path, 0) + 1
         if path == "/agent":
             self._send(AGENT)

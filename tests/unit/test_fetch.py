@@ -69,3 +69,12 @@ def test_rootfs_refuses_a_wrong_agent_download_before_building(server, tmp_path:
                     "--agent-sha256", "0" * 64, "-o", out / "rootfs")
     assert local.returncode == 2 and "not the pinned" in local.stderr
     assert list(out.iterdir()) == []
+
+
+def test_the_proxy_comes_from_the_environment(server, tmp_path: Path, monkeypatch):
+    """osbuilder.invalid cannot resolve: only the proxy HTTP_PROXY names can answer."""
+    monkeypatch.setenv("HTTP_PROXY", server)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    got = fetch("http://osbuilder.invalid/agent", AGENT_SHA, tmp_path / "agent", policy=FAST)
+    assert got.read_bytes() == AGENT and Handler.hits == {"/agent": 1}
