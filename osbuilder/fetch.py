@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,10 @@ def fetch(url: str, sha256: str | None, into: Path, cache_dir: Path | None = Non
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             partial_cache = cached.with_name(f".{cached.name}.{os.getpid()}")
-            partial_cache.write_bytes(source.read_bytes())
+            shutil.copyfile(source, partial_cache)
             os.replace(partial_cache, cached)
     if source == cached:
-        into.write_bytes(cached.read_bytes())
+        shutil.copyfile(cached, into)
     else:
         os.replace(source, into)
     return into

@@ -147,10 +147,10 @@ def _layout(artifact: ArtifactInfo, view: GuestView) -> dict[str, Any]:
 def inspect_artifact(path: Path, workdir: Path, runner: Runner) -> Report:
     artifact = recognise_artifact(path)
     with open_view(artifact, workdir, runner) as view:
-        return _inspect_view(artifact, view, runner)
+        return _inspect_view(artifact, view)
 
 
-def _inspect_view(artifact: ArtifactInfo, view: GuestView, runner: Runner) -> Report:
+def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
     summary = summary_of(view, str(artifact.path))
     report = Report(artifact, summary, layout=_layout(artifact, view))
     facts = report.facts
