@@ -12,6 +12,7 @@ from typing import Iterator
 
 AGENT = Path("/bin/busybox").read_bytes()
 AGENT_SHA = hashlib.sha256(AGENT).hexdigest()
+BIG = bytes(20 << 20)  # large enough for progress reports
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -33,6 +34,8 @@ class Handler(BaseHTTPRequestHandler):
         self.hits[path] = self.hits.get(path, 0) + 1
         if path == "/agent":
             self._send(AGENT)
+        elif path == "/big":
+            self._send(BIG)
         elif path == "/wrong":
             self._send(AGENT + b"tampered")
         elif path == "/flaky":  # fails twice, then recovers

@@ -78,3 +78,18 @@ def test_the_proxy_comes_from_the_environment(server, tmp_path: Path, monkeypatc
     monkeypatch.delenv("no_proxy", raising=False)
     got = fetch("http://osbuilder.invalid/agent", AGENT_SHA, tmp_path / "agent", policy=FAST)
     assert got.read_bytes() == AGENT and Handler.hits == {"/agent": 1}
+
+
+def test_large_downloads_report_their_progress(server, tmp_path: Path, caplog):
+    import hashlib
+    import io
+    import logging
+
+    from osbuilder.progress import progress_for
+    from tests.http_server import BIG
+
+    caplog.set_level(logging.INFO, logger="osbuilder")
+    with progress_for(io.StringIO()) as progress:
+        fetch(f"{server}/big", hashlib.sha256(BIG).hexdigest(), tmp_path / "big", policy=FAST, progress=progress)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("download:")]
+    assert lines[:2] == ["download: big: 8.0 of 20.0 MiB", "download: big: 16.0 of 20.0 MiB"]

@@ -71,7 +71,11 @@ def test_manifests_validate_and_the_schema_catches_mistakes(tmp_path: Path):
     from osbuilder.config import make_config
     from osbuilder.pack.manifest import write_manifest
 
+    from osbuilder.rootfs.payloads import PayloadRecord
+
     data = sbom_input(tmp_path)
+    data = dataclasses.replace(data, summary=dataclasses.replace(
+        data.summary, payloads=(PayloadRecord("guest_hooks", "hooks.tar", "cd" * 32),)))
     config, _ = make_config({"distro": "debian", "init": "systemd", "agent": Path("/bin/busybox"),
                              "formats": ("image",), "output": tmp_path / "out"})
     sidecar = tmp_path / "root_hash.txt"
@@ -80,6 +84,7 @@ def test_manifests_validate_and_the_schema_catches_mistakes(tmp_path: Path):
     write_manifest(path, config.as_json(), data.summary, data.artifacts, 1700000000, [(sidecar, "root_hash.txt")])
     manifest = validate_manifest(path)
     assert manifest["packages"][1] == {"name": "dbus", "version": "1.14.10-1~deb12u1", "architecture": "amd64"}
+    assert manifest["payloads"] == [{"name": "guest_hooks", "source": "hooks.tar", "sha256": "cd" * 32}]
     for broken in ({"init_mode": "pid1"}, {"cgroup_driver": "systemd"}, {"manifest_version": 2},
                    {"artifacts": [{"file": "a/b"}]}, {"packages": [{"name": "x"}]}):
         path.write_text(json.dumps({**manifest, **broken}))
@@ -91,4 +96,3 @@ def test_manifests_validate_and_the_schema_catches_mistakes(tmp_path: Path):
     path.write_text(json.dumps(missing))
     with pytest.raises(Exception, match="'agent' is a required property"):
         validate_manifest(path)
-    assert dataclasses.is_dataclass(data.summary)
