@@ -11,7 +11,9 @@ import magic
 from osbuilder.arch import Arch, describe_elf
 from osbuilder.elf import read_elf_header
 from osbuilder.errors import UserError
-from osbuilder.fsutil import sha256_file
+from osbuilder.fsutil import GuestRoot, sha256_file
+from osbuilder.guest_layout import AGENT_PATH, UNIT_DIR
+from osbuilder.rootfs.extract import safe_extract
 
 if TYPE_CHECKING:
     from osbuilder.runner import Runner
@@ -55,9 +57,6 @@ def check_pinned(path: Path, sha256: str | None) -> None:
 def agent_from_tarball(tarball: Path, into: Path, target: Arch, workdir: Path, runner: "Runner") -> AgentBinary:
     """Kata's agent release tarball (reference section 11), unpacked safely into `into`:
     usr/bin/kata-agent, and the units it ships, which then replace osbuilder's."""
-    from osbuilder.fsutil import GuestRoot
-    from osbuilder.rootfs.extract import safe_extract
-
     into.mkdir(parents=True, exist_ok=True)
     safe_extract(tarball, GuestRoot(into), workdir, runner, owners=False)
     return agent_from_tree(into, target, f"agent tarball '{tarball}'", tarball.name)
@@ -65,9 +64,6 @@ def agent_from_tarball(tarball: Path, into: Path, target: Arch, workdir: Path, r
 
 def agent_from_tree(root: Path, target: Arch, what: str, origin: str) -> AgentBinary:
     """The agent and its units in an installed tree (an unpacked tarball, a make install)."""
-    from osbuilder.fsutil import GuestRoot
-    from osbuilder.guest_layout import AGENT_PATH, UNIT_DIR
-
     guest = GuestRoot(root)
     binary = guest.resolve(AGENT_PATH)
     if not binary.is_file():
@@ -79,24 +75,21 @@ def agent_from_tree(root: Path, target: Arch, what: str, origin: str) -> AgentBi
                        units=units)
 
 
-def agent_make_variables(target: Arch, init: str, seccomp: bool, policy: bool) -> list[str]:
+def agent_make_variables(target: Arch, agent_is_init: bool, seccomp: bool, policy: bool) -> list[str]:
     """The variables Kata's agent Makefile takes: the C library of the arch's Rust target (musl
     on x86_64 and aarch64, gnu on ppc64le and s390x), whether the agent is init, and features."""
-    from osbuilder.initmode import get_init_mode
-
     yes = {True: "yes", False: "no"}
     return [f"ARCH={target.name}", f"LIBC={target.rust_target.rsplit('-', 1)[1]}",
-            f"INIT={yes[get_init_mode(init).agent_is_init]}", f"SECCOMP={yes[seccomp]}",
-            f"AGENT_POLICY={yes[policy]}"]
+            f"INIT={yes[agent_is_init]}", f"SECCOMP={yes[seccomp]}", f"AGENT_POLICY={yes[policy]}"]
 
 
-def agent_from_source(source: Path, target: Arch, init: str, seccomp: bool, policy: bool, into: Path,
+def agent_from_source(source: Path, target: Arch, agent_is_init: bool, seccomp: bool, policy: bool, into: Path,
                       runner: "Runner") -> AgentBinary:
     """Build the agent from its source tree with its own Makefile, install it into scratch
     space (never straight over the rootfs), and take the agent and its units from there."""
     if not (source / "Makefile").is_file():
         raise UserError(f"agent source '{source}' has no Makefile", "pass Kata's src/agent directory")
-    variables = agent_make_variables(target, init, seccomp, policy)
+    variables = agent_make_variables(target, agent_is_init, seccomp, policy)
     runner.run(["make", *variables], cwd=source, timeout=AGENT_BUILD_TIMEOUT_S,
                hint=f"the agent's build failed in {source}")
     into.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.fsutil import GuestRoot, clamp_mtimes
+from osbuilder.initmode import get_init_mode
 from osbuilder.recipes import Recipe
 from osbuilder.errors import UserError
 from osbuilder.fetch import fetch, is_url
@@ -49,7 +50,8 @@ def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> Agen
         log.warning("warning: %s", PROBE_WARNING)
         return render_probe(Templates(), workdir / "osbuilder-probe")
     if options.agent_source is not None:
-        agent = agent_from_source(Path(options.agent_source), options.target, options.init, options.seccomp,
+        agent = agent_from_source(Path(options.agent_source), options.target,
+                                  get_init_mode(options.init).agent_is_init, options.seccomp,
                                   options.agent_policy is not None, workdir / "agent-install", runner)
         return _stripped(agent, options, workdir, runner)
     source = options.agent_tarball or options.agent

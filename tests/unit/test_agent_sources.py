@@ -162,7 +162,7 @@ def test_make_variables_follow_the_arch_s_rust_target(arch: str, libc: str):
     from osbuilder.arch import get_arch
     from osbuilder.rootfs.agent import agent_make_variables
 
-    assert agent_make_variables(get_arch(arch), "systemd", True, True) == [
+    assert agent_make_variables(get_arch(arch), False, True, True) == [
         f"ARCH={arch}", f"LIBC={libc}", "INIT=no", "SECCOMP=yes", "AGENT_POLICY=yes"]
 
 
