@@ -9,6 +9,7 @@ import dataclasses
 import os
 import re
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +60,7 @@ def _extract(tarball: Path, workdir: Path, runner: Runner) -> Path | None:
         raise UserError(f"tarball '{tarball}' holds no {' or '.join(RELEASE_LINKS)}",
                         "pass a Kata release tarball such as kata-static-rootfs-image.tar.zst")
     plain = plain_tarball(tarball, workdir, runner)
-    root = workdir / "release"
-    root.mkdir()
+    root = Path(tempfile.mkdtemp(prefix="release-", dir=workdir))  # one per release checked
     try:
         with tarfile.open(plain) as archive:
             wanted = [m for m in archive.getmembers() if m.name in names]
