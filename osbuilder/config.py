@@ -124,6 +124,13 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
         raise UserError(f"--overlay '{given.overlay}' is not a directory", "pass --overlay a directory")
     if given.agent_policy not in (None, "default") and not Path(given.agent_policy).is_file():
         raise UserError(f"--agent-policy '{given.agent_policy}' does not exist", "pass a .rego file, or 'default'")
+    if given.existing is not None:
+        if not Path(given.existing).is_dir() or Path(given.existing).resolve() == Path("/"):
+            raise UserError(f"--existing '{given.existing}' is not a guest tree", "pass the directory you bootstrapped")
+        for flag, value in (("--extra-packages", given.extra_packages), ("--mirror", given.mirror),
+                            ("--components", given.components), ("--cache-dir", given.cache_dir)):
+            if value:
+                raise UserError(f"{flag} does not apply to --existing (nothing is installed)", f"drop {flag}")
     # Refuse overrides the recipe's package manager does not take, before any work.
     recipe.backend.apply_overrides(recipe.backend_section, {"components": given.components})
     options = dataclasses.replace(given, arch=arch, release=release, mirror=given.mirror or recipe.mirror_for(arch),

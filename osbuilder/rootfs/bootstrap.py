@@ -35,6 +35,9 @@ def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
 
 
 def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path, runner: Runner) -> None:
+    if options.existing is not None:
+        copy_existing(Path(options.existing), tree, runner)
+        return
     backend = recipe.backend
     request = install_request(options, recipe)
     if backend.needs_binfmt_for_foreign_arch:
@@ -61,3 +64,11 @@ def _cached_tarball(cache_dir: Path | None, backend: str, request: InstallReques
     directory = Path(cache_dir) / "bootstrap"
     directory.mkdir(parents=True, exist_ok=True)
     return directory / f"{request.distro}-{request.release}-{request.arch.name}-{request.cache_key(backend)}.tar"
+
+
+def copy_existing(source: Path, tree: Path, runner: Runner) -> None:
+    """A tree the user bootstrapped (upstream's no-bootstrap mode), copied with its owners,
+    modes, links, hard links, device nodes and xattrs; the original is never changed."""
+    tree.mkdir(parents=True, exist_ok=True)
+    runner.run(["cp", "--archive", "--no-target-directory", f"{source}/.", str(tree)],
+               hint=f"check that '{source}' is readable; copying device nodes needs root")

@@ -42,6 +42,9 @@ class RootfsOptions(RecipeSource):
     probe_agent: bool = setting(False, help="install osbuilder's probe agent instead of an agent: a smoke test "
                                 "that reports the init mode and cgroup driver at boot, then powers off "
                                 "(for `osbuilder boot`, never for production)", boolean=True)
+    existing: Path | None = setting(None, help="provision a copy of this tree, bootstrapped by you, instead of "
+                                    "bootstrapping one (the recipe still names what it is)", metavar="DIR",
+                                    parse=as_path)
     release: str = setting("", help="distribution release (default: the recipe's)")
     arch: str = setting("", help="target architecture (default: the host's)", choices=arch_names,
                         parse=canonical_arch_name)

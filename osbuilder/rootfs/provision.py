@@ -93,7 +93,9 @@ class Provisioner:
             architecture=options.arch,
             distro=self.recipe.name,
             release=options.release,
-            default_packages=self.recipe.packages_for(options.arch, options.init, options.seccomp),
+            # An existing tree was not installed from the recipe's package set.
+            default_packages=(() if options.existing else
+                              self.recipe.packages_for(options.arch, options.init, options.seccomp)),
             extra_packages=options.extra_packages,
             init_mode=options.init,
             agent_url=self.agent_url(),

@@ -93,7 +93,8 @@ class RootfsResult:
 def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe: Recipe, agent: AgentBinary,
                       runner: Runner) -> Summary:
     """Build a guest tree at `tree` (a fresh directory inside some staging area)."""
-    with step(f"Bootstrapping {recipe.name} {options.release} for {options.arch}"):
+    with step(f"Copying {options.existing}" if options.existing else
+              f"Bootstrapping {recipe.name} {options.release} for {options.arch}"):
         bootstrap(options, recipe, tree, workdir, runner)
     guest = GuestRoot(tree)
     # Provisioning removes /var/lib, and the package database with it: read it first.

@@ -172,3 +172,4 @@ def test_a_failing_agent_build_is_one_error(tmp_path: Path):
     (source / "Makefile").write_text("all:\n\tfalse\n")
     with pytest.raises(CommandError, match="the agent's build failed"):
         provision_from(tmp_path / "tree", "agent", agent_source=source)
+
