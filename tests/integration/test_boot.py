@@ -342,3 +342,14 @@ def test_a_launcher_guest_follows_the_host_and_fails_with_systemd(boot_cache, tm
     else:
         assert result.returncode == 1 and report["outcome"] == "probe-error"
         assert "systemd is not PID 1" in report["reason"]
+
+
+# -- Debian guests for ppc64le and s390x ----------------------------------------------------
+@pytest.mark.parametrize("arch", ["ppc64le", "s390x"])
+def test_debian_agent_mode_guests_for_ppc64le_and_s390x_boot(rootfs, boot_cache, tmp_path, arch):
+    """A real Debian rootfs bootstrapped for the arch through qemu-user binfmt on this x86_64
+    host, packed as an initrd and booted under its qemu-system with Debian's kernel."""
+    tree = probe_tree(rootfs, "agent", arch)
+    initrd = pack("initrd", tree, tmp_path / "initrd.img")
+    result, report = boot(initrd, boot_cache, "--host-cgroup-driver", "systemd", timeout=240)
+    assert_probe(result, report, tree, "systemd", arch=arch)
