@@ -14,6 +14,7 @@ from osbuilder.errors import UserError
 from osbuilder.initmode import INIT_MODES, LAUNCHER, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.recipes import Recipe, load_recipe
+from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.rootfs.options import RootfsOptions, arch_names
 from osbuilder.release import ReleaseOptions
 from osbuilder.runtime_fragment import FragmentOptions
@@ -128,13 +129,16 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
         if not Path(given.existing).is_dir() or Path(given.existing).resolve() == Path("/"):
             raise UserError(f"--existing '{given.existing}' is not a guest tree", "pass the directory you bootstrapped")
         for flag, value in (("--extra-packages", given.extra_packages), ("--mirror", given.mirror),
-                            ("--components", given.components), ("--cache-dir", given.cache_dir)):
+                            ("--components", given.components), ("--keyring", given.keyring),
+                            ("--cache-dir", given.cache_dir)):
             if value:
                 raise UserError(f"{flag} does not apply to --existing (nothing is installed)", f"drop {flag}")
     # Refuse overrides the recipe's package manager does not take, before any work.
-    recipe.backend.apply_overrides(recipe.backend_section, {"components": given.components})
+    recipe.backend.apply_overrides(recipe.backend_section, given.backend_overrides())
     options = dataclasses.replace(given, arch=arch, release=release, mirror=given.mirror or recipe.mirror_for(arch),
                                   source_date_epoch=source_date_epoch_from_env())
+    if options.existing is None:
+        recipe.backend.preflight(install_request(options, recipe))
     return options, recipe
 
 

@@ -38,6 +38,8 @@ class Recipe:
     packages_seccomp: tuple[str, ...]
     packages_arch: dict[str, tuple[str, ...]]
     remove_paths: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    proven: str = "mirror"
 
     def packages_for(self, arch: str, init_mode: str, seccomp: bool) -> tuple[str, ...]:
         """The recipe's own package set for one target, in declaration order."""
@@ -52,11 +54,20 @@ class Recipe:
         return self.arch_mirrors.get(arch, self.mirror)
 
 
+# How a recipe is proven on the test machines: installed from its real mirror, or (where the
+# mirror is out of reach) by running the real installer against local signed repositories.
+PROOFS = {
+    "mirror": "its real mirror, in the test suite",
+    "local-repository": "local signed repositories only (its mirror is out of the test machines' reach)",
+}
+
 # Schema: key -> (type, required). Nested tables are dicts of the same shape; "*" matches any key.
 STR_LIST = "list of strings"
 _SCHEMA: dict[str, Any] = {
     "name": (str, True),
     "description": (str, False),
+    "aliases": (STR_LIST, False),
+    "proven": (str, True),
     "backend": (str, True),
     "default_release": (str, True),
     "releases": (STR_LIST, True),
@@ -124,6 +135,8 @@ def parse_recipe(path: Path) -> Recipe:
     for arch in data["arches"] + list(pkgs.get("arch", {})) + list(data.get("arch_mirrors", {})):
         if arch not in ARCHES:
             raise UserError(f"recipe {path}: unknown arch '{arch}'", f"use one of: {', '.join(ARCHES)}")
+    if data["proven"] not in PROOFS:
+        raise UserError(f"recipe {path}: unknown proven '{data['proven']}'", f"use {' or '.join(PROOFS)}")
     if data["default_release"] not in data["releases"]:
         raise UserError(f"recipe {path}: default_release '{data['default_release']}' is not in 'releases'",
                         "add it to releases")
@@ -144,6 +157,8 @@ def parse_recipe(path: Path) -> Recipe:
         packages_seccomp=tuple(pkgs.get("seccomp", ())),
         packages_arch={k: tuple(v) for k, v in pkgs.get("arch", {}).items()},
         remove_paths=tuple(guest.get("remove", ())),
+        aliases=tuple(data.get("aliases", ())),
+        proven=data["proven"],
     )
 
 
@@ -155,11 +170,25 @@ def load_recipe(name: str, directory: Path | None = None) -> Recipe:
     directory = Path(directory) if directory else recipes_dir()
     if directory is not None and not directory.is_dir():
         raise UserError(f"recipes directory '{directory}' does not exist", "pass --recipes-dir an existing directory")
-    path = directory / f"{name}.toml"
+    path = directory / f"{_canonical_name(name, directory)}.toml"
     if "/" in name or not path.is_file():
         names = ", ".join(available(directory)) or "none"
         raise UserError(f"unknown distro '{name}'", f"use one of: {names}")
     return parse_recipe(path)
+
+
+def _canonical_name(name: str, directory: Path) -> str:
+    """A recipe's own name for `name`, which may be one of its aliases (azurelinux -> cbl-mariner)."""
+    if "/" in name or (directory / f"{name}.toml").is_file():
+        return name
+    for stem in available(directory):
+        try:
+            aliases = tomllib.loads((directory / f"{stem}.toml").read_text()).get("aliases", [])
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue  # a broken recipe reports itself when it is asked for by name
+        if isinstance(aliases, list) and name in aliases:
+            return stem
+    return name
 
 
 def load_all(directory: Path | None = None) -> list[Recipe]:

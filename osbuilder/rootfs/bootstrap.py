@@ -29,7 +29,7 @@ def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
         arch=options.target,
         packages=recipe.packages_for(options.arch, options.init, options.seccomp) + options.extra_packages,
         mirror=options.mirror,
-        section=recipe.backend.apply_overrides(recipe.backend_section, {"components": options.components}),
+        section=recipe.backend.apply_overrides(recipe.backend_section, options.backend_overrides()),
         source_date_epoch=options.source_date_epoch,
     )
 
@@ -40,6 +40,7 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
         return
     backend = recipe.backend
     request = install_request(options, recipe)
+    backend.preflight(request)
     if backend.needs_binfmt_for_foreign_arch:
         ensure_binfmt(request.arch, runner)
     cached = _cached_tarball(options.cache_dir, backend.name, request)

@@ -58,6 +58,9 @@ class RootfsOptions(RecipeSource):
     mirror: str = setting("", help="package mirror URL (default: the recipe's)", metavar="URL")
     components: tuple[str, ...] = setting((), help="apt archive components, comma separated (default: the "
                                           "recipe's [apt] components)", metavar="A,B", many=True)
+    keyring: Path | None = setting(None, help="trust this archive keyring instead of the recipe's: a gpg keyring "
+                                   "for apt and dnf, an .rsa.pub key or a directory of them for apk",
+                                   metavar="FILE", parse=as_path)
     trim_systemd: bool = setting(False, help="remove systemd units a sandbox never needs", boolean=True)
     kernel_modules: Path | None = setting(None, help="directory copied to /lib/modules/<its name> in the guest",
                                           metavar="DIR", parse=as_path)
@@ -80,6 +83,10 @@ class RootfsOptions(RecipeSource):
                                      metavar="DIR", parse=as_path)
     # Not a flag: the reproducible-builds convention is the environment variable.
     source_date_epoch: int | None = None
+
+    def backend_overrides(self) -> dict[str, Any]:
+        """Command-line values for the package manager's recipe table, by its field names."""
+        return {"components": self.components, "keyring": str(self.keyring) if self.keyring else ""}
 
     @property
     def target(self) -> Arch:

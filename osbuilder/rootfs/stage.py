@@ -98,7 +98,7 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
         bootstrap(options, recipe, tree, workdir, runner)
     guest = GuestRoot(tree)
     # Provisioning removes /var/lib, and the package database with it: read it first.
-    packages = recipe.backend.installed_packages(guest)
+    packages = recipe.backend.installed_packages(guest, runner)
     with step(f"Provisioning for init mode '{options.init}'"):
         summary = Provisioner(guest, options, recipe, agent, Templates(), packages, workdir, runner).run()
     with step("Validating the guest"):

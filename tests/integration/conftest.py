@@ -36,3 +36,10 @@ class RootfsFactory:
 @pytest.fixture(scope="session")
 def rootfs(tmp_path_factory, cache_dir) -> RootfsFactory:
     return RootfsFactory(tmp_path_factory.mktemp("rootfs"), cache_dir)
+
+
+@pytest.fixture(scope="session")
+def boot_cache(cache_dir: Path) -> Path:
+    path = cache_dir / "boot"
+    path.mkdir(exist_ok=True)
+    return path

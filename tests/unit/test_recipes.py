@@ -72,3 +72,37 @@ def test_config_takes_recipe_defaults(tmp_path: Path, host_agent: Path):
     assert config.mirror == recipe.mirror and recipe.backend_section.components == ("main",)
     other, _ = make_config({"distro": "debian", "init": "systemd", "agent": host_agent, "output": tmp_path / "o"})
     assert other.digest() != config.digest()
+
+
+def test_ubuntu_uses_the_archive_on_x86_64_and_ports_elsewhere():
+    recipe = load_recipe("ubuntu")
+    assert recipe.mirror_for("x86_64") == "http://archive.ubuntu.com/ubuntu"
+    for arch in ("aarch64", "ppc64le", "s390x"):
+        assert recipe.mirror_for(arch) == "http://ports.ubuntu.com/ubuntu-ports"
+    assert (recipe.default_release, recipe.releases) == ("noble", ("noble", "jammy"))
+    assert recipe.backend_section.keyring == "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+
+
+def test_ubuntu_without_its_keyring_on_a_debian_host_exits_2_naming_keyring(tmp_path: Path):
+    from tests.conftest import run_cli
+
+    assert not Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg").exists()  # a Debian 12 host
+    result = run_cli("rootfs", "--distro", "ubuntu", "--init", "agent", "--probe-agent", "-o", tmp_path / "out")
+    assert result.returncode == 2
+    assert result.error_lines == ["osbuilder: error: keyring '/usr/share/keyrings/ubuntu-archive-keyring.gpg' does "
+                                  "not exist; pass --keyring the ubuntu archive keyring (a .gpg or .asc file)"]
+    assert not (tmp_path / "out").exists()
+    missing = run_cli("rootfs", "--distro", "ubuntu", "--init", "agent", "--probe-agent", "--keyring",
+                      tmp_path / "nope.gpg", "-o", tmp_path / "out")
+    assert missing.returncode == 2 and f"keyring '{tmp_path / 'nope.gpg'}' does not exist" in missing.stderr
+
+
+def test_a_relative_keyring_in_a_recipe_is_relative_to_the_recipe(tmp_path: Path):
+    path = write_recipe(tmp_path, DEBIAN.replace('components = ["main"]', 'components = ["main"]\nkeyring = "k/a.gpg"'))
+    assert parse_recipe(path).backend_section.keyring == str(tmp_path / "k" / "a.gpg")
+
+
+def test_proven_must_be_a_known_kind(tmp_path: Path):
+    path = write_recipe(tmp_path, DEBIAN.replace('proven = "mirror"', 'proven = "hope"'))
+    with pytest.raises(UserError, match="unknown proven 'hope'"):
+        parse_recipe(path)

@@ -1,3 +1,4 @@
+from osbuilder.runner import Runner
 from osbuilder.rootfs.provision import _chrony_service_changes
 from osbuilder.initmode import cgroup_driver_for
 from osbuilder.rootfs.summary import Summary, parse_summary
@@ -80,5 +81,5 @@ def test_apt_reads_the_dpkg_database(tmp_path):
                       "Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n\n"
                       "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\n"
                       "Description: multi\n line\nVersion: 12.4\n")
-    assert get_backend("apt").installed_packages(GuestRoot(tmp_path)) == (
+    assert get_backend("apt").installed_packages(GuestRoot(tmp_path), Runner()) == (
         Package("base-files", "12.4", "amd64"), Package("zlib1g", "1:1.2.13", "amd64"))

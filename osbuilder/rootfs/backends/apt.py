@@ -8,11 +8,16 @@ It writes a tarball whose entries are owned 0/0, unpacked into the root with tho
 from __future__ import annotations
 
 import re
+import contextlib
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from osbuilder.fsutil import GuestRoot
-from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package
+from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.runner import Runner
 
@@ -24,12 +29,18 @@ DPKG_STATUS = "/var/lib/dpkg/status"
 class AptSection:
     components: tuple[str, ...] = ("main",)
     variant: str = "required"
+    # The archive keyring; empty means mmdebstrap's own choice (the host's Debian keyrings).
+    keyring: str = recipe_path()
 
 
 class AptBackend(Backend):
     name = "apt"
     purl_type = "deb"
     Section = AptSection
+
+    def preflight(self, request: InstallRequest) -> None:
+        check_keyring(request.section.keyring,
+                      f"pass --keyring the {request.distro} archive keyring (a .gpg or .asc file)")
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
         section: AptSection = request.section
@@ -48,15 +59,25 @@ class AptBackend(Backend):
         env = {}
         if request.source_date_epoch is not None:
             env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
+        with contextlib.ExitStack() as cleanup:
+            if section.keyring:
+                keyring = cleanup.enter_context(readable_copy(Path(section.keyring)))
+                argv.insert(-3, f"--keyring={keyring}")
+            self._run(argv, env, request, tarball, root, runner)
+
+    @staticmethod
+    def _run(argv: list[str], env: dict[str, str], request: InstallRequest, tarball: Path, root: Path,
+             runner: Runner) -> None:
         try:
             runner.run(argv, env=env, timeout=BOOTSTRAP_TIMEOUT_S, progress=mmdebstrap_phase,
-                       hint=f"check --mirror {request.mirror}, --release and the package names")
+                       hint=f"check --mirror {request.mirror}, --release, the package names and the archive keyring "
+                            "(--keyring)")
             extract_tarball(tarball, root, runner)
         finally:
             tarball.unlink(missing_ok=True)
 
 
-    def installed_packages(self, guest: GuestRoot) -> tuple[Package, ...]:
+    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
         status = guest.resolve(DPKG_STATUS)
         if not status.is_file():
             return ()
@@ -66,6 +87,27 @@ class AptBackend(Backend):
             if fields.get("Status", "").endswith(" installed") and "Package" in fields:
                 found.append(Package(fields["Package"], fields.get("Version", ""), fields.get("Architecture", "")))
         return tuple(sorted(found, key=lambda p: (p.name, p.architecture)))
+
+
+@contextlib.contextmanager
+def readable_copy(keyring: Path) -> Iterator[Path]:
+    """The keyring, copied where apt can read it: in unshare mode apt runs as an unprivileged
+    subordinate uid, which cannot pass through private directories (a user's work or temporary
+    directory) to the file itself. Public key material only; removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="osbuilder-keyring."))
+    try:
+        os.chmod(directory, 0o755)
+        copy = directory / keyring.name if keyring.is_file() else directory / "keyring.d"
+        if keyring.is_dir():
+            shutil.copytree(keyring, copy)
+            os.chmod(copy, 0o755)
+        else:
+            shutil.copyfile(keyring, copy)
+        for path in [copy, *copy.rglob("*")] if copy.is_dir() else [copy]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        yield copy
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # mmdebstrap's stderr lines that start a phase worth telling the user about.

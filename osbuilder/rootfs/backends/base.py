@@ -55,6 +55,24 @@ class EmptySection:
     """For backends that need no recipe table."""
 
 
+def recipe_path(default: str = "", help: str = "") -> Any:
+    """A Section field naming a file: relative values are relative to the recipe's directory
+    (so a recipe can ship its keys beside it), absolute paths and URLs are kept."""
+    return dataclasses.field(default=default, metadata={"recipe_path": True, "help": help})
+
+
+def recipe_relative(recipe: Path, value: str) -> str:
+    if not value or value.startswith("/") or "://" in value:
+        return value
+    return str(recipe.resolve().parent / value)
+
+
+def check_keyring(keyring: str, flag_hint: str) -> None:
+    """A local keyring must exist before any work; URLs are fetched by the package manager."""
+    if keyring and "://" not in keyring and not Path(keyring).exists():
+        raise UserError(f"keyring '{keyring}' does not exist", flag_hint)
+
+
 class Backend(ABC):
     name: ClassVar[str]
     purl_type: ClassVar[str]  # the package-URL type of its packages (pkg:<type>/...)
@@ -72,6 +90,8 @@ class Backend(ABC):
                 raise UserError(f"recipe {recipe}: unknown key '{self.name}.{key}'",
                                 f"remove it or use one of: {', '.join(fields) or 'none'}")
             default = field.default
+            if field.metadata.get("recipe_path") and isinstance(value, str):
+                value = recipe_relative(recipe, value)
             if isinstance(default, tuple):
                 if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                     raise UserError(f"recipe {recipe}: key '{self.name}.{key}' must be a list of strings",
@@ -93,11 +113,15 @@ class Backend(ABC):
                 raise UserError(f"{flag} does not apply to the {self.name} package manager", f"drop {flag}")
         return dataclasses.replace(section, **given)
 
+    def preflight(self, request: InstallRequest) -> None:
+        """Refuse, before any work, what this package manager cannot do for the request
+        (a keyring that is not there, an arch it cannot install)."""
+
     @abstractmethod
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
         """Install request.packages into the empty directory `root`, with true owners."""
 
     @abstractmethod
-    def installed_packages(self, guest: GuestRoot) -> tuple[Package, ...]:
+    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
         """Every package the guest's own package database records as installed, sorted.
         Read after install and before provisioning, which removes the database."""

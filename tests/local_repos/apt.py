@@ -1,0 +1,56 @@
+"""A signed Debian-format repository under an Ubuntu suite name, holding real Debian packages.
+
+The packages are what mmdebstrap downloads for the recipe's package set (both init modes) from
+Debian's mirror, kept with their essential set; the index is apt-ftparchive's and the Release
+file is clear-signed with a test key. mmdebstrap then installs the Ubuntu recipe from it with
+`--keyring` for real: suite, components, keyring handling and all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from tests.local_repos import GpgKey, run
+
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_SUITE = "bookworm"
+
+
+def collect_debs(packages: tuple[str, ...], arch_debian: str, cache: Path) -> Path:
+    """Every .deb a required-variant bootstrap of `packages` installs, cached by the set."""
+    key = hashlib.sha256(f"{DEBIAN_SUITE} {arch_debian} {sorted(packages)}".encode()).hexdigest()[:16]
+    debs = cache / "local-repos" / f"debs-{arch_debian}-{key}"
+    if not debs.is_dir():
+        partial = debs.with_name(debs.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        run(["mmdebstrap", "--mode=unshare", "--variant=required", "--format=null", f"--arch={arch_debian}",
+             "--skip=download/empty", "--skip=essential/unlink", f"--include={','.join(packages)}",
+             f"--customize-hook=sync-out /var/cache/apt/archives {partial}", DEBIAN_SUITE, "/dev/null",
+             DEBIAN_MIRROR], timeout=1800)
+        (partial / "lock").unlink(missing_ok=True)
+        shutil.rmtree(partial / "partial", ignore_errors=True)
+        partial.rename(debs)
+    return debs
+
+
+def build_apt_repo(root: Path, debs: Path, suite: str, component: str, arch_debian: str, key: GpgKey) -> Path:
+    """dists/<suite>/{Release,InRelease} and pool/ under `root`; returns `root`."""
+    pool = root / "pool" / component
+    pool.mkdir(parents=True)
+    for deb in debs.glob("*.deb"):
+        (pool / deb.name).hardlink_to(deb)
+    binary = root / "dists" / suite / component / f"binary-{arch_debian}"
+    binary.mkdir(parents=True)
+    packages = run(["apt-ftparchive", "packages", "pool"], cwd=root).stdout
+    (binary / "Packages").write_text(packages)
+    release = run(["apt-ftparchive", "-o", f"APT::FTPArchive::Release::Suite={suite}",
+                   "-o", f"APT::FTPArchive::Release::Codename={suite}",
+                   "-o", f"APT::FTPArchive::Release::Components={component}",
+                   "-o", f"APT::FTPArchive::Release::Architectures={arch_debian}",
+                   "release", f"dists/{suite}"], cwd=root).stdout
+    (root / "dists" / suite / "Release").write_text(release)
+    key.gpg("--clearsign", "--output", root / "dists" / suite / "InRelease", root / "dists" / suite / "Release")
+    return root
