@@ -185,21 +185,10 @@ def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def cmd_distros(args: argparse.Namespace, runner: Runner) -> int:
-    from osbuilder.recipes import load_all
+    from osbuilder.distros import matrix, matrix_json, matrix_table
 
-    rows = [
-        {"distro": r.name, "release": r.default_release, "releases": list(r.releases),
-         "arch": arch, "init_modes": list(r.init_modes), "backend": r.backend.name}
-        for r in load_all(build_options(RecipeSource, settings_values(args)).recipes_dir)
-        for arch in r.arches
-    ]
-    table = [f"{'DISTRO':<14}{'ARCH':<10}{'INIT MODES':<16}{'RELEASES'}"] + [
-        f"{row['distro']:<14}{row['arch']:<10}{','.join(row['init_modes']):<16}{','.join(row['releases'])}"
-        for row in rows]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print("\n".join(table))
+    rows = matrix(build_options(RecipeSource, settings_values(args)).recipes_dir)
+    print(json.dumps(matrix_json(rows), indent=2) if args.json else matrix_table(rows))
     return EXIT_OK
 
 

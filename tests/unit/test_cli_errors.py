@@ -110,8 +110,10 @@ def test_every_command_has_help(command):
 def test_distros_lists_the_recipe_matrix():
     import json
     result = run_cli("distros", "--json")
-    rows = json.loads(result.stdout)
-    assert {"distro": "debian", "arch": "s390x"}.items() <= next(r for r in rows if r["arch"] == "s390x").items()
-    assert all(r["init_modes"] == ["agent", "systemd", "launcher"] for r in rows if r["distro"] == "debian")
+    rows = json.loads(result.stdout)["combinations"]
+    debian = [r for r in rows if r["distro"] == "debian"]
+    assert {"distro": "debian", "arch": "s390x"}.items() <= next(r for r in debian if r["arch"] == "s390x").items()
+    assert all({r["init_mode"] for r in debian if r["arch"] == arch and r["release"] == release}
+               == {"agent", "systemd", "launcher"} for arch in ("x86_64", "s390x") for release in ("bookworm", "trixie"))
     table = run_cli("distros").stdout
     assert "debian" in table and "aarch64" in table

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from osbuilder.errors import lookup
 from osbuilder.rootfs.backends.apt import AptBackend
+from osbuilder.rootfs.backends.dnf import DnfBackend
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package
 
-BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (AptBackend(),)}
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (AptBackend(), DnfBackend())}
 
 
 def get_backend(name: str) -> Backend:

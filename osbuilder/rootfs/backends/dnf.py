@@ -1,0 +1,96 @@
+"""RPM-family installs through `dnf --installroot` (CentOS Stream, Azure Linux, Fedora).
+
+dnf runs with a generated configuration only: its own dnf.conf and repository file, no host
+repositories, variables or plugins, `--forcearch` for the target, and package signatures
+checked against the recipe's key (or --keyring). RPM's database path is pinned through a
+private HOME's .rpmmacros, because Debian's rpm would otherwise put it under ~/.rpmdb.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder.errors import UserError
+from osbuilder.fsutil import GuestRoot
+from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
+from osbuilder.runner import Runner
+from osbuilder.templates import Templates
+
+INSTALL_TIMEOUT_S = 3600
+QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
+
+
+@dataclass(frozen=True)
+class DnfSection:
+    # Base URLs: {mirror} is the recipe's mirror (or --mirror); dnf expands $releasever and $basearch.
+    repositories: tuple[str, ...] = ("{mirror}",)
+    # "release=releasever" pairs where the release's name is not dnf's $releasever (stream9=9).
+    releasevers: tuple[str, ...] = ()
+    # The packages' signing key: a file (relative to the recipe) or a URL dnf fetches.
+    keyring: str = recipe_path()
+    # Whether repomd.xml itself is signed (most distributions sign only the packages).
+    repo_gpgcheck: bool = False
+    dbpath: str = "/var/lib/rpm"
+
+
+class DnfBackend(Backend):
+    name = "dnf"
+    purl_type = "rpm"
+    Section = DnfSection
+
+    def preflight(self, request: InstallRequest) -> None:
+        section: DnfSection = request.section
+        if not section.keyring:
+            raise UserError(f"the {request.distro} recipe names no package signing key",
+                            "pass --keyring the distribution's RPM-GPG-KEY file")
+        check_keyring(section.keyring, f"pass --keyring the {request.distro} RPM-GPG-KEY file")
+        if os.geteuid() != 0:
+            raise UserError(f"installing {request.distro} with dnf needs root (rpm sets the guest files' owners)",
+                            "run osbuilder as root, or bootstrap the tree yourself and pass --existing DIR")
+
+    def releasever(self, request: InstallRequest) -> str:
+        pairs = dict(pair.partition("=")[::2] for pair in request.section.releasevers)
+        return pairs.get(request.release, request.release)
+
+    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
+        section: DnfSection = request.section
+        config = workdir / "dnf"
+        (config / "repos.d").mkdir(parents=True, exist_ok=True)
+        (config / "home").mkdir(exist_ok=True)
+        keyring = section.keyring if "://" in section.keyring else Path(section.keyring).resolve().as_uri()
+        templates = Templates()
+        (config / "dnf.conf").write_text(templates.render("dnf.conf.j2", config=config))
+        (config / "repos.d" / "osbuilder.repo").write_text(templates.render(
+            "dnf.repo.j2", distro=request.distro, keyring=keyring, repo_gpgcheck=section.repo_gpgcheck,
+            baseurls=[url.replace("{mirror}", request.mirror.rstrip("/")) for url in section.repositories]))
+        (config / "home" / ".rpmmacros").write_text(f"%_dbpath {section.dbpath}\n")
+        argv = ["dnf", "--assumeyes", "--quiet", f"--installroot={root}", f"--config={config / 'dnf.conf'}",
+                f"--setopt=reposdir={config / 'repos.d'}", f"--setopt=varsdir={config / 'vars'}",
+                f"--setopt=cachedir={config / 'cache'}", "--noplugins", f"--releasever={self.releasever(request)}",
+                f"--forcearch={request.arch.rpm}", "install", *request.packages]
+        env = {"HOME": str(config / "home"), "XDG_CONFIG_HOME": str(config / "home")}
+        if request.source_date_epoch is not None:
+            env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
+        runner.run(argv, env=env, timeout=INSTALL_TIMEOUT_S,
+                   hint=f"check --mirror {request.mirror}, --release, the package names and the signing key "
+                        "(--keyring)")
+
+    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
+        dbpath = "/var/lib/rpm"
+        for candidate in ("/var/lib/rpm", "/usr/lib/sysimage/rpm"):
+            if guest.resolve(candidate).is_dir() and any(guest.resolve(candidate).iterdir()):
+                dbpath = candidate
+                break
+        else:
+            return ()
+        out = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qa", f"--queryformat={QUERY_FORMAT}"],
+                         hint="install rpm (./setup.sh)").stdout
+        found = []
+        for line in out.splitlines():
+            name, version, arch = (line.split("\t") + ["", ""])[:3]
+            if name == "gpg-pubkey":  # the imported signing key, not a package
+                continue
+            found.append(Package(name, version.removeprefix("0:"), arch))
+        return tuple(sorted(found, key=lambda p: (p.name, p.architecture)))

@@ -1,0 +1,109 @@
+"""Tiny RPMs for dnf tests: stand-ins named after the packages the RPM recipes install
+(systemd, chrony, iptables, dbus, ...), built with rpmbuild, signed with rpmsign, indexed with
+createrepo_c and laid out where each recipe's repository URLs point.
+
+They hold just enough for osbuilder's provisioning and validation to find what the real ones
+hold: a filesystem package with the usr-merge links, a chrony.conf and chronyd.service, a
+systemd binary and units, dbus.socket. They cannot boot; the dnf tests check the tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.local_repos import GpgKey, run
+
+CHRONY_CONF = "pool 2.centos.pool.ntp.org iburst\ndriftfile /var/lib/chrony/drift\n"
+CHRONYD_SERVICE = ("[Unit]\nDescription=NTP client/server\n[Service]\nType=forking\n"
+                   "ExecStart=/usr/sbin/chronyd -u chrony $OPTIONS\n[Install]\nWantedBy=multi-user.target\n")
+SCRIPT = "#!/bin/sh\nexit 0\n"
+UNIT = "[Unit]\nDescription=stand-in\n"
+
+
+@dataclass(frozen=True)
+class StandIn:
+    name: str
+    files: dict[str, str] = field(default_factory=dict)  # path -> content (mode 0755 if it starts with #!)
+    links: dict[str, str] = field(default_factory=dict)  # path -> target
+    dirs: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ("filesystem",)
+    provides: tuple[str, ...] = ()
+
+
+STAND_INS = (
+    StandIn("filesystem", requires=(), dirs=("/etc", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/var",
+                                             "/tmp", "/run", "/proc", "/sys", "/dev", "/root"),
+            links={"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64"}),
+    StandIn("chrony", files={"/etc/chrony.conf": CHRONY_CONF, "/usr/sbin/chronyd": SCRIPT,
+                             "/usr/lib/systemd/system/chronyd.service": CHRONYD_SERVICE}),
+    StandIn("iptables", files={"/usr/sbin/iptables": SCRIPT}, requires=("filesystem", "libxtables.so.12()(64bit)")),
+    StandIn("iptables-libs", files={"/usr/lib64/libxtables.so.12": "not really a library\n"},
+            provides=("libxtables.so.12()(64bit)",)),
+    StandIn("iptables-nft", files={"/usr/sbin/iptables-nft": SCRIPT}),
+    StandIn("libseccomp", files={"/usr/lib64/libseccomp.so.2": "not really a library\n"}),
+    StandIn("dbus", files={"/usr/lib/systemd/system/dbus.socket": UNIT, "/usr/bin/dbus-daemon": SCRIPT}),
+    StandIn("systemd", files={"/usr/lib/systemd/systemd": SCRIPT, "/usr/lib/systemd/system/basic.target": UNIT,
+                              "/usr/lib/systemd/system/multi-user.target": UNIT},
+            links={"/usr/sbin/init": "../lib/systemd/systemd"}, requires=("filesystem", "dbus")),
+    StandIn("e2fsprogs", files={"/usr/sbin/mkfs.ext4": SCRIPT}),
+    StandIn("kata-packages-uvm", files={"/usr/share/kata-packages-uvm/README": "meta package stand-in\n"},
+            requires=("filesystem", "iptables", "chrony")),
+)
+
+
+def _spec(standin: StandIn) -> str:
+    install = []
+    files = []
+    for directory in standin.dirs:
+        install.append(f"mkdir -p %{{buildroot}}{directory}")
+        files.append(f"%dir {directory}")
+    for path, content in standin.files.items():
+        encoded = base64.b64encode(content.encode()).decode()
+        mode = "0755" if content.startswith("#!") else "0644"
+        install.append(f"mkdir -p %{{buildroot}}{Path(path).parent}")
+        install.append(f"echo {encoded} | base64 -d > %{{buildroot}}{path}")
+        install.append(f"chmod {mode} %{{buildroot}}{path}")
+        files.append(path)
+    for path, target in standin.links.items():
+        install.append(f"mkdir -p %{{buildroot}}{Path(path).parent}")
+        install.append(f"ln -s {target} %{{buildroot}}{path}")
+        files.append(path)
+    lines = [f"Name: {standin.name}", "Version: 1.0", "Release: 1.osbuildertest",
+             "Summary: osbuilder test stand-in", "License: MIT", "AutoReqProv: no"]
+    lines += [f"Requires: {r}" for r in standin.requires] + [f"Provides: {p}" for p in standin.provides]
+    lines += ["", "%description", f"Stand-in for {standin.name} in osbuilder's dnf tests.", "",
+              "%install", *install, "", "%files", *files, ""]
+    return "\n".join(lines)
+
+
+def build_rpms(work: Path, arch_rpm: str, key: GpgKey) -> Path:
+    """Every stand-in built for `arch_rpm` and signed by `key`; returns the directory of .rpm files."""
+    top = work / "rpmbuild"
+    work.mkdir(parents=True, exist_ok=True)
+    for standin in STAND_INS:
+        spec = work / f"{standin.name}.spec"
+        spec.write_text(_spec(standin))
+        run(["rpmbuild", "--quiet", "--define", f"_topdir {top}", "--define", "_build_id_links none",
+             "--target", arch_rpm, "-bb", spec], env={"HOME": str(work), "PATH": "/usr/bin:/bin"})
+    rpms = sorted((top / "RPMS").rglob("*.rpm"))
+    run(["rpmsign", "--define", "__gpg /usr/bin/gpg", "--define", f"_gpg_path {key.home}", "--define", f"_gpg_name {key.name}",
+         "--addsign", *rpms], env={"HOME": str(work), "PATH": "/usr/bin:/bin", "GNUPGHOME": str(key.home)})
+    out = work / "rpms"
+    out.mkdir()
+    for rpm in rpms:
+        shutil.copy2(rpm, out / rpm.name)
+    return out
+
+
+def build_rpm_repo(directory: Path, rpms: list[Path], key: GpgKey) -> Path:
+    """A createrepo_c repository of `rpms` at `directory`, its repomd.xml signed too."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for rpm in rpms:
+        shutil.copy2(rpm, directory / rpm.name)
+    run(["createrepo_c", "--quiet", directory])
+    key.gpg("--armor", "--detach-sign", "--output", directory / "repodata" / "repomd.xml.asc",
+            directory / "repodata" / "repomd.xml")
+    return directory
