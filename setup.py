@@ -10,6 +10,6 @@ DATA = {"osbuilder.data.distros": "distros", "osbuilder.data.templates": "templa
 setup(
     packages=find_packages(include=["osbuilder", "osbuilder.*"]) + list(DATA),
     package_dir=DATA,
-    package_data={"osbuilder.data.distros": ["*.toml"], "osbuilder.data.templates": ["*.j2"],
+    package_data={"osbuilder.data.distros": ["*.toml", "keys/*/*.pub"], "osbuilder.data.templates": ["*.j2"],
                   "osbuilder.data.schemas": ["*.json"]},
 )

@@ -72,14 +72,15 @@ def _attempt(url: str, partial: Path, policy: FetchPolicy, progress: Progress | 
 
 
 def fetch(url: str, sha256: str | None, into: Path, cache_dir: Path | None = None,
-          policy: FetchPolicy = FetchPolicy(), progress: Progress | None = None) -> Path:
+          policy: FetchPolicy = FetchPolicy(), progress: Progress | None = None, signed: bool = False) -> Path:
     """`url` downloaded to `into` (a new file), its digest checked against `sha256`.
-    With a cache directory and a digest, a cached copy is used and new downloads are kept."""
+    With a cache directory and a digest, a cached copy is used and new downloads are kept.
+    `signed`: the caller verifies a signature over the download, so no digest is needed."""
     if sha256 is not None:
         sha256 = sha256.lower()
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise UserError(f"'{sha256}' is not a sha256 digest", "pass 64 hexadecimal digits")
-    else:
+    elif not signed:
         log.warning("warning: %s is not pinned; pass its sha256 so a changed download is refused", url)
     cached = Path(cache_dir) / "downloads" / sha256 if cache_dir is not None and sha256 else None
     if cached is not None and cached.is_file():

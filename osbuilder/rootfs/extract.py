@@ -35,7 +35,7 @@ def _refuse(archive: Path, member: str, why: str) -> UserError:
     return UserError(f"{archive}: member '{member}' {why}", "fix the archive; nothing was unpacked")
 
 
-def _guest_name(archive: Path, member_name: str, what: str = "has") -> str | None:
+def guest_name(archive: Path, member_name: str, what: str = "has") -> str | None:
     """The guest path of an archive name ("./usr/bin/x" -> "/usr/bin/x"); None for the top."""
     if member_name.startswith("/"):
         raise _refuse(archive, member_name, f"{what} an absolute name")
@@ -45,7 +45,7 @@ def _guest_name(archive: Path, member_name: str, what: str = "has") -> str | Non
     return "/" + "/".join(parts) if parts else None
 
 
-def _check_member(archive: Path, member: tarfile.TarInfo, name: str, allow_devices: bool) -> None:
+def check_member(archive: Path, member: tarfile.TarInfo, name: str, allow_devices: bool) -> None:
     if member.issym():
         target = member.linkname
         if not target.startswith("/"):
@@ -55,7 +55,7 @@ def _check_member(archive: Path, member: tarfile.TarInfo, name: str, allow_devic
                 raise _refuse(archive, member.name, f"is a symlink that leaves the tree ({target})")
     elif member.islnk():
         link = member.linkname
-        if link.startswith("/") or ".." in link.split("/") or _guest_name(archive, link) is None:
+        if link.startswith("/") or ".." in link.split("/") or guest_name(archive, link) is None:
             raise _refuse(archive, member.name, f"is a hard link outside the tree ({link})")
     elif member.ischr() or member.isblk():
         if not allow_devices:
@@ -70,10 +70,10 @@ def safe_extract(archive: Path, guest: GuestRoot, workdir: Path, runner: Runner,
     plain = plain_tarball(archive, workdir, runner)
     try:
         with tarfile.open(plain) as tar:
-            members = [(m, _guest_name(archive, m.name)) for m in tar.getmembers()]
+            members = [(m, guest_name(archive, m.name)) for m in tar.getmembers()]
             for member, name in members:
                 if name is not None:
-                    _check_member(archive, member, name, allow_devices)
+                    check_member(archive, member, name, allow_devices)
             files = []
             chown = owners and os.geteuid() == 0
             for member, name in members:
@@ -91,7 +91,7 @@ def safe_extract(archive: Path, guest: GuestRoot, workdir: Path, runner: Runner,
                 elif member.issym():
                     path = guest.symlink(name, member.linkname)
                 elif member.islnk():
-                    path = guest.hardlink(name, _guest_name(archive, member.linkname) or "/")
+                    path = guest.hardlink(name, guest_name(archive, member.linkname) or "/")
                 elif member.isfifo():
                     path = guest.make_special(name, stat.S_IFIFO | mode, 0)
                 else:

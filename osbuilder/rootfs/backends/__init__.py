@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from osbuilder.errors import lookup
 from osbuilder.rootfs.backends.apt import AptBackend
+from osbuilder.rootfs.backends.apk import ApkBackend
 from osbuilder.rootfs.backends.dnf import DnfBackend
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package
 
-BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (AptBackend(), DnfBackend())}
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (AptBackend(), DnfBackend(), ApkBackend())}
 
 
 def get_backend(name: str) -> Backend:

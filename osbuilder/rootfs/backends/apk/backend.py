@@ -1,0 +1,223 @@
+"""Alpine installs in Python: apk's tools are not in Debian, so osbuilder reads the signed
+APKINDEX, resolves dependencies, verifies each package (signature, index checksum, data hash,
+every file's SHA-1), unpacks it through GuestRoot, runs its scripts inside the guest, and
+writes apk's database so the guest's own apk can manage the tree later.
+
+Every package is downloaded and verified before the first is unpacked, so a bad one leaves
+nothing behind in the tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder.errors import UserError
+from osbuilder.fetch import fetch
+from osbuilder.fsutil import GuestRoot
+from osbuilder.rootfs.backends.apk.database import InstalledFile, InstalledPackage, read_installed, write_database
+from osbuilder.rootfs.backends.apk.index import IndexEntry, PkgInfo, parse_apkindex
+from osbuilder.rootfs.backends.apk.resolve import Resolver
+from osbuilder.rootfs.backends.apk.segments import TrustedKeys, gzip_streams, tar_members
+from osbuilder.rootfs.backends.apk.version import Atom
+from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
+from osbuilder.rootfs.extract import check_member, guest_name
+from osbuilder.runner import Runner
+
+log = logging.getLogger("osbuilder")
+
+CHECKSUM_HEADER = "APK-TOOLS.checksum.SHA1"
+SCRIPT_NAMES = (".pre-install", ".post-install")
+SCRIPT_PATH = "/lib/apk/exec"
+SCRIPT_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class ApkSection:
+    # Repository URLs: {mirror} is the recipe's mirror (or --mirror), {release} the release.
+    repositories: tuple[str, ...] = ("{mirror}",)
+    # The trusted signing keys: a .rsa.pub file or a directory of them (relative to the recipe).
+    keyring: str = recipe_path()
+
+
+def q1(data: bytes) -> str:
+    return "Q1" + base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+@dataclass(frozen=True)
+class VerifiedPackage:
+    entry: IndexEntry
+    pkginfo: PkgInfo
+    scripts: dict[str, bytes]
+    members: list[tuple[tarfile.TarInfo, bytes | None]]  # the data segment, every file's SHA-1 checked
+
+
+class ApkBackend(Backend):
+    name = "apk"
+    purl_type = "apk"
+    Section = ApkSection
+
+    def preflight(self, request: InstallRequest) -> None:
+        keyring = request.section.keyring
+        if not keyring:
+            raise UserError(f"the {request.distro} recipe names no signing keys", "pass --keyring a .rsa.pub key")
+        check_keyring(keyring, "pass --keyring an .rsa.pub key or a directory of them")
+        if not TrustedKeys.load(Path(keyring)).keys:
+            raise UserError(f"keyring '{keyring}' holds no .rsa.pub keys", "pass --keyring an .rsa.pub key")
+
+    @staticmethod
+    def repositories(request: InstallRequest) -> list[str]:
+        return [url.replace("{mirror}", request.mirror.rstrip("/")).replace("{release}", request.release)
+                for url in request.section.repositories]
+
+    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
+        keys = TrustedKeys.load(Path(request.section.keyring))
+        scratch = workdir / "apk"
+        scratch.mkdir(parents=True, exist_ok=True)
+        repositories = self.repositories(request)
+        entries = [entry for repository in repositories
+                   for entry in self._index(repository, request, keys, scratch, runner)]
+        world = [Atom.parse(name) for name in request.packages]
+        order = Resolver(entries).resolve(world)
+        log.info("apk: installing %d packages: %s", len(order), " ".join(e.name for e in order))
+        verified = [self._package(entry, request, keys, scratch, runner) for entry in order]
+        guest = GuestRoot(root)
+        owners: dict[str, str] = {}
+        installed = [self._unpack(package, guest, owners, request, runner) for package in verified]
+        used_keys = {name: path.read_bytes() for name, path in keys.keys.items()}
+        write_database(guest, installed, [atom.name for atom in world], repositories, request.arch.apk, used_keys,
+                       request.source_date_epoch or 0)
+
+    def _index(self, repository: str, request: InstallRequest, keys: TrustedKeys, scratch: Path,
+               runner: Runner) -> list[IndexEntry]:
+        url = f"{repository}/{request.arch.apk}/APKINDEX.tar.gz"
+        path = fetch(url, None, scratch / f"APKINDEX.{len(list(scratch.glob('APKINDEX.*')))}.tar.gz",
+                     progress=runner.progress, signed=True)
+        streams = gzip_streams(path.read_bytes(), url)
+        if len(streams) < 2:
+            raise UserError(f"{url} is not signed", "use a signed repository; nothing was installed")
+        keys.verify(streams[0], streams[1], url, scratch, runner)
+        members = {m.name: body for stream in streams[1:] for m, body in tar_members(stream.data, url)}
+        if members.get("APKINDEX") is None:
+            raise UserError(f"{url} holds no APKINDEX", "check --mirror and --release")
+        return parse_apkindex(members["APKINDEX"].decode(errors="replace"), repository, url)
+
+    def _package(self, entry: IndexEntry, request: InstallRequest, keys: TrustedKeys, scratch: Path,
+                 runner: Runner) -> VerifiedPackage:
+        url = f"{entry.repository}/{request.arch.apk}/{entry.file_name}"
+        path = fetch(url, None, scratch / entry.file_name, progress=runner.progress, signed=True)
+        streams = gzip_streams(path.read_bytes(), entry.file_name)
+        if len(streams) != 3:
+            raise UserError(f"{entry.file_name} has {len(streams)} segments, not signature, control and data",
+                            "check the repository; nothing was installed")
+        signature, control, data = streams
+        keys.verify(signature, control, entry.file_name, scratch, runner)
+        if q1(control.compressed) != entry.checksum:
+            raise UserError(f"{entry.file_name} does not match the checksum its APKINDEX records",
+                            "the package was altered or the index is stale; nothing was installed")
+        members = {m.name: body for m, body in tar_members(control.data, entry.file_name) if body is not None}
+        pkginfo = PkgInfo.parse((members.get(".PKGINFO") or b"").decode(errors="replace"))
+        if (pkginfo.first("pkgname"), pkginfo.first("pkgver")) != (entry.name, entry.version):
+            raise UserError(f"{entry.file_name} says it is {pkginfo.first('pkgname')}-{pkginfo.first('pkgver')}",
+                            "check the repository; nothing was installed")
+        if hashlib.sha256(data.compressed).hexdigest() != pkginfo.first("datahash"):
+            raise UserError(f"{entry.file_name}: its data does not match the datahash its signed .PKGINFO records",
+                            "the package was altered; nothing was installed")
+        scripts = {name: body for name, body in members.items() if name in SCRIPT_NAMES and body is not None}
+        files = tar_members(data.data, entry.file_name)
+        archive = Path(entry.file_name)
+        for member, body in files:
+            name = guest_name(archive, member.name)
+            if name is not None:
+                check_member(archive, member, name, allow_devices=True)
+            if member.isreg():
+                checksum = member.pax_headers.get(CHECKSUM_HEADER, "")
+                if not checksum or hashlib.sha1(body or b"").hexdigest() != checksum:
+                    raise UserError(f"{entry.file_name}: '{member.name}' does not match its SHA-1",
+                                    "the package was altered; nothing was installed")
+        return VerifiedPackage(entry, pkginfo, scripts, files)
+
+    def _unpack(self, package: VerifiedPackage, guest: GuestRoot, owners: dict[str, str], request: InstallRequest,
+                runner: Runner) -> InstalledPackage:
+        entry = package.entry
+        record = InstalledPackage(entry, replaces=package.pkginfo.all("replaces"), scripts=package.scripts)
+        archive = Path(entry.file_name)
+        self._script(package, ".pre-install", guest, request, runner)
+        chown = os.geteuid() == 0
+        for member, body in package.members:
+            name = guest_name(archive, member.name)
+            if name is None or member.name.startswith(".SIGN.") or member.name == ".PKGINFO":
+                continue
+            relative = name.lstrip("/")
+            mode = member.mode & 0o7777
+            if member.isdir():
+                path = guest.mkdir(name, mode)
+                os.chmod(path, mode)
+                record.directories[relative] = (member.uid, member.gid, mode)
+            else:
+                self._claim(relative, entry.name, package.pkginfo, owners)
+                checksum = member.pax_headers.get(CHECKSUM_HEADER, "")
+                if member.isreg():
+                    path = guest.write_bytes(name, body or b"", mode)
+                elif member.issym():
+                    path = guest.symlink(name, member.linkname)
+                elif member.islnk():
+                    path = guest.hardlink(name, guest_name(archive, member.linkname) or "/")
+                else:
+                    path = guest.make_special(name, _special_kind(member) | mode,
+                                              os.makedev(member.devmajor, member.devminor))
+                record.files.append(InstalledFile(
+                    relative, (member.uid, member.gid, mode),
+                    "Q1" + base64.b64encode(bytes.fromhex(checksum)).decode() if checksum else ""))
+            if chown:
+                os.chown(path, member.uid, member.gid, follow_symlinks=False)
+                if not member.issym() and mode & 0o7000:
+                    os.chmod(path, mode)
+            os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+        self._script(package, ".post-install", guest, request, runner)
+        return record
+
+    @staticmethod
+    def _claim(path: str, package: str, pkginfo: PkgInfo, owners: dict[str, str]) -> None:
+        owner = owners.get(path)
+        if owner is not None and owner != package and owner not in pkginfo.all("replaces"):
+            raise UserError(f"apk: {package} and {owner} both install /{path}",
+                            "drop one of them from the package list")
+        owners[path] = package
+
+    @staticmethod
+    def _script(package: VerifiedPackage, kind: str, guest: GuestRoot, request: InstallRequest,
+                runner: Runner) -> None:
+        body = package.scripts.get(kind)
+        if body is None:
+            return
+        entry = package.entry
+        script = f"{SCRIPT_PATH}/{entry.name}-{entry.version}{kind}"
+        guest.write_bytes(script, body, 0o755)
+        # Inside the guest: chroot as root; a user namespace that maps the caller to root otherwise.
+        enter = ["chroot", str(guest.root)] if os.geteuid() == 0 else \
+            ["unshare", "--map-root-user", f"--root={guest.root}"]
+        try:
+            runner.run([*enter, script, entry.version], timeout=SCRIPT_TIMEOUT_S,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                       hint=f"{entry.name}'s {kind.lstrip('.')} script failed inside the guest")
+        finally:
+            guest.remove(script)
+
+    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
+        found = [Package(fields["P"], fields.get("V", ""), fields.get("A", "")) for fields in read_installed(guest)]
+        return tuple(sorted(found, key=lambda p: (p.name, p.architecture)))
+
+
+def _special_kind(member: tarfile.TarInfo) -> int:
+    if member.ischr():
+        return stat.S_IFCHR
+    if member.isblk():
+        return stat.S_IFBLK
+    return stat.S_IFIFO
