@@ -15,7 +15,8 @@ from osbuilder.initmode import INIT_MODES, LAUNCHER, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.recipes import Recipe, load_recipe
 from osbuilder.rootfs.bootstrap import install_request
-from osbuilder.rootfs.options import RootfsOptions, arch_names
+from osbuilder.rootfs.dracut import HostSystem
+from osbuilder.rootfs.options import DRACUT, RootfsOptions, arch_names
 from osbuilder.release import ReleaseOptions
 from osbuilder.runtime_fragment import FragmentOptions
 from osbuilder.sbom import SbomOptions
@@ -111,7 +112,9 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
     if given.agent_source is not None and not Path(given.agent_source).is_dir():
         raise UserError(f"agent source '{given.agent_source}' is not a directory", "pass Kata's src/agent directory")
     release = given.release or recipe.default_release
-    if release not in recipe.releases:
+    if given.method == DRACUT:
+        release = _check_dracut(given, recipe, arch)
+    elif release not in recipe.releases:
         raise UserError(f"distro '{recipe.name}' has no release '{release}'",
                         f"use --release {' or --release '.join(recipe.releases)}")
     if given.kernel_modules is not None and not Path(given.kernel_modules).is_dir():
@@ -128,18 +131,40 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
     if given.existing is not None:
         if not Path(given.existing).is_dir() or Path(given.existing).resolve() == Path("/"):
             raise UserError(f"--existing '{given.existing}' is not a guest tree", "pass the directory you bootstrapped")
-        for flag, value in (("--extra-packages", given.extra_packages), ("--mirror", given.mirror),
-                            ("--components", given.components), ("--keyring", given.keyring),
-                            ("--cache-dir", given.cache_dir)):
-            if value:
-                raise UserError(f"{flag} does not apply to --existing (nothing is installed)", f"drop {flag}")
+        _refuse_install_flags(given, "--existing (nothing is installed)")
     # Refuse overrides the recipe's package manager does not take, before any work.
     recipe.backend.apply_overrides(recipe.backend_section, given.backend_overrides())
     options = dataclasses.replace(given, arch=arch, release=release, mirror=given.mirror or recipe.mirror_for(arch),
                                   source_date_epoch=source_date_epoch_from_env())
-    if options.existing is None:
+    if options.installs_packages:
         recipe.backend.preflight(install_request(options, recipe))
     return options, recipe
+
+
+def _refuse_install_flags(given: RootfsOptions, why: str) -> None:
+    for flag, value in (("--extra-packages", given.extra_packages), ("--mirror", given.mirror),
+                        ("--components", given.components), ("--keyring", given.keyring),
+                        ("--cache-dir", given.cache_dir)):
+        if value:
+            raise UserError(f"{flag} does not apply to {why}", f"drop {flag}")
+
+
+def _check_dracut(given: RootfsOptions, recipe: Recipe, arch: str) -> str:
+    """dracut builds from this host's own system: its distribution, release and arch."""
+    host = HostSystem.read()
+    if host.distro != recipe.name and host.distro not in recipe.aliases:
+        raise UserError(f"--method dracut builds from this host's system, which is {host.distro}, not {recipe.name}",
+                        f"pass --distro {host.distro}")
+    if arch != host_arch().name:
+        raise UserError(f"--method dracut builds for this host's arch ({host_arch().name}), not {arch}",
+                        "drop --arch, or use --method distro for another arch")
+    if given.release and given.release != host.release:
+        raise UserError(f"--method dracut builds this host's release ({host.release}), not {given.release}",
+                        "drop --release")
+    if given.existing is not None:
+        raise UserError("--existing and --method dracut exclude each other", "pass one of them")
+    _refuse_install_flags(given, "--method dracut (the host's system is used, nothing is installed)")
+    return host.release
 
 
 def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:

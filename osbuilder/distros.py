@@ -31,8 +31,16 @@ def matrix(recipes_dir: Path | None) -> list[MatrixRow]:
             for mode in recipe.init_modes]
 
 
+# Ways to make a tree besides a recipe's packages; they hold for every row above.
+METHODS = {
+    "dracut": "--method dracut: this build host's own system reduced by dracut (the recipe that names the "
+              "host's distribution, the host's release and arch, every init mode); proven by booting it",
+    "existing": "--existing DIR: a tree you bootstrapped, provisioned by osbuilder (any recipe, arch, init mode)",
+}
+
+
 def matrix_json(rows: list[MatrixRow]) -> dict:
-    return {"combinations": [asdict(row) for row in rows], "proven": PROOFS}
+    return {"combinations": [asdict(row) for row in rows], "proven": PROOFS, "methods": METHODS}
 
 
 def matrix_table(rows: list[MatrixRow]) -> str:
@@ -44,4 +52,5 @@ def matrix_table(rows: list[MatrixRow]) -> str:
     lines = ["".join(cell.ljust(width) for cell, width in zip(line, widths)) + line[-1] for line in [header, *body]]
     legend = ["", "* the distro's default release; --arch defaults to the host's."]
     legend += [f"{kind}: {meaning}" for kind, meaning in PROOFS.items()]
+    legend += ["", "Other methods:"] + [f"  {text}" for text in METHODS.values()]
     return "\n".join(lines + legend)

@@ -75,6 +75,8 @@ class InitMode(ABC):
     runs_systemd: ClassVar[bool]  # systemd is PID 1, so the systemd cgroup driver can work
     agent_path: ClassVar[str]  # where the agent binary is installed
     initrd_init_target: ClassVar[str]  # what an initrd's /init links to
+    # dracut modules that give a tree built from the host (--method dracut) what this mode runs.
+    dracut_modules: ClassVar[tuple[str, ...]] = ("bash", "base")
 
     @property
     def cgroup_driver(self) -> str:
@@ -216,6 +218,7 @@ class SystemdInit(InitMode):
     runs_systemd = True
     agent_path = AGENT_PATH
     initrd_init_target = SYSTEMD_BINARY
+    dracut_modules = ("bash", "base", "systemd", "dbus")
     # Units a sandbox guest never needs (reference section 3), by base name.
     TRIMMABLE_UNITS = (
         "systemd-coredump@", "systemd-journald", "systemd-journald-dev-log", "systemd-journal-flush",
@@ -243,6 +246,8 @@ class SystemdInit(InitMode):
         guest.symlink(f"{ETC_UNIT_DIR}/kata-containers.target.wants/dbus.socket", f"{UNIT_DIR}/dbus.socket")
         if not unit_exists(guest, "tmp.mount"):
             guest.write_text(f"{ETC_UNIT_DIR}/tmp.mount", templates.render("tmp.mount.j2"))
+        if not unit_exists(guest, "default.target"):  # a tree dracut made from the host has none
+            guest.symlink(f"{ETC_UNIT_DIR}/default.target", f"{UNIT_DIR}/multi-user.target")
         if inputs.trim_systemd:
             for base in self.TRIMMABLE_UNITS:
                 for suffix in (".service", ".socket"):

@@ -23,6 +23,9 @@ class NewcMember:
     nlink: int
     mtime: int
     size: int
+    ino: int = 0
+    rdevmajor: int = 0
+    rdevminor: int = 0
 
 
 class NewcReader:
@@ -57,7 +60,7 @@ class NewcReader:
             size = values["filesize"]
             start = f.tell()
             yield NewcMember(name, values["mode"], values["uid"], values["gid"], values["nlink"], values["mtime"],
-                             size)
+                             size, values["ino"], values["rdevmajor"], values["rdevminor"])
             f.seek(start + size + (-size % 4))
 
     def read(self, wanted: str) -> bytes | None:

@@ -15,7 +15,8 @@ from osbuilder.fsutil import remove_tree
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs.backends import InstallRequest
 from osbuilder.rootfs.binfmt import ensure_binfmt
-from osbuilder.rootfs.options import RootfsOptions
+from osbuilder.rootfs.dracut import build_with_dracut
+from osbuilder.rootfs.options import DRACUT, RootfsOptions
 from osbuilder.rootfs.tarball import create_tarball, extract_tarball
 from osbuilder.runner import Runner
 
@@ -37,6 +38,10 @@ def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
 def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path, runner: Runner) -> None:
     if options.existing is not None:
         copy_existing(Path(options.existing), tree, runner)
+        return
+    if options.method == DRACUT:
+        tree.mkdir(parents=True, exist_ok=True)
+        build_with_dracut(options.init, tree, workdir, runner, options.source_date_epoch)
         return
     backend = recipe.backend
     request = install_request(options, recipe)

@@ -17,6 +17,12 @@ def arch_names() -> tuple[str, ...]:
     return tuple(ARCHES)
 
 
+# How the tree is made: the recipe's packages through its package manager, or the build
+# host's own system through dracut.
+DISTRO, DRACUT = "distro", "dracut"
+METHODS = (DISTRO, DRACUT)
+
+
 @dataclass(frozen=True)
 class RecipeSource:
     """Where recipes come from: `distros` takes this alone, the rootfs stage with the rest."""
@@ -45,6 +51,9 @@ class RootfsOptions(RecipeSource):
     existing: Path | None = setting(None, help="provision a copy of this tree, bootstrapped by you, instead of "
                                     "bootstrapping one (the recipe still names what it is)", metavar="DIR",
                                     parse=as_path)
+    method: str = setting(DISTRO, help="how the tree is made: the recipe's packages (distro), or this host's own "
+                          "system reduced by dracut (dracut; --distro names the host's distribution)",
+                          choices=lambda: METHODS)
     release: str = setting("", help="distribution release (default: the recipe's)")
     arch: str = setting("", help="target architecture (default: the host's)", choices=arch_names,
                         parse=canonical_arch_name)
@@ -83,6 +92,11 @@ class RootfsOptions(RecipeSource):
                                      metavar="DIR", parse=as_path)
     # Not a flag: the reproducible-builds convention is the environment variable.
     source_date_epoch: int | None = None
+
+    @property
+    def installs_packages(self) -> bool:
+        """Whether the tree is installed from the recipe's package set (not copied or made by dracut)."""
+        return self.existing is None and self.method == DISTRO
 
     def backend_overrides(self) -> dict[str, Any]:
         """Command-line values for the package manager's recipe table, by its field names."""

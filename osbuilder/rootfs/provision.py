@@ -93,9 +93,9 @@ class Provisioner:
             architecture=options.arch,
             distro=self.recipe.name,
             release=options.release,
-            # An existing tree was not installed from the recipe's package set.
-            default_packages=(() if options.existing else
-                              self.recipe.packages_for(options.arch, options.init, options.seccomp)),
+            # A copied or dracut-made tree was not installed from the recipe's package set.
+            default_packages=(self.recipe.packages_for(options.arch, options.init, options.seccomp)
+                              if options.installs_packages else ()),
             extra_packages=options.extra_packages,
             init_mode=options.init,
             agent_url=self.agent_url(),

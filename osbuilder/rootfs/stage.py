@@ -94,6 +94,7 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
                       runner: Runner) -> Summary:
     """Build a guest tree at `tree` (a fresh directory inside some staging area)."""
     with step(f"Copying {options.existing}" if options.existing else
+              "Building from this host's system with dracut" if not options.installs_packages else
               f"Bootstrapping {recipe.name} {options.release} for {options.arch}"):
         bootstrap(options, recipe, tree, workdir, runner)
     guest = GuestRoot(tree)

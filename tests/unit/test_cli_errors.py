@@ -117,3 +117,22 @@ def test_distros_lists_the_recipe_matrix():
                == {"agent", "systemd", "launcher"} for arch in ("x86_64", "s390x") for release in ("bookworm", "trixie"))
     table = run_cli("distros").stdout
     assert "debian" in table and "aarch64" in table
+
+
+def test_distros_matrix_covers_every_recipe_release_arch_and_mode_with_its_proof():
+    import json
+    rows = json.loads(run_cli("distros", "--json").stdout)["combinations"]
+    combos = {(r["distro"], r["release"], r["arch"], r["init_mode"]) for r in rows}
+    assert len(combos) == len(rows)
+    assert ("alpine", "3.22", "aarch64", "agent") in combos and ("alpine", "3.22", "x86_64", "systemd") not in combos
+    assert not any(r["distro"] == "alpine" and r["arch"] in ("ppc64le", "s390x") for r in rows)
+    assert ("centos", "stream10", "s390x", "systemd") in combos and ("cbl-mariner", "3.0", "x86_64", "agent") in combos
+    assert {r["distro"] for r in rows} == {"alpine", "cbl-mariner", "centos", "debian", "fedora", "ubuntu"}
+    proven = {r["distro"]: r["proven"] for r in rows}
+    assert proven["debian"] == "mirror" and {proven[d] for d in proven if d != "debian"} == {"local-repository"}
+    assert [r["default_release"] for r in rows if r["distro"] == "ubuntu" and r["release"] == "noble"] == [True] * 12
+    assert next(r for r in rows if r["distro"] == "ubuntu" and r["arch"] == "s390x")["mirror"] == \
+        "http://ports.ubuntu.com/ubuntu-ports"
+    assert next(r for r in rows if r["distro"] == "cbl-mariner")["aliases"] == ["azurelinux"]
+    table = run_cli("distros").stdout
+    assert "cbl-mariner (azurelinux)" in table and "noble *" in table and "--method dracut" in table

@@ -1,0 +1,108 @@
+"""`--method dracut`: a guest made from the build host's own system by dracut (reference
+section 4), with osbuilder's agent files provisioned over it like any other tree.
+
+dracut runs with osbuilder's configuration only (the host's dracut.conf is never read), no
+kernel modules, no compression, and the modules the init mode needs. Its newc archive is
+unpacked through GuestRoot, so no member can write through a link onto the host.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder.errors import UserError
+from osbuilder.fsutil import GuestRoot
+from osbuilder.initmode import get_init_mode
+from osbuilder.read.newc import NewcReader
+from osbuilder.runner import Runner
+from osbuilder.templates import Templates
+
+DRACUT_TIMEOUT_S = 900
+# What the agent and the probe call at start-up; dracut fails if the host lacks one.
+REQUIRED_TOOLS = ("mount", "umount", "mkdir", "cat", "ls", "ln", "rm", "sleep", "sync", "stat", "uname")
+# The guest's usual tools (reference section 3), taken from the host when it has them.
+OPTIONAL_TOOLS = ("chronyd", "iptables", "ip6tables", "cryptsetup", "mkfs.ext4", "busctl")
+OS_RELEASE = Path("/etc/os-release")
+
+
+@dataclass(frozen=True)
+class HostSystem:
+    """The build host's distribution, as its os-release names it."""
+
+    distro: str
+    release: str
+    aliases: tuple[str, ...]
+
+    @classmethod
+    def read(cls, path: Path = OS_RELEASE) -> "HostSystem":
+        fields: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                key, sep, value = line.partition("=")
+                if sep:
+                    fields[key.strip()] = value.strip().strip('"')
+        return cls(fields.get("ID", "unknown"), fields.get("VERSION_CODENAME") or fields.get("VERSION_ID", ""),
+                   tuple(fields.get("ID_LIKE", "").split()))
+
+
+def build_with_dracut(init_mode: str, tree: Path, workdir: Path, runner: Runner, epoch: int | None) -> None:
+    config = workdir / "dracut"
+    (config / "conf.d").mkdir(parents=True, exist_ok=True)
+    (config / "tmp").mkdir(exist_ok=True)
+    conf = config / "dracut.conf"
+    conf.write_text(Templates().render("dracut.conf.j2", modules=get_init_mode(init_mode).dracut_modules,
+                                       required=REQUIRED_TOOLS, optional=OPTIONAL_TOOLS))
+    archive = config / "initrd.cpio"
+    env = {"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}
+    runner.run(["dracut", "--no-kernel", "--force", "--quiet", "--conf", str(conf), "--confdir",
+                str(config / "conf.d"), "--tmpdir", str(config / "tmp"), str(archive)], env=env,
+               timeout=DRACUT_TIMEOUT_S, hint="install dracut-core (./setup.sh); the host must have what the "
+                                               "init mode's dracut modules install (systemd and dbus for systemd)")
+    try:
+        unpack_newc(archive, GuestRoot(tree))
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def unpack_newc(archive: Path, guest: GuestRoot) -> int:
+    """Every member of a newc archive written into the tree; returns how many."""
+    chown = os.geteuid() == 0
+    first_of_inode: dict[tuple[int, int], str] = {}
+    count = 0
+    with open(archive, "rb") as stream:
+        reader = NewcReader(stream, str(archive))
+        for member in reader.members():
+            parts = [p for p in member.name.decode(errors="surrogateescape").split("/") if p not in ("", ".")]
+            if ".." in parts:
+                raise UserError(f"{archive}: member '{member.name!r}' has a '..' component", "rebuild it")
+            if not parts:
+                continue
+            name = "/" + "/".join(parts)
+            kind, mode = stat.S_IFMT(member.mode), member.mode & 0o7777
+            if stat.S_ISDIR(member.mode):
+                path = guest.mkdir(name, mode)
+                os.chmod(path, mode)
+            elif stat.S_ISLNK(member.mode):
+                path = guest.symlink(name, stream.read(member.size).decode(errors="surrogateescape"))
+            elif stat.S_ISREG(member.mode):
+                key = (member.ino, member.nlink)
+                if member.nlink > 1 and member.size == 0 and key in first_of_inode:
+                    path = guest.hardlink(name, first_of_inode[key])
+                else:
+                    path = guest.write_bytes(name, stream.read(member.size), mode)
+                    if member.nlink > 1:
+                        first_of_inode[key] = name
+            elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
+                path = guest.make_special(name, kind | mode, os.makedev(member.rdevmajor, member.rdevminor))
+            else:
+                continue  # sockets are never archived meaningfully
+            if chown:
+                os.chown(path, member.uid, member.gid, follow_symlinks=False)
+                if not stat.S_ISLNK(member.mode) and mode & 0o7000:
+                    os.chmod(path, mode)
+            os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+            count += 1
+    return count
