@@ -8,7 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 AGENT = Path("/bin/busybox").read_bytes()
 AGENT_SHA = hashlib.sha256(AGENT).hexdigest()
@@ -58,7 +58,12 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve() -> Iterator[str]:
     Handler.hits = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    yield from serving(Handler)
+
+
+def serving(handler: Callable[..., BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 with `handler`; yields its base URL, stops it after."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

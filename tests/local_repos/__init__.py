@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import subprocess
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
+
+from tests.http_server import serving
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -26,15 +27,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 @contextmanager
 def serve_directory(directory: Path) -> Iterator[str]:
     """A real HTTP server for `directory` on 127.0.0.1; yields its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from serving(functools.partial(_QuietHandler, directory=str(directory)))
 
 
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:

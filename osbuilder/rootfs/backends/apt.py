@@ -44,38 +44,36 @@ class AptBackend(Backend):
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
         section: AptSection = request.section
+        # As root, mmdebstrap writes the tree in place with its true owners. Unprivileged, the
+        # tree it writes is owned by subordinate ids, so it hands over a tarball (entries owned
+        # 0/0) that is unpacked here; the hand-off costs a tar write and read of the whole tree.
+        direct = os.geteuid() == 0
         tarball = workdir / "mmdebstrap.tar"
         argv = [
             "mmdebstrap",
             "--mode=unshare",
             f"--variant={section.variant}",
-            "--format=tar",
+            f"--format={'directory' if direct else 'tar'}",
             f"--arch={request.arch.debian}",
             f"--components={','.join(section.components)}",
         ]
         if request.packages:
             argv.append(f"--include={','.join(request.packages)}")
-        argv += [request.release, str(tarball), request.mirror]
         env = {}
         if request.source_date_epoch is not None:
             env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
+        hint = f"check --mirror {request.mirror}, --release, the package names and the archive keyring (--keyring)"
         with contextlib.ExitStack() as cleanup:
             if section.keyring:
                 keyring = cleanup.enter_context(readable_copy(Path(section.keyring)))
-                argv.insert(-3, f"--keyring={keyring}")
-            self._run(argv, env, request, tarball, root, runner)
-
-    @staticmethod
-    def _run(argv: list[str], env: dict[str, str], request: InstallRequest, tarball: Path, root: Path,
-             runner: Runner) -> None:
-        try:
-            runner.run(argv, env=env, timeout=BOOTSTRAP_TIMEOUT_S, progress=mmdebstrap_phase,
-                       hint=f"check --mirror {request.mirror}, --release, the package names and the archive keyring "
-                            "(--keyring)")
-            extract_tarball(tarball, root, runner)
-        finally:
-            tarball.unlink(missing_ok=True)
-
+                argv.append(f"--keyring={keyring}")
+            argv += [request.release, str(root if direct else tarball), request.mirror]
+            try:
+                runner.run(argv, env=env, timeout=BOOTSTRAP_TIMEOUT_S, progress=mmdebstrap_phase, hint=hint)
+                if not direct:
+                    extract_tarball(tarball, root, runner)
+            finally:
+                tarball.unlink(missing_ok=True)
 
     def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
         status = guest.resolve(DPKG_STATUS)
