@@ -11,7 +11,7 @@ APT_PACKAGES=(
     qemu-system-x86 qemu-system-arm qemu-system-ppc qemu-system-misc qemu-user-static binfmt-support arch-test
     binutils-multiarch make busybox-static kmod dmsetup cpio zstd pigz xz-utils lz4 tar xorriso faketime fakeroot attr parted
     libmagic1 file
-    apt-utils gpg openssl dnf createrepo-c rpm dracut-core systemd
+    apt-utils gpg openssl dnf createrepo-c rpm dracut-core systemd gcc libc6-dev
 )
 
 missing=()

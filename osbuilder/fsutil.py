@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import fnmatch
+import posixpath
 import os
 import shutil
 import stat
@@ -185,6 +187,32 @@ class GuestRoot:
                             "run osbuilder as root") from None
         os.chmod(path, stat.S_IMODE(mode))
         return path
+
+    def glob(self, pattern: str) -> list[str]:
+        """Guest paths matching `pattern` (fnmatch per component: `*`, `?`, `[...]`), resolved
+        inside the guest: a link in the tree is followed as the guest would, never onto the host."""
+        matches = ["/"]
+        for part in [p for p in pattern.split("/") if p]:
+            following = []
+            for base in matches:
+                if not any(c in part for c in "*?["):
+                    candidate = posixpath.join(base, part)
+                    if self.lexists(candidate):
+                        following.append(candidate)
+                    continue
+                directory = self.resolve(base)
+                if directory.is_dir():
+                    following += [posixpath.join(base, name) for name in sorted(os.listdir(directory))
+                                  if fnmatch.fnmatchcase(name, part)]
+            matches = following
+        return [m for m in matches if m != "/"]
+
+    def remove_matching(self, pattern: str) -> int:
+        """Remove every path `pattern` matches (see glob); returns how many."""
+        matched = self.glob(pattern)
+        for path in matched:
+            self.remove(path)
+        return len(matched)
 
     def remove(self, guest_path: str) -> None:
         """Remove a file, link or whole directory; a link is removed, never followed."""

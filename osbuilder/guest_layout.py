@@ -29,3 +29,4 @@ VAR_TMP = "/var/tmp"
 VAR_TMP_TARGET = "../tmp"
 
 MODULES_DIR = "/lib/modules"
+PASSWD = "/etc/passwd"

@@ -40,6 +40,7 @@ class Recipe:
     remove_paths: tuple[str, ...]
     aliases: tuple[str, ...] = ()
     proven: str = "mirror"
+    tools: tuple[str, ...] = ()  # commands the guest must have
 
     def packages_for(self, arch: str, init_mode: str, seccomp: bool) -> tuple[str, ...]:
         """The recipe's own package set for one target, in declaration order."""
@@ -83,6 +84,7 @@ _SCHEMA: dict[str, Any] = {
     }, True),
     "guest": ({
         "remove": (STR_LIST, False),
+        "tools": (STR_LIST, False),
     }, False),
 }
 
@@ -158,6 +160,7 @@ def parse_recipe(path: Path) -> Recipe:
         packages_arch={k: tuple(v) for k, v in pkgs.get("arch", {}).items()},
         remove_paths=tuple(guest.get("remove", ())),
         aliases=tuple(data.get("aliases", ())),
+        tools=tuple(guest.get("tools", ())),
         proven=data["proven"],
     )
 

@@ -8,13 +8,16 @@ unpacked through GuestRoot, so no member can write through a link onto the host.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.errors import UserError
 from osbuilder.fsutil import GuestRoot
+from osbuilder.guest_layout import PASSWD
 from osbuilder.initmode import get_init_mode
 from osbuilder.read.newc import NewcReader
 from osbuilder.runner import Runner
@@ -25,6 +28,10 @@ DRACUT_TIMEOUT_S = 900
 REQUIRED_TOOLS = ("mount", "umount", "mkdir", "cat", "ls", "ln", "rm", "sleep", "sync", "stat", "uname")
 # The guest's usual tools (reference section 3), taken from the host when it has them.
 OPTIONAL_TOOLS = ("chronyd", "iptables", "ip6tables", "cryptsetup", "mkfs.ext4", "busctl")
+# Libraries dracut's modules leave out although what they install needs them (glibc's NSS
+# modules need libresolv); taken from the host's library directories when present.
+OPTIONAL_LIBRARIES = ("libresolv.so.2",)
+HOST_LIBRARY_GLOBS = ("/usr/lib/*-linux-gnu", "/usr/lib64", "/lib64")
 OS_RELEASE = Path("/etc/os-release")
 
 
@@ -53,18 +60,32 @@ def build_with_dracut(init_mode: str, tree: Path, workdir: Path, runner: Runner,
     (config / "conf.d").mkdir(parents=True, exist_ok=True)
     (config / "tmp").mkdir(exist_ok=True)
     conf = config / "dracut.conf"
+    libraries = [str(path) for pattern in HOST_LIBRARY_GLOBS for directory in sorted(glob.glob(pattern))
+                 for name in OPTIONAL_LIBRARIES if (path := Path(directory) / name).is_file()]
     conf.write_text(Templates().render("dracut.conf.j2", modules=get_init_mode(init_mode).dracut_modules,
-                                       required=REQUIRED_TOOLS, optional=OPTIONAL_TOOLS))
+                                       required=REQUIRED_TOOLS, optional=OPTIONAL_TOOLS + tuple(libraries)))
     archive = config / "initrd.cpio"
     env = {"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}
     runner.run(["dracut", "--no-kernel", "--force", "--quiet", "--conf", str(conf), "--confdir",
                 str(config / "conf.d"), "--tmpdir", str(config / "tmp"), str(archive)], env=env,
                timeout=DRACUT_TIMEOUT_S, hint="install dracut-core (./setup.sh); the host must have what the "
                                                "init mode's dracut modules install (systemd and dbus for systemd)")
+    guest = GuestRoot(tree)
     try:
-        unpack_newc(archive, GuestRoot(tree))
+        unpack_newc(archive, guest)
     finally:
         archive.unlink(missing_ok=True)
+    lock_root_password(guest)
+
+
+def lock_root_password(guest: GuestRoot) -> None:
+    """dracut's base module writes root with an empty password; a guest never logs in, so
+    the account gets no usable password ('*') rather than none."""
+    if guest.exists(PASSWD):
+        text = guest.read_text(PASSWD)
+        locked = re.sub(r"^root::", "root:*:", text, flags=re.M)
+        if locked != text:
+            guest.replace_text(PASSWD, locked)
 
 
 def unpack_newc(archive: Path, guest: GuestRoot) -> int:

@@ -56,7 +56,7 @@ class Provisioner:
 
     def remove_unneeded(self) -> None:
         for path in self.recipe.remove_paths + VOLATILE_VAR_DIRS:
-            self.guest.remove(path)
+            self.guest.remove_matching(path)
         self.guest.symlink(VAR_TMP, VAR_TMP_TARGET)
 
     def write_resolv_conf(self) -> None:

@@ -103,7 +103,9 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
     with step(f"Provisioning for init mode '{options.init}'"):
         summary = Provisioner(guest, options, recipe, agent, Templates(), packages, workdir, runner).run()
     with step("Validating the guest"):
-        validate_tree(guest, options.init, options.target, agent)
+        # The recipe's tools are required of trees installed from its package set.
+        validate_tree(guest, options.init, options.target, agent,
+                      tools=recipe.tools if options.installs_packages else ())
     if options.source_date_epoch is not None:
         clamp_mtimes(tree, options.source_date_epoch)
     return summary

@@ -8,6 +8,7 @@ from osbuilder.fsutil import GuestRoot
 from osbuilder.guest_layout import INIT_PATH, SUMMARY_PATH
 from osbuilder.initmode import InstalledAgent, get_init_mode
 from osbuilder.rootfs.agent import AgentBinary
+from osbuilder.rootfs.closure import check_closure
 from osbuilder.rootfs.summary import parse_summary, recorded_agent
 
 
@@ -20,8 +21,9 @@ def read_tree_summary(guest: GuestRoot) -> dict | None:
 
 
 def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBinary | None = None,
-                  require_summary: bool = True) -> None:
-    """Check the facts every guest must satisfy; `agent` pins the binary that must be installed."""
+                  require_summary: bool = True, tools: tuple[str, ...] = ()) -> None:
+    """Check the facts every guest must satisfy; `agent` pins the binary that must be installed,
+    `tools` names commands the guest must have. Everything that can run must find what it needs."""
     if not guest.resolve(INIT_PATH).is_file():
         raise BuildError(f"{INIT_PATH} does not exist in {guest.root}", "the tree cannot boot; rebuild it")
     summary = read_tree_summary(guest)
@@ -38,3 +40,4 @@ def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBi
             raise BuildError(f"{SUMMARY_PATH} is missing", "rebuild the tree")
         if any(recorded.get(key) != value for key, value in mode.summary_fields().items()):
             raise BuildError(f"{SUMMARY_PATH} does not record init mode {init_mode}", "rebuild the tree")
+    check_closure(guest, tools)

@@ -46,6 +46,7 @@ def assert_probe(result, report, tree: Path, host_driver: str, arch: str = "x86_
     expected = "systemd" if (init_mode == "systemd" and host_driver == "systemd") else "cgroupfs"
     assert probe["cgroup_driver"] == expected
     assert probe["arch"] == arch
+    assert 0 < probe["mem_used_kib"] < 1024 * 1024  # what the guest costs in RAM, in a 1 GiB VM
     assert report["recorded_init_mode"] in (init_mode, None)
     return probe
 

@@ -34,6 +34,8 @@ def test_a_dracut_guest_from_the_host_boots_in_both_init_modes(boot_cache, tmp_p
     # The host's own binaries, reduced by dracut: the same bytes as the host's.
     assert (tree / "usr/bin/uname").read_bytes() == Path("/usr/bin/uname").read_bytes()
     assert (tree / "usr/lib/systemd/systemd").exists() == (init == "systemd")
+    # dracut writes root with an empty password; osbuilder leaves it none that works.
+    assert "root:*:0:0:" in (tree / "etc/passwd").read_text() and "root::" not in (tree / "etc/passwd").read_text()
     initrd = pack("initrd", tree, tmp_path / "initrd.img")
     result, boot_report = boot(initrd, boot_cache, "--host-cgroup-driver", "systemd")
     assert_probe(result, boot_report, tree, "systemd")

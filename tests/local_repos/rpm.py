@@ -29,7 +29,7 @@ class StandIn:
     files: dict[str, str] = field(default_factory=dict)  # path -> content (mode 0755 if it starts with #!)
     links: dict[str, str] = field(default_factory=dict)  # path -> target
     dirs: tuple[str, ...] = ()
-    requires: tuple[str, ...] = ("filesystem",)
+    requires: tuple[str, ...] = ("filesystem", "bash")
     provides: tuple[str, ...] = ()
 
 
@@ -37,9 +37,11 @@ STAND_INS = (
     StandIn("filesystem", requires=(), dirs=("/etc", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/var",
                                              "/tmp", "/run", "/proc", "/sys", "/dev", "/root"),
             links={"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64"}),
+    # /bin/sh for the stand-ins' scripts (the closure check wants every interpreter present).
+    StandIn("bash", files={"/usr/bin/bash": "#!/usr/bin/bash\n"}, links={"/usr/bin/sh": "bash"}),
     StandIn("chrony", files={"/etc/chrony.conf": CHRONY_CONF, "/usr/sbin/chronyd": SCRIPT,
                              "/usr/lib/systemd/system/chronyd.service": CHRONYD_SERVICE}),
-    StandIn("iptables", files={"/usr/sbin/iptables": SCRIPT}, requires=("filesystem", "libxtables.so.12()(64bit)")),
+    StandIn("iptables", files={"/usr/sbin/iptables": SCRIPT}, requires=("filesystem", "bash", "libxtables.so.12()(64bit)")),
     StandIn("iptables-libs", files={"/usr/lib64/libxtables.so.12": "not really a library\n"},
             provides=("libxtables.so.12()(64bit)",)),
     StandIn("iptables-nft", files={"/usr/sbin/iptables-nft": SCRIPT}),
@@ -47,10 +49,10 @@ STAND_INS = (
     StandIn("dbus", files={"/usr/lib/systemd/system/dbus.socket": UNIT, "/usr/bin/dbus-daemon": SCRIPT}),
     StandIn("systemd", files={"/usr/lib/systemd/systemd": SCRIPT, "/usr/lib/systemd/system/basic.target": UNIT,
                               "/usr/lib/systemd/system/multi-user.target": UNIT},
-            links={"/usr/sbin/init": "../lib/systemd/systemd"}, requires=("filesystem", "dbus")),
+            links={"/usr/sbin/init": "../lib/systemd/systemd"}, requires=("filesystem", "bash", "dbus")),
     StandIn("e2fsprogs", files={"/usr/sbin/mkfs.ext4": SCRIPT}),
     StandIn("kata-packages-uvm", files={"/usr/share/kata-packages-uvm/README": "meta package stand-in\n"},
-            requires=("filesystem", "iptables", "chrony")),
+            requires=("filesystem", "bash", "iptables", "chrony")),
 )
 
 

@@ -36,6 +36,25 @@ def test_probe_line_parses_into_typed_fields():
         "cgroup_driver": "cgroupfs", "arch": "x86_64"}
 
 
+def test_the_probe_line_reports_the_memory_the_guest_uses():
+    fields = parse_probe_line(LINE + " mem_used_kib=41236")
+    assert fields is not None and fields["mem_used_kib"] == 41236
+    assert "mem_used_kib" not in parse_probe_line(LINE)  # a probe from before it was reported
+    assert "mem_used_kib" not in parse_probe_line(LINE + " mem_used_kib=lots")
+
+
+def test_the_probe_computes_memory_used_from_meminfo(tmp_path: Path):
+    """The probe's own arithmetic, run by sh on a meminfo of known figures."""
+    script = render_probe(Templates(), tmp_path / "probe").path.read_text()
+    start = script.index("mem_total=0")
+    end = script.index("mem_used_kib=$((mem_total - mem_available))") + len("mem_used_kib=$((mem_total - mem_available))")
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        1000000 kB\nMemFree:          900000 kB\nMemAvailable:     958764 kB\n")
+    snippet = script[start:end].replace("/proc/meminfo", str(meminfo)) + "\necho $mem_used_kib\n"
+    out = subprocess.run(["sh", "-c", snippet], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "41236"
+
+
 @pytest.mark.parametrize("broken", [LINE.replace("cgroup=v1", "cgroup=v3"), LINE.replace("pid=1 ", ""),
                                     LINE.replace("cgroup_driver=cgroupfs", "cgroup_driver=maybe")])
 def test_malformed_probe_lines_are_not_accepted(broken: str):
