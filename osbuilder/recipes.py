@@ -41,6 +41,8 @@ class Recipe:
     aliases: tuple[str, ...] = ()
     proven: str = "mirror"
     tools: tuple[str, ...] = ()  # commands the guest must have
+    slim_packages: tuple[str, ...] = ()  # --slim: packages whose files go (fnmatch patterns)
+    slim_paths: tuple[str, ...] = ()  # --slim: guest paths and globs that go
 
     def packages_for(self, arch: str, init_mode: str, seccomp: bool) -> tuple[str, ...]:
         """The recipe's own package set for one target, in declaration order."""
@@ -60,6 +62,7 @@ class Recipe:
 PROOFS = {
     "mirror": "its real mirror, in the test suite",
     "local-repository": "local signed repositories only (its mirror is out of the test machines' reach)",
+    "none": "not exercised by osbuilder's tests (a recipe of your own)",
 }
 
 # Schema: key -> (type, required). Nested tables are dicts of the same shape; "*" matches any key.
@@ -68,7 +71,7 @@ _SCHEMA: dict[str, Any] = {
     "name": (str, True),
     "description": (str, False),
     "aliases": (STR_LIST, False),
-    "proven": (str, True),
+    "proven": (str, False),
     "backend": (str, True),
     "default_release": (str, True),
     "releases": (STR_LIST, True),
@@ -85,6 +88,10 @@ _SCHEMA: dict[str, Any] = {
     "guest": ({
         "remove": (STR_LIST, False),
         "tools": (STR_LIST, False),
+    }, False),
+    "slim": ({
+        "packages": (STR_LIST, False),
+        "paths": (STR_LIST, False),
     }, False),
 }
 
@@ -137,7 +144,7 @@ def parse_recipe(path: Path) -> Recipe:
     for arch in data["arches"] + list(pkgs.get("arch", {})) + list(data.get("arch_mirrors", {})):
         if arch not in ARCHES:
             raise UserError(f"recipe {path}: unknown arch '{arch}'", f"use one of: {', '.join(ARCHES)}")
-    if data["proven"] not in PROOFS:
+    if data.get("proven", "none") not in PROOFS:
         raise UserError(f"recipe {path}: unknown proven '{data['proven']}'", f"use {' or '.join(PROOFS)}")
     if data["default_release"] not in data["releases"]:
         raise UserError(f"recipe {path}: default_release '{data['default_release']}' is not in 'releases'",
@@ -161,7 +168,9 @@ def parse_recipe(path: Path) -> Recipe:
         remove_paths=tuple(guest.get("remove", ())),
         aliases=tuple(data.get("aliases", ())),
         tools=tuple(guest.get("tools", ())),
-        proven=data["proven"],
+        slim_packages=tuple(data.get("slim", {}).get("packages", ())),
+        slim_paths=tuple(data.get("slim", {}).get("paths", ())),
+        proven=data.get("proven", "none"),
     )
 
 

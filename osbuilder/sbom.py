@@ -19,6 +19,9 @@ from osbuilder.rootfs.summary import Summary
 from osbuilder.settings import setting
 
 TOOL = "osbuilder"
+# How a package --slim emptied is marked: it was installed, its files are gone from the guest.
+FILES_REMOVED = "osbuilder:files-removed"
+FILES_REMOVED_COMMENT = "installed, then its files were removed by osbuilder --slim"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class SbomInput:
 
 
 def write_cyclonedx(data: SbomInput, path: Path) -> None:
-    from cyclonedx.model import HashAlgorithm, HashType
+    from cyclonedx.model import HashAlgorithm, HashType, Property
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
     from cyclonedx.model.tool import ToolRepository
@@ -69,7 +72,9 @@ def write_cyclonedx(data: SbomInput, path: Path) -> None:
     for package in summary.installed:
         purl = data.purl(package.name, package.version, package.architecture)
         bom.components.add(Component(name=package.name, version=package.version, type=ComponentType.LIBRARY,
-                                     purl=purl, bom_ref=purl.to_string()))
+                                     purl=purl, bom_ref=purl.to_string(),
+                                     properties=[Property(name=FILES_REMOVED, value="true")]
+                                     if package.files_removed else []))
     bom.register_dependency(guest, list(bom.components))  # the guest holds them all
     path.write_text(JsonV1Dot6(bom).output_as_string(indent=2) + "\n")
 
@@ -97,6 +102,7 @@ def write_spdx(data: SbomInput, path: Path) -> None:
         purl = data.purl(package.name, package.version, package.architecture).to_string()
         packages.append(Package(spdx_id=spdx_id, name=package.name, version=package.version,
                                 download_location=SpdxNoAssertion(), files_analyzed=False,
+                                comment=FILES_REMOVED_COMMENT if package.files_removed else None,
                                 external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER,
                                                                         "purl", purl)]))
         for artifact_index in range(len(data.artifacts)):

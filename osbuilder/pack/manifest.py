@@ -38,8 +38,9 @@ def write_manifest(path: Path, config: dict[str, Any], summary: Summary, artifac
         "agent": {"sha256": summary.agent_sha256, "version": summary.agent_version, "probe": summary.probe},
         "source_date_epoch": epoch,
         "config": config,
-        "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture}
-                     for p in summary.installed],
+        "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture,
+                      **({"files_removed": True} if p.files_removed else {})} for p in summary.installed],
+        **({"slim": summary.slim.as_json()} if summary.slim is not None else {}),
         "artifacts": [{**artifact.manifest_entry(), "file": name(artifact.path)} for artifact in artifacts],
         "payloads": [p.as_json() for p in summary.payloads],
         "sidecars": [{"file": name(p), "kind": kind, "sha256": sha256_file(p)} for p, kind in sidecars],

@@ -70,6 +70,9 @@ class RootfsOptions(RecipeSource):
     keyring: Path | None = setting(None, help="trust this archive keyring instead of the recipe's: a gpg keyring "
                                    "for apt and dnf, an .rsa.pub key or a directory of them for apk",
                                    metavar="FILE", parse=as_path)
+    slim: bool = setting(False, help="after provisioning, remove what the recipe's [slim] rules name (the package "
+                         "manager and its database, unneeded interpreters, gconv modules, locales, caches); the "
+                         "package list is recorded first", boolean=True)
     trim_systemd: bool = setting(False, help="remove systemd units a sandbox never needs", boolean=True)
     kernel_modules: Path | None = setting(None, help="directory copied to /lib/modules/<its name> in the guest",
                                           metavar="DIR", parse=as_path)

@@ -7,6 +7,7 @@ is the init mode object's to do.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from osbuilder.fetch import is_url
 from osbuilder.fsutil import GuestRoot, sha256_file
-from osbuilder.guest_layout import (CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
+from osbuilder.guest_layout import (INIT_PATH, CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
                                     SUMMARY_PATH, UNIT_DIR, VAR_TMP, VAR_TMP_TARGET, VOLATILE_VAR_DIRS)
 from osbuilder.initmode import InitInputs, get_init_mode
 from osbuilder.recipes import Recipe
@@ -22,6 +23,8 @@ from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.rootfs.backends import Package
 from osbuilder.rootfs.options import RootfsOptions
 from osbuilder.rootfs.payloads import PayloadRecord, install_payloads
+from osbuilder.rootfs.closure import GUEST_PATH
+from osbuilder.rootfs.slim import SlimRecord, Slimmer
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.systemd_units import first_existing_unit
 from osbuilder.runner import Runner
@@ -40,6 +43,7 @@ class Provisioner:
     packages: tuple[Package, ...] = ()  # what the package database recorded before provisioning
     workdir: Path | None = None  # scratch space for payload tarballs
     runner: Runner = field(default_factory=Runner)
+    slim_files: dict[str, tuple[str, ...]] | None = None  # --slim: the files of the packages that go
 
     def run(self) -> Summary:
         self.remove_unneeded()
@@ -49,10 +53,17 @@ class Provisioner:
         get_init_mode(self.options.init).install(self.guest, self.agent, self.templates, inputs)
         if self.options.kernel_modules is not None:
             self.guest.copy_tree(self.options.kernel_modules, f"{MODULES_DIR}/{self.options.kernel_modules.name}")
+        slimmed = self.slim() if self.slim_files is not None else None
         # Payloads last (the overlay last of all): what the user brings wins over osbuilder's files.
         payloads = install_payloads(self.guest, self.options, self.templates,
                                     self.workdir or self.guest.root.parent, self.runner)
-        return self.write_summary(payloads)
+        return self.write_summary(payloads, slimmed)
+
+    def slim(self) -> SlimRecord:
+        mode = get_init_mode(self.options.init)
+        protected = (INIT_PATH, mode.agent_path, SUMMARY_PATH) + tuple(
+            path for tool in self.recipe.tools for path in (f"{d}/{tool}" for d in GUEST_PATH))
+        return Slimmer(self.guest, protected).run(self.slim_files or {}, self.recipe.slim_paths)
 
     def remove_unneeded(self) -> None:
         for path in self.recipe.remove_paths + VOLATILE_VAR_DIRS:
@@ -87,8 +98,10 @@ class Provisioner:
         source = self.options.agent_tarball or self.options.agent
         return _agent_source_url(source, self.agent.probe, self.agent.path)
 
-    def write_summary(self, payloads: tuple[PayloadRecord, ...] = ()) -> Summary:
+    def write_summary(self, payloads: tuple[PayloadRecord, ...] = (), slimmed: SlimRecord | None = None) -> Summary:
         options = self.options
+        gone = set(slimmed.packages) if slimmed is not None else set()
+        installed = tuple(dataclasses.replace(p, files_removed=p.name in gone) for p in self.packages)
         summary = Summary(
             architecture=options.arch,
             distro=self.recipe.name,
@@ -103,7 +116,8 @@ class Provisioner:
             agent_sha256=self.agent.sha256,
             creation_epoch=options.source_date_epoch,
             probe=self.agent.probe,
-            installed=self.packages,
+            installed=installed,
+            slim=slimmed,
             launcher_sha256=sha256_file(self.options.launcher) if self.options.launcher else None,
             payloads=payloads,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,14 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
     guest = GuestRoot(tree)
     # Provisioning removes /var/lib, and the package database with it: read it first.
     packages = recipe.backend.installed_packages(guest, runner)
+    slim_files = None
+    if options.slim:
+        doomed = tuple(p.name for p in packages if any(fnmatch.fnmatchcase(p.name, pattern)
+                                                       for pattern in recipe.slim_packages))
+        slim_files = recipe.backend.package_files(guest, runner, doomed)
     with step(f"Provisioning for init mode '{options.init}'"):
-        summary = Provisioner(guest, options, recipe, agent, Templates(), packages, workdir, runner).run()
+        summary = Provisioner(guest, options, recipe, agent, Templates(), packages, workdir, runner,
+                              slim_files).run()
     with step("Validating the guest"):
         # The recipe's tools are required of trees installed from its package set.
         validate_tree(guest, options.init, options.target, agent,

@@ -39,6 +39,7 @@ class Summary:
     installed: tuple[Package, ...] = ()  # every package, from the package database
     launcher_sha256: str | None = None  # the launcher mode's /sbin/init
     payloads: tuple[Any, ...] = ()  # rootfs.payloads.PayloadRecord: what was unpacked or copied over the tree
+    slim: Any = None  # rootfs.slim.SlimRecord when --slim removed files
 
     @property
     def cgroup_driver(self) -> str:
@@ -67,6 +68,7 @@ class Summary:
             installed=self.installed,
             launcher_sha256=self.launcher_sha256,
             payloads=self.payloads,
+            slim=self.slim,
         )
 
 

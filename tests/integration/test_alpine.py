@@ -71,7 +71,7 @@ def test_alpine_agent_mode_initrd_installs_from_a_signed_repository_and_boots(ap
     # apk's database, so the guest's own apk can manage the tree.
     installed = (tree / "lib/apk/db/installed").read_text()
     names = [line[2:] for line in installed.splitlines() if line.startswith("P:")]
-    assert set(names) == {"alpine-baselayout", "alpine-release", "musl", "busybox", "alpine-base", "bash",
+    assert set(names) == {"alpine-baselayout", "alpine-release", "musl", "busybox", "apk-tools", "alpine-base", "bash",
                           "iptables", "libxtables", "ip6tables", "libseccomp", "bash-busybox-links"}
     assert "V:2.6.0-r0" in installed and "V:2.5.5-r2" not in installed  # the newest libseccomp
     assert names.index("busybox") < names.index("alpine-base")  # dependencies first
@@ -126,3 +126,19 @@ def test_alpine_ships_alpines_published_keys():
         text = subprocess.run(["openssl", "pkey", "-pubin", "-in", key, "-noout", "-text"], capture_output=True,
                               text=True, check=True).stdout
         assert "Public-Key: (4096 bit)" in text
+
+
+def test_alpine_slim_removes_apk_and_its_database_and_records_it(apk_mirror, tmp_path):
+    url, keyring = apk_mirror
+    tree = tmp_path / "rootfs"
+    result = build_alpine(tree, f"{url}/good", keyring, "--slim")
+    assert result.returncode == 0, result.stderr
+    assert not (tree / "sbin/apk").exists() and not (tree / "lib/apk").exists() and not (tree / "etc/apk").exists()
+    assert (tree / "bin/busybox").is_file() and (tree / "sbin/iptables").is_file()  # the recipe's tools stay
+    from osbuilder.rootfs.summary import installed_packages, parse_summary
+
+    summary = parse_summary((tree / "var/lib/osbuilder/osbuilder.yaml").read_text())
+    marked = {p["name"] for p in installed_packages(summary) if p.get("files-removed") == "yes"}
+    assert marked == {"apk-tools"} and len(installed_packages(summary)) == 12
+    rules = {rule["rule"]: rule["files"] for rule in summary["slim"]["rules"]}
+    assert rules["package apk-tools"] == 2 and rules["/lib/apk"] >= 4 and summary["slim"]["files"] >= 6

@@ -17,6 +17,7 @@ from osbuilder.arch import get_arch
 from tests.conftest import run_cli
 from tests.local_repos import GpgKey, serve_directory
 from tests.local_repos.rpm import build_rpm_repo, build_rpms
+from tests.helpers import validate_manifest
 
 RPM_DISTROS = ("centos", "cbl-mariner", "fedora")
 
@@ -124,3 +125,27 @@ def test_an_unsupported_arch_lists_the_supported_ones(tmp_path, host_agent):
     assert result.returncode == 2
     assert result.error_lines == ["osbuilder: error: distro 'cbl-mariner' does not support arch 's390x'; "
                                   "use --arch x86_64 or --arch aarch64"]
+
+
+def test_slim_removes_the_package_manager_and_the_manifest_and_sbom_still_list_it(rpm_mirror, tmp_path, host_agent):
+    mirror, keyring, _ = rpm_mirror
+    out = tmp_path / "out"
+    result = run_cli("build", "--distro", "centos", "--init", "agent", "--agent", host_agent, "--mirror", mirror,
+                     "--keyring", keyring, "--extra-packages", "dnf", "--slim", "--format", "initrd",
+                     "--sbom", "cyclonedx", "-o", out)
+    assert result.returncode == 0, result.stderr
+    manifest = validate_manifest(out / "manifest.json")
+    packages = {p["name"]: p for p in manifest["packages"]}
+    assert {"dnf", "python3", "rpm", "chrony", "iptables"} <= set(packages)  # as installed before slimming
+    assert [name for name, p in sorted(packages.items()) if p.get("files_removed")] == ["dnf", "python3", "rpm"]
+    slim = manifest["slim"]
+    assert slim["packages"] == ["dnf", "python3", "rpm"] and slim["files"] == 4
+    rules = {rule["rule"]: rule["files"] for rule in slim["rules"]}
+    assert (rules["package dnf"], rules["package python3"], rules["package rpm"]) == (1, 1, 2)
+    bom = json.loads((out / "sbom.cdx.json").read_text())
+    marked = {c["name"] for c in bom["components"]
+              if {"name": "osbuilder:files-removed", "value": "true"} in c.get("properties", [])}
+    assert marked == {"dnf", "python3", "rpm"}
+    listing = run_cli("inspect", out / "kata-containers-initrd.img", "--json")
+    files = json.loads(listing.stdout)
+    assert files["packages"]["count"] == len(packages)

@@ -43,8 +43,13 @@ def test_a_wheel_installed_elsewhere_finds_its_recipes_and_templates(tmp_path: P
     distros = subprocess.run([venv / "bin/osbuilder", "distros", "--json"], capture_output=True, text=True,
                              cwd=elsewhere)
     assert distros.returncode == 0, distros.stderr
-    rows = json.loads(distros.stdout)
-    assert {"debian"} == {row["distro"] for row in rows} and len(rows) == 4
+    rows = json.loads(distros.stdout)["combinations"]
+    assert {row["distro"] for row in rows} == {"alpine", "cbl-mariner", "centos", "debian", "fedora", "ubuntu"}
+    # Alpine's keys ship beside its recipe: with them found, the build gets as far as the mirror.
+    alpine = subprocess.run([venv / "bin/osbuilder", "rootfs", "--distro", "alpine", "--init", "agent",
+                             "--probe-agent", "--mirror", "http://127.0.0.1:9", "-o", "alpine"],
+                            capture_output=True, text=True, cwd=elsewhere)
+    assert alpine.returncode == 1 and "downloading http://127.0.0.1:9/v3.22/main/x86_64/APKINDEX.tar.gz" in alpine.stderr
 
     tree = make_minimal_guest(tmp_path / "guest", host_agent)
     packed = subprocess.run([venv / "bin/osbuilder", "initrd", str(tree), "-o", "guest.img", "--json"],
@@ -88,8 +93,9 @@ def test_a_distribution_is_one_recipe_file(tmp_path: Path, host_agent: Path):
     (recipes / "tinydeb.toml").write_text(TINY_RECIPE)
     listed = run_cli("distros", "--recipes-dir", recipes, "--json")
     assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout) == [{"distro": "tinydeb", "release": "bookworm", "releases": ["bookworm"],
-                                          "arch": "x86_64", "init_modes": ["agent"], "backend": "apt"}]
+    assert json.loads(listed.stdout)["combinations"] == [
+        {"distro": "tinydeb", "aliases": [], "release": "bookworm", "default_release": True, "arch": "x86_64",
+         "init_mode": "agent", "backend": "apt", "mirror": "http://deb.debian.org/debian", "proven": "none"}]
     refused = run_cli("rootfs", "--recipes-dir", recipes, "--distro", "tinydeb", "--init", "systemd",
                       "--agent", host_agent, "-o", tmp_path / "no")
     assert refused.returncode == 2 and "supports only init mode 'agent'" in refused.stderr

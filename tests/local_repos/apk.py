@@ -177,7 +177,10 @@ def alpine_packages(busybox: bytes, arch: str) -> list[ApkPackage]:
                    provides=("cmd:sh=1.37.0-r19", "/bin/sh"), depends=("alpine-baselayout",),
                    scripts={".post-install": b"#!/bin/sh\n/bin/busybox mkdir -p /etc/busybox\n"
                                              b"echo \"installed $1\" > /etc/busybox/post-install\n"}),
-        ApkPackage("alpine-base", "3.22.2-r0", depends=("alpine-baselayout", "alpine-release", "busybox", "musl>=1.2")),
+        ApkPackage("apk-tools", "2.14.9-r2", files={"/sbin/apk": shell, "/usr/share/apk/README": b"stand-in\n"},
+                   depends=(libc,)),
+        ApkPackage("alpine-base", "3.22.2-r0", depends=("alpine-baselayout", "alpine-release", "busybox", "musl>=1.2",
+                                                        "apk-tools")),
         ApkPackage("bash", "5.2.37-r0", files={"/bin/bash": shell}, depends=(libc, "/bin/sh")),
         ApkPackage("iptables", "1.8.11-r1", files={"/sbin/iptables": shell}, depends=(libc, "so:libxtables.so.12")),
         ApkPackage("libxtables", "1.8.11-r1", files={"/usr/lib/libxtables.so.12": b"stand-in\n"},

@@ -50,6 +50,10 @@ STAND_INS = (
     StandIn("systemd", files={"/usr/lib/systemd/systemd": SCRIPT, "/usr/lib/systemd/system/basic.target": UNIT,
                               "/usr/lib/systemd/system/multi-user.target": UNIT},
             links={"/usr/sbin/init": "../lib/systemd/systemd"}, requires=("filesystem", "bash", "dbus")),
+    # What --slim removes: a package manager written in Python, and rpm.
+    StandIn("python3", files={"/usr/bin/python3": "#!/usr/bin/bash\n"}),
+    StandIn("rpm", files={"/usr/bin/rpm": SCRIPT, "/usr/lib/rpm/macros": "%_dbpath /var/lib/rpm\n"}),
+    StandIn("dnf", files={"/usr/bin/dnf": "#!/usr/bin/python3\n"}, requires=("filesystem", "python3", "rpm")),
     StandIn("e2fsprogs", files={"/usr/sbin/mkfs.ext4": SCRIPT}),
     StandIn("kata-packages-uvm", files={"/usr/share/kata-packages-uvm/README": "meta package stand-in\n"},
             requires=("filesystem", "bash", "iptables", "chrony")),

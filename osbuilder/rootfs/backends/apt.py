@@ -23,6 +23,7 @@ from osbuilder.runner import Runner
 
 BOOTSTRAP_TIMEOUT_S = 3600
 DPKG_STATUS = "/var/lib/dpkg/status"
+DPKG_INFO = "/var/lib/dpkg/info"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,15 @@ class AptBackend(Backend):
             finally:
                 tarball.unlink(missing_ok=True)
                 remove_tree(written)
+
+    def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        files = {}
+        for name in names:
+            lists = [path for path in (f"{DPKG_INFO}/{name}.list", *guest.glob(f"{DPKG_INFO}/{name}:*.list"))
+                     if guest.exists(path)]
+            files[name] = tuple(line for path in lists for line in guest.read_text(path).splitlines()
+                                if line.startswith("/") and line != "/.")
+        return files
 
     def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
         status = guest.resolve(DPKG_STATUS)

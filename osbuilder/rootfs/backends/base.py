@@ -48,6 +48,7 @@ class Package:
     name: str
     version: str
     architecture: str
+    files_removed: bool = False  # --slim removed its files; the package list still names it
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,11 @@ class Backend(ABC):
     @abstractmethod
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
         """Install request.packages into the empty directory `root`, with true owners."""
+
+    @abstractmethod
+    def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        """The guest paths each of the installed packages `names` owns, from the package
+        database (read before provisioning removes it)."""
 
     @abstractmethod
     def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:

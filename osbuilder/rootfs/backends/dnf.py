@@ -77,13 +77,30 @@ class DnfBackend(Backend):
                    hint=f"check --mirror {request.mirror}, --release, the package names and the signing key "
                         "(--keyring)")
 
-    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
-        dbpath = "/var/lib/rpm"
+    @staticmethod
+    def _dbpath(guest: GuestRoot) -> str | None:
         for candidate in ("/var/lib/rpm", "/usr/lib/sysimage/rpm"):
             if guest.resolve(candidate).is_dir() and any(guest.resolve(candidate).iterdir()):
-                dbpath = candidate
-                break
-        else:
+                return candidate
+        return None
+
+    def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        dbpath = self._dbpath(guest)
+        if dbpath is None or not names:
+            return {name: () for name in names}
+        out = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-q",
+                          "--queryformat=[%{=NAME}\t%{FILENAMES}\n]", *names], check=False,
+                         hint="install rpm (./setup.sh)").stdout
+        files: dict[str, list[str]] = {name: [] for name in names}
+        for line in out.splitlines():
+            name, _, path = line.partition("\t")
+            if name in files and path.startswith("/"):
+                files[name].append(path)
+        return {name: tuple(paths) for name, paths in files.items()}
+
+    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
+        dbpath = self._dbpath(guest)
+        if dbpath is None:
             return ()
         out = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qa", f"--queryformat={QUERY_FORMAT}"],
                          hint="install rpm (./setup.sh)").stdout

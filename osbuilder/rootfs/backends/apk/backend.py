@@ -21,7 +21,8 @@ from pathlib import Path
 from osbuilder.errors import UserError
 from osbuilder.fetch import fetch
 from osbuilder.fsutil import GuestRoot
-from osbuilder.rootfs.backends.apk.database import InstalledFile, InstalledPackage, read_installed, write_database
+from osbuilder.rootfs.backends.apk.database import (InstalledFile, InstalledPackage, installed_files, read_installed,
+                                                   write_database)
 from osbuilder.rootfs.backends.apk.index import IndexEntry, PkgInfo, parse_apkindex
 from osbuilder.rootfs.backends.apk.resolve import Resolver
 from osbuilder.rootfs.backends.apk.segments import TrustedKeys, gzip_streams, tar_members
@@ -209,6 +210,9 @@ class ApkBackend(Backend):
                        hint=f"{entry.name}'s {kind.lstrip('.')} script failed inside the guest")
         finally:
             guest.remove(script)
+
+    def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        return {name: installed_files(guest, name) for name in names}
 
     def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
         found = [Package(fields["P"], fields.get("V", ""), fields.get("A", "")) for fields in read_installed(guest)]

@@ -91,3 +91,22 @@ def read_installed(guest: GuestRoot) -> list[dict[str, str]]:
         if "P" in fields:
             packages.append(fields)
     return packages
+
+
+def installed_files(guest: GuestRoot, name: str) -> tuple[str, ...]:
+    """The guest paths of package `name`'s files (R: lines under their F: directory)."""
+    path = guest.resolve(INSTALLED)
+    if not path.is_file():
+        return ()
+    for block in path.read_text(errors="replace").split("\n\n"):
+        lines = block.splitlines()
+        if f"P:{name}" not in lines:
+            continue
+        files, directory = [], ""
+        for line in lines:
+            if line.startswith("F:"):
+                directory = line[2:]
+            elif line.startswith("R:"):
+                files.append("/" + "/".join(p for p in (directory, line[2:]) if p))
+        return tuple(files)
+    return ()
