@@ -223,6 +223,16 @@ class GuestRoot:
             remove_tree(path)
 
 
+def set_owner_and_time(path: Path, uid: int, gid: int, mode: int, mtime: int, chown: bool) -> None:
+    """An unpacked member's owner (when `chown`), special mode bits and mtime, never through a
+    link: what every unpacker (tarballs, apk packages, newc archives) does after writing one."""
+    if chown:
+        os.chown(path, uid, gid, follow_symlinks=False)
+        if not os.path.islink(path) and mode & 0o7000:
+            os.chmod(path, mode)  # chown clears setuid/setgid
+    os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
 def relocate_sorted(source: Path, target: Path) -> None:
     """Move a tree from `source` into the empty directory `target` on the same filesystem,
     making every directory afresh and its entries in sorted name order (files are renamed, not

@@ -19,7 +19,7 @@ from struct import error as struct_error
 from osbuilder.elf import parse_elf_header, read_dynamic
 from osbuilder.errors import BuildError, UserError
 from osbuilder.fsutil import GuestRoot
-from osbuilder.rootfs.libraries import library_dirs
+from osbuilder.rootfs.libraries import library_dirs, search_path
 
 # Not part of what runs: kernel modules are relocatable objects loaded by the kernel, and the
 # API file systems are mounted over at boot.
@@ -91,7 +91,7 @@ class ClosureScan:
         if dynamic.interpreter and not self.exists(dynamic.interpreter):
             found.append(Missing(guest_path, f"its dynamic linker {dynamic.interpreter}"))
         origin = posixpath.dirname(guest_path)
-        search = [d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin) for d in dynamic.search] + self.dirs
+        search = search_path(dynamic.search, origin, self.dirs)
         if dynamic.interpreter is None:
             # A library's own directory: private libraries (systemd's) are found there through
             # the executable's RUNPATH, and glibc reuses an object already loaded by soname.

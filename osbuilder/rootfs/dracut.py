@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.fsutil import GuestRoot, set_owner_and_time
 from osbuilder.guest_layout import PASSWD
 from osbuilder.initmode import get_init_mode
 from osbuilder.read.newc import NewcReader
@@ -120,10 +120,6 @@ def unpack_newc(archive: Path, guest: GuestRoot) -> int:
                 path = guest.make_special(name, kind | mode, os.makedev(member.rdevmajor, member.rdevminor))
             else:
                 continue  # sockets are never archived meaningfully
-            if chown:
-                os.chown(path, member.uid, member.gid, follow_symlinks=False)
-                if not stat.S_ISLNK(member.mode) and mode & 0o7000:
-                    os.chmod(path, mode)
-            os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+            set_owner_and_time(path, member.uid, member.gid, mode, member.mtime, chown)
             count += 1
     return count

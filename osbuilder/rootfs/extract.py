@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.fsutil import GuestRoot, set_owner_and_time
 from osbuilder.runner import Runner
 from osbuilder.tarballs import plain_tarball
 
@@ -97,11 +97,7 @@ def safe_extract(archive: Path, guest: GuestRoot, workdir: Path, runner: Runner,
                 else:
                     kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
                     path = guest.make_special(name, kind | mode, os.makedev(member.devmajor, member.devminor))
-                if chown:
-                    os.chown(path, member.uid, member.gid, follow_symlinks=False)
-                    if not member.issym() and mode & 0o7000:
-                        os.chmod(path, mode)  # chown clears setuid/setgid
-                os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+                set_owner_and_time(path, member.uid, member.gid, mode, member.mtime, chown)
     except tarfile.TarError as exc:
         raise UserError(f"'{archive}' is not a readable tarball ({exc})", "pass a tar archive") from None
     finally:

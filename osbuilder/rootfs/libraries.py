@@ -43,6 +43,12 @@ def library_dirs(guest: GuestRoot) -> list[str]:
     return list(dict.fromkeys(_ld_so_conf(guest, LD_SO_CONF) + list(DEFAULT_DIRS)))
 
 
+def search_path(search: tuple[str, ...], origin: str, dirs: list[str]) -> list[str]:
+    """Where the dynamic linker looks for an object's DT_NEEDED: its RUNPATH/RPATH with
+    $ORIGIN expanded to the object's directory (`origin`), then the guest's library path."""
+    return [d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin) for d in search] + dirs
+
+
 def check_libraries(guest: GuestRoot, binary: str, what: str) -> None:
     """Raise a UserError naming the first interpreter or library `binary` (a guest path) needs
     that the guest does not have."""
@@ -59,7 +65,7 @@ def check_libraries(guest: GuestRoot, binary: str, what: str) -> None:
             raise UserError(f"{what} needs the dynamic linker {info.interpreter}, which the rootfs lacks",
                             "install the guest's C library (e.g. --extra-packages libc6), or use a static agent")
         origin = posixpath.dirname(current)
-        search = [d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for d in info.search] + dirs
+        search = search_path(info.search, origin, dirs)
         for name in info.needed:
             if name in seen:
                 continue

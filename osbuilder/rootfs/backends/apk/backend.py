@@ -20,7 +20,7 @@ from pathlib import Path
 
 from osbuilder.errors import UserError
 from osbuilder.fetch import fetch
-from osbuilder.fsutil import GuestRoot
+from osbuilder.fsutil import GuestRoot, set_owner_and_time
 from osbuilder.rootfs.backends.apk.database import (InstalledFile, InstalledPackage, installed_files, read_installed,
                                                    write_database)
 from osbuilder.rootfs.backends.apk.index import IndexEntry, PkgInfo, parse_apkindex
@@ -176,11 +176,7 @@ class ApkBackend(Backend):
                 record.files.append(InstalledFile(
                     relative, (member.uid, member.gid, mode),
                     "Q1" + base64.b64encode(bytes.fromhex(checksum)).decode() if checksum else ""))
-            if chown:
-                os.chown(path, member.uid, member.gid, follow_symlinks=False)
-                if not member.issym() and mode & 0o7000:
-                    os.chmod(path, mode)
-            os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+            set_owner_and_time(path, member.uid, member.gid, mode, member.mtime, chown)
         self._script(package, ".post-install", guest, request, runner)
         return record
 
