@@ -5,6 +5,7 @@ architecture a binary or kernel is for."""
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ class DynamicInfo:
     search: tuple[str, ...]  # DT_RUNPATH (or DT_RPATH) entries, $ORIGIN unexpanded
 
 
-def read_dynamic(data: bytes) -> DynamicInfo | None:
+def read_dynamic(data: bytes | mmap.mmap) -> DynamicInfo | None:
     """What a dynamically linked ELF needs at run time, read from its program headers and
     dynamic section (never by running it, or ldd on it). None for a static executable."""
     header = parse_elf_header(data[:20])
@@ -105,7 +106,9 @@ def read_dynamic(data: bytes) -> DynamicInfo | None:
     def string(index: int) -> str:
         if strtab is None:
             return ""
-        end = data.index(b"\0", strtab + index)
+        end = data.find(b"\0", strtab + index)
+        if end < 0:
+            raise ValueError("an unterminated string in the dynamic string table")
         return data[strtab + index:end].decode(errors="replace")
 
     needed = tuple(string(v) for t, v in entries if t == DT_NEEDED)

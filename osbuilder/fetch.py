@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from osbuilder.errors import BuildError, UserError
 from osbuilder.progress import Progress
 
@@ -42,6 +40,8 @@ class _Retry(Exception):
 
 
 def _attempt(url: str, partial: Path, policy: FetchPolicy, progress: Progress | None) -> str:
+    import requests  # here: most commands never download, and it takes 50 ms to import
+
     digest = hashlib.sha256()
     try:
         with requests.get(url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout)) as response:

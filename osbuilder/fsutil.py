@@ -233,42 +233,26 @@ def set_owner_and_time(path: Path, uid: int, gid: int, mode: int, mtime: int, ch
     os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
-def relocate_sorted(source: Path, target: Path) -> None:
-    """Move a tree from `source` into the empty directory `target` on the same filesystem,
-    making every directory afresh and its entries in sorted name order (files are renamed, not
-    copied; hard links, owners, modes and xattrs are kept).
+def fill_holes_in_tree(root: Path) -> None:
+    """Write every sparse file's holes under `root` as zeros, as unpacking a tarball does.
 
-    Filesystems list a directory's entries in the order they were made, and one that once held
-    more entries stays larger (ext4 turns it into a hashed index); mke2fs -d packs entries in
-    listing order. A tree a package manager wrote in place therefore packs differently from the
-    same tree unpacked from a sorted tarball; relocated, it packs the same."""
-    stack: list[tuple[Path, Path]] = [(Path(source), Path(target))]
-    finished: list[tuple[Path, Path, os.stat_result]] = []
+    A package manager writing in place leaves a few sparse files; the same tree unpacked from
+    the bootstrap cache has none. mke2fs -d skips holes, and the superblock's count of
+    kilobytes written would tell the two trees' images apart. (Directory order does not
+    matter: mke2fs, mkfs.erofs and osbuilder's own writers list entries sorted.)"""
+    stack = [str(root)]
     while stack:
-        src, dst = stack.pop()
-        times = src.lstat()  # before its entries move out, which changes its mtime
-        children = []
-        for name in sorted(os.listdir(src)):
-            entry = src / name
-            if entry.is_dir() and not entry.is_symlink():
-                info = entry.lstat()
-                (dst / name).mkdir(mode=0o700)
-                _copy_directory_metadata(entry, dst / name, info)
-                children.append((entry, dst / name))
-            else:
-                _fill_holes(entry)
-                os.rename(entry, dst / name)
-        finished.append((src, dst, times))
-        stack.extend(reversed(children))  # depth first, in sorted order, as tar --sort=name
-    for src, dst, times in reversed(finished):  # innermost first: a directory's mtime after its entries
-        os.utime(dst, ns=(times.st_atime_ns, times.st_mtime_ns))
-        if src != Path(source):
-            os.rmdir(src)
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    if info.st_blocks * 512 < info.st_size:
+                        _fill_holes(Path(entry.path))
 
 
 def _fill_holes(path: Path) -> None:
-    """Write a sparse file's holes as zeros, as unpacking a tarball does: mke2fs -d skips holes,
-    and the superblock's count of kilobytes written would tell the two trees apart."""
     info = path.lstat()
     if not stat.S_ISREG(info.st_mode) or info.st_blocks * 512 >= info.st_size:
         return
@@ -277,14 +261,6 @@ def _fill_holes(path: Path) -> None:
         f.seek(0)
         f.write(data)
     os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
-
-
-def _copy_directory_metadata(src: Path, dst: Path, info: os.stat_result) -> None:
-    if os.geteuid() == 0:
-        os.chown(dst, info.st_uid, info.st_gid)
-    os.chmod(dst, stat.S_IMODE(info.st_mode))
-    for name in os.listxattr(src, follow_symlinks=False):
-        os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
 
 
 def remove_tree(path: Path) -> None:

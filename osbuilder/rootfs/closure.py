@@ -9,11 +9,11 @@ tree) can never leave a guest that fails at run time. Nothing is executed; files
 
 from __future__ import annotations
 
+import mmap
 import os
 import posixpath
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 from struct import error as struct_error
 
 from osbuilder.elf import parse_elf_header, read_dynamic
@@ -62,10 +62,10 @@ class ClosureScan:
             guest_dir = posixpath.normpath(guest_dir)
             subdirs[:] = sorted(d for d in subdirs if posixpath.join(guest_dir, d) not in SKIPPED_DIRS)
             for name in sorted(files):
-                missing += self.check_file(Path(directory) / name, posixpath.join(guest_dir, name))
+                missing += self.check_file(os.path.join(directory, name), posixpath.join(guest_dir, name))
         return missing
 
-    def check_file(self, path: Path, guest_path: str) -> list[Missing]:
+    def check_file(self, path: str, guest_path: str) -> list[Missing]:
         info = os.lstat(path)
         if not stat.S_ISREG(info.st_mode) or info.st_size < 4:
             return []
@@ -75,12 +75,14 @@ class ClosureScan:
                 header = parse_elf_header(head[:20])
                 if header is None or not header.executable:
                     return []
-                return self.check_elf(head + f.read(), guest_path)
+                # Mapped, not read: only the headers and the dynamic section are touched.
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    return self.check_elf(data, guest_path)
         if head.startswith(b"#!") and info.st_mode & 0o111:
             return self.check_script(head, guest_path)
         return []
 
-    def check_elf(self, data: bytes, guest_path: str) -> list[Missing]:
+    def check_elf(self, data: bytes | mmap.mmap, guest_path: str) -> list[Missing]:
         try:
             dynamic = read_dynamic(data)
         except (ValueError, IndexError, struct_error):

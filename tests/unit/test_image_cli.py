@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,37 @@ def test_two_builds_are_bit_identical(tmp_path: Path, guest: Path, fs_args: list
     os.chmod(conf, stat.S_IMODE(st.st_mode))
     assert run_cli("image", guest, *fs_args, "-o", tmp_path / "b/two.img").returncode == 0
     assert (tmp_path / "a/one.img").read_bytes() == (tmp_path / "b/two.img").read_bytes()
+
+
+def _copy_in_order(source: Path, target: Path, reverse: bool) -> None:
+    """`source` copied by tar with its entries made in sorted or reverse-sorted order."""
+    names = sorted(subprocess.run(["find", ".", "-mindepth", "1"], cwd=source, capture_output=True, text=True,
+                                  check=True).stdout.splitlines(), reverse=reverse)
+    target.mkdir()
+    subprocess.run(f"tar -C {source} --no-recursion -T - -cf - | tar -C {target} -xpf -", shell=True, check=True,
+                   input="\n".join(names), text=True)
+    os.utime(target, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
+
+
+@pytest.mark.parametrize("fs_args", [[], ["--fs", "erofs"], ["--fs", "xfs"]], ids=["ext4", "erofs", "xfs"])
+def test_packing_does_not_depend_on_the_hosts_directory_order(tmp_path: Path, guest: Path, fs_args: list[str]):
+    """The same tree listed in two orders packs to the same bytes, so a tree a package manager
+    wrote in place needs no reordering. tmpfs lists entries in reverse order of creation."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+        forward, backward = Path(shm) / "forward", Path(shm) / "backward"
+        _copy_in_order(guest, forward, reverse=False)
+        _copy_in_order(guest, backward, reverse=True)
+        if "xfs" in fs_args:  # protofiles cannot name it
+            for tree in (forward, backward):
+                shutil.rmtree(tree / "dir with space")
+        listed = [os.listdir(tree / "etc") for tree in (forward, backward)]
+        assert listed[0] != listed[1] and sorted(listed[0]) == sorted(listed[1])
+        images = []
+        for tree in (forward, backward):
+            images.append(tmp_path / f"{tree.name}.img")
+            result = run_cli("image", tree, *fs_args, "-o", images[-1])
+            assert result.returncode == 0, result.stderr
+    assert images[0].read_bytes() == images[1].read_bytes()
 
 
 def test_free_space_and_alignment(tmp_path: Path, guest: Path):

@@ -70,7 +70,8 @@ class Ext4(Filesystem):
 
     def make(self, request: FsRequest, runner: Runner) -> None:
         assert request.size is not None
-        env = {"E2FSPROGS_FAKE_TIME": str(request.epoch)}
+        # mke2fs -d lists each directory with scandir and alphasort, which collates by locale.
+        env = {"E2FSPROGS_FAKE_TIME": str(request.epoch), "LC_ALL": "C"}
         blocks = request.size // request.block_size
         runner.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", str(request.block_size),
                     "-m", str(self.RESERVED_PERCENT), "-N", str(self.inode_count(request.stats)), "-O", "^resize_inode",

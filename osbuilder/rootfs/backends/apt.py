@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from osbuilder.fsutil import GuestRoot, relocate_sorted, remove_tree
+from osbuilder.fsutil import GuestRoot, fill_holes_in_tree
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.runner import Runner
@@ -45,13 +45,12 @@ class AptBackend(Backend):
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
         section: AptSection = request.section
-        # As root, mmdebstrap writes a directory with the true owners, which is moved into the
-        # root in sorted order (renames only; see relocate_sorted). Unprivileged, its tree would be
-        # owned by subordinate ids, so it hands over a tarball (entries owned 0/0), unpacked here:
-        # a write and a read of the whole tree.
+        # As root, mmdebstrap writes the tree in place with its true owners; only its few sparse
+        # files are written out, so it packs like a tree unpacked from the cache. Unprivileged,
+        # its tree would be owned by subordinate ids, so it hands over a tarball (entries owned
+        # 0/0), unpacked here: a write and a read of the whole tree.
         direct = os.geteuid() == 0
         tarball = workdir / "mmdebstrap.tar"
-        written = workdir / "mmdebstrap-tree"
         argv = [
             "mmdebstrap",
             "--mode=unshare",
@@ -70,16 +69,15 @@ class AptBackend(Backend):
             if section.keyring:
                 keyring = cleanup.enter_context(readable_copy(Path(section.keyring)))
                 argv.append(f"--keyring={keyring}")
-            argv += [request.release, str(written if direct else tarball), request.mirror]
+            argv += [request.release, str(root if direct else tarball), request.mirror]
             try:
                 runner.run(argv, env=env, timeout=BOOTSTRAP_TIMEOUT_S, progress=mmdebstrap_phase, hint=hint)
                 if direct:
-                    relocate_sorted(written, root)
+                    fill_holes_in_tree(root)
                 else:
                     extract_tarball(tarball, root, runner)
             finally:
                 tarball.unlink(missing_ok=True)
-                remove_tree(written)
 
     def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         files = {}
