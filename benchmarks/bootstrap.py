@@ -56,7 +56,7 @@ def osbuilder_rootfs(distro: str, arch: str, *extra: str) -> Callable[[Path], No
     # The host's busybox is an x86_64 agent; foreign arches take the probe (a shell script).
     agent = ["--agent", AGENT] if arch == "x86_64" else ["--probe-agent"]
     return lambda out: run([sys.executable, "-m", "osbuilder", "-q", "rootfs", "--distro", distro, "--init", "agent",
-                            *agent, "--arch", arch, "-o", str(out), *extra])
+                            *agent, "--arch", arch, "--no-cache", "-o", str(out), *extra])
 
 
 def mmdebstrap_alone(arch: str, mirror: str, keyring: Path) -> Callable[[Path], None]:

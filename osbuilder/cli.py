@@ -7,13 +7,17 @@ import argparse
 import errno
 import json
 import logging
+import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from osbuilder import __version__
 from osbuilder.boot.session import BootRequest
+from osbuilder.cache import CacheOptions
+from osbuilder.matrix import MatrixOptions, MatrixPrint
 from osbuilder.config import OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
 from osbuilder.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, Interrupted,
                               OsbuilderError, UserError)
@@ -23,7 +27,8 @@ from osbuilder.rootfs.options import RecipeSource
 from osbuilder.runtime_fragment import FragmentOptions
 from osbuilder.progress import progress_for
 from osbuilder.runner import Runner
-from osbuilder.settings import add_arguments, build_options, values_from_args, values_from_file
+from osbuilder.settings import (add_arguments, build_options, to_argv, values_from_args, values_from_file,
+                                values_from_mapping)
 from osbuilder.tools import HostTools
 
 log = logging.getLogger("osbuilder")
@@ -38,8 +43,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def settings() -> dict[str, tuple[type, ...]]:
     """The option classes of every command that takes settings."""
-    return {**command_settings(), "boot": (BootRequest,), "distros": (RecipeSource,),
-            "inspect": (InspectOptions, FragmentOptions), "check": (CheckOptions,)}
+    pipeline = command_settings()
+    return {**pipeline, "build": (*pipeline["build"], MatrixOptions), "boot": (BootRequest,),
+            "distros": (RecipeSource,), "matrix": (MatrixPrint,),
+            "inspect": (InspectOptions, FragmentOptions), "check": (CheckOptions,), "cache": (CacheOptions,)}
 
 
 def commands() -> dict[str, str]:
@@ -53,6 +60,9 @@ def commands() -> dict[str, str]:
                    "verified where possible",
         "check": "check an artifact against a host's runtime, containerd, CRI-O and kubelet settings",
         "distros": "list the supported distribution x arch x init-mode combinations",
+        "cache": "list or clean the build cache (bootstrapped trees and downloaded packages)",
+        "matrix": "list the targets of a --config file of [[target]] tables, or print them as a GitHub Actions "
+                  "matrix (--github)",
     }
 
 
@@ -101,8 +111,22 @@ def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
     from osbuilder.build import run_build
+    from osbuilder.matrix import is_matrix_file
 
-    config, recipe = make_config(settings_values(args))
+    if args.config is not None and is_matrix_file(args.config):
+        if args.target is None:
+            return cmd_build_matrix(args)
+        values = matrix_target_values(args, args.target)
+    else:
+        for flag, given in (("--jobs", args.jobs), ("--fail-fast", args.fail_fast), ("--target", args.target)):
+            if given:
+                raise UserError(f"{flag} applies to a --config file of [[target]] tables", f"drop {flag}")
+        values = settings_values(args)
+    config, recipe = make_config(values)
+    if args.target is not None:  # -o names the matrix's directory, made here as a matrix build would
+        root = Path(values["output"]).parent
+        if not root.is_dir() and root.parent.is_dir():
+            root.mkdir()
     result = run_build(config, recipe, HostTools.probe(), runner)
     lines = [f"{a.format}: {a.path} ({a.size} bytes, sha256 {a.sha256})" for a in result.artifacts]
     lines.append(f"manifest: {result.output / 'manifest.json'} (init mode {result.summary.init_mode}, "
@@ -110,6 +134,79 @@ def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
     emit(args, {"output": str(result.output), "manifest": str(result.output / "manifest.json"),
                 "init_mode": result.summary.init_mode, "cgroup_driver": result.summary.cgroup_driver,
                 "artifacts": [a.as_json() for a in result.artifacts]}, "\n".join(lines))
+    return EXIT_OK
+
+
+def _build_classes() -> tuple[type, ...]:
+    return command_settings()["build"]
+
+
+def matrix_target_values(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """One target's settings: [defaults], its table, then the flags; its output is OUT/NAME."""
+    from osbuilder.matrix import load_matrix
+
+    matrix = load_matrix(args.config)
+    target = matrix.target(name)
+    if "output" in target.table:
+        raise UserError(f"config file {args.config}: target '{name}' sets output",
+                        "drop it: each target is written to <-o>/<name>/")
+    every = tuple(dict.fromkeys(c for cs in settings().values() for c in cs))
+    values = values_from_mapping(target.table, f"{args.config} (target '{name}')", _build_classes(), every)
+    values.update(values_from_args(args, _build_classes()))
+    if values.get("output") is None:
+        raise UserError("-o is required", "pass -o DIR: each target is written to DIR/<name>/")
+    values["output"] = Path(values["output"]) / name
+    return values
+
+
+def cmd_build_matrix(args: argparse.Namespace) -> int:
+    from osbuilder.matrix import MatrixBuild, MatrixDisplay, load_matrix, summary_table, write_summary
+    from osbuilder.staging import check_output_dir
+
+    matrix = load_matrix(args.config)
+    flags = values_from_args(args, _build_classes())
+    options = build_options(MatrixOptions, values_from_args(args, (MatrixOptions,)))
+    # Every target is checked before any is built: bad input stops the matrix with exit 2.
+    for target in matrix.targets:
+        make_config(matrix_target_values(args, target.name))
+    output = Path(flags["output"])
+    if output.is_dir():
+        for target in matrix.targets:
+            check_output_dir(output / target.name, bool(flags.get("force")))
+    else:
+        check_output_dir(output, False)
+    passed = to_argv({k: v for k, v in flags.items() if k != "output"}, _build_classes())
+    quiet = getattr(args, "quiet", False)
+    build = MatrixBuild(matrix, output, options.jobs, options.fail_fast, passed,
+                        lambda runs: MatrixDisplay(sys.stderr, runs, enabled=not quiet))
+    runs = build.run()
+    data = write_summary(runs, output)
+    emit(args, data, summary_table(runs, output))
+    return EXIT_BUILD_FAILED if data["failed"] else EXIT_OK
+
+
+def cmd_matrix(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.matrix import load_matrix, target_command
+
+    options = build_options(MatrixPrint, values_from_args(args, (MatrixPrint,)))
+    if args.config is None:
+        raise UserError("--config is required", "pass --config FILE.toml with [[target]] tables")
+    matrix = load_matrix(args.config)
+    include = []
+    for target in matrix.targets:
+        probe = argparse.Namespace(**{**vars(args), "output": options.output})
+        config, _ = make_config(matrix_target_values(probe, target.name))
+        command = ["osbuilder", *target_command(args.config, target.name, options.output)]
+        include.append({"name": target.name, "distro": config.rootfs.distro, "release": config.rootfs.release,
+                        "arch": config.rootfs.arch, "init": config.rootfs.init, "format": ",".join(config.formats),
+                        "command": shlex.join(command)})
+    if options.github:
+        print(json.dumps({"include": include}, separators=(",", ":")))
+    else:
+        width = max(len(t["name"]) for t in include)
+        emit(args, {"include": include}, "\n".join(
+            f"{t['name']:<{width}}  {t['distro']} {t['release']} {t['arch']} {t['init']} {t['format']}: "
+            f"{t['command']}" for t in include))
     return EXIT_OK
 
 
@@ -242,6 +339,32 @@ def cmd_check(args: argparse.Namespace, runner: Runner) -> int:
     return EXIT_BUILD_FAILED if result.errors else EXIT_OK
 
 
+def cmd_cache(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.cache import CACHE_ACTIONS, BuildCache, default_cache_dir
+
+    options = build_options(CacheOptions, settings_values(args))
+    if options.action not in CACHE_ACTIONS:
+        raise UserError(f"unknown cache action '{options.action}'", f"use {' or '.join(CACHE_ACTIONS)}")
+    if options.older_than is not None and options.action != "clean":
+        raise UserError("--older-than applies to clean", "drop --older-than, or use 'osbuilder cache clean'")
+    cache = BuildCache(options.cache_dir or default_cache_dir())
+    if options.action == "list":
+        entries = cache.entries()
+        lines = [f"{e.kind:<10} {e.size / 2**20:>9.1f} MiB  {time.strftime('%Y-%m-%d', time.gmtime(e.last_used))}  "
+                 f"{e.name}" for e in entries]
+        total = sum(e.size for e in entries)
+        lines.append(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**20:.1f} MiB in {cache.root}")
+        emit(args, {"cache_dir": str(cache.root), "entries": [e.as_json() for e in entries], "bytes": total},
+             "\n".join(lines))
+        return EXIT_OK
+    removed = cache.clean(options.older_than)
+    freed = sum(e.size for e in removed)
+    emit(args, {"cache_dir": str(cache.root), "removed": [e.as_json() for e in removed], "bytes": freed},
+         f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} ({freed / 2**20:.1f} MiB) from "
+         f"{cache.root}")
+    return EXIT_OK
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
     "build": cmd_build,
     "rootfs": cmd_rootfs,
@@ -249,6 +372,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
     "boot": cmd_boot,
     "inspect": cmd_inspect,
     "check": cmd_check,
+    "cache": cmd_cache,
+    "matrix": cmd_matrix,
 }
 
 

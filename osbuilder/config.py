@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from osbuilder.arch import canonical_arch_name, get_arch, host_arch
+from osbuilder.cache import default_cache_dir
 from osbuilder.epoch import source_date_epoch_from_env
 from osbuilder.errors import UserError
 from osbuilder.initmode import INIT_MODES, LAUNCHER, get_init_mode
@@ -134,8 +135,11 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
         _refuse_install_flags(given, "--existing (nothing is installed)")
     # Refuse overrides the recipe's package manager does not take, before any work.
     recipe.backend.apply_overrides(recipe.backend_section, given.backend_overrides())
+    if given.no_cache and given.cache_dir is not None:
+        raise UserError("--cache-dir and --no-cache exclude each other", "pass one of them")
+    cache_dir = None if given.no_cache or not given.installs_packages else given.cache_dir or default_cache_dir()
     options = dataclasses.replace(given, arch=arch, release=release, mirror=given.mirror or recipe.mirror_for(arch),
-                                  source_date_epoch=source_date_epoch_from_env())
+                                  source_date_epoch=source_date_epoch_from_env(), cache_dir=cache_dir)
     if options.installs_packages:
         recipe.backend.preflight(install_request(options, recipe))
     return options, recipe

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from osbuilder.cache import DOWNLOADS
 from osbuilder.errors import BuildError, UserError
 from osbuilder.progress import Progress
 
@@ -82,7 +83,7 @@ def fetch(url: str, sha256: str | None, into: Path, cache_dir: Path | None = Non
             raise UserError(f"'{sha256}' is not a sha256 digest", "pass 64 hexadecimal digits")
     elif not signed:
         log.warning("warning: %s is not pinned; pass its sha256 so a changed download is refused", url)
-    cached = Path(cache_dir) / "downloads" / sha256 if cache_dir is not None and sha256 else None
+    cached = Path(cache_dir) / DOWNLOADS / sha256 if cache_dir is not None and sha256 else None
     if cached is not None and cached.is_file():
         log.info("using cached download of %s", url)
         source = cached

@@ -142,17 +142,28 @@ def _value_from_file(path: Path, key: str, f: dataclasses.Field[Any], s: Setting
     return value
 
 
-def values_from_file(path: Path, classes: Iterable[type], all_classes: Iterable[type]) -> dict[str, Any]:
-    """Settings from a TOML file whose keys are the flags' names. Keys of other commands'
-    settings are ignored (one file can serve rootfs, image and build); unknown keys are errors."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """A --config file's table; a missing, unreadable or malformed file is bad input."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"config file '{path}' does not exist", "pass --config an existing TOML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"config file '{path}' cannot be read ({exc})", "check the file") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {path}: invalid TOML ({exc})", "fix the syntax") from None
+
+
+def values_from_file(path: Path, classes: Iterable[type], all_classes: Iterable[type]) -> dict[str, Any]:
+    """Settings from a TOML file whose keys are the flags' names. Keys of other commands'
+    settings are ignored (one file can serve rootfs, image and build); unknown keys are errors."""
+    return values_from_mapping(read_toml(path), path, classes, all_classes)
+
+
+def values_from_mapping(data: dict[str, Any], path: Path | str, classes: Iterable[type],
+                        all_classes: Iterable[type]) -> dict[str, Any]:
+    """Settings from one table of a TOML file (`path` names it in errors)."""
+    classes, all_classes = tuple(classes), tuple(all_classes)
     mine = {key_of(f, s): (f, s) for cls in classes for f, s in settings_of(cls)}
     known = {key_of(f, s) for cls in all_classes for f, s in settings_of(cls)}
     values = {}
@@ -175,6 +186,21 @@ def build_options(cls: type, values: dict[str, Any]) -> Any:
             raise UserError(f"{what} is required", f"pass {what}, or set '{key_of(f, s)}' in the --config file")
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def to_argv(values: dict[str, Any], classes: Iterable[type]) -> list[str]:
+    """Flags that give `values` (settings by name) on a command line: values_from_args's inverse."""
+    argv: list[str] = []
+    for cls in classes:
+        for f, s in settings_of(cls):
+            if f.name not in values or s.positional:
+                continue
+            value, flag = values[f.name], flag_of(f, s)
+            if s.boolean:
+                argv.append(flag if value else "--no-" + flag.removeprefix("--"))
+            else:
+                argv += [flag, ",".join(value) if s.many else str(value)]
+    return argv
 
 
 def to_json(obj: Any) -> dict[str, Any]:

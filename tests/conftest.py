@@ -17,6 +17,17 @@ pytest.register_assert_rewrite("tests.helpers")
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def private_default_cache(tmp_path_factory, monkeypatch):
+    """osbuilder caches by default under $XDG_CACHE_HOME: each test gets its own, so a build
+    without --cache-dir starts cold, as before caching was the default, and nothing is
+    written under the invoking user's home."""
+    xdg = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    yield xdg
+    subprocess.run(["rm", "-rf", "--one-file-system", str(xdg)], check=False)
+
+
 def cache_root() -> Path:
     path = Path(os.environ.get("OSBUILDER_TEST_CACHE", REPO / ".cache" / "test"))
     path.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from osbuilder.boot.debian_archive import DebianArchive
 from osbuilder.boot.kernel import Kernel, is_deb, load_kernel
 from osbuilder.boot.machine import QemuPlan
 from osbuilder.boot.shim import SHIM_ERROR, ShimRequest, build_shim
+from osbuilder.cache import default_cache_dir
 from osbuilder.errors import UserError
 from osbuilder.initmode import INIT_MODES
 from osbuilder.pack.fs import FILESYSTEMS
@@ -103,10 +104,6 @@ class BootResult:
                 "accel": self.accel, "kernel": self.kernel, "pvh": self.pvh, "device": self.device,
                 "expect": self.expect, "probe": self.probe, "recorded_init_mode": self.recorded_init_mode,
                 "console_tail": self.console_tail if not self.ok else "", "command": self.command}
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "osbuilder"
 
 
 def _choose_arch(request: BootRequest, summary: dict[str, Any] | None) -> Arch:

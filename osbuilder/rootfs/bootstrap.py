@@ -1,19 +1,21 @@
 """Fill a staging tree with the distribution's packages, through the recipe's backend.
 
-With a cache directory, the installed tree is kept as a tarball under a key made of
-everything that decides its content, and reused by later builds with the same inputs.
-The cache wraps every backend the same way.
+Unless --no-cache, the installed tree is kept as a tarball under a key made of everything
+that decides its content, and reused by later builds with the same inputs; the package
+manager's downloads are kept too. The cache wraps every backend the same way.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+from typing import Any
 
-from osbuilder.fsutil import remove_tree
+from osbuilder.cache import BuildCache, file_sha256, inputs_key
+from osbuilder.fsutil import GuestRoot
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs.backends import InstallRequest
+from osbuilder.rootfs.backends.base import content_digest, recipe_files
 from osbuilder.rootfs.binfmt import ensure_binfmt
 from osbuilder.rootfs.dracut import build_with_dracut
 from osbuilder.rootfs.options import DRACUT, RootfsOptions
@@ -48,28 +50,44 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
     backend.preflight(request)
     if backend.needs_binfmt_for_foreign_arch:
         ensure_binfmt(request.arch, runner)
-    cached = _cached_tarball(options.cache_dir, backend.name, request)
-    if cached is not None and cached.exists():
-        log.info("using cached bootstrap %s", cached)
-        extract_tarball(cached, tree, runner)
+    if options.cache_dir is None:  # --no-cache
+        tree.mkdir(parents=True, exist_ok=True)
+        backend.install(request, tree, workdir, runner)
         return
-    tree.mkdir(parents=True, exist_ok=True)
-    backend.install(request, tree, workdir, runner)
-    if cached is not None:
-        partial = cached.with_name(f".{cached.stem}.{os.getpid()}.partial.tar")
-        try:
-            create_tarball(tree, partial, runner)
-            os.replace(partial, cached)
-        finally:
-            remove_tree(partial)
+    cache = BuildCache(options.cache_dir)
+    inputs = bootstrap_inputs(request, recipe, backend.tool_version(runner))
+    name = f"{request.distro}-{request.release}-{request.arch.name}-{inputs_key(inputs)}"
+    # One build per entry at a time: a second build of the same tree waits, then reuses it.
+    with cache.lock(name):
+        cached = cache.lookup_tree(name)
+        if cached is not None:
+            log.info("using cached bootstrap %s", cached.parent)
+            extract_tarball(cached, tree, runner)
+            return
+        tree.mkdir(parents=True, exist_ok=True)
+        downloads = cache.downloads(backend.name, request.distro, request.release, request.arch.name)
+        backend.install(request, tree, workdir, runner, downloads=downloads)
+        # The recipe's removals depend on nothing but the recipe (part of the key): applied
+        # before caching, a rebuild neither unpacks nor deletes them (a third of Debian's files).
+        remove_recipe_paths(GuestRoot(tree), recipe)
+        cache.store_tree(name, lambda tarball: create_tarball(tree, tarball, runner), inputs)
 
 
-def _cached_tarball(cache_dir: Path | None, backend: str, request: InstallRequest) -> Path | None:
-    if cache_dir is None:
-        return None
-    directory = Path(cache_dir) / "bootstrap"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"{request.distro}-{request.release}-{request.arch.name}-{request.cache_key(backend)}.tar"
+def remove_recipe_paths(guest: GuestRoot, recipe: Recipe) -> None:
+    """What the recipe's [guest] remove names (documentation, files that cannot run)."""
+    for pattern in recipe.remove_paths:
+        guest.remove_matching(pattern)
+
+
+def bootstrap_inputs(request: InstallRequest, recipe: Recipe, tool_version: str) -> dict[str, Any]:
+    """Everything that decides the bootstrapped tree: the request (release, arch, package
+    set, mirror, the backend's recipe table, SOURCE_DATE_EPOCH), the recipe file's and the
+    keyring's contents, and the package manager's version."""
+    inputs = request.identity()
+    inputs["recipe_sha256"] = file_sha256(recipe.path)
+    inputs["files_sha256"] = {value: content_digest(value) for value in recipe_files(request.section)}
+    inputs["tool"] = tool_version
+    return inputs
 
 
 def copy_existing(source: Path, tree: Path, runner: Runner) -> None:

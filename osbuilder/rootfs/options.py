@@ -91,8 +91,10 @@ class RootfsOptions(RecipeSource):
                                    metavar="DIR", parse=as_path)
     overlay_owner: str = setting("tree", help="owners of the overlay's files: as in the overlay (tree) or root",
                                  choices=lambda: ("tree", "root"))
-    cache_dir: Path | None = setting(None, help="reuse bootstrapped trees from this cache directory",
-                                     metavar="DIR", parse=as_path)
+    cache_dir: Path | None = setting(None, help="keep bootstrapped trees and downloaded packages here, reused by "
+                                     "later builds (default: $XDG_CACHE_HOME/osbuilder)", metavar="DIR",
+                                     parse=as_path)
+    no_cache: bool = setting(False, help="bootstrap from scratch and keep nothing", boolean=True)
     # Not a flag: the reproducible-builds convention is the environment variable.
     source_date_epoch: int | None = None
 
@@ -112,7 +114,7 @@ class RootfsOptions(RecipeSource):
     def identity(self) -> dict[str, Any]:
         """Everything that decides the guest's content (not where it is written or cached)."""
         data = to_json(self)
-        for incidental in ("cache_dir", "recipes_dir"):
+        for incidental in ("cache_dir", "no_cache", "recipes_dir"):
             data.pop(incidental)
         data["agent"] = Path(self.agent).name if self.agent is not None else None
         data["source_date_epoch"] = self.source_date_epoch

@@ -21,6 +21,7 @@ from osbuilder.initmode import InitInputs, get_init_mode
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.rootfs.backends import Package
+from osbuilder.rootfs.bootstrap import remove_recipe_paths
 from osbuilder.rootfs.options import RootfsOptions
 from osbuilder.rootfs.payloads import PayloadRecord, install_payloads
 from osbuilder.rootfs.closure import GUEST_PATH
@@ -66,7 +67,8 @@ class Provisioner:
         return Slimmer(self.guest, protected).run(self.slim_files or {}, self.recipe.slim_paths)
 
     def remove_unneeded(self) -> None:
-        for path in self.recipe.remove_paths + VOLATILE_VAR_DIRS:
+        remove_recipe_paths(self.guest, self.recipe)  # already done for a cached bootstrap
+        for path in VOLATILE_VAR_DIRS:
             self.guest.remove_matching(path)
         self.guest.symlink(VAR_TMP, VAR_TMP_TARGET)
 

@@ -7,19 +7,24 @@ It writes a tarball whose entries are owned 0/0, unpacked into the root with tho
 
 from __future__ import annotations
 
-import re
 import contextlib
+import logging
 import os
+import re
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from osbuilder.fsutil import GuestRoot, fill_holes_in_tree
+from osbuilder.cache import downloads_lock, keep_downloads
+from osbuilder.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.runner import Runner
+
+log = logging.getLogger("osbuilder")
 
 BOOTSTRAP_TIMEOUT_S = 3600
 DPKG_STATUS = "/var/lib/dpkg/status"
@@ -43,7 +48,11 @@ class AptBackend(Backend):
         check_keyring(request.section.keyring,
                       f"pass --keyring the {request.distro} archive keyring (a .gpg or .asc file)")
 
-    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
+    def tool_version(self, runner: Runner) -> str:
+        return runner.run(["mmdebstrap", "--version"], hint="install mmdebstrap (./setup.sh)").stdout.strip()
+
+    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
+                downloads: Path | None = None) -> None:
         section: AptSection = request.section
         # As root, mmdebstrap writes the tree in place with its true owners; only its few sparse
         # files are written out, so it packs like a tree unpacked from the cache. Unprivileged,
@@ -61,6 +70,15 @@ class AptBackend(Backend):
         ]
         if request.packages:
             argv.append(f"--include={','.join(request.packages)}")
+        fetched = workdir / "fetched-debs"
+        if downloads is not None:
+            # apt reuses the .debs it finds in its archive cache (checked against the index's
+            # hashes); what it fetched is copied out before mmdebstrap's final apt-get clean.
+            fetched.mkdir(parents=True, exist_ok=True)
+            argv += ["--skip=essential/unlink",
+                     '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+                     f"--setup-hook=sync-in {shlex.quote(str(downloads))} /var/cache/apt/archives/",
+                     f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(fetched))}"]
         env = {}
         if request.source_date_epoch is not None:
             env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
@@ -70,14 +88,20 @@ class AptBackend(Backend):
                 keyring = cleanup.enter_context(readable_copy(Path(section.keyring)))
                 argv.append(f"--keyring={keyring}")
             argv += [request.release, str(root if direct else tarball), request.mirror]
+            if downloads is not None:
+                cleanup.enter_context(downloads_lock(downloads, shared=True))
             try:
                 runner.run(argv, env=env, timeout=BOOTSTRAP_TIMEOUT_S, progress=mmdebstrap_phase, hint=hint)
                 if direct:
                     fill_holes_in_tree(root)
                 else:
                     extract_tarball(tarball, root, runner)
+                if downloads is not None:
+                    kept = keep_downloads(sorted(fetched.glob("*.deb")), downloads)
+                    log.info("kept %d downloaded packages in %s", kept, downloads)
             finally:
                 tarball.unlink(missing_ok=True)
+                remove_tree(fetched)
 
     def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         files = {}

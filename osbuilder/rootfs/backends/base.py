@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,12 +32,11 @@ class InstallRequest:
     section: Any  # the backend's Section, recipe values with command-line overrides applied
     source_date_epoch: int | None
 
-    def cache_key(self, backend: str) -> str:
+    def identity(self) -> dict[str, Any]:
         data = asdict(self)
         data["arch"] = self.arch.name
         data["packages"] = sorted(set(self.packages))
-        data["backend"] = backend
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return data
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,23 @@ def recipe_relative(recipe: Path, value: str) -> str:
     if not value or value.startswith("/") or "://" in value:
         return value
     return str(recipe.resolve().parent / value)
+
+
+def recipe_files(section: Any) -> list[str]:
+    """The local files (keys, keyrings) a backend's recipe table names."""
+    return [value for f in dataclasses.fields(section) if f.metadata.get("recipe_path")
+            for value in [getattr(section, f.name)] if value and "://" not in value]
+
+
+def content_digest(path: str) -> str:
+    """sha256 over a file, or over a directory's files by relative name; '' if absent."""
+    target = Path(path)
+    digest = hashlib.sha256()
+    files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else []
+    for file in files:
+        digest.update(str(file.relative_to(target) if file != target else "").encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest() if files else ""
 
 
 def check_keyring(keyring: str, flag_hint: str) -> None:
@@ -114,13 +129,23 @@ class Backend(ABC):
                 raise UserError(f"{flag} does not apply to the {self.name} package manager", f"drop {flag}")
         return dataclasses.replace(section, **given)
 
+    def tool_version(self, runner: Runner) -> str:
+        """The package manager's version, part of the bootstrap cache key. A backend
+        implemented in osbuilder itself is versioned with osbuilder."""
+        from osbuilder import __version__
+
+        return f"osbuilder {__version__}"
+
     def preflight(self, request: InstallRequest) -> None:
         """Refuse, before any work, what this package manager cannot do for the request
         (a keyring that is not there, an arch it cannot install)."""
 
     @abstractmethod
-    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
-        """Install request.packages into the empty directory `root`, with true owners."""
+    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
+                downloads: Path | None = None) -> None:
+        """Install request.packages into the empty directory `root`, with true owners.
+        `downloads`, when given, keeps the downloaded packages for later builds: reuse what is
+        there, add what was fetched (whole files only: other builds read it concurrently)."""
 
     @abstractmethod
     def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

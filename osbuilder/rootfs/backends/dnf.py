@@ -8,10 +8,12 @@ private HOME's .rpmmacros, because Debian's rpm would otherwise put it under ~/.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from osbuilder.cache import downloads_lock
 from osbuilder.errors import UserError
 from osbuilder.fsutil import GuestRoot
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
@@ -54,7 +56,12 @@ class DnfBackend(Backend):
         pairs = dict(pair.partition("=")[::2] for pair in request.section.releasevers)
         return pairs.get(request.release, request.release)
 
-    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
+    def tool_version(self, runner: Runner) -> str:
+        out = runner.run(["dnf", "--version"], hint="install dnf (./setup.sh)").stdout
+        return "dnf " + (out.splitlines() or ["unknown"])[0].strip()
+
+    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
+                downloads: Path | None = None) -> None:
         section: DnfSection = request.section
         config = workdir / "dnf"
         (config / "repos.d").mkdir(parents=True, exist_ok=True)
@@ -68,14 +75,20 @@ class DnfBackend(Backend):
         (config / "home" / ".rpmmacros").write_text(f"%_dbpath {section.dbpath}\n")
         argv = ["dnf", "--assumeyes", "--quiet", f"--installroot={root}", f"--config={config / 'dnf.conf'}",
                 f"--setopt=reposdir={config / 'repos.d'}", f"--setopt=varsdir={config / 'vars'}",
-                f"--setopt=cachedir={config / 'cache'}", "--noplugins", f"--releasever={self.releasever(request)}",
-                f"--forcearch={request.arch.rpm}", "install", *request.packages]
+                f"--setopt=cachedir={downloads or config / 'cache'}", "--noplugins",
+                f"--releasever={self.releasever(request)}", f"--forcearch={request.arch.rpm}", "install",
+                *request.packages]
+        if downloads is not None:
+            # Packages are kept for later builds; the repositories' metadata is always fetched
+            # afresh, so a kept index never names packages the mirror has dropped.
+            argv[1:1] = ["--setopt=keepcache=True", "--setopt=metadata_expire=0"]
         env = {"HOME": str(config / "home"), "XDG_CONFIG_HOME": str(config / "home")}
         if request.source_date_epoch is not None:
             env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
-        runner.run(argv, env=env, timeout=INSTALL_TIMEOUT_S,
-                   hint=f"check --mirror {request.mirror}, --release, the package names and the signing key "
-                        "(--keyring)")
+        with downloads_lock(downloads) if downloads is not None else contextlib.nullcontext():
+            runner.run(argv, env=env, timeout=INSTALL_TIMEOUT_S,
+                       hint=f"check --mirror {request.mirror}, --release, the package names and the signing key "
+                            "(--keyring)")
 
     @staticmethod
     def _dbpath(guest: GuestRoot) -> str | None:

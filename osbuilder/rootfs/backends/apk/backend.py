@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.errors import UserError
+from osbuilder.cache import keep_downloads
 from osbuilder.fetch import fetch
 from osbuilder.fsutil import GuestRoot, set_owner_and_time
 from osbuilder.rootfs.backends.apk.database import (InstalledFile, InstalledPackage, installed_files, read_installed,
@@ -77,7 +78,8 @@ class ApkBackend(Backend):
         return [url.replace("{mirror}", request.mirror.rstrip("/")).replace("{release}", request.release)
                 for url in request.section.repositories]
 
-    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner) -> None:
+    def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
+                downloads: Path | None = None) -> None:
         keys = TrustedKeys.load(Path(request.section.keyring))
         scratch = workdir / "apk"
         scratch.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ class ApkBackend(Backend):
         world = [Atom.parse(name) for name in request.packages]
         order = Resolver(entries).resolve(world)
         log.info("apk: installing %d packages: %s", len(order), " ".join(e.name for e in order))
-        verified = [self._package(entry, request, keys, scratch, runner) for entry in order]
+        verified = [self._package(entry, request, keys, scratch, runner, downloads) for entry in order]
         guest = GuestRoot(root)
         owners: dict[str, str] = {}
         installed = [self._unpack(package, guest, owners, request, runner) for package in verified]
@@ -110,9 +112,23 @@ class ApkBackend(Backend):
         return parse_apkindex(members["APKINDEX"].decode(errors="replace"), repository, url)
 
     def _package(self, entry: IndexEntry, request: InstallRequest, keys: TrustedKeys, scratch: Path,
-                 runner: Runner) -> VerifiedPackage:
+                 runner: Runner, downloads: Path | None) -> VerifiedPackage:
         url = f"{entry.repository}/{request.arch.apk}/{entry.file_name}"
+        kept = downloads / entry.file_name if downloads is not None else None
+        if kept is not None and kept.is_file():
+            try:
+                return self._verify(kept, entry, keys, scratch, runner)
+            except UserError as exc:  # a kept copy the index no longer vouches for: fetch it again
+                log.info("apk: not reusing %s (%s)", kept, exc.message)
+                kept.unlink(missing_ok=True)
         path = fetch(url, None, scratch / entry.file_name, progress=runner.progress, signed=True)
+        package = self._verify(path, entry, keys, scratch, runner)
+        if downloads is not None:
+            keep_downloads([path], downloads)
+        return package
+
+    def _verify(self, path: Path, entry: IndexEntry, keys: TrustedKeys, scratch: Path,
+                runner: Runner) -> VerifiedPackage:
         streams = gzip_streams(path.read_bytes(), entry.file_name)
         if len(streams) != 3:
             raise UserError(f"{entry.file_name} has {len(streams)} segments, not signature, control and data",

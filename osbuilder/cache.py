@@ -1,0 +1,256 @@
+"""The build cache: bootstrapped base trees and downloaded packages, shared by builds.
+
+Layout under the cache directory (default `$XDG_CACHE_HOME/osbuilder`):
+  bootstrap/<distro>-<release>-<arch>-<key>/tree.tar    the installed tree, sorted, numeric owners
+  bootstrap/<distro>-<release>-<arch>-<key>/entry.json  its inputs, size and sha256
+  packages/<backend>/<distro>-<release>-<arch>/         the package manager's downloads
+  downloads/<sha256>                                    pinned downloads (agents, payloads)
+  locks/<name>.lock                                     one lock per entry
+
+An entry is written under a temporary name in `bootstrap/` and renamed into place, so a
+reader sees a whole entry or none. Builds that want the same entry take its lock: the first
+bootstraps, the others wait and then reuse it. A tarball whose digest no longer matches its
+entry.json is removed and rebuilt. The entry.json's mtime records its last use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from osbuilder.errors import UserError
+from osbuilder.settings import as_path, setting
+
+log = logging.getLogger("osbuilder")
+
+BOOTSTRAP = "bootstrap"
+PACKAGES = "packages"
+DOWNLOADS = "downloads"
+LOCKS = "locks"
+TREE = "tree.tar"
+ENTRY = "entry.json"
+DAY_S = 86400
+HASH_CHUNK = 1 << 20
+
+
+CACHE_ACTIONS = ("list", "clean")
+
+
+def _days(text: str) -> float:
+    days = float(text)
+    if not days >= 0:
+        raise ValueError(f"'{text}' is not a number of days (0 or more)")
+    return days
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    action: str = setting(help="list: show the entries; clean: remove them", positional=True,
+                          metavar="|".join(CACHE_ACTIONS), required=True)
+    older_than: float | None = setting(None, help="clean only entries unused for this many days", metavar="DAYS",
+                                       parse=_days)
+    cache_dir: Path | None = setting(None, help="the cache directory (default: $XDG_CACHE_HOME/osbuilder)",
+                                     metavar="DIR", parse=as_path)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "osbuilder"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inputs_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    kind: str  # "bootstrap" or "packages"
+    name: str
+    path: Path
+    size: int
+    last_used: float
+    inputs: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "path": str(self.path), "size": self.size,
+                "last_used": int(self.last_used), "inputs": self.inputs}
+
+
+def keep_downloads(found: Iterable[Path], downloads: Path) -> int:
+    """Copy newly downloaded packages into the shared downloads directory, each under a
+    temporary name renamed into place (other builds may be reading it). Returns how many."""
+    kept = 0
+    for path in found:
+        final = downloads / path.name
+        if final.exists() or not path.is_file():
+            continue
+        partial = downloads / f".{path.name}.{os.getpid()}.partial"
+        shutil.copyfile(path, partial)
+        os.replace(partial, final)
+        kept += 1
+    return kept
+
+
+@contextlib.contextmanager
+def downloads_lock(downloads: Path, shared: bool = False) -> Iterator[None]:
+    """Held while a build uses a downloads directory. Shared: builds that only add whole
+    files (apt's) run together. Exclusive: package managers that keep their own state there
+    (dnf), and cleaning."""
+    # Beside the directory, not in it: apt copies the directory into the guest.
+    with open(downloads.parent / f".{downloads.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _writer_alive(partial: Path) -> bool:
+    """Whether the process named in `.<entry>.<pid>.partial` still runs."""
+    try:
+        pid = int(partial.name.rsplit(".", 2)[-2])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class BuildCache:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"cache directory '{root}' is not a directory", "pass --cache-dir a directory, or --no-cache")
+
+    def _directory(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Held while one build looks up, and if need be writes, the entry `name`."""
+        with open(self._directory(LOCKS) / f"{name}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another build writing the cache entry %s", name)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def downloads(self, backend: str, distro: str, release: str, arch: str) -> Path:
+        """Where a package manager keeps what it downloaded, reused by every later build."""
+        return self._directory(PACKAGES, backend, f"{distro}-{release}-{arch}")
+
+    def bootstrap_path(self, name: str) -> Path:
+        return self.root / BOOTSTRAP / name
+
+    def lookup_tree(self, name: str) -> Path | None:
+        """The cached tree's tarball, verified against its digest; a damaged entry is removed."""
+        entry = self.bootstrap_path(name)
+        if not entry.is_dir():
+            return None
+        try:
+            recorded = json.loads((entry / ENTRY).read_text())
+            tree = entry / TREE
+            if tree.stat().st_size != recorded["size"] or file_sha256(tree) != recorded["sha256"]:
+                raise ValueError("the tarball does not match its recorded digest")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cache entry %s is damaged (%s); rebuilding it", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        os.utime(entry / ENTRY)
+        return tree
+
+    def store_tree(self, name: str, write_tarball: Callable[[Path], None], inputs: dict[str, Any]) -> Path:
+        """Store the entry `name`: `write_tarball(path)` writes the tree's tarball inside a
+        temporary entry, which is renamed into place once whole."""
+        partial = self._directory(BOOTSTRAP) / f".{name}.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        try:
+            write_tarball(partial / TREE)
+            record = {"inputs": inputs, "size": (partial / TREE).stat().st_size,
+                      "sha256": file_sha256(partial / TREE), "created": int(time.time())}
+            (partial / ENTRY).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+            final = self.bootstrap_path(name)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        return final / TREE
+
+    def entries(self) -> list[CacheEntry]:
+        found: list[CacheEntry] = []
+        bootstrap = self.root / BOOTSTRAP
+        for entry in sorted(bootstrap.iterdir()) if bootstrap.is_dir() else []:
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            record = entry / ENTRY
+            try:
+                inputs = json.loads(record.read_text()).get("inputs", {})
+                used = record.stat().st_mtime
+            except (OSError, ValueError):
+                inputs, used = {}, entry.stat().st_mtime
+            found.append(CacheEntry(BOOTSTRAP, entry.name, entry, _tree_size(entry), used, inputs))
+        packages = self.root / PACKAGES
+        for entry in sorted(packages.glob("*/*")) if packages.is_dir() else []:
+            if not entry.is_dir():
+                continue
+            newest = max((p.stat().st_mtime for p in entry.rglob("*")), default=entry.stat().st_mtime)
+            found.append(CacheEntry(PACKAGES, f"{entry.parent.name}/{entry.name}", entry, _tree_size(entry),
+                                    max(newest, entry.stat().st_mtime), {}))
+        downloads = self.root / DOWNLOADS
+        for entry in sorted(downloads.iterdir()) if downloads.is_dir() else []:
+            if entry.is_file() and not entry.name.startswith("."):
+                info = entry.stat()
+                found.append(CacheEntry(DOWNLOADS, entry.name, entry, info.st_size, info.st_mtime, {}))
+        return found
+
+    def clean(self, older_than_days: float | None = None, now: float | None = None) -> list[CacheEntry]:
+        """Remove every entry (or those unused for `older_than_days`), never one being written."""
+        now = time.time() if now is None else now
+        removed = []
+        for entry in self.entries():
+            if older_than_days is not None and now - entry.last_used < older_than_days * DAY_S:
+                continue
+            if entry.kind == DOWNLOADS:
+                entry.path.unlink(missing_ok=True)  # readers copy it whole or not at all
+            elif entry.kind == PACKAGES:
+                with downloads_lock(entry.path):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with self.lock(entry.name):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry)
+        bootstrap = self.root / BOOTSTRAP
+        for leftover in bootstrap.glob(".*.partial") if bootstrap.is_dir() else []:
+            if not _writer_alive(leftover):  # a build killed before it could clean up
+                shutil.rmtree(leftover, ignore_errors=True)
+        return removed

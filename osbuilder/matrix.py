@@ -1,0 +1,275 @@
+"""Build matrices: many targets from one TOML file, built by a bounded pool of jobs.
+
+The file has a `[defaults]` table and one `[[target]]` table per target; each target has a
+`name` and any build setting under the same key as a single build's --config file. Every
+target is built by the same command a release pipeline would run on a machine of its own,
+`osbuilder build --config FILE --target NAME -o OUT` (what `osbuilder matrix --github`
+prints), into OUT/NAME/, with its log at OUT/NAME.log. Targets share the cache, whose
+per-entry locks keep two jobs from bootstrapping the same tree at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from osbuilder.errors import UserError
+from osbuilder.settings import read_toml, setting
+
+log = logging.getLogger("osbuilder")
+
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MATRIX_KEYS = ("defaults", "target")
+SUMMARY_NAME = "matrix.json"
+
+
+def _jobs(text: str) -> int:
+    jobs = int(text)
+    if jobs < 1:
+        raise ValueError(f"'{text}' is not a number of jobs (1 or more)")
+    return jobs
+
+
+@dataclass(frozen=True)
+class MatrixOptions:
+    """Settings of a matrix build (`build --config FILE` whose file has [[target]] tables)."""
+
+    jobs: int = setting(1, help="with a --config file of [[target]] tables: targets built at once", metavar="N",
+                        parse=_jobs)
+    fail_fast: bool = setting(False, help="with [[target]] tables: stop every target at the first failure",
+                              boolean=True)
+    target: str | None = setting(None, help="with [[target]] tables: build only the target named NAME",
+                                 metavar="NAME")
+
+
+@dataclass(frozen=True)
+class MatrixPrint:
+    """`osbuilder matrix`: the targets of a matrix file, as a list or a GitHub Actions matrix."""
+
+    github: bool = setting(False, help="print the GitHub Actions strategy.matrix JSON (one entry per target, "
+                           "with the exact osbuilder build command)", boolean=True)
+    output: Path = setting(Path("out"), help="the -o the printed commands use", flag="--output", short="-o",
+                           metavar="DIR", parse=Path)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    table: dict[str, Any]  # [defaults] with the target's own keys on top, without `name`
+
+
+@dataclass(frozen=True)
+class MatrixFile:
+    path: Path
+    targets: tuple[Target, ...]
+
+    def target(self, name: str) -> Target:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise UserError(f"config file {self.path} has no target '{name}'",
+                        f"use one of: {', '.join(t.name for t in self.targets)}")
+
+
+def is_matrix_file(path: Path) -> bool:
+    return "target" in read_toml(path)
+
+
+def load_matrix(path: Path) -> MatrixFile:
+    data = read_toml(path)
+    for key in data:
+        if key not in MATRIX_KEYS:
+            raise UserError(f"config file {path}: unknown key '{key}' beside [[target]] tables",
+                            "put shared settings under [defaults], per-target ones in each [[target]]")
+    defaults = data.get("defaults", {})
+    tables = data.get("target")
+    if not isinstance(defaults, dict):
+        raise UserError(f"config file {path}: 'defaults' must be a table", "write it as [defaults]")
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise UserError(f"config file {path}: 'target' must be [[target]] tables", "write each as [[target]]")
+    targets: list[Target] = []
+    for index, table in enumerate(tables, 1):
+        name = table.get("name")
+        if not isinstance(name, str) or not TARGET_NAME.match(name):
+            raise UserError(f"config file {path}: target {index} needs a name of letters, digits, '.', '_' or '-'",
+                            'add name = "debian-agent-x86_64" (it names the target\'s output directory)')
+        if any(t.name == name for t in targets):
+            raise UserError(f"config file {path}: two targets are named '{name}'", "give each target its own name")
+        own = {key: value for key, value in table.items() if key != "name"}
+        targets.append(Target(name, {**defaults, **own}))
+    return MatrixFile(Path(path), tuple(targets))
+
+
+def target_command(config: Path, name: str, output: Path, extra: list[str] | None = None) -> list[str]:
+    """The `osbuilder build` arguments that build one target of the file into OUT/NAME."""
+    return ["build", "--config", str(config), "--target", name, "-o", str(output), *(extra or [])]
+
+
+@dataclass
+class TargetRun:
+    name: str
+    state: str = "waiting"  # waiting, running, ok, failed, cancelled, skipped
+    step: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+    error: str = ""
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self, output: Path) -> dict[str, Any]:
+        return {"name": self.name, "status": self.state, "seconds": round(self.seconds, 2),
+                "output": str(output / self.name), "log": str(output / f"{self.name}.log"),
+                "error": self.error or None, "artifacts": self.artifacts}
+
+
+# What a target's log line says about its step: osbuilder's steps and the package manager's phases.
+_STEP = re.compile(r"^osbuilder: (?:(?P<step>[A-Z][^:]*)\.\.\.$|(?P<phase>[\w-]+: .+)$)")
+_ERROR = re.compile(r"^osbuilder: error: (?P<error>.*)$")
+
+
+class MatrixDisplay:
+    """One live line per target on a terminal; timestamped log lines otherwise."""
+
+    def __init__(self, stream: TextIO, runs: list[TargetRun], enabled: bool) -> None:
+        self.stream, self.runs, self.enabled = stream, runs, enabled
+        self.live = None
+        self.lock = threading.Lock()
+        if enabled and stream.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=Console(file=stream), refresh_per_second=4,
+                             get_renderable=self._table, transient=True)
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(box=None, show_header=False, pad_edge=False)
+        now = time.monotonic()
+        for run in self.runs:
+            elapsed = run.seconds if run.state not in ("waiting", "running") else (
+                now - run.started if run.started else 0.0)
+            table.add_row(run.name, run.state, f"{elapsed:5.0f} s", run.step[:70])
+        return table
+
+    def __enter__(self) -> "MatrixDisplay":
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def line(self, run: TargetRun, text: str) -> None:
+        found = _STEP.match(text)
+        if found:
+            run.step = found.group("step") or found.group("phase")
+        if self.enabled and self.live is None:
+            with self.lock:
+                print(f"{time.strftime('%H:%M:%S')} [{run.name}] {text}", file=self.stream, flush=True)
+
+
+class MatrixBuild:
+    """Build every target of a matrix file with at most `jobs` at once."""
+
+    def __init__(self, matrix: MatrixFile, output: Path, jobs: int, fail_fast: bool, extra_args: list[str],
+                 display: Callable[[list[TargetRun]], MatrixDisplay]) -> None:
+        self.matrix, self.output, self.jobs, self.fail_fast = matrix, output, jobs, fail_fast
+        self.extra_args = extra_args
+        self.runs = [TargetRun(t.name) for t in matrix.targets]
+        self.display = display(self.runs)
+        self.stop = threading.Event()
+        self.processes: dict[str, subprocess.Popen[str]] = {}
+        self.lock = threading.Lock()
+
+    def run(self) -> list[TargetRun]:
+        self.output.mkdir(parents=True, exist_ok=True)
+        with self.display, concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = [pool.submit(self._build, run) for run in self.runs]
+            try:
+                pending = set(futures)
+                while pending:  # wakes up now and then so that Ctrl-C and SIGTERM are seen
+                    _, pending = concurrent.futures.wait(pending, timeout=0.5)
+            except BaseException:
+                self.stop.set()
+                self._terminate_all()
+                concurrent.futures.wait(futures)
+                raise
+        return self.runs
+
+    def _terminate_all(self) -> None:
+        with self.lock:
+            for proc in self.processes.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)  # each build removes its own staging
+
+    def _build(self, run: TargetRun) -> None:
+        if self.stop.is_set():
+            run.state = "skipped"
+            return
+        argv = [sys.executable, "-m", "osbuilder", *target_command(self.matrix.path, run.name, self.output,
+                                                                    ["--json", *self.extra_args])]
+        run.state, run.started = "running", time.monotonic()
+        log_path = self.output / f"{run.name}.log"
+        with open(log_path, "w") as log_file:
+            log_file.write(f"$ osbuilder {shlex.join(argv[3:])}\n")
+            with self.lock:
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, "COLUMNS": "120"})
+                self.processes[run.name] = proc
+            stdout: list[str] = []
+            reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True)
+            reader.start()
+            for line in proc.stderr:
+                log_file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
+                log_file.flush()
+                text = line.rstrip("\n")
+                error = _ERROR.match(text)
+                if error:
+                    run.error = error.group("error")
+                self.display.line(run, text)
+            returncode = proc.wait()
+            reader.join()
+        run.seconds = time.monotonic() - run.started
+        if returncode == 0:
+            run.state, run.step = "ok", "done"
+            run.artifacts = json.loads("".join(stdout) or "{}").get("artifacts", [])
+            return
+        run.state = "cancelled" if self.stop.is_set() and not run.error else "failed"
+        run.error = run.error or f"exit code {returncode}"
+        if self.fail_fast and not self.stop.is_set():
+            self.stop.set()
+            self._terminate_all()
+
+
+def summary_table(runs: list[TargetRun], output: Path) -> str:
+    width = max(len(r.name) for r in runs)
+    lines = [f"{'target':<{width}}  {'status':<9}  {'time':>7}  result"]
+    for run in runs:
+        result = (", ".join(Path(a["path"]).name for a in run.artifacts) if run.state == "ok"
+                  else run.error or run.state)
+        lines.append(f"{run.name:<{width}}  {run.state:<9}  {run.seconds:>6.1f}s  {result}")
+    failed = sum(r.state != "ok" for r in runs)
+    lines.append(f"{len(runs) - failed} of {len(runs)} target(s) built in {output}; logs at {output}/<target>.log")
+    return "\n".join(lines)
+
+
+def write_summary(runs: list[TargetRun], output: Path) -> dict[str, Any]:
+    data = {"output": str(output), "targets": [r.as_json(output) for r in runs],
+            "failed": sum(r.state != "ok" for r in runs)}
+    partial = output / f".{SUMMARY_NAME}.partial"
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, output / SUMMARY_NAME)
+    return data

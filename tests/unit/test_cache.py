@@ -1,0 +1,191 @@
+"""The build cache: entries written atomically, verified on use, listed and cleaned; the
+bootstrap key changes with every input that decides the tree."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from osbuilder.cache import BuildCache, default_cache_dir
+from tests.conftest import run_cli
+
+
+def _tarball(path: Path, content: bytes = b"tree"):
+    """A writer for store_tree (the path argument is unused: entries are written in place)."""
+    return lambda target: target.write_bytes(content)
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "osbuilder"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "osbuilder"
+
+
+def test_an_entry_is_stored_whole_and_found_again(tmp_path):
+    cache = BuildCache(tmp_path / "cache")
+    assert cache.lookup_tree("debian-bookworm-x86_64-k") is None
+    stored = cache.store_tree("debian-bookworm-x86_64-k", _tarball(tmp_path / "t.tar"), {"release": "bookworm"})
+    assert cache.lookup_tree("debian-bookworm-x86_64-k") == stored
+    assert stored.read_bytes() == b"tree"
+    assert [p.name for p in (tmp_path / "cache" / "bootstrap").iterdir()] == ["debian-bookworm-x86_64-k"]
+    record = json.loads((stored.parent / "entry.json").read_text())
+    assert record["inputs"] == {"release": "bookworm"} and record["size"] == 4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "changed", "no-record", "bad-record"])
+def test_a_damaged_entry_is_removed_and_reported_missing(tmp_path, damage):
+    cache = BuildCache(tmp_path / "cache")
+    stored = cache.store_tree("e", _tarball(tmp_path / "t.tar", b"x" * 1000), {})
+    if damage == "truncated":
+        os.truncate(stored, 10)
+    elif damage == "changed":
+        stored.write_bytes(b"y" * 1000)
+    elif damage == "no-record":
+        (stored.parent / "entry.json").unlink()
+    else:
+        (stored.parent / "entry.json").write_text("{")
+    assert cache.lookup_tree("e") is None
+    assert not stored.parent.exists()
+
+
+def _hold_lock(root: str, started: "multiprocessing.synchronize.Event", seconds: float) -> None:
+    with BuildCache(Path(root)).lock("entry"):
+        started.set()
+        time.sleep(seconds)
+
+
+def test_the_lock_makes_a_second_build_wait(tmp_path):
+    started = multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), started, 1.0))
+    holder.start()
+    try:
+        assert started.wait(10)
+        begin = time.monotonic()
+        with BuildCache(tmp_path).lock("entry"):
+            waited = time.monotonic() - begin
+        with BuildCache(tmp_path).lock("another"):  # other entries are not held up
+            pass
+    finally:
+        holder.join()
+    assert waited > 0.5
+
+
+def test_clean_removes_old_entries_or_all(tmp_path):
+    cache = BuildCache(tmp_path / "cache")
+    old = cache.store_tree("old", _tarball(tmp_path / "a.tar"), {})
+    new = cache.store_tree("new", _tarball(tmp_path / "b.tar"), {})
+    downloads = cache.downloads("apt", "debian", "bookworm", "x86_64")
+    (downloads / "chrony.deb").write_bytes(b"deb")
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(old.parent / "entry.json", (ten_days_ago, ten_days_ago))
+    for path in (downloads, downloads / "chrony.deb"):
+        os.utime(path, (ten_days_ago, ten_days_ago))
+    names = sorted(e.name for e in cache.entries())
+    assert names == ["apt/debian-bookworm-x86_64", "new", "old"]
+    removed = cache.clean(older_than_days=5)
+    assert sorted(e.name for e in removed) == ["apt/debian-bookworm-x86_64", "old"]
+    assert new.exists() and not old.exists() and not downloads.exists()
+    cache.clean()
+    assert cache.entries() == []
+
+
+def test_clean_keeps_an_entry_another_build_is_writing(tmp_path):
+    cache = BuildCache(tmp_path / "cache")
+    cache.store_tree("done", _tarball(tmp_path / "a.tar"), {})
+    writing = tmp_path / "cache" / "bootstrap" / f".busy.{os.getpid()}.partial"
+    writing.mkdir()
+    dead = tmp_path / "cache" / "bootstrap" / ".gone.999999999.partial"
+    dead.mkdir()
+    cache.clean()
+    assert writing.exists() and not dead.exists()
+
+
+def test_cache_cli_lists_and_cleans(tmp_path):
+    cache = BuildCache(tmp_path / "cache")
+    cache.store_tree("debian-bookworm-x86_64-k", _tarball(tmp_path / "a.tar"), {"distro": "debian"})
+    listed = run_cli("cache", "list", "--cache-dir", tmp_path / "cache", "--json")
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)["entries"]
+    assert [(e["kind"], e["name"]) for e in entries] == [("bootstrap", "debian-bookworm-x86_64-k")]
+    text = run_cli("cache", "list", "--cache-dir", tmp_path / "cache")
+    assert "debian-bookworm-x86_64-k" in text.stdout
+    kept = run_cli("cache", "clean", "--older-than", "1", "--cache-dir", tmp_path / "cache", "--json")
+    assert json.loads(kept.stdout)["removed"] == []
+    cleaned = run_cli("cache", "clean", "--cache-dir", tmp_path / "cache")
+    assert cleaned.returncode == 0 and "removed 1 entry" in cleaned.stdout
+    assert BuildCache(tmp_path / "cache").entries() == []
+    bad = run_cli("cache", "clean", "--older-than", "-3", "--cache-dir", tmp_path / "cache")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_cache_clean_refuses_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run_cli("cache", "clean", "--cache-dir", tmp_path / "file")
+    assert result.returncode == 2 and "is not a directory" in result.stderr
+
+
+# --- the bootstrap key: every input that decides the tree's content changes it ---------
+
+def _inputs(tmp_path: Path, **changes):
+    from osbuilder.recipes import load_recipe
+    from osbuilder.rootfs.bootstrap import bootstrap_inputs
+    from osbuilder.rootfs.backends import InstallRequest
+    from osbuilder.arch import get_arch
+
+    recipe_dir = tmp_path / "recipes"
+    if not recipe_dir.exists():
+        recipe_dir.mkdir()
+        source = Path(__file__).resolve().parents[2] / "distros" / "debian.toml"
+        (recipe_dir / "debian.toml").write_text(source.read_text())
+        (tmp_path / "keyring.gpg").write_bytes(b"key one")
+    if "recipe_text" in changes:
+        (recipe_dir / "debian.toml").write_text((recipe_dir / "debian.toml").read_text() + changes.pop("recipe_text"))
+    if "keyring_bytes" in changes:
+        (tmp_path / "keyring.gpg").write_bytes(changes.pop("keyring_bytes"))
+    recipe = load_recipe("debian", recipe_dir)
+    section = dataclasses.replace(recipe.backend_section, keyring=str(tmp_path / "keyring.gpg"))
+    request = InstallRequest(distro="debian", release="bookworm", arch=get_arch("x86_64"),
+                             packages=("chrony", "dbus"), mirror="http://deb.debian.org/debian", section=section,
+                             source_date_epoch=1700000000, )
+    tool = changes.pop("tool", "mmdebstrap 1.3.5")
+    if "section" in changes:
+        request = dataclasses.replace(request, section=dataclasses.replace(section, **changes.pop("section")))
+    request = dataclasses.replace(request, **changes)
+    return bootstrap_inputs(request, recipe, tool)
+
+
+@pytest.mark.parametrize("change", [
+    {"release": "trixie"},
+    {"arch": "aarch64"},
+    {"packages": ("chrony", "dbus", "iptables")},
+    {"mirror": "http://mirror.example/debian"},
+    {"source_date_epoch": 1700000001},
+    {"source_date_epoch": None},
+    {"section": {"components": ("main", "contrib")}},
+    {"keyring_bytes": b"key two"},
+    {"recipe_text": "\n# a comment changes the recipe's contents\n"},
+    {"tool": "mmdebstrap 1.4.0"},
+], ids=lambda c: next(iter(c)))
+def test_every_input_changes_the_bootstrap_key(tmp_path, change):
+    from osbuilder.arch import get_arch
+    from osbuilder.cache import inputs_key
+
+    if "arch" in change:
+        change = {"arch": get_arch(change["arch"])}
+    before = inputs_key(_inputs(tmp_path))
+    assert inputs_key(_inputs(tmp_path)) == before  # stable
+    assert inputs_key(_inputs(tmp_path, **change)) != before
+
+
+def test_package_order_and_duplicates_do_not_change_the_key(tmp_path):
+    from osbuilder.cache import inputs_key
+
+    assert inputs_key(_inputs(tmp_path, packages=("dbus", "chrony", "dbus"))) == inputs_key(_inputs(tmp_path))
