@@ -101,8 +101,11 @@ def keep_downloads(found: Iterable[Path], downloads: Path) -> int:
         if final.exists() or not path.is_file():
             continue
         partial = downloads / f".{path.name}.{os.getpid()}.partial"
-        shutil.copyfile(path, partial)
-        os.replace(partial, final)
+        try:
+            shutil.copyfile(path, partial)
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
         kept += 1
     return kept
 

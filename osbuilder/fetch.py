@@ -92,9 +92,12 @@ def fetch(url: str, sha256: str | None, into: Path, cache_dir: Path | None = Non
         _download(url, source, sha256, policy, progress)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            partial_cache = cached.with_name(f".{cached.name}.{os.getpid()}")
-            shutil.copyfile(source, partial_cache)
-            os.replace(partial_cache, cached)
+            partial_cache = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+            try:
+                shutil.copyfile(source, partial_cache)
+                os.replace(partial_cache, cached)
+            finally:
+                partial_cache.unlink(missing_ok=True)
     if source == cached:
         shutil.copyfile(cached, into)
     else:

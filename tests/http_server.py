@@ -47,6 +47,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(AGENT[:1000])
             self.wfile.flush()
             time.sleep(3)  # the client's read timeout fires long before this
+        elif path == "/slow-agent":  # about 5 s: long enough to be interrupted mid-download
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(AGENT)))
+            self.end_headers()
+            for start in range(0, len(AGENT), 1 << 16):
+                self.wfile.write(AGENT[start:start + (1 << 16)])
+                self.wfile.flush()
+                self.hits["/slow-agent:sent"] = self.hits.get("/slow-agent:sent", 0) + 1
+                time.sleep(0.15)
         elif path == "/truncated":
             self._send(AGENT[: len(AGENT) // 2], length=len(AGENT))
         else:

@@ -1,0 +1,166 @@
+"""SIGINT and SIGTERM at every step of a build: during the bootstrap (with a cache being
+written), mid-download, provisioning, packing the initrd and the image, and a matrix build
+with two jobs. Afterwards there is no staging, no partial artifact, no process left
+behind, no mount under the test's directory, and the cache holds only whole entries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from osbuilder.cache import BuildCache
+from tests.conftest import run_cli
+from tests.http_server import AGENT_SHA, Handler
+
+pytestmark = pytest.mark.slow
+
+
+class Build:
+    """An osbuilder command whose stderr is watched line by line."""
+
+    def __init__(self, *args: str | os.PathLike[str], cwd: Path | None = None) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "osbuilder", *map(str, args)], cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, condition, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition(self.lines):
+                return
+            assert self.proc.poll() is None, "the build ended before the point to interrupt:\n" + "\n".join(self.lines)
+            time.sleep(0.05)
+        raise AssertionError("never reached the point to interrupt:\n" + "\n".join(self.lines))
+
+    def interrupt(self, signum: int) -> str:
+        self.proc.send_signal(signum)
+        self.proc.communicate(timeout=120)
+        self.reader.join(timeout=10)
+        return "\n".join(self.lines)
+
+
+def seen(text: str):
+    return lambda lines: any(text in line for line in lines)
+
+
+def assert_nothing_left(work: Path, expected: list[str]) -> None:
+    assert sorted(p.name for p in work.iterdir()) == sorted(expected)
+    leftover = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout
+    assert leftover == "", "a process outlived the interrupt"
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(work) not in mounts
+
+
+def assert_cache_intact(cache: Path) -> None:
+    """Whole entries only: nothing half-written under a temporary name, every tree verified."""
+    partial = [p for p in cache.rglob("*.partial")] if cache.exists() else []
+    assert partial == [], f"left half-written: {partial}"
+    store = BuildCache(cache)
+    for entry in store.entries():
+        if entry.kind == "bootstrap":
+            assert store.lookup_tree(entry.name) is not None, f"{entry.name} is not whole"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_bootstrap_writing_the_cache(tmp_path, agent_x86_64, signum):
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    build = Build("build", "--distro", "debian", "--init", "agent", "--agent", agent_x86_64, "--cache-dir", cache,
+                  "--format", "initrd", "-o", work / "out")
+    build.wait_for(seen("mmdebstrap: downloading packages"))
+    time.sleep(1)  # mid-download: apt is fetching into its archive cache
+    log = build.interrupt(signum)
+    assert build.proc.returncode == 130, log
+    assert "osbuilder: error: interrupted" in log
+    assert_nothing_left(work, [])
+    assert_cache_intact(cache)
+    assert BuildCache(cache).entries() == [] or all(e.kind == "packages" for e in BuildCache(cache).entries())
+
+
+def test_interrupted_agent_download(tmp_path, server):
+    work, cache_dir = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    build = Build("build", "--distro", "debian", "--init", "agent", "--agent", f"{server}/slow-agent",
+                  "--agent-sha256", AGENT_SHA, "--cache-dir", cache_dir, "--format", "initrd", "-o", work / "out")
+    build.wait_for(lambda _: Handler.hits.get("/slow-agent:sent", 0) >= 3)
+    log = build.interrupt(signal.SIGTERM)
+    assert build.proc.returncode == 130, log
+    assert_nothing_left(work, [])
+    assert not (cache_dir / "downloads" / AGENT_SHA).exists()
+    assert_cache_intact(cache_dir)
+
+
+@pytest.mark.parametrize("point", ["Provisioning for init mode", "Packing the initrd", "Packing the image"])
+def test_interrupted_provisioning_and_packing(tmp_path, agent_x86_64, cache_dir, point):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep").write_text("the user's file")
+    build = Build("build", "--distro", "debian", "--init", "systemd", "--agent", agent_x86_64, "--cache-dir",
+                  cache_dir, "--format", "initrd,image", "-o", work / "out")
+    build.wait_for(seen(point))
+    log = build.interrupt(signal.SIGINT)
+    assert build.proc.returncode == 130, log
+    assert_nothing_left(work, ["keep"])
+    assert_cache_intact(cache_dir)
+
+
+def test_interrupted_matrix_with_two_jobs(tmp_path, agent_x86_64, cache_dir):
+    config = tmp_path / "builds.toml"
+    config.write_text(f'''
+[defaults]
+distro = "debian"
+agent = "{agent_x86_64}"
+format = ["initrd", "image"]
+
+[[target]]
+name = "systemd-mode"
+init = "systemd"
+
+[[target]]
+name = "agent-mode"
+init = "agent"
+
+[[target]]
+name = "later"
+init = "agent"
+fs = "erofs"
+''')
+    work = tmp_path / "work"
+    work.mkdir()
+    build = Build("build", "--config", config, "--jobs", "2", "--cache-dir", cache_dir, "--json", "-o", work / "out")
+    # Two targets running: the systemd one packing, another one started.
+    build.wait_for(lambda lines: seen("[systemd-mode] osbuilder: Packing the initrd")(lines)
+                   and (seen("[agent-mode] osbuilder:")(lines) or seen("[later] osbuilder:")(lines)))
+    log = build.interrupt(signal.SIGTERM)
+    assert build.proc.returncode == 130, log
+    out = work / "out"
+    assert "osbuilder: error: interrupted" in (out / "systemd-mode.log").read_text()
+    assert not (out / "systemd-mode").exists()
+    # A target that finished before the signal is whole; the others left nothing but their log.
+    for directory in (p for p in out.iterdir() if p.is_dir()):
+        manifest = json.loads((directory / "manifest.json").read_text())
+        assert all((directory / a["file"]).is_file() for a in manifest["artifacts"])
+        assert "osbuilder: error" not in (out / f"{directory.name}.log").read_text()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "staging left behind"
+    assert not (out / "matrix.json").exists()
+    assert_nothing_left(work, ["out"])
+    assert_cache_intact(cache_dir)
+    # The cache still serves a whole build afterwards.
+    again = run_cli("build", "--config", config, "--target", "agent-mode", "--cache-dir", cache_dir, "--json",
+                    "--force", "-o", work / "out")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["artifacts"]
