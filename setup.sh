@@ -11,7 +11,7 @@ APT_PACKAGES=(
     qemu-system-x86 qemu-system-arm qemu-system-ppc qemu-system-misc qemu-user-static binfmt-support arch-test
     binutils-multiarch make busybox-static kmod dmsetup cpio zstd pigz xz-utils lz4 tar xorriso faketime fakeroot attr parted
     libmagic1 file
-    apt-utils gpg openssl dnf createrepo-c rpm dracut-core systemd gcc libc6-dev
+    apt-utils gpg openssl dnf createrepo-c rpm dracut-core systemd gcc libc6-dev uidmap python3-venv
 )
 
 missing=()
@@ -26,7 +26,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-PYTHON="${PYTHON:-python3}"
+# Debian's interpreter by default: every user can read it, so builds also run unprivileged
+# from this venv (a python3 earlier on PATH may live in root's home).
+PYTHON="${PYTHON:-/usr/bin/python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi

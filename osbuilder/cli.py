@@ -7,6 +7,7 @@ import argparse
 import errno
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -26,6 +27,7 @@ from osbuilder.pack.registry import PACKERS
 from osbuilder.rootfs.options import RecipeSource
 from osbuilder.runtime_fragment import FragmentOptions
 from osbuilder.progress import progress_for
+from osbuilder.rootless import privileged, reexec_under_fakeroot
 from osbuilder.runner import Runner
 from osbuilder.settings import (add_arguments, build_options, to_argv, values_from_args, values_from_file,
                                 values_from_mapping)
@@ -405,7 +407,19 @@ def as_user_facing(exc: BaseException) -> OsbuilderError:
                       "please report this with the command line (rerun with -v for the traceback)")
 
 
+def needs_fakeroot(args: argparse.Namespace) -> bool:
+    """An ordinary user's build runs under fakeroot (osbuilder/rootless.py); a matrix's
+    parent does not: each target's build re-executes itself."""
+    from osbuilder.matrix import is_matrix_file
+
+    if args.command != "build" or os.geteuid() == 0:
+        return False
+    return not (args.config is not None and args.config.is_file() and is_matrix_file(args.config)
+                and args.target is None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="osbuilder: %(message)s", stream=sys.stderr)
@@ -413,6 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("osbuilder.run").setLevel(max(level, logging.WARNING))
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
+        if needs_fakeroot(args):
+            reexec_under_fakeroot(argv)
+        if args.command == "rootfs" and not privileged():
+            raise UserError("osbuilder rootfs needs root: a tree written by an ordinary user cannot keep the guest's "
+                            "owners and device nodes", "use osbuilder build, which packs in the same run and works "
+                            "unprivileged, or run as root")
         with progress_for(sys.stderr, enabled=not args.quiet and not args.verbose) as progress:
             return handler(args.command)(args, Runner(progress=progress))
     except KeyboardInterrupt:

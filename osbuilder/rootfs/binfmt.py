@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from osbuilder.arch import Arch, host_arch
 from osbuilder.errors import UserError
+from osbuilder.rootless import privileged
 from osbuilder.runner import Runner
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -26,7 +26,7 @@ def ensure_binfmt(arch: Arch, runner: Runner) -> None:
         return
     how = (f"install qemu-user-static and binfmt-support, then as root run: "
            f"mount -t binfmt_misc binfmt_misc {BINFMT_DIR}; update-binfmts --enable {arch.qemu_user}")
-    if os.geteuid() != 0:
+    if not privileged():
         raise UserError(f"cannot run {arch.name} binaries: the binfmt handler {arch.qemu_user} is not registered", how)
     if not (BINFMT_DIR / "register").exists():
         runner.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], check=False)

@@ -10,10 +10,11 @@ from osbuilder.runner import Runner
 _XATTRS = ["--xattrs", "--xattrs-include=*"]
 
 
-def extract_tarball(tarball: Path, root: Path, runner: Runner) -> None:
+def extract_tarball(tarball: Path, root: Path, runner: Runner, exclude: tuple[str, ...] = ()) -> None:
     root.mkdir(parents=True, exist_ok=True)
     runner.run(["tar", "--extract", "--file", str(tarball), "--directory", str(root),
-                "--numeric-owner", "--same-owner", "--preserve-permissions", *_XATTRS])
+                "--numeric-owner", "--same-owner", "--preserve-permissions", *_XATTRS,
+                *(f"--exclude={pattern}" for pattern in exclude)])
 
 
 def create_tarball(root: Path, tarball: Path, runner: Runner) -> None:

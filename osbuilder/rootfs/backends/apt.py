@@ -22,6 +22,7 @@ from osbuilder.cache import downloads_lock, keep_downloads
 from osbuilder.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
 from osbuilder.rootfs.tarball import extract_tarball
+from osbuilder.rootless import privileged, real_ids_env
 from osbuilder.runner import Runner
 
 log = logging.getLogger("osbuilder")
@@ -58,7 +59,7 @@ class AptBackend(Backend):
         # files are written out, so it packs like a tree unpacked from the cache. Unprivileged,
         # its tree would be owned by subordinate ids, so it hands over a tarball (entries owned
         # 0/0), unpacked here: a write and a read of the whole tree.
-        direct = os.geteuid() == 0
+        direct = privileged()
         tarball = workdir / "mmdebstrap.tar"
         argv = [
             "mmdebstrap",
@@ -79,7 +80,7 @@ class AptBackend(Backend):
                      '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
                      f"--setup-hook=sync-in {shlex.quote(str(downloads))} /var/cache/apt/archives/",
                      f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(fetched))}"]
-        env = {}
+        env = real_ids_env()  # unshare mode maps the real user's subordinate ids
         if request.source_date_epoch is not None:
             env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
         hint = f"check --mirror {request.mirror}, --release, the package names and the archive keyring (--keyring)"
@@ -95,7 +96,9 @@ class AptBackend(Backend):
                 if direct:
                     fill_holes_in_tree(root)
                 else:
-                    extract_tarball(tarball, root, runner)
+                    # mmdebstrap adds its own /dev nodes to a tarball, none to a directory: the
+                    # guest's come from provisioning either way, so both give the same tree.
+                    extract_tarball(tarball, root, runner, exclude=("./dev/?*",))
                 if downloads is not None:
                     kept = keep_downloads(sorted(fetched.glob("*.deb")), downloads)
                     log.info("kept %d downloaded packages in %s", kept, downloads)

@@ -9,7 +9,6 @@ private HOME's .rpmmacros, because Debian's rpm would otherwise put it under ~/.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from osbuilder.cache import downloads_lock
 from osbuilder.errors import UserError
 from osbuilder.fsutil import GuestRoot
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
+from osbuilder.rootless import privileged
 from osbuilder.runner import Runner
 from osbuilder.templates import Templates
 
@@ -48,7 +48,7 @@ class DnfBackend(Backend):
             raise UserError(f"the {request.distro} recipe names no package signing key",
                             "pass --keyring the distribution's RPM-GPG-KEY file")
         check_keyring(section.keyring, f"pass --keyring the {request.distro} RPM-GPG-KEY file")
-        if os.geteuid() != 0:
+        if not privileged():
             raise UserError(f"installing {request.distro} with dnf needs root (rpm sets the guest files' owners)",
                             "run osbuilder as root, or bootstrap the tree yourself and pass --existing DIR")
 

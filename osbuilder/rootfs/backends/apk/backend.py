@@ -30,6 +30,7 @@ from osbuilder.rootfs.backends.apk.segments import TrustedKeys, gzip_streams, ta
 from osbuilder.rootfs.backends.apk.version import Atom
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
 from osbuilder.rootfs.extract import check_member, guest_name
+from osbuilder.rootless import privileged, real_ids_env
 from osbuilder.runner import Runner
 
 log = logging.getLogger("osbuilder")
@@ -214,11 +215,12 @@ class ApkBackend(Backend):
         script = f"{SCRIPT_PATH}/{entry.name}-{entry.version}{kind}"
         guest.write_bytes(script, body, 0o755)
         # Inside the guest: chroot as root; a user namespace that maps the caller to root otherwise.
-        enter = ["chroot", str(guest.root)] if os.geteuid() == 0 else \
+        enter = ["chroot", str(guest.root)] if privileged() else \
             ["unshare", "--map-root-user", f"--root={guest.root}"]
         try:
+            # Unprivileged, unshare maps the real user (not fakeroot's root) to the script's root.
             runner.run([*enter, script, entry.version], timeout=SCRIPT_TIMEOUT_S,
-                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **real_ids_env()},
                        hint=f"{entry.name}'s {kind.lstrip('.')} script failed inside the guest")
         finally:
             guest.remove(script)

@@ -1,0 +1,44 @@
+"""Unprivileged builds: the guest's owners and device nodes without root.
+
+`osbuilder build` run by an ordinary user re-executes itself under fakeroot: every process
+of the build (osbuilder, tar, mke2fs, mkfs.erofs, ...) then sees the owners and device nodes
+it set, recorded by fakeroot instead of on disk, so the artifacts carry root's owners and
+/dev's nodes exactly as a root build's do. The package managers that must create a tree
+for real run with the user's own ids: mmdebstrap in its unshare mode (with the user's
+subordinate id ranges) handing over a tarball; the apk installer's package scripts in a
+user namespace. A tree written to a directory as an ordinary user could not keep those
+owners after the run, so `osbuilder rootfs` needs root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import NoReturn, Sequence
+
+from osbuilder.errors import UserError
+
+MARK = "OSBUILDER_FAKEROOT"  # set for the re-executed build: its euid 0 is fakeroot's
+
+
+def privileged() -> bool:
+    """Really root: owners can be set on disk, device nodes made, chroot entered."""
+    return os.geteuid() == 0 and not os.environ.get(MARK)
+
+
+def faked() -> bool:
+    return bool(os.environ.get(MARK)) and os.geteuid() == 0
+
+
+def real_ids_env() -> dict[str, str]:
+    """Environment for a command that must run as the real user (not under fakeroot)."""
+    return {"LD_PRELOAD": "", "FAKEROOTKEY": "", MARK: ""} if faked() else {}
+
+
+def reexec_under_fakeroot(argv: Sequence[str]) -> NoReturn:
+    fakeroot = shutil.which("fakeroot")
+    if fakeroot is None:
+        raise UserError("building as an ordinary user needs fakeroot, which is not installed",
+                        "run ./setup.sh (or apt-get install fakeroot uidmap), or build as root")
+    os.execve(fakeroot, [fakeroot, "--", sys.executable, "-m", "osbuilder", *argv], {**os.environ, MARK: "1"})

@@ -1,0 +1,118 @@
+"""An ordinary user builds: no sudo, no root. The test creates a user with subordinate id
+ranges (useradd gives them on Debian), builds an initrd and an ext4 image as that user
+with Debian's mirror, and compares them with root's build of the same inputs: the same
+bytes, so every owner and device node is root's in both."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+USER = "osbuilder-test"
+EPOCH = "1700000000"
+
+
+@pytest.fixture(scope="module")
+def builder_user() -> str:
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
+    subuid = Path("/etc/subuid").read_text() if Path("/etc/subuid").exists() else ""
+    assert any(line.startswith(f"{USER}:") for line in subuid.splitlines()), "useradd gave no subordinate ids"
+    return USER
+
+
+@pytest.fixture
+def user_dir(builder_user):
+    """A directory the user owns, outside pytest's root-only temporary directories."""
+    path = Path(tempfile.mkdtemp(prefix="osbuilder-rootless-"))
+    os.chmod(path, 0o755)
+    shutil.chown(path, builder_user, builder_user)
+    yield path
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
+def as_user(user: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    home = pwd.getpwnam(user).pw_dir
+    command = ["runuser", "-u", user, "--", "env", "-i", f"HOME={home}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+               *(f"{k}={v}" for k, v in (env or {}).items()), str(REPO / ".venv/bin/python"), "-m", "osbuilder", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=1800)
+
+
+def digests(directory: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+            for name in ("kata-containers-initrd.img", "kata-containers.img")}
+
+
+def test_an_unprivileged_build_gives_roots_bytes(builder_user, user_dir, agent_x86_64, tmp_path):
+    agent = user_dir / "kata-agent"
+    shutil.copyfile(agent_x86_64, agent)
+    os.chmod(agent, 0o755)
+    build = ["build", "--distro", "debian", "--init", "agent", "--agent", str(agent), "--format", "initrd,image"]
+    user = as_user(builder_user, *build, "-o", str(user_dir / "out"),
+                   env={"SOURCE_DATE_EPOCH": EPOCH, "XDG_CACHE_HOME": str(user_dir / "cache")})
+    assert user.returncode == 0, user.stderr
+    out = user_dir / "out"
+    assert out.stat().st_uid == pwd.getpwnam(builder_user).pw_uid
+    assert all(p.stat().st_uid == out.stat().st_uid for p in out.iterdir())
+    assert sorted(p.name for p in user_dir.iterdir()) == ["cache", "kata-agent", "out"]  # no staging left
+    root = run_cli(*build, "--no-cache", "-o", tmp_path / "root", env={"SOURCE_DATE_EPOCH": EPOCH})
+    assert root.returncode == 0, root.stderr
+    assert digests(out) == digests(tmp_path / "root")
+    # The cache the user's build wrote serves a second unprivileged build the same bytes.
+    again = as_user(builder_user, *build, "-o", str(user_dir / "again"),
+                    env={"SOURCE_DATE_EPOCH": EPOCH, "XDG_CACHE_HOME": str(user_dir / "cache")})
+    assert again.returncode == 0, again.stderr
+    assert "using cached bootstrap" in again.stderr
+    assert digests(user_dir / "again") == digests(out)
+
+
+def test_rootfs_as_an_ordinary_user_is_refused(builder_user, user_dir):
+    result = as_user(builder_user, "rootfs", "--distro", "debian", "--init", "agent", "--probe-agent",
+                     "-o", str(user_dir / "tree"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("osbuilder: error: osbuilder rootfs needs root")
+    assert not (user_dir / "tree").exists()
+
+
+@pytest.fixture(scope="module")
+def apk_repo(tmp_path_factory, cache_dir):
+    from tests.conftest import _extract_busybox
+    from tests.local_repos import serve_directory
+    from tests.local_repos.apk import ApkKey, alpine_packages, write_repo
+
+    work = tmp_path_factory.mktemp("apk-rootless")
+    key = ApkKey.create(work / "keys", "osbuilder-test")
+    busybox = _extract_busybox("amd64", cache_dir).read_bytes()
+    write_repo(work / "mirror" / "v3.22/main", alpine_packages(busybox, "x86_64"), "x86_64", key)
+    with serve_directory(work / "mirror") as url:
+        yield url, key.public
+
+
+def test_an_unprivileged_alpine_build_gives_roots_bytes(builder_user, user_dir, apk_repo, tmp_path):
+    """The apk installer's package scripts run in a user namespace mapping the user to root."""
+    url, key = apk_repo
+    keyring = user_dir / "keys"
+    keyring.mkdir()
+    shutil.copy(key, keyring / key.name)
+    subprocess.run(["chmod", "-R", "a+rX", str(keyring)], check=True)
+    build = ["build", "--distro", "alpine", "--init", "agent", "--probe-agent", "--mirror", url, "--keyring",
+             str(keyring / key.name), "--format", "initrd,image"]
+    user = as_user(builder_user, *build, "-o", str(user_dir / "out"),
+                   env={"SOURCE_DATE_EPOCH": EPOCH, "XDG_CACHE_HOME": str(user_dir / "cache")})
+    assert user.returncode == 0, user.stderr
+    root = run_cli(*build, "--no-cache", "-o", tmp_path / "root", env={"SOURCE_DATE_EPOCH": EPOCH})
+    assert root.returncode == 0, root.stderr
+    assert digests(user_dir / "out") == digests(tmp_path / "root")
