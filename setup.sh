@@ -5,14 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(
+# What osbuilder drives (the builder container installs exactly these: ./setup.sh --packages).
+RUNTIME_PACKAGES=(
     mmdebstrap debian-archive-keyring
     e2fsprogs erofs-utils xfsprogs cryptsetup-bin fdisk
     qemu-system-x86 qemu-system-arm qemu-system-ppc qemu-system-misc qemu-user-static binfmt-support arch-test
     binutils-multiarch make busybox-static kmod dmsetup cpio zstd pigz xz-utils lz4 tar xorriso faketime fakeroot attr parted
     libmagic1 file
-    apt-utils gpg openssl dnf createrepo-c rpm dracut-core systemd gcc libc6-dev uidmap python3-venv
+    apt-utils gpg openssl dnf rpm dracut-core systemd uidmap
 )
+# What only the test suite and this venv need: local package repositories, test binaries,
+# podman for the builder container's test.
+TEST_PACKAGES=(createrepo-c gcc libc6-dev python3-venv podman runc)
+if [ "${1:-}" = "--packages" ]; then
+    echo "${RUNTIME_PACKAGES[*]}"
+    exit 0
+fi
+APT_PACKAGES=("${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

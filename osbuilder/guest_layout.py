@@ -6,6 +6,7 @@ INIT_PATH = "/sbin/init"
 AGENT_PATH = "/usr/bin/kata-agent"
 SUMMARY_PATH = "/var/lib/osbuilder/osbuilder.yaml"
 RESOLV_CONF = "/etc/resolv.conf"
+HOSTNAME = "/etc/hostname"
 MACHINE_ID = "/etc/machine-id"
 SHELL = "/bin/sh"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from osbuilder.fetch import is_url
 from osbuilder.fsutil import GuestRoot, sha256_file
-from osbuilder.guest_layout import (INIT_PATH, CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
+from osbuilder.guest_layout import (HOSTNAME, INIT_PATH, CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
                                     SUMMARY_PATH, UNIT_DIR, VAR_TMP, VAR_TMP_TARGET, VOLATILE_VAR_DIRS)
 from osbuilder.initmode import InitInputs, get_init_mode
 from osbuilder.recipes import Recipe
@@ -49,6 +49,7 @@ class Provisioner:
     def run(self) -> Summary:
         self.remove_unneeded()
         self.write_resolv_conf()
+        self.guest.write_text(HOSTNAME, self.templates.render("hostname.j2"))
         self.configure_chrony()
         inputs = InitInputs(trim_systemd=self.options.trim_systemd, launcher=self.options.launcher)
         get_init_mode(self.options.init).install(self.guest, self.agent, self.templates, inputs)

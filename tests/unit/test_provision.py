@@ -18,7 +18,7 @@ from tests.helpers import fake_bootstrap
 @pytest.fixture
 def host_files(tmp_path: Path) -> dict[str, Path]:
     files = {}
-    for name in ("resolv.conf", "chrony.conf"):
+    for name in ("resolv.conf", "chrony.conf", "hostname"):
         path = tmp_path / "host" / name
         path.parent.mkdir(exist_ok=True)
         path.write_text(f"host {name}\n")
@@ -31,6 +31,7 @@ def plant_hostile_bootstrap(root: Path, host_files: dict[str, Path], with_system
     # A hostile link an image might ship: an absolute path naming a file on the build host.
     (root / "etc/resolv.conf").unlink()
     os.symlink(str(host_files["resolv.conf"]), root / "etc/resolv.conf")
+    os.symlink(str(host_files["hostname"]), root / "etc/hostname")
 
 
 @pytest.mark.parametrize("init_mode", ["agent", "systemd"])
@@ -48,6 +49,9 @@ def test_provisioning_never_writes_through_host_links(tmp_path, host_files, host
     assert {name: path.read_text() for name, path in host_files.items()} == before
     resolv = root / "etc/resolv.conf"
     assert resolv.is_file() and not resolv.is_symlink() and resolv.stat().st_size == 0
+    # mmdebstrap copies the build host's name; the guest's is the same on every build host.
+    hostname = root / "etc/hostname"
+    assert not hostname.is_symlink() and hostname.read_text() == "localhost\n"
     chrony = (root / "etc/chrony/chrony.conf").read_text().splitlines()
     assert "# pool 2.debian.pool.ntp.org iburst" in chrony and "# server a" in chrony and "keyfile x" in chrony
     assert "refclock PHC /dev/ptp0 poll 3 dpoll -2 offset 0" in chrony and "makestep 1 -1" in chrony
