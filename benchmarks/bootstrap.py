@@ -111,7 +111,11 @@ def apk_mirror(work: Path, stack: ExitStack) -> tuple[str, Path]:
     return stack.enter_context(serve_directory(work / "apk")), key.public
 
 
-def measure(candidates: dict[str, Callable[[Path], None]], rounds: int, work: Path) -> dict[str, tuple[float, int]]:
+SETTLE_S = 35.0
+
+
+def measure(candidates: dict[str, Callable[[Path], None]], rounds: int, work: Path,
+            settle: float = SETTLE_S) -> dict[str, tuple[float, int]]:
     times: dict[str, list[float]] = {name: [] for name in candidates}
     sizes: dict[str, int] = {}
     for round_number in range(rounds):
@@ -123,6 +127,10 @@ def measure(candidates: dict[str, Callable[[Path], None]], rounds: int, work: Pa
             sizes[name] = du_bytes(out)
             shutil.rmtree(out)
             os.sync()  # the next run starts with nothing of this one's left to write back
+            # ext4 skips inodes freed in the last 30 s (their table block written back), one
+            # by one, for every file it creates: without the pause the next run pays for
+            # this run's deletion, seconds that belong to neither.
+            time.sleep(settle)
     return {name: (statistics.median(times[name]), sizes[name]) for name in candidates}
 
 
@@ -139,6 +147,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--arches", default="x86_64", help="Debian arches, comma separated")
+    parser.add_argument("--settle", type=float, default=SETTLE_S,
+                        help="seconds to wait after deleting a run's tree (default %(default)s)")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-bootstrap-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -148,19 +158,19 @@ def main() -> None:
             results = measure({f"mmdebstrap alone ({arch})": mmdebstrap_alone(arch, mirror, keyring),
                                f"osbuilder rootfs debian ({arch})": osbuilder_rootfs(
                                    "debian", arch, "--mirror", mirror, "--keyring", str(keyring))},
-                              args.rounds, work)
+                              args.rounds, work, args.settle)
             report(f"debian bookworm, agent mode, {arch}: local copy of Debian's packages", results,
                    f"mmdebstrap alone ({arch})")
         mirror, keyring = rpm_mirror(work / "rpm", stack)
         results = measure({"dnf alone": dnf_alone(mirror, keyring, work / "dnf"),
                            "osbuilder rootfs centos": osbuilder_rootfs("centos", "x86_64", "--mirror", mirror,
                                                                        "--keyring", str(keyring))},
-                          args.rounds, work)
+                          args.rounds, work, settle=0)  # trees of a few MiB
         report("centos stream9, agent mode, x86_64: local signed repository of stand-in RPMs", results, "dnf alone")
         mirror, keyring = apk_mirror(work / "apk", stack)
         results = measure({"osbuilder rootfs alpine": osbuilder_rootfs("alpine", "x86_64", "--mirror", mirror,
                                                                        "--keyring", str(keyring))},
-                          args.rounds, work)
+                          args.rounds, work, settle=0)
         report("alpine 3.22, agent mode, x86_64: local signed repository (no apk here to compare with)",
                results, None)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from osbuilder.recipes import load_recipe
-from tests.conftest import _extract_busybox, run_cli
+from tests.conftest import run_cli
 from tests.local_repos import GpgKey, serve_directory
-from tests.local_repos.apk import ApkKey, alpine_packages, write_repo
+from tests.local_repos.apk import served_alpine_repo
 from tests.local_repos.apt import build_apt_repo, collect_debs
 
 CACHED = "using cached bootstrap"
@@ -31,12 +31,8 @@ def entries(cache: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def apk_repo(tmp_path_factory, cache_dir):
-    work = tmp_path_factory.mktemp("apk-cache")
-    key = ApkKey.create(work / "keys", "osbuilder-test")
-    busybox = _extract_busybox("amd64", cache_dir).read_bytes()
-    write_repo(work / "mirror" / "v3.22/main", alpine_packages(busybox, "x86_64"), "x86_64", key)
-    with serve_directory(work / "mirror") as url:
-        yield work / "mirror", url, key.public
+    with served_alpine_repo(tmp_path_factory.mktemp("apk-cache"), cache_dir) as repo:
+        yield repo
 
 
 def alpine(out: Path, url: str, keyring: Path, cache: Path, *extra: str) -> subprocess.Popen:

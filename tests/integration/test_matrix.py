@@ -15,23 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.arch import get_arch
-from tests.conftest import REPO, _extract_busybox, run_cli
-from tests.local_repos import serve_directory
-from tests.local_repos.apk import ApkKey, alpine_packages, write_repo
+from tests.conftest import REPO, run_cli
+from tests.local_repos.apk import served_alpine_repo
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
 
 
 @pytest.fixture(scope="module")
 def apk_repo(tmp_path_factory, cache_dir):
-    work = tmp_path_factory.mktemp("apk-matrix")
-    key = ApkKey.create(work / "keys", "osbuilder-test")
-    for arch in ("x86_64", "aarch64"):
-        busybox = _extract_busybox(get_arch(arch).debian, cache_dir).read_bytes()
-        write_repo(work / "mirror" / "v3.22/main", alpine_packages(busybox, arch), arch, key)
-    with serve_directory(work / "mirror") as url:
-        yield url, key.public
+    with served_alpine_repo(tmp_path_factory.mktemp("apk-matrix"), cache_dir, ("x86_64", "aarch64")) as (_, url, key):
+        yield url, key
 
 
 def write_matrix(path: Path, url: str, keyring: Path, *targets: str) -> Path:
@@ -178,3 +171,20 @@ def test_an_unknown_target_is_refused(apk_repo, tmp_path):
     assert result.returncode == 2
     assert result.error_lines == [f"osbuilder: error: config file {config} has no target 'nope'; use one of: "
                                   "alpine-x86_64, alpine-aarch64-erofs"]
+
+
+def test_on_a_terminal_the_matrix_shows_one_live_line_per_target(apk_repo, tmp_path):
+    """Run under a pseudo-terminal (util-linux script): rich's live table, not log lines."""
+    url, keyring = apk_repo
+    config = write_matrix(tmp_path / "builds.toml", url, keyring, GOOD)
+    command = shlex.join([sys.executable, "-m", "osbuilder", "build", "--config", str(config), "-o",
+                          str(tmp_path / "out"), "--jobs", "2", "--cache-dir", str(tmp_path / "cache")])
+    shown = subprocess.run(["script", "--quiet", "--return", "--command", command, "/dev/null"], cwd=REPO,
+                           capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                             "COLUMNS": "120", "TERM": "xterm"})
+    assert shown.returncode == 0, shown.stdout[-3000:]
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stdout)
+    assert re.search(r"alpine-x86_64\s+(running|ok)\s+\d+ s", screen), screen[-3000:]
+    assert "[alpine-x86_64] osbuilder:" not in screen  # no log lines on a terminal
+    assert re.search(r"^alpine-aarch64-erofs\s+ok\s+[\d.]+s\s+kata-containers-initrd\.img, kata-containers\.img",
+                     screen, re.M)

@@ -89,16 +89,10 @@ def test_rootfs_as_an_ordinary_user_is_refused(builder_user, user_dir):
 
 @pytest.fixture(scope="module")
 def apk_repo(tmp_path_factory, cache_dir):
-    from tests.conftest import _extract_busybox
-    from tests.local_repos import serve_directory
-    from tests.local_repos.apk import ApkKey, alpine_packages, write_repo
+    from tests.local_repos.apk import served_alpine_repo
 
-    work = tmp_path_factory.mktemp("apk-rootless")
-    key = ApkKey.create(work / "keys", "osbuilder-test")
-    busybox = _extract_busybox("amd64", cache_dir).read_bytes()
-    write_repo(work / "mirror" / "v3.22/main", alpine_packages(busybox, "x86_64"), "x86_64", key)
-    with serve_directory(work / "mirror") as url:
-        yield url, key.public
+    with served_alpine_repo(tmp_path_factory.mktemp("apk-rootless"), cache_dir) as (_, url, key):
+        yield url, key
 
 
 def test_an_unprivileged_alpine_build_gives_roots_bytes(builder_user, user_dir, apk_repo, tmp_path):

@@ -14,8 +14,10 @@ import gzip
 import hashlib
 import io
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from tests.local_repos import run
 
@@ -195,3 +197,19 @@ def alpine_packages(busybox: bytes, arch: str) -> list[ApkPackage]:
         ApkPackage("iptables-openrc", "1.8.11-r1", files={"/etc/init.d/iptables": shell},
                    install_if=("iptables", "openrc")),
     ]
+
+
+@contextmanager
+def served_alpine_repo(work: Path, cache: Path, arches: tuple[str, ...] = ("x86_64",)) -> Iterator[tuple[Path, str, Path]]:
+    """Alpine 3.22's main repository for `arches` (Debian's busybox-static as busybox), signed
+    with a test key and served on 127.0.0.1: (the mirror directory, its URL, the public key)."""
+    from osbuilder.arch import get_arch
+    from tests.conftest import _extract_busybox
+    from tests.local_repos import serve_directory
+
+    key = ApkKey.create(work / "keys", "osbuilder-test")
+    for arch in arches:
+        busybox = _extract_busybox(get_arch(arch).debian, cache).read_bytes()
+        write_repo(work / "mirror" / "v3.22/main", alpine_packages(busybox, arch), arch, key)
+    with serve_directory(work / "mirror") as url:
+        yield work / "mirror", url, key.public
