@@ -149,16 +149,25 @@ def main() -> None:
     parser.add_argument("--arches", default="x86_64", help="Debian arches, comma separated")
     parser.add_argument("--settle", type=float, default=SETTLE_S,
                         help="seconds to wait after deleting a run's tree (default %(default)s)")
+    parser.add_argument("--tmpfs", action="store_true",
+                        help="the Debian runs write their trees to a tmpfs mounted in the workdir (and "
+                             "unmounted after), keeping the disk's inode allocator out of the figure")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-bootstrap-"))
     work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)  # mmdebstrap's unprivileged apt reads the keyring below it
+    trees = work / "trees" if args.tmpfs else work
+    trees.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        if args.tmpfs:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g", "osbuilder-bench", str(trees)], check=True)
+            stack.callback(subprocess.run, ["umount", str(trees)], check=True)
         for arch in args.arches.split(","):
             mirror, keyring = debian_mirror(arch, work / f"debian-{arch}", stack)
             results = measure({f"mmdebstrap alone ({arch})": mmdebstrap_alone(arch, mirror, keyring),
                                f"osbuilder rootfs debian ({arch})": osbuilder_rootfs(
                                    "debian", arch, "--mirror", mirror, "--keyring", str(keyring))},
-                              args.rounds, work, args.settle)
+                              args.rounds, trees, args.settle)
             report(f"debian bookworm, agent mode, {arch}: local copy of Debian's packages", results,
                    f"mmdebstrap alone ({arch})")
         mirror, keyring = rpm_mirror(work / "rpm", stack)
