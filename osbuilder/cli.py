@@ -18,7 +18,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from osbuilder import __version__
 from osbuilder.boot.session import BootRequest
 from osbuilder.cache import CacheOptions
-from osbuilder.matrix import MatrixOptions, MatrixPrint
+from osbuilder.matrix import MatrixFile, MatrixOptions, MatrixPrint
 from osbuilder.config import OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
 from osbuilder.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, Interrupted,
                               OsbuilderError, UserError)
@@ -113,12 +113,12 @@ def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
     from osbuilder.build import run_build
-    from osbuilder.matrix import is_matrix_file
+    from osbuilder.matrix import is_matrix_file, load_matrix
 
     if args.config is not None and is_matrix_file(args.config):
         if args.target is None:
             return cmd_build_matrix(args)
-        values = matrix_target_values(args, args.target)
+        values = matrix_target_values(load_matrix(args.config), args.target, values_from_args(args, _build_classes()))
     else:
         for flag, given in (("--jobs", args.jobs), ("--fail-fast", args.fail_fast), ("--target", args.target)):
             if given:
@@ -143,18 +143,16 @@ def _build_classes() -> tuple[type, ...]:
     return command_settings()["build"]
 
 
-def matrix_target_values(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """One target's settings: [defaults], its table, then the flags; its output is OUT/NAME."""
-    from osbuilder.matrix import load_matrix
-
-    matrix = load_matrix(args.config)
+def matrix_target_values(matrix: MatrixFile, name: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """One target's settings: [defaults], its table, then the command line's `flags`; its
+    output is OUT/NAME."""
     target = matrix.target(name)
     if "output" in target.table:
-        raise UserError(f"config file {args.config}: target '{name}' sets output",
+        raise UserError(f"config file {matrix.path}: target '{name}' sets output",
                         "drop it: each target is written to <-o>/<name>/")
     every = tuple(dict.fromkeys(c for cs in settings().values() for c in cs))
-    values = values_from_mapping(target.table, f"{args.config} (target '{name}')", _build_classes(), every)
-    values.update(values_from_args(args, _build_classes()))
+    values = values_from_mapping(target.table, f"{matrix.path} (target '{name}')", _build_classes(), every)
+    values.update(flags)
     if values.get("output") is None:
         raise UserError("-o is required", "pass -o DIR: each target is written to DIR/<name>/")
     values["output"] = Path(values["output"]) / name
@@ -170,7 +168,7 @@ def cmd_build_matrix(args: argparse.Namespace) -> int:
     options = build_options(MatrixOptions, values_from_args(args, (MatrixOptions,)))
     # Every target is checked before any is built: bad input stops the matrix with exit 2.
     for target in matrix.targets:
-        make_config(matrix_target_values(args, target.name))
+        make_config(matrix_target_values(matrix, target.name, flags))
     output = Path(flags["output"])
     if output.is_dir():
         for target in matrix.targets:
@@ -196,8 +194,7 @@ def cmd_matrix(args: argparse.Namespace, runner: Runner) -> int:
     matrix = load_matrix(args.config)
     include = []
     for target in matrix.targets:
-        probe = argparse.Namespace(**{**vars(args), "output": options.output})
-        config, _ = make_config(matrix_target_values(probe, target.name))
+        config, _ = make_config(matrix_target_values(matrix, target.name, {"output": options.output}))
         command = ["osbuilder", *target_command(args.config, target.name, options.output)]
         include.append({"name": target.name, "distro": config.rootfs.distro, "release": config.rootfs.release,
                         "arch": config.rootfs.arch, "init": config.rootfs.init, "format": ",".join(config.formats),
