@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from osbuilder.errors import UserError
+from osbuilder.fsutil import sha256_file
 from osbuilder.settings import as_path, setting
 
 log = logging.getLogger("osbuilder")
@@ -39,7 +40,6 @@ LOCKS = "locks"
 TREE = "tree.tar"
 ENTRY = "entry.json"
 DAY_S = 86400
-HASH_CHUNK = 1 << 20
 
 
 CACHE_ACTIONS = ("list", "clean")
@@ -64,14 +64,6 @@ class CacheOptions:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "osbuilder"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def inputs_key(inputs: dict[str, Any]) -> str:
@@ -182,7 +174,7 @@ class BuildCache:
         try:
             recorded = json.loads((entry / ENTRY).read_text())
             tree = entry / TREE
-            if tree.stat().st_size != recorded["size"] or file_sha256(tree) != recorded["sha256"]:
+            if tree.stat().st_size != recorded["size"] or sha256_file(tree) != recorded["sha256"]:
                 raise ValueError("the tarball does not match its recorded digest")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("cache entry %s is damaged (%s); rebuilding it", entry, exc)
@@ -200,7 +192,7 @@ class BuildCache:
         try:
             write_tarball(partial / TREE)
             record = {"inputs": inputs, "size": (partial / TREE).stat().st_size,
-                      "sha256": file_sha256(partial / TREE), "created": int(time.time())}
+                      "sha256": sha256_file(partial / TREE), "created": int(time.time())}
             (partial / ENTRY).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
             final = self.bootstrap_path(name)
             shutil.rmtree(final, ignore_errors=True)

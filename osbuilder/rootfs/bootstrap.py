@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from osbuilder.cache import BuildCache, file_sha256, inputs_key
-from osbuilder.fsutil import GuestRoot
+from osbuilder.cache import BuildCache, inputs_key
+from osbuilder.fsutil import GuestRoot, sha256_file
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs.backends import InstallRequest
 from osbuilder.rootfs.backends.base import content_digest, recipe_files
@@ -84,7 +84,7 @@ def bootstrap_inputs(request: InstallRequest, recipe: Recipe, tool_version: str)
     set, mirror, the backend's recipe table, SOURCE_DATE_EPOCH), the recipe file's and the
     keyring's contents, and the package manager's version."""
     inputs = request.identity()
-    inputs["recipe_sha256"] = file_sha256(recipe.path)
+    inputs["recipe_sha256"] = sha256_file(recipe.path)
     inputs["files_sha256"] = {value: content_digest(value) for value in recipe_files(request.section)}
     inputs["tool"] = tool_version
     return inputs
