@@ -29,7 +29,7 @@ class Build:
     def __init__(self, *args: str | os.PathLike[str], cwd: Path | None = None) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen([sys.executable, "-m", "osbuilder", *map(str, args)], cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -48,7 +48,8 @@ class Build:
 
     def interrupt(self, signum: int) -> str:
         self.proc.send_signal(signum)
-        self.proc.communicate(timeout=120)
+        # Only the reader thread reads stderr: communicate() would race it for the last lines.
+        self.proc.wait(timeout=120)
         self.reader.join(timeout=10)
         return "\n".join(self.lines)
 
