@@ -16,6 +16,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def compile_osbuilder() -> None:
+    """Byte-compile osbuilder, as pip does when it installs the wheel (and the container
+    image does). This checkout is an editable install, and with PYTHONDONTWRITEBYTECODE set
+    (as on the test machines) every run would otherwise compile all of osbuilder's modules
+    again: about 65 ms of start-up that no installed osbuilder pays."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "osbuilder")], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def debian_systemd_rootfs(workdir: Path) -> Path:
     """Build (with a bootstrap cache) the tree the benchmarks run on."""
     tree = workdir / "rootfs-systemd"
@@ -79,6 +88,7 @@ def setup(description: str | None) -> tuple[argparse.Namespace, Path, Path]:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    compile_osbuilder()
     tree = debian_systemd_rootfs(workdir)
     print(f"tree: {tree} ({du_bytes(tree) / 2**20:.0f} MiB on disk, du -s)")
     return args, workdir, tree

@@ -33,7 +33,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import du_bytes  # noqa: E402
+from _common import compile_osbuilder, du_bytes  # noqa: E402
 
 from osbuilder.arch import get_arch  # noqa: E402
 from osbuilder.recipes import load_recipe  # noqa: E402
@@ -153,6 +153,7 @@ def main() -> None:
                         help="the Debian runs write their trees to a tmpfs mounted in the workdir (and "
                              "unmounted after), keeping the disk's inode allocator out of the figure")
     args = parser.parse_args()
+    compile_osbuilder()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-bootstrap-"))
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)  # mmdebstrap's unprivileged apt reads the keyring below it

@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import compile_osbuilder  # noqa: E402
 from bootstrap import debian_mirror  # noqa: E402
 
 AGENTS = (("--agent", "/bin/busybox"), ("--probe-agent",))
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=35.0,
                         help="seconds to wait before the settled rebuild (default %(default)s)")
     args = parser.parse_args()
+    compile_osbuilder()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-rebuild-"))
     work.mkdir(parents=True, exist_ok=True)
     times: dict[str, dict[str, list[float]]] = {source: {"cold": [], "back to back": [], "settled": []}

@@ -7,10 +7,11 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Iterator, TextIO
+from typing import TYPE_CHECKING, Iterator, TextIO
 
-from rich.console import Console
-from rich.status import Status
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.status import Status
 
 log = logging.getLogger("osbuilder")
 LIVE_LINE_WIDTH = 60
@@ -63,7 +64,11 @@ def progress_for(stream: TextIO, enabled: bool = True) -> Iterator[Progress | No
     if not enabled:
         yield None
         return
-    console = Console(file=stream, markup=True, highlight=False) if stream.isatty() else None
+    console = None
+    if stream.isatty():
+        from rich.console import Console  # only a terminal's live line needs rich (it costs start-up time)
+
+        console = Console(file=stream, markup=True, highlight=False)
     progress = Progress(console)
     try:
         yield progress

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import logging
 import os
+import select
 import selectors
 import shlex
 import signal
@@ -79,7 +80,7 @@ class Runner:
                 assert proc.stdin is not None
                 proc.stdin.write(stdin_data)
                 proc.stdin.close()
-            returncode: int | None = proc.wait(timeout=timeout)
+            returncode: int | None = _wait(proc, timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             returncode = None
@@ -209,6 +210,26 @@ def _spawn(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(args, start_new_session=True, **popen)
     except FileNotFoundError:
         raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> int:
+    """proc.wait(timeout), woken the moment the child exits. Popen.wait with a timeout polls,
+    every 50 ms after its first second, so each long command (a bootstrap) would end up to
+    50 ms late; a pidfd is readable as soon as the child exits."""
+    if timeout is None:
+        return proc.wait()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # kernels before 5.3
+        return proc.wait(timeout=timeout)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(int(timeout * 1000)):
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(pidfd)
+    return proc.wait()
 
 
 def _drain(stream: IO[bytes]) -> str:
