@@ -16,7 +16,7 @@ from osbuilder.config import make_rootfs_options
 from osbuilder.errors import CommandError, UserError
 from osbuilder.fsutil import GuestRoot
 from osbuilder.rootfs.provision import Provisioner
-from osbuilder.rootfs.stage import resolve_agent
+from osbuilder.rootfs.stage import resolve_agent, strip_agent
 from osbuilder.rootfs.validate import validate_tree
 from osbuilder.runner import Runner
 from osbuilder.templates import Templates
@@ -52,7 +52,8 @@ def provision_from(tmp_path: Path, mode: str, **values) -> GuestRoot:
     options = dataclasses.replace(options, source_date_epoch=1700000000)
     work = tmp_path / "work"
     work.mkdir()
-    agent = resolve_agent(options, work, Runner())
+    # As build_rootfs_into does (it strips while the bootstrap runs).
+    agent = strip_agent(resolve_agent(options, work, Runner()), options, work, Runner())
     guest = GuestRoot(root)
     Provisioner(guest, options, recipe, agent, Templates()).run()
     validate_tree(guest, mode, options.target, agent)
