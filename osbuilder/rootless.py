@@ -5,8 +5,9 @@ of the build (osbuilder, tar, mke2fs, mkfs.erofs, ...) then sees the owners and 
 it set, recorded by fakeroot instead of on disk, so the artifacts carry root's owners and
 /dev's nodes exactly as a root build's do. The package managers that must create a tree
 for real run with the user's own ids: mmdebstrap in its unshare mode (with the user's
-subordinate id ranges) handing over a tarball; the apk installer's package scripts in a
-user namespace. A tree written to a directory as an ordinary user could not keep those
+subordinate id ranges) handing over a tarball; dnf in a user namespace with the same ranges,
+its tree handed over as a tarball too; the apk installer's package scripts in a user
+namespace. A tree written to a directory as an ordinary user could not keep those
 owners after the run, so `osbuilder rootfs` needs root.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 from osbuilder.errors import UserError
@@ -34,6 +36,42 @@ def faked() -> bool:
 def real_ids_env() -> dict[str, str]:
     """Environment for a command that must run as the real user (not under fakeroot)."""
     return {"LD_PRELOAD": "", "FAKEROOTKEY": "", MARK: ""} if faked() else {}
+
+
+def in_user_namespace(argv: Sequence[str]) -> list[str]:
+    """`argv` as root of a new user namespace: the caller's own id is root there and its first
+    subordinate range (/etc/subuid, /etc/subgid) ids 1-65535, so a package manager can set any
+    owner a guest needs. On disk those owners are the caller and its subordinate ids."""
+    return ["unshare", "--user", "--map-auto", "--map-root-user", "--", *argv]
+
+
+def has_subordinate_ids() -> bool:
+    """Whether /etc/subuid and /etc/subgid give the caller (by name or id) a range."""
+    import pwd
+
+    uid = real_uid()
+    names = {str(uid)}
+    try:
+        names.add(pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        pass
+    return all(_listed(Path(path), names) for path in ("/etc/subuid", "/etc/subgid"))
+
+
+def real_uid() -> int:
+    """The kernel's idea of the caller's uid: under fakeroot, getuid() says 0."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    return os.getuid()
+
+
+def _listed(path: Path, names: set[str]) -> bool:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split(":")[0] in names for line in lines if line.count(":") == 2)
 
 
 def reexec_under_fakeroot(argv: Sequence[str]) -> NoReturn:

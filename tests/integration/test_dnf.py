@@ -10,42 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.recipes import load_recipe
-from osbuilder.rootfs.backends.dnf import DnfBackend
-from osbuilder.rootfs.backends.base import InstallRequest
-from osbuilder.arch import get_arch
 from tests.conftest import run_cli
-from tests.local_repos import GpgKey, serve_directory
-from tests.local_repos.rpm import build_rpm_repo, build_rpms
+from tests.local_repos.rpm import CHRONY_GID, RPM_DISTROS, served_rpm_mirror
 from tests.helpers import validate_manifest
-
-RPM_DISTROS = ("centos", "cbl-mariner", "fedora")
-
-
-def repo_paths(distro: str, arch: str) -> list[str]:
-    """Where the recipe's repository URLs point below its mirror, for its default release."""
-    recipe = load_recipe(distro)
-    request = InstallRequest(distro, recipe.default_release, get_arch(arch), (), "", recipe.backend_section, None)
-    releasever = DnfBackend().releasever(request)
-    return [url.replace("{mirror}", "").replace("$releasever", releasever).replace("$basearch", arch).strip("/")
-            for url in recipe.backend_section.repositories]
-
 
 @pytest.fixture(scope="module")
 def rpm_mirror(tmp_path_factory):
-    work = tmp_path_factory.mktemp("rpm-repos")
-    key = GpgKey.create(work / "gnupg", "osbuilder test rpm signing")
-    other = GpgKey.create(work / "other-gnupg", "someone else")
-    root = work / "mirror"
-    for arch in ("x86_64", "aarch64"):
-        rpms = sorted(build_rpms(work / f"build-{arch}", arch, key).iterdir())
-        for distro in RPM_DISTROS:
-            first, *rest = repo_paths(distro, arch)
-            build_rpm_repo(root / first, rpms, key)
-            for path in rest:  # the other repositories exist, empty, as AppStream can be
-                build_rpm_repo(root / path, [], key)
-    with serve_directory(root) as url:
-        yield url, key.export(work / "key.asc", armor=True), other.export(work / "other.asc", armor=True)
+    with served_rpm_mirror(tmp_path_factory.mktemp("rpm-repos"), RPM_DISTROS, ("x86_64", "aarch64")) as mirror:
+        yield mirror
 
 
 def build(distro: str, init: str, out: Path, mirror: str, keyring: Path, agent: Path, *extra: str):
@@ -76,6 +48,9 @@ def test_centos_installs_with_dnf_in_both_init_modes(rpm_mirror, tmp_path, host_
     assert (tree / "sbin").is_symlink() and (tree / "usr/sbin/init").exists()
     # Provisioning found chrony's RPM-style paths: the pool is commented out, chronyd.service overridden.
     assert "# pool 2.centos.pool.ntp.org" in (tree / "etc/chrony.conf").read_text()
+    # rpm found the group in the guest's /etc/group, not the host's.
+    keys = (tree / "etc/chrony.keys").stat()
+    assert (keys.st_uid, keys.st_gid, oct(keys.st_mode & 0o777)) == (0, CHRONY_GID, "0o640")
     override = (tree / "etc/systemd/system/chronyd.service.d/osbuilder.conf").read_text()
     assert "ExecStart=/usr/sbin/chronyd $OPTIONS" in override  # without -u chrony
     if init == "systemd":
@@ -83,6 +58,10 @@ def test_centos_installs_with_dnf_in_both_init_modes(rpm_mirror, tmp_path, host_
     else:
         assert (tree / "usr/sbin/init").read_bytes() == host_agent.read_bytes()
     assert not list(Path("/var/log").glob("dnf*")), "dnf wrote to the host's /var/log"
+    # dnf's record of expired repositories went to the install root joined with its cache
+    # directory, a host path; that trail is gone, the directories the packages own are kept.
+    assert sorted(p.name for p in (tree / "tmp").iterdir()) == []
+    assert not list(tree.rglob("expired_repos.json"))
 
 
 def test_azurelinux_is_an_alias_of_cbl_mariner(rpm_mirror, tmp_path, host_agent):

@@ -110,3 +110,62 @@ def test_an_unprivileged_alpine_build_gives_roots_bytes(builder_user, user_dir, 
     root = run_cli(*build, "--no-cache", "-o", tmp_path / "root", env={"SOURCE_DATE_EPOCH": EPOCH})
     assert root.returncode == 0, root.stderr
     assert digests(user_dir / "out") == digests(tmp_path / "root")
+
+
+@pytest.fixture(scope="module")
+def rpm_mirror(tmp_path_factory):
+    from tests.local_repos.rpm import served_rpm_mirror
+
+    with served_rpm_mirror(tmp_path_factory.mktemp("rpm-rootless"), ("centos",)) as mirror:
+        yield mirror
+
+
+def test_an_unprivileged_centos_build_gives_roots_bytes(builder_user, user_dir, rpm_mirror, agent_x86_64, tmp_path):
+    """dnf runs as root of a user namespace holding the user's subordinate ids; the stand-ins
+    include a file owned by a system group (chrony's keys), which must stay that group's."""
+    url, key, _ = rpm_mirror
+    keyring = user_dir / key.name
+    shutil.copyfile(key, keyring)
+    os.chmod(keyring, 0o644)
+    agent = user_dir / "kata-agent"
+    shutil.copyfile(agent_x86_64, agent)
+    os.chmod(agent, 0o755)
+    for init in ("agent", "systemd"):
+        build = ["build", "--distro", "centos", "--init", init, "--agent", str(agent), "--mirror", url,
+                 "--keyring", str(keyring), "--format", "initrd,image"]
+        user = as_user(builder_user, *build, "-o", str(user_dir / f"out-{init}"),
+                       env={"SOURCE_DATE_EPOCH": EPOCH, "XDG_CACHE_HOME": str(user_dir / "cache")})
+        assert user.returncode == 0, user.stderr
+        root = run_cli(*build, "--no-cache", "-o", tmp_path / f"root-{init}", env={"SOURCE_DATE_EPOCH": EPOCH})
+        assert root.returncode == 0, root.stderr
+        assert digests(user_dir / f"out-{init}") == digests(tmp_path / f"root-{init}")
+    # Nothing the subordinate ids own is left behind: the user can delete all of it.
+    assert sorted(p.name for p in user_dir.iterdir()) == sorted(["cache", "kata-agent", keyring.name, "out-agent",
+                                                                 "out-systemd"])
+    subprocess.run(["runuser", "-u", builder_user, "--", "rm", "-rf", str(user_dir / "out-agent"),
+                    str(user_dir / "cache")], check=True)
+
+
+def test_an_unprivileged_dnf_build_without_subordinate_ids_is_refused(rpm_mirror, tmp_path):
+    """A user useradd gave no ranges (--system): one line that names the fix, exit 2."""
+    url, key, _ = rpm_mirror
+    user = "osbuilder-noids"
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--create-home", "--shell", "/bin/sh", user], check=True)
+    work = Path(tempfile.mkdtemp(prefix="osbuilder-noids-"))
+    try:
+        shutil.copyfile(key, work / key.name)
+        shutil.chown(work, user, user)
+        os.chmod(work / key.name, 0o644)
+        result = as_user(user, "build", "--distro", "centos", "--init", "agent", "--probe-agent", "--mirror", url,
+                         "--keyring", str(work / key.name), "--format", "initrd", "-o", str(work / "out"),
+                         env={"XDG_CACHE_HOME": str(work / "cache")})
+        assert result.returncode == 2, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("osbuilder: error: installing centos with dnf as an ordinary user needs subordinate ids")
+        assert "/etc/subuid" in last
+        assert not (work / "out").exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(work)], check=False)

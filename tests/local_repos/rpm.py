@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import base64
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from tests.local_repos import GpgKey, run
+from tests.local_repos import GpgKey, run, serve_directory
+
+RPM_DISTROS = ("centos", "cbl-mariner", "fedora")
 
 CHRONY_CONF = "pool 2.centos.pool.ntp.org iburst\ndriftfile /var/lib/chrony/drift\n"
 CHRONYD_SERVICE = ("[Unit]\nDescription=NTP client/server\n[Service]\nType=forking\n"
                    "ExecStart=/usr/sbin/chronyd -u chrony $OPTIONS\n[Install]\nWantedBy=multi-user.target\n")
 SCRIPT = "#!/bin/sh\nexit 0\n"
+# A system group owns a file, as chrony's keys are: rpm looks the name up in the guest's
+# /etc/group, and an unprivileged build must keep the id (tests/integration/test_rootless.py).
+CHRONY_GID = 998
+PASSWD = f"root:x:0:0:root:/root:/bin/bash\nchrony:x:{CHRONY_GID}:{CHRONY_GID}::/var/lib/chrony:/sbin/nologin\n"
+GROUP = f"root:x:0:\nchrony:x:{CHRONY_GID}:\n"
 UNIT = "[Unit]\nDescription=stand-in\n"
 
 
@@ -31,16 +40,19 @@ class StandIn:
     dirs: tuple[str, ...] = ()
     requires: tuple[str, ...] = ("filesystem", "bash")
     provides: tuple[str, ...] = ()
+    attrs: dict[str, str] = field(default_factory=dict)  # path -> "mode, user, group" (%attr)
 
 
 STAND_INS = (
     StandIn("filesystem", requires=(), dirs=("/etc", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/var",
                                              "/tmp", "/run", "/proc", "/sys", "/dev", "/root"),
+            files={"/etc/passwd": PASSWD, "/etc/group": GROUP},
             links={"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64"}),
     # /bin/sh for the stand-ins' scripts (the closure check wants every interpreter present).
     StandIn("bash", files={"/usr/bin/bash": "#!/usr/bin/bash\n"}, links={"/usr/bin/sh": "bash"}),
     StandIn("chrony", files={"/etc/chrony.conf": CHRONY_CONF, "/usr/sbin/chronyd": SCRIPT,
-                             "/usr/lib/systemd/system/chronyd.service": CHRONYD_SERVICE}),
+                             "/usr/lib/systemd/system/chronyd.service": CHRONYD_SERVICE, "/etc/chrony.keys": ""},
+            attrs={"/etc/chrony.keys": "0640, root, chrony"}),
     StandIn("iptables", files={"/usr/sbin/iptables": SCRIPT}, requires=("filesystem", "bash", "libxtables.so.12()(64bit)")),
     StandIn("iptables-libs", files={"/usr/lib64/libxtables.so.12": "not really a library\n"},
             provides=("libxtables.so.12()(64bit)",)),
@@ -72,7 +84,7 @@ def _spec(standin: StandIn) -> str:
         install.append(f"mkdir -p %{{buildroot}}{Path(path).parent}")
         install.append(f"echo {encoded} | base64 -d > %{{buildroot}}{path}")
         install.append(f"chmod {mode} %{{buildroot}}{path}")
-        files.append(path)
+        files.append(f"%attr({standin.attrs[path]}) {path}" if path in standin.attrs else path)
     for path, target in standin.links.items():
         install.append(f"mkdir -p %{{buildroot}}{Path(path).parent}")
         install.append(f"ln -s {target} %{{buildroot}}{path}")
@@ -113,3 +125,37 @@ def build_rpm_repo(directory: Path, rpms: list[Path], key: GpgKey) -> Path:
     key.gpg("--armor", "--detach-sign", "--output", directory / "repodata" / "repomd.xml.asc",
             directory / "repodata" / "repomd.xml")
     return directory
+
+
+def repo_paths(distro: str, arch: str) -> list[str]:
+    """Where the recipe's repository URLs point below its mirror, for its default release."""
+    from osbuilder.arch import get_arch
+    from osbuilder.recipes import load_recipe
+    from osbuilder.rootfs.backends.base import InstallRequest
+    from osbuilder.rootfs.backends.dnf import DnfBackend
+
+    recipe = load_recipe(distro)
+    request = InstallRequest(distro, recipe.default_release, get_arch(arch), (), "", recipe.backend_section, None)
+    releasever = DnfBackend().releasever(request)
+    return [url.replace("{mirror}", "").replace("$releasever", releasever).replace("$basearch", arch).strip("/")
+            for url in recipe.backend_section.repositories]
+
+
+@contextmanager
+def served_rpm_mirror(work: Path, distros: tuple[str, ...] = RPM_DISTROS,
+                      arches: tuple[str, ...] = ("x86_64",)) -> Iterator[tuple[str, Path, Path]]:
+    """The stand-ins for `arches`, signed, at every repository path of each recipe in `distros`
+    (the first holds the packages, the others are empty, as AppStream can be), served on
+    127.0.0.1: (its URL, the signing key, another key that signed nothing)."""
+    key = GpgKey.create(work / "gnupg", "osbuilder test rpm signing")
+    other = GpgKey.create(work / "other-gnupg", "someone else")
+    root = work / "mirror"
+    for arch in arches:
+        rpms = sorted(build_rpms(work / f"build-{arch}", arch, key).iterdir())
+        for distro in distros:
+            first, *rest = repo_paths(distro, arch)
+            build_rpm_repo(root / first, rpms, key)
+            for path in rest:
+                build_rpm_repo(root / path, [], key)
+    with serve_directory(root) as url:
+        yield url, key.export(work / "key.asc", armor=True), other.export(work / "other.asc", armor=True)

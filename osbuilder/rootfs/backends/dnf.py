@@ -4,19 +4,26 @@ dnf runs with a generated configuration only: its own dnf.conf and repository fi
 repositories, variables or plugins, `--forcearch` for the target, and package signatures
 checked against the recipe's key (or --keyring). RPM's database path is pinned through a
 private HOME's .rpmmacros, because Debian's rpm would otherwise put it under ~/.rpmdb.
+
+As root, dnf installs straight into the tree. An ordinary user's dnf runs as root of a user
+namespace holding the user's subordinate ids (rpm sets owners and runs its scriptlets in a
+chroot there); the tree it wrote, owned on disk by those ids, is handed over as a tarball
+(made inside the same mapping, so its entries carry the guest's owners) and deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from osbuilder.cache import downloads_lock
 from osbuilder.errors import UserError
 from osbuilder.fsutil import GuestRoot
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
-from osbuilder.rootless import privileged
+from osbuilder.fsutil import remove_tree
+from osbuilder.rootfs.tarball import extract_tarball
+from osbuilder.rootless import has_subordinate_ids, in_user_namespace, privileged, real_ids_env
 from osbuilder.runner import Runner
 from osbuilder.templates import Templates
 
@@ -48,16 +55,19 @@ class DnfBackend(Backend):
             raise UserError(f"the {request.distro} recipe names no package signing key",
                             "pass --keyring the distribution's RPM-GPG-KEY file")
         check_keyring(section.keyring, f"pass --keyring the {request.distro} RPM-GPG-KEY file")
-        if not privileged():
-            raise UserError(f"installing {request.distro} with dnf needs root (rpm sets the guest files' owners)",
-                            "run osbuilder as root, or bootstrap the tree yourself and pass --existing DIR")
+        if not privileged() and not has_subordinate_ids():
+            raise UserError(f"installing {request.distro} with dnf as an ordinary user needs subordinate ids "
+                            "(rpm sets the guest files' owners)",
+                            "add ranges for this user to /etc/subuid and /etc/subgid (usermod --add-subuids "
+                            "100000-165535 --add-subgids 100000-165535 USER), or run as root")
 
     def releasever(self, request: InstallRequest) -> str:
         pairs = dict(pair.partition("=")[::2] for pair in request.section.releasevers)
         return pairs.get(request.release, request.release)
 
     def tool_version(self, runner: Runner) -> str:
-        out = runner.run(["dnf", "--version"], hint="install dnf (./setup.sh)").stdout
+        # As the real user: under fakeroot dnf believes it is root and opens /var/log for its log.
+        out = runner.run(["dnf", "--version"], env=real_ids_env(), hint="install dnf (./setup.sh)").stdout
         return "dnf " + (out.splitlines() or ["unknown"])[0].strip()
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
@@ -73,9 +83,11 @@ class DnfBackend(Backend):
             "dnf.repo.j2", distro=request.distro, keyring=keyring, repo_gpgcheck=section.repo_gpgcheck,
             baseurls=[url.replace("{mirror}", request.mirror.rstrip("/")) for url in section.repositories]))
         (config / "home" / ".rpmmacros").write_text(f"%_dbpath {section.dbpath}\n")
-        argv = ["dnf", "--assumeyes", "--quiet", f"--installroot={root}", f"--config={config / 'dnf.conf'}",
+        installroot = root if privileged() else workdir / "dnf-root"
+        cachedir = downloads or config / "cache"
+        argv = ["dnf", "--assumeyes", "--quiet", f"--installroot={installroot}", f"--config={config / 'dnf.conf'}",
                 f"--setopt=reposdir={config / 'repos.d'}", f"--setopt=varsdir={config / 'vars'}",
-                f"--setopt=cachedir={downloads or config / 'cache'}", "--noplugins",
+                f"--setopt=cachedir={cachedir}", "--noplugins",
                 f"--releasever={self.releasever(request)}", f"--forcearch={request.arch.rpm}", "install",
                 *request.packages]
         if downloads is not None:
@@ -85,10 +97,59 @@ class DnfBackend(Backend):
         env = {"HOME": str(config / "home"), "XDG_CONFIG_HOME": str(config / "home")}
         if request.source_date_epoch is not None:
             env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
+        hint = f"check --mirror {request.mirror}, --release, the package names and the signing key (--keyring)"
         with downloads_lock(downloads) if downloads is not None else contextlib.nullcontext():
-            runner.run(argv, env=env, timeout=INSTALL_TIMEOUT_S,
-                       hint=f"check --mirror {request.mirror}, --release, the package names and the signing key "
-                            "(--keyring)")
+            if privileged():
+                runner.run(argv, env=env, timeout=INSTALL_TIMEOUT_S, hint=hint)
+                self._remove_cache_trail(installroot, cachedir, runner)
+            else:
+                self._install_unprivileged(argv, installroot, cachedir, root, workdir, {**env, **real_ids_env()},
+                                           runner, hint)
+
+    def _install_unprivileged(self, argv: list[str], installroot: Path, cachedir: Path, root: Path, workdir: Path,
+                              env: dict[str, str], runner: Runner, hint: str) -> None:
+        tarball = workdir / "dnf-root.tar"
+        installroot.mkdir()
+        try:
+            runner.run(in_user_namespace(argv), env=env, timeout=INSTALL_TIMEOUT_S, hint=hint)
+            self._remove_cache_trail(installroot, cachedir, runner)
+            runner.run(in_user_namespace(["tar", "--create", "--file", str(tarball), "--directory", str(installroot),
+                                          "--numeric-owner", "--xattrs", "--xattrs-include=*", "."]), env=env)
+        finally:
+            # Only root of the same mapping may delete what the subordinate ids own.
+            runner.run(in_user_namespace(["rm", "-rf", "--one-file-system", str(installroot)]), env=env,
+                       check=False)
+        try:
+            extract_tarball(tarball, root, runner)
+        finally:
+            remove_tree(tarball)
+
+    def _remove_cache_trail(self, installroot: Path, cachedir: Path, runner: Runner) -> None:
+        """dnf writes its record of expired repositories to the install root joined with
+        cachedir, a host path: the host's directory names would land in every guest, and the
+        staging directory's random name would make builds differ. Removed, with each directory
+        of that trail no package owns, from the bottom up to the first one a package owns."""
+        guest = GuestRoot(installroot)
+        trail = PurePosixPath("/", str(cachedir).lstrip("/"))
+        for name in ("expired_repos.json", "last_makecache"):
+            path = guest.resolve(str(trail / name), follow_final=False)
+            if path.is_file():
+                path.unlink()
+        for directory in (trail, *trail.parents):
+            host = guest.resolve(str(directory), follow_final=False)
+            if str(directory) == "/" or not host.is_dir() or host.is_symlink() or any(host.iterdir()) \
+                    or self._owned(guest, str(directory), runner):
+                break
+            host.rmdir()
+
+    def _owned(self, guest: GuestRoot, path: str, runner: Runner) -> bool:
+        """Whether an installed package owns `path`, by the guest's rpm database."""
+        dbpath = self._dbpath(guest)
+        if dbpath is None:
+            return True
+        query = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qf", path], env=real_ids_env(),
+                           check=False, hint="install rpm (./setup.sh)")
+        return "is not owned by any package" not in query.stdout + query.stderr_tail
 
     @staticmethod
     def _dbpath(guest: GuestRoot) -> str | None:
