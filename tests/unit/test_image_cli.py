@@ -115,6 +115,24 @@ def test_packing_does_not_depend_on_the_hosts_directory_order(tmp_path: Path, gu
     assert images[0].read_bytes() == images[1].read_bytes()
 
 
+def test_ext4_clamps_mtimes_newer_than_the_epoch(tmp_path: Path, guest: Path):
+    """The fixture's files were made now, after its epoch: the image holds the epoch for them
+    (as the initrd's cpio does), never the host's clock, so when the tree was touched does
+    not change the bytes."""
+    epoch = 1700000000  # make_minimal_guest's
+    assert any(p.lstat().st_mtime > epoch for p in guest.rglob("*"))
+    image = tmp_path / "kata.img"
+    assert run_cli("image", guest, "--no-dax", "-o", image).returncode == 0
+    fs = partition_bytes(image, tmp_path / "fs", MiB)
+    header = subprocess.run(["dumpe2fs", "-h", str(fs)], capture_output=True, text=True, check=True).stdout
+    count = int(re.search(r"^Inode count:\s+(\d+)", header, re.M).group(1))
+    script = tmp_path / "stat.cmds"
+    script.write_text("".join(f"stat <{i}>\n" for i in range(1, count + 1)))
+    out = subprocess.run(["debugfs", "-f", str(script), str(fs)], capture_output=True, text=True, check=True).stdout
+    mtimes = [int(m, 16) for m in re.findall(r"mtime: 0x([0-9a-f]+)", out)]
+    assert len(mtimes) == count and max(mtimes) == epoch
+
+
 def test_free_space_and_alignment(tmp_path: Path, guest: Path):
     image = tmp_path / "kata.img"
     assert run_cli("image", guest, "--no-dax", "--free-space", "40", "-o", image).returncode == 0

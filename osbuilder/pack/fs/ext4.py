@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+from pathlib import Path
 
 from osbuilder.errors import UserError
 from osbuilder.guest_layout import MACHINE_ID
@@ -88,8 +90,12 @@ class Ext4(Filesystem):
                        f"sif {MACHINE_ID} uid 0", f"sif {MACHINE_ID} gid 0"]
         if script:
             self._debugfs(request, script, runner, env)
-        # e2fsprogs 1.47.0 copies each source file's atime and ctime; pin them to the epoch.
-        script = []
+        # e2fsprogs 1.47.0 copies each source file's atime and ctime; pin them to the epoch,
+        # and clamp to it the mtimes newer than it (as the initrd's cpio does): otherwise a
+        # tree touched after its epoch packs with the host's clock in it.
+        script = [command for path in paths_newer_than(request.tree, request.epoch)
+                  for command in (f"sif {debugfs_quoted(path)} mtime @{request.epoch}",
+                                  f"sif {debugfs_quoted(path)} mtime_extra 0")]
         for inode in self._used_inodes(request, runner):
             for field in ("atime", "ctime", "crtime"):
                 script += [f"sif <{inode}> {field} @{request.epoch}", f"sif <{inode}> {field}_extra 0"]
@@ -119,6 +125,26 @@ class Ext4(Filesystem):
         return Ext4View(source, runner)
 
 
+def debugfs_quoted(path: str) -> str:
+    """A guest path as one debugfs argument."""
+    if "\n" in path:
+        raise UserError(f"the file name {path!r} holds a newline, which debugfs cannot be given",
+                        "rename the file, or pack the tree as erofs or xfs")
+    return '"' + path.replace('"', '\\"') + '"'
+
+
+def paths_newer_than(root: Path, epoch: int) -> list[str]:
+    """Guest paths (the root included) whose mtime is later than `epoch`, in sorted order."""
+    newer = ["/"] if os.lstat(root).st_mtime > epoch else []
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories.sort()
+        for name in sorted(subdirectories + files):
+            path = os.path.join(directory, name)
+            if os.lstat(path).st_mtime > epoch:
+                newer.append("/" + os.path.relpath(path, root))
+    return newer
+
+
 class Ext4View(GuestView):
     """An ext4 filesystem read with debugfs at its offset: nothing copied, nothing mounted."""
 
@@ -132,9 +158,6 @@ class Ext4View(GuestView):
         result = self.runner.run(["debugfs", "-R", request, self.device], check=False)
         return result.stdout, result.stderr_tail
 
-    @staticmethod
-    def _quoted(path: str) -> str:
-        return '"' + path.replace('"', '\\"') + '"'
 
     def used_bytes(self) -> int | None:
         out = self.runner.run(["dumpe2fs", "-h", self.device], check=False).stdout
@@ -145,7 +168,7 @@ class Ext4View(GuestView):
             return None
 
     def _lstat(self, path: str) -> Node | None:
-        out, _ = self._debugfs(f"stat {self._quoted(path)}")
+        out, _ = self._debugfs(f"stat {debugfs_quoted(path)}")
         mode = re.search(r"Mode:\s+(\d+)", out)
         kind = re.search(r"Type: (\w+)", out)
         if mode is None or kind is None:
@@ -155,19 +178,19 @@ class Ext4View(GuestView):
         return Node(kinds.get(kind.group(1), "other"), int(mode.group(1), 8), size)
 
     def _readlink(self, path: str) -> str:
-        out, _ = self._debugfs(f"stat {self._quoted(path)}")
+        out, _ = self._debugfs(f"stat {debugfs_quoted(path)}")
         fast = re.search(r'Fast link dest: "(.*)"', out)
         return fast.group(1) if fast else self._read(path).decode(errors="surrogateescape")
 
     def _listdir(self, path: str) -> list[str]:
-        out, _ = self._debugfs(f"ls -p {self._quoted(path)}")
+        out, _ = self._debugfs(f"ls -p {debugfs_quoted(path)}")
         names = [line.split("/")[5] for line in out.splitlines() if line.count("/") >= 6]
         return sorted(name for name in names if name not in (".", ".."))
 
     def _read(self, path: str) -> bytes:
         dumped = self.source.workdir / "debugfs.dump"
         try:
-            _, errors = self._debugfs(f"dump {self._quoted(path)} {dumped}")
+            _, errors = self._debugfs(f"dump {debugfs_quoted(path)} {dumped}")
             if not dumped.exists():
                 raise UserError(f"cannot read {path} from '{self.source.image}' ({errors.strip()})",
                                 "check the image with e2fsck")
