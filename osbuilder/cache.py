@@ -23,11 +23,12 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from osbuilder.errors import UserError
+from osbuilder.errors import CommandError, UserError
 from osbuilder.fsutil import sha256_file
 from osbuilder.settings import as_path, setting
 
@@ -168,19 +169,61 @@ class BuildCache:
 
     def lookup_tree(self, name: str) -> Path | None:
         """The cached tree's tarball, verified against its digest; a damaged entry is removed."""
+        found = self._recorded_tree(name)
+        if found is None:
+            return None
+        tree, digest = found
+        return self._used(name, tree) if self._intact(name, sha256_file(tree) == digest) else None
+
+    def unpack_tree(self, name: str, unpack: Callable[[Path], None], *, concurrently: bool = True) -> bool:
+        """`unpack(tarball)` of the cached tree, its digest checked while it runs (a thread reads
+        the tarball as tar does: a rebuild does not wait for a separate pass over 150 MiB).
+        False, with the entry removed, when the entry is missing, damaged, or fails to unpack;
+        the caller then discards what was unpacked. `concurrently=False` hashes first (a
+        process under fakeroot must not make file calls from two threads)."""
+        found = self._recorded_tree(name)
+        if found is None:
+            return False
+        tree, digest = found
+        if not concurrently and not self._intact(name, sha256_file(tree) == digest):
+            return False
+        with ThreadPoolExecutor(max_workers=1) as background:  # no thread unless a task is submitted
+            hashing = background.submit(sha256_file, tree) if concurrently else None
+            try:
+                unpack(tree)
+            except CommandError:  # a tarball tar cannot read is damaged whatever its digest says
+                return self._intact(name, False)
+            if not self._intact(name, hashing is None or hashing.result() == digest):
+                return False
+        self._used(name, tree)
+        return True
+
+    def _recorded_tree(self, name: str) -> tuple[Path, str] | None:
+        """The entry's tarball and recorded digest, its size checked; a damaged entry is removed."""
         entry = self.bootstrap_path(name)
         if not entry.is_dir():
             return None
         try:
             recorded = json.loads((entry / ENTRY).read_text())
             tree = entry / TREE
-            if tree.stat().st_size != recorded["size"] or sha256_file(tree) != recorded["sha256"]:
-                raise ValueError("the tarball does not match its recorded digest")
+            if tree.stat().st_size != recorded["size"]:
+                raise ValueError("the tarball is not the recorded size")
+            return tree, str(recorded["sha256"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("cache entry %s is damaged (%s); rebuilding it", entry, exc)
             shutil.rmtree(entry, ignore_errors=True)
             return None
-        os.utime(entry / ENTRY)
+
+    def _intact(self, name: str, matches: bool) -> bool:
+        if not matches:
+            entry = self.bootstrap_path(name)
+            log.warning("cache entry %s is damaged (the tarball does not match its recorded digest); rebuilding it",
+                        entry)
+            shutil.rmtree(entry, ignore_errors=True)
+        return matches
+
+    def _used(self, name: str, tree: Path) -> Path:
+        os.utime(self.bootstrap_path(name) / ENTRY)  # for `cache clean --older-than`
         return tree
 
     def store_tree(self, name: str, write_tarball: Callable[[Path], None], inputs: dict[str, Any]) -> Path:

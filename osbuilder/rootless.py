@@ -14,6 +14,7 @@ owners after the run, so `osbuilder rootfs` needs root.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import sys
 from pathlib import Path
@@ -47,8 +48,6 @@ def in_user_namespace(argv: Sequence[str]) -> list[str]:
 
 def has_subordinate_ids() -> bool:
     """Whether /etc/subuid and /etc/subgid give the caller (by name or id) a range."""
-    import pwd
-
     uid = real_uid()
     names = {str(uid)}
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from osbuilder.cache import BuildCache, inputs_key
-from osbuilder.fsutil import GuestRoot, sha256_file
+from osbuilder.fsutil import GuestRoot, remove_tree, sha256_file
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs.backends import InstallRequest
 from osbuilder.rootfs.backends.base import content_digest, recipe_files
@@ -20,6 +20,7 @@ from osbuilder.rootfs.binfmt import ensure_binfmt
 from osbuilder.rootfs.dracut import build_with_dracut
 from osbuilder.rootfs.options import DRACUT, RootfsOptions
 from osbuilder.rootfs.tarball import create_tarball, extract_tarball
+from osbuilder.rootless import faked
 from osbuilder.runner import Runner
 
 log = logging.getLogger("osbuilder")
@@ -59,11 +60,10 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
     name = f"{request.distro}-{request.release}-{request.arch.name}-{inputs_key(inputs)}"
     # One build per entry at a time: a second build of the same tree waits, then reuses it.
     with cache.lock(name):
-        cached = cache.lookup_tree(name)
-        if cached is not None:
-            log.info("using cached bootstrap %s", cached.parent)
-            extract_tarball(cached, tree, runner)
+        if cache.unpack_tree(name, lambda tarball: extract_tarball(tarball, tree, runner), concurrently=not faked()):
+            log.info("using cached bootstrap %s", cache.bootstrap_path(name))
             return
+        remove_tree(tree)  # whatever a damaged entry unpacked
         tree.mkdir(parents=True, exist_ok=True)
         downloads = cache.downloads(backend.name, request.distro, request.release, request.arch.name)
         backend.install(request, tree, workdir, runner, downloads=downloads)

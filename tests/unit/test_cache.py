@@ -56,6 +56,48 @@ def test_a_damaged_entry_is_removed_and_reported_missing(tmp_path, damage):
     assert not stored.parent.exists()
 
 
+@pytest.mark.parametrize("concurrently", [True, False], ids=["hashed-while-unpacking", "hashed-first"])
+@pytest.mark.parametrize("damage", [None, "changed", "truncated", "unreadable"])
+def test_unpack_tree_checks_the_digest(tmp_path, damage, concurrently):
+    """A whole entry is unpacked and kept; a damaged one (wrong bytes, wrong size, or one tar
+    cannot read) reports False and is removed, so the build bootstraps afresh."""
+    from osbuilder.errors import CommandError
+
+    cache = BuildCache(tmp_path / "cache")
+    stored = cache.store_tree("e", _tarball(tmp_path / "t.tar", b"x" * 1000), {})
+    if damage == "changed":
+        stored.write_bytes(b"y" * 1000)
+    elif damage == "truncated":
+        os.truncate(stored, 10)
+    unpacked: list[bytes] = []
+
+    def unpack(tarball: Path) -> None:
+        if damage == "unreadable":
+            raise CommandError(["tar", "--extract"], 2, "tar: This does not look like a tar archive")
+        unpacked.append(tarball.read_bytes())
+
+    whole = cache.unpack_tree("e", unpack, concurrently=concurrently)
+    assert whole == (damage is None)
+    assert stored.parent.exists() == (damage is None)
+    if damage is None or (damage == "changed" and concurrently):
+        assert len(unpacked) == 1  # unpacked while hashed; the caller discards it when damaged
+    else:
+        assert unpacked == []
+    assert cache.unpack_tree("missing", unpack) is False
+
+
+def test_the_mmdebstrap_version_read_from_its_script_is_what_it_reports():
+    """The cache key's tool version comes from the script's $VERSION (no perl start-up); it
+    must be exactly what `mmdebstrap --version` prints."""
+    import subprocess
+
+    from osbuilder.rootfs.backends.apt import AptBackend
+    from osbuilder.runner import Runner
+
+    reported = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    assert AptBackend().tool_version(Runner()) == reported
+
+
 def _hold_lock(root: str, started: "multiprocessing.synchronize.Event", seconds: float) -> None:
     with BuildCache(Path(root)).lock("entry"):
         started.set()

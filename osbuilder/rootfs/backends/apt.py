@@ -30,6 +30,7 @@ log = logging.getLogger("osbuilder")
 BOOTSTRAP_TIMEOUT_S = 3600
 DPKG_STATUS = "/var/lib/dpkg/status"
 DPKG_INFO = "/var/lib/dpkg/info"
+MMDEBSTRAP_VERSION = re.compile(r"""^our \$VERSION = ['"]([^'"\s]+)['"];""", re.M)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ class AptBackend(Backend):
                       f"pass --keyring the {request.distro} archive keyring (a .gpg or .asc file)")
 
     def tool_version(self, runner: Runner) -> str:
+        # What `mmdebstrap --version` prints, read from the script where it says so plainly:
+        # starting perl for it costs 0.1 s of every build that uses the cache.
+        script = shutil.which("mmdebstrap")
+        if script is not None:
+            with contextlib.suppress(OSError):
+                match = MMDEBSTRAP_VERSION.search(Path(script).read_text(errors="replace"))
+                if match:
+                    return f"mmdebstrap {match[1]}"
         return runner.run(["mmdebstrap", "--version"], hint="install mmdebstrap (./setup.sh)").stdout.strip()
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,

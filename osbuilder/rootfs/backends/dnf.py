@@ -19,9 +19,8 @@ from pathlib import Path, PurePosixPath
 
 from osbuilder.cache import downloads_lock
 from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.fsutil import GuestRoot, remove_tree
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
-from osbuilder.fsutil import remove_tree
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.rootless import has_subordinate_ids, in_user_namespace, privileged, real_ids_env
 from osbuilder.runner import Runner
