@@ -175,25 +175,22 @@ class BuildCache:
         tree, digest = found
         return self._used(name, tree) if self._intact(name, sha256_file(tree) == digest) else None
 
-    def unpack_tree(self, name: str, unpack: Callable[[Path], None], *, concurrently: bool = True) -> bool:
+    def unpack_tree(self, name: str, unpack: Callable[[Path], None]) -> bool:
         """`unpack(tarball)` of the cached tree, its digest checked while it runs (a thread reads
         the tarball as tar does: a rebuild does not wait for a separate pass over 150 MiB).
         False, with the entry removed, when the entry is missing, damaged, or fails to unpack;
-        the caller then discards what was unpacked. `concurrently=False` hashes first (a
-        process under fakeroot must not make file calls from two threads)."""
+        the caller then discards what was unpacked."""
         found = self._recorded_tree(name)
         if found is None:
             return False
         tree, digest = found
-        if not concurrently and not self._intact(name, sha256_file(tree) == digest):
-            return False
-        with ThreadPoolExecutor(max_workers=1) as background:  # no thread unless a task is submitted
-            hashing = background.submit(sha256_file, tree) if concurrently else None
+        with ThreadPoolExecutor(max_workers=1) as background:
+            hashing = background.submit(sha256_file, tree)
             try:
                 unpack(tree)
             except CommandError:  # a tarball tar cannot read is damaged whatever its digest says
                 return self._intact(name, False)
-            if not self._intact(name, hashing is None or hashing.result() == digest):
+            if not self._intact(name, hashing.result() == digest):
                 return False
         self._used(name, tree)
         return True

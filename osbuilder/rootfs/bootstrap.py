@@ -20,7 +20,6 @@ from osbuilder.rootfs.binfmt import ensure_binfmt
 from osbuilder.rootfs.dracut import build_with_dracut
 from osbuilder.rootfs.options import DRACUT, RootfsOptions
 from osbuilder.rootfs.tarball import create_tarball, extract_tarball
-from osbuilder.rootless import faked
 from osbuilder.runner import Runner
 
 log = logging.getLogger("osbuilder")
@@ -60,7 +59,7 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
     name = f"{request.distro}-{request.release}-{request.arch.name}-{inputs_key(inputs)}"
     # One build per entry at a time: a second build of the same tree waits, then reuses it.
     with cache.lock(name):
-        if cache.unpack_tree(name, lambda tarball: extract_tarball(tarball, tree, runner), concurrently=not faked()):
+        if cache.unpack_tree(name, lambda tarball: extract_tarball(tarball, tree, runner)):
             log.info("using cached bootstrap %s", cache.bootstrap_path(name))
             return
         remove_tree(tree)  # whatever a damaged entry unpacked

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
 import logging
@@ -22,7 +21,6 @@ from osbuilder.rootfs.probe import render_probe
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.validate import validate_tree
-from osbuilder.rootless import faked
 from osbuilder.runner import Runner
 from osbuilder.staging import Staging, check_output_dir
 from osbuilder.steps import step
@@ -89,20 +87,14 @@ def bootstrap_and_strip(options: RootfsOptions, recipe: Recipe, tree: Path, work
                         runner: Runner) -> AgentBinary:
     """Bootstrap the tree; returns the agent as it will be installed. Stripping reads the agent
     and writes only into the work directory, so it runs in a thread while the package manager
-    does, instead of adding its time to every build. Not under fakeroot: two threads' file calls
-    would share libfakeroot's one connection to its daemon, which is not thread-safe (a stat
-    answer meant for one reaches the other)."""
-    with contextlib.ExitStack() as stack:
-        if faked():
-            agent = strip_agent(agent, options, workdir, runner)
-        else:
-            background = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-            stripping = background.submit(strip_agent, agent, options, workdir, runner)
+    does, instead of adding its time to every build."""
+    with ThreadPoolExecutor(max_workers=1) as background:
+        stripping = background.submit(strip_agent, agent, options, workdir, runner)
         with step(f"Copying {options.existing}" if options.existing else
                   "Building from this host's system with dracut" if not options.installs_packages else
                   f"Bootstrapping {recipe.name} {options.release} for {options.arch}"):
             bootstrap(options, recipe, tree, workdir, runner)
-        return agent if faked() else stripping.result()
+        return stripping.result()
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,8 @@ def test_a_damaged_entry_is_removed_and_reported_missing(tmp_path, damage):
     assert not stored.parent.exists()
 
 
-@pytest.mark.parametrize("concurrently", [True, False], ids=["hashed-while-unpacking", "hashed-first"])
 @pytest.mark.parametrize("damage", [None, "changed", "truncated", "unreadable"])
-def test_unpack_tree_checks_the_digest(tmp_path, damage, concurrently):
+def test_unpack_tree_checks_the_digest(tmp_path, damage):
     """A whole entry is unpacked and kept; a damaged one (wrong bytes, wrong size, or one tar
     cannot read) reports False and is removed, so the build bootstraps afresh."""
     from osbuilder.errors import CommandError
@@ -76,10 +75,10 @@ def test_unpack_tree_checks_the_digest(tmp_path, damage, concurrently):
             raise CommandError(["tar", "--extract"], 2, "tar: This does not look like a tar archive")
         unpacked.append(tarball.read_bytes())
 
-    whole = cache.unpack_tree("e", unpack, concurrently=concurrently)
+    whole = cache.unpack_tree("e", unpack)
     assert whole == (damage is None)
     assert stored.parent.exists() == (damage is None)
-    if damage is None or (damage == "changed" and concurrently):
+    if damage in (None, "changed"):
         assert len(unpacked) == 1  # unpacked while hashed; the caller discards it when damaged
     else:
         assert unpacked == []

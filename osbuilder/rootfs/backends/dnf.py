@@ -108,7 +108,10 @@ class DnfBackend(Backend):
     def _install_unprivileged(self, argv: list[str], installroot: Path, cachedir: Path, root: Path, workdir: Path,
                               env: dict[str, str], runner: Runner, hint: str) -> None:
         tarball = workdir / "dnf-root.tar"
-        installroot.mkdir()
+        # Made and deleted inside the namespace, never seen by fakeroot: had fakeroot recorded
+        # the directory (its mkdir does), the deletion outside it would leave the record
+        # behind, and a file that later reuses the inode number would read as a directory.
+        runner.run(in_user_namespace(["mkdir", str(installroot)]), env=env)
         try:
             runner.run(in_user_namespace(argv), env=env, timeout=INSTALL_TIMEOUT_S, hint=hint)
             self._remove_cache_trail(installroot, cachedir, runner)
