@@ -10,7 +10,7 @@ RUNTIME_PACKAGES=(
     mmdebstrap debian-archive-keyring
     e2fsprogs erofs-utils xfsprogs cryptsetup-bin fdisk
     qemu-system-x86 qemu-system-arm qemu-system-ppc qemu-system-misc qemu-user-static binfmt-support arch-test
-    binutils-multiarch make busybox-static kmod dmsetup cpio zstd pigz xz-utils lz4 tar xorriso faketime fakeroot attr parted
+    binutils-multiarch make busybox-static kmod dmsetup cpio zstd xz-utils lz4 tar xorriso faketime fakeroot attr parted
     libmagic1 file
     apt-utils gpg openssl dnf rpm dracut-core systemd uidmap
 )

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from osbuilder.cache import BuildCache
 from osbuilder.config import BuildConfig
 from osbuilder.pack.artifact import Artifact
 from osbuilder.pack.base import PackContext
@@ -67,7 +68,8 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         tree = open_guest_tree(tree_path, options.init, options.arch)
         artifacts_dir = stage.path / "artifacts"
         artifacts_dir.mkdir()
-        context = PackContext(runner=runner, tools=tools, workdir=stage.work)
+        pieces = BuildCache(options.cache_dir).pieces() if options.cache_dir is not None else None
+        context = PackContext(runner=runner, tools=tools, workdir=stage.work, pieces=pieces)
         artifacts: list[Artifact] = []
         for name, pack_options in config.packing.items():
             packer = PACKERS[name]

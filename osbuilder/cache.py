@@ -5,6 +5,7 @@ Layout under the cache directory (default `$XDG_CACHE_HOME/osbuilder`):
   bootstrap/<distro>-<release>-<arch>-<key>/entry.json  its inputs, size and sha256
   packages/<backend>/<distro>-<release>-<arch>/         the package manager's downloads
   downloads/<sha256>                                    pinned downloads (agents, payloads)
+  pieces/gzip-<level>-zlib<version>/<xx>/<sha256>       compressed initrd pieces (gzip_pieces.py)
   locks/<name>.lock                                     one lock per entry
 
 An entry is written under a temporary name in `bootstrap/` and renamed into place, so a
@@ -30,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from osbuilder.errors import CommandError, UserError
 from osbuilder.fsutil import sha256_file
+from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.settings import as_path, setting
 
 log = logging.getLogger("osbuilder")
@@ -37,6 +39,7 @@ log = logging.getLogger("osbuilder")
 BOOTSTRAP = "bootstrap"
 PACKAGES = "packages"
 DOWNLOADS = "downloads"
+PIECES = "pieces"
 LOCKS = "locks"
 TREE = "tree.tar"
 ENTRY = "entry.json"
@@ -73,7 +76,7 @@ def inputs_key(inputs: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    kind: str  # "bootstrap" or "packages"
+    kind: str  # "bootstrap", "packages", "downloads" or "pieces"
     name: str
     path: Path
     size: int
@@ -135,6 +138,15 @@ def _writer_alive(partial: Path) -> bool:
     return True
 
 
+def _remove_older(directory: Path, cutoff: float) -> None:
+    for path in directory.rglob("*"):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
 class BuildCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -163,6 +175,10 @@ class BuildCache:
     def downloads(self, backend: str, distro: str, release: str, arch: str) -> Path:
         """Where a package manager keeps what it downloaded, reused by every later build."""
         return self._directory(PACKAGES, backend, f"{distro}-{release}-{arch}")
+
+    def pieces(self) -> PieceStore:
+        """Where initrd packers keep compressed pieces for later builds."""
+        return PieceStore(self.root / PIECES)
 
     def bootstrap_path(self, name: str) -> Path:
         return self.root / BOOTSTRAP / name
@@ -266,6 +282,11 @@ class BuildCache:
             if entry.is_file() and not entry.name.startswith("."):
                 info = entry.stat()
                 found.append(CacheEntry(DOWNLOADS, entry.name, entry, info.st_size, info.st_mtime, {}))
+        pieces = self.root / PIECES
+        for entry in sorted(pieces.iterdir()) if pieces.is_dir() else []:
+            files = [p.stat() for p in entry.rglob("*") if p.is_file()] if entry.is_dir() else []
+            found.append(CacheEntry(PIECES, entry.name, entry, sum(f.st_size for f in files),
+                                    max((f.st_mtime for f in files), default=entry.stat().st_mtime), {}))
         return found
 
     def clean(self, older_than_days: float | None = None, now: float | None = None) -> list[CacheEntry]:
@@ -274,9 +295,13 @@ class BuildCache:
         removed = []
         for entry in self.entries():
             if older_than_days is not None and now - entry.last_used < older_than_days * DAY_S:
+                if entry.kind == PIECES:  # in use: its pieces age one by one
+                    _remove_older(entry.path, now - older_than_days * DAY_S)
                 continue
             if entry.kind == DOWNLOADS:
                 entry.path.unlink(missing_ok=True)  # readers copy it whole or not at all
+            elif entry.kind == PIECES:  # a reader reads a piece whole or not at all
+                shutil.rmtree(entry.path, ignore_errors=True)
             elif entry.kind == PACKAGES:
                 with downloads_lock(entry.path):
                     shutil.rmtree(entry.path, ignore_errors=True)

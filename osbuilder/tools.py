@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 class HostTools:
     paths: dict[str, str] = field(default_factory=dict)
 
-    PROBED = ("pigz", "gzip", "zstd", "xz", "lz4")
+    PROBED = ("gzip", "zstd", "xz", "lz4")
 
     @classmethod
     def probe(cls) -> "HostTools":

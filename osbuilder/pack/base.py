@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 from osbuilder.pack.artifact import Artifact, ArtifactInfo
+from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.read.view import GuestView
 from osbuilder.runner import Runner
@@ -19,6 +20,7 @@ class PackContext:
     runner: Runner
     tools: HostTools
     workdir: Path  # scratch space on the output's filesystem, removed afterwards
+    pieces: PieceStore | None = None  # compressed initrd pieces kept by the build cache
 
 
 class Packer(ABC):

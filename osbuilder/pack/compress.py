@@ -1,19 +1,21 @@
 """Compression for initrds: parallel external tools when present, Python otherwise.
 
-gzip is the default because Kata's guest kernels enable only CONFIG_RD_GZIP. Every
-codec's output is deterministic: no file name or timestamp in any header, and the
-parallel tools split work by fixed block sizes, not by how many cores there are.
+gzip is the default because Kata's guest kernels enable only CONFIG_RD_GZIP. It is
+written in Python, in independently compressed pieces on every core (gzip_pieces.py), so
+that a rebuild can reuse the pieces it did not change. Every codec's output is
+deterministic: no file name or timestamp in any header, and the parallel tools split work
+by fixed block sizes, not by how many cores there are.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import lzma
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from osbuilder.errors import UserError, lookup
+from osbuilder.pack.gzip_pieces import PiecewiseGzipWriter, PieceStore
 from osbuilder.runner import Runner
 from osbuilder.tools import HostTools
 
@@ -26,8 +28,9 @@ class Codec:
     max_level: int
     # External commands in order of preference: (tool, argv builder from level).
     commands: tuple[tuple[str, Callable[[int], list[str]]], ...]
-    # Pure-Python fallback: wraps the output file in a compressing stream.
-    python: Callable[[BinaryIO, int], BinaryIO] | None
+    # In Python (the fallback, or for gzip the only way): wraps the output file in a
+    # compressing stream; the store, where given, holds pieces earlier builds compressed.
+    python: Callable[[BinaryIO, int, PieceStore | None], BinaryIO] | None
     kernel_config: str  # what the guest kernel must enable to unpack it
     magic: bytes  # how an artifact in this format starts
     decompress: tuple[str, ...]  # a filter from stdin to stdout; empty for "none"
@@ -45,10 +48,7 @@ CODECS: dict[str, Codec] = {
     codec.name: codec
     for codec in (
         # Level 6: within 0.5% of gzip -9's size at a fraction of its time (benchmarks/).
-        Codec("gzip", 6, 1, 9,
-              (("pigz", lambda level: ["pigz", "-n", "-c", f"-{level}"]),),
-              lambda out, level: gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=level, mtime=0),
-              "CONFIG_RD_GZIP", b"\x1f\x8b", ("gzip", "-dc")),
+        Codec("gzip", 6, 1, 9, (), PiecewiseGzipWriter, "CONFIG_RD_GZIP", b"\x1f\x8b", ("gzip", "-dc")),
         # Level 6: 0.84x gzip -9's size; higher levels cost time and, with -T0, memory.
         Codec("zstd", 6, 1, 19,
               (("zstd", lambda level: ["zstd", "-q", "-c", "-T0", f"-{level}"]),),
@@ -56,13 +56,13 @@ CODECS: dict[str, Codec] = {
         # The kernel's xz decoder supports only the crc32 check.
         Codec("xz", 6, 0, 9,
               (("xz", lambda level: ["xz", "-c", "-T0", "--check=crc32", f"-{level}"]),),
-              lambda out, level: lzma.LZMAFile(out, "wb", check=lzma.CHECK_CRC32, preset=level),
+              lambda out, level, _store: lzma.LZMAFile(out, "wb", check=lzma.CHECK_CRC32, preset=level),
               "CONFIG_RD_XZ", b"\xfd7zXZ\x00", ("xz", "-dc")),
         # The kernel reads only lz4's legacy frame format.
         Codec("lz4", 9, 1, 12,
               (("lz4", lambda level: ["lz4", "-l", "-q", "-c", f"-{level}"]),),
               None, "CONFIG_RD_LZ4", b"\x02\x21\x4c\x18", ("lz4", "-dc")),
-        Codec("none", 0, 0, 0, (), lambda out, level: out, "", b"070701", ()),
+        Codec("none", 0, 0, 0, (), lambda out, level, _store: out, "", b"070701", ()),
     )
 }
 
@@ -77,8 +77,10 @@ def codec_of(head: bytes) -> Codec | None:
 
 
 @contextlib.contextmanager
-def compressing(codec: Codec, level: int, out: BinaryIO, tools: HostTools, runner: Runner) -> Iterator[BinaryIO]:
-    """A writable stream; what is written to it lands in `out`, compressed."""
+def compressing(codec: Codec, level: int, out: BinaryIO, tools: HostTools, runner: Runner,
+                store: PieceStore | None = None) -> Iterator[BinaryIO]:
+    """A writable stream; what is written to it lands in `out`, compressed. `store` lends
+    the gzip writer the pieces earlier builds compressed."""
     for tool, argv in codec.commands:
         if tools.has(tool):
             with runner.pipe_to(argv(level), out) as stream:
@@ -88,7 +90,7 @@ def compressing(codec: Codec, level: int, out: BinaryIO, tools: HostTools, runne
         tool = codec.commands[0][0]
         raise UserError(f"compression {codec.name} needs the '{tool}' tool, which is not installed",
                         "run ./setup.sh, or choose --compression gzip")
-    wrapper = codec.python(out, level)
+    wrapper = codec.python(out, level, store)
     with wrapper if wrapper is not out else contextlib.nullcontext(out):
         yield wrapper  # type: ignore[misc]
     out.flush()

@@ -4,18 +4,22 @@ In the spirit of the standard library's tarfile: `NewcWriter` takes entries in o
 streams them to a file object; `archive_tree` walks a directory in sorted order and feeds
 the writer. File data is copied in chunks, so memory does not grow with the tree.
 
-Reproducibility: names are sorted byte-wise, inode numbers are assigned in that order,
-mtimes are clamped to an epoch, and the archive's own device numbers are zero. Nothing
-from the packing host (its inode numbers, devices, clock or user) reaches the output.
+Reproducibility: names are sorted byte-wise, inode numbers derive from the names (a
+checksum, the next free number on a clash), mtimes are clamped to an epoch, and the
+archive's own device numbers are zero. Nothing from the packing host (its inode numbers,
+devices, clock or user) reaches the output. Numbers from names rather than positions
+keep a file's entry the same when another file is added or removed, which is what lets a
+rebuild reuse the compressed pieces around a change (gzip_pieces.py).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from osbuilder.errors import BuildError
 
@@ -54,12 +58,14 @@ class Entry:
 
 
 class NewcWriter:
-    """Writes entries to `fileobj`; call close() (or use `with`) to add the trailer."""
+    """Writes entries to `fileobj`; call close() (or use `with`) to add the trailer.
+    `on_entry(name)`, where given, runs once each entry's bytes have reached `fileobj`."""
 
     BUFFER = 1 << 20
 
-    def __init__(self, fileobj: BinaryIO) -> None:
+    def __init__(self, fileobj: BinaryIO, on_entry: Callable[[bytes], None] | None = None) -> None:
         self.fileobj = fileobj
+        self.on_entry = on_entry
         self.offset = 0
         self.closed = False
         # Headers and padding are tiny; batching them keeps per-write overhead (a pipe
@@ -96,6 +102,9 @@ class NewcWriter:
             assert entry.source is not None
             self._copy(entry.source, entry.size, entry.name)
             self._write(_pad(entry.size))
+        if self.on_entry is not None:
+            self.flush()
+            self.on_entry(entry.name)
 
     def _copy(self, source: Path, size: int, name: bytes) -> None:
         remaining = size
@@ -153,7 +162,7 @@ def scan_tree(root: Path, epoch: int) -> Iterator[Entry]:
 
 
 def plan_archive(entries: list[Entry]) -> list[Entry]:
-    """Sort entries and assign deterministic inode numbers and hard-link counts.
+    """Sort entries and assign inode numbers (from their names) and hard-link counts.
 
     Hard-linked files share an inode number; their data is stored once, with the last
     member of the group (the GNU cpio convention, which the kernel's unpacker also reads).
@@ -165,31 +174,40 @@ def plan_archive(entries: list[Entry]) -> list[Entry]:
             groups.setdefault(entry.link_group, []).append(index)
     planned: list[Entry] = []
     numbers: dict[tuple[int, int], int] = {}
-    next_ino = 1
+    taken: set[int] = set()
     for index, entry in enumerate(ordered):
         if entry.link_group:
             members = groups[entry.link_group]
             if entry.link_group not in numbers:
-                numbers[entry.link_group] = next_ino
-                next_ino += 1
+                numbers[entry.link_group] = _inode_number(entry.name, taken)
             carries_data = index == members[-1]
             entry = replace(entry, ino=numbers[entry.link_group], nlink=len(members), link_group=None,
                             size=entry.size if carries_data else 0,
                             source=entry.source if carries_data else None)
         else:
-            entry = replace(entry, ino=next_ino, nlink=2 if stat.S_ISDIR(entry.mode) else 1)
-            next_ino += 1
+            entry = replace(entry, ino=_inode_number(entry.name, taken),
+                            nlink=2 if stat.S_ISDIR(entry.mode) else 1)
         planned.append(entry)
     return planned
 
 
-def archive_tree(root: Path, out: BinaryIO, epoch: int, extra: list[Entry] | None = None) -> int:
+def _inode_number(name: bytes, taken: set[int]) -> int:
+    """A number from the name's checksum, never 0 (the trailer's) nor one already given."""
+    number = zlib.crc32(name) or 1
+    while number in taken:
+        number = number % MAX_FIELD + 1
+    taken.add(number)
+    return number
+
+
+def archive_tree(root: Path, out: BinaryIO, epoch: int, extra: list[Entry] | None = None,
+                 on_entry: Callable[[bytes], None] | None = None) -> int:
     """Write `root` plus `extra` entries (which replace tree paths of the same name) to `out`.
     Returns the number of entries written."""
     overrides = {e.name: e for e in extra or []}
     entries = [e for e in scan_tree(root, epoch) if e.name not in overrides] + list(overrides.values())
     planned = plan_archive(entries)
-    with NewcWriter(out) as writer:
+    with NewcWriter(out, on_entry) as writer:
         for entry in planned:
             writer.add(entry)
     return len(planned)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -10,10 +11,13 @@ from osbuilder.pack.artifact import Artifact, ArtifactInfo
 from osbuilder.pack.base import Packer, PackContext
 from osbuilder.pack.compress import CODECS, codec_of, compressing, get_codec
 from osbuilder.pack.cpio import Entry, archive_tree
+from osbuilder.pack.gzip_pieces import PiecewiseGzipWriter
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.read.view import GuestView, NewcView
 from osbuilder.runner import Runner
 from osbuilder.settings import setting
+
+log = logging.getLogger("osbuilder")
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,13 @@ class InitrdPacker(Packer):
         # The kernel runs /init from an initramfs; it points straight at what the mode runs.
         init = Entry.symlink("init", tree.mode.initrd_init_target, mtime=tree.epoch)
         with open(out, "wb") as stream_out:
-            with compressing(codec, level, stream_out, context.tools, context.runner) as stream:
-                count = archive_tree(tree.root, stream, tree.epoch, extra=[init])
+            with compressing(codec, level, stream_out, context.tools, context.runner, context.pieces) as stream:
+                # The gzip writer cuts its pieces where entries end (see gzip_pieces.py).
+                boundary = stream.entry_done if isinstance(stream, PiecewiseGzipWriter) else None
+                count = archive_tree(tree.root, stream, tree.epoch, extra=[init], on_entry=boundary)
+            if isinstance(stream, PiecewiseGzipWriter) and context.pieces is not None:
+                log.info("initrd: %d of %d compressed pieces reused from the cache", stream.reused,
+                         stream.reused + stream.compressed)
         return Artifact(path=out, format=self.name, size=out.stat().st_size,
                         details={"compression": codec.name, "level": level, "entries": count,
                                  "kernel_config": codec.kernel_config, "init_mode": tree.init_mode})

@@ -230,3 +230,21 @@ def test_package_order_and_duplicates_do_not_change_the_key(tmp_path):
     from osbuilder.cache import inputs_key
 
     assert inputs_key(_inputs(tmp_path, packages=("dbus", "chrony", "dbus"))) == inputs_key(_inputs(tmp_path))
+
+
+def test_initrd_pieces_are_listed_as_one_entry_and_age_one_by_one(tmp_path):
+    cache = BuildCache(tmp_path / "cache")
+    store = cache.pieces()
+    store.put(6, "a" * 64, b"old piece")
+    store.put(6, "b" * 64, b"fresh piece")
+    (entry,) = cache.entries()
+    assert entry.kind == "pieces" and entry.name.startswith("gzip-6-zlib") and entry.size == 2 * 32 + 20
+    ten_days_ago = time.time() - 10 * 86400
+    old = next(p for p in entry.path.rglob("*") if p.name == "a" * 64)
+    os.utime(old, (ten_days_ago, ten_days_ago))
+    assert cache.clean(older_than_days=5) == []  # the entry is in use; its old piece goes
+    assert store.get(6, "a" * 64) is None and store.get(6, "b" * 64) == b"fresh piece"
+    fresh = next(p for p in entry.path.rglob("*") if p.is_file())
+    os.utime(fresh, (ten_days_ago, ten_days_ago))
+    assert [e.kind for e in cache.clean(older_than_days=5)] == ["pieces"]
+    assert cache.entries() == []
