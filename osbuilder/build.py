@@ -64,7 +64,7 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
     with Staging(output) as stage:
         agent = resolve_agent(options, stage.work, runner)
         tree_path = stage.path / "rootfs"
-        summary = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner).summary
+        summary = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner, private_tree=True).summary
         tree = open_guest_tree(tree_path, options.init, options.arch)
         artifacts_dir = stage.path / "artifacts"
         artifacts_dir.mkdir()

@@ -3,6 +3,8 @@
 Layout under the cache directory (default `$XDG_CACHE_HOME/osbuilder`):
   bootstrap/<distro>-<release>-<arch>-<key>/tree.tar    the installed tree, sorted, numeric owners
   bootstrap/<distro>-<release>-<arch>-<key>/entry.json  its inputs, size and sha256
+  bootstrap/<distro>-<release>-<arch>-<key>/tree/       the same tree unpacked, for hard-linked clones
+  bootstrap/<distro>-<release>-<arch>-<key>/tree.metadata  the sha256 of its metadata
   packages/<backend>/<distro>-<release>-<arch>/         the package manager's downloads
   downloads/<sha256>                                    pinned downloads (agents, payloads)
   pieces/gzip-<level>-zlib<version>/<xx>/<sha256>       compressed initrd pieces (gzip_pieces.py)
@@ -11,7 +13,17 @@ Layout under the cache directory (default `$XDG_CACHE_HOME/osbuilder`):
 An entry is written under a temporary name in `bootstrap/` and renamed into place, so a
 reader sees a whole entry or none. Builds that want the same entry take its lock: the first
 bootstraps, the others wait and then reuse it. A tarball whose digest no longer matches its
-entry.json is removed and rebuilt. The entry.json's mtime records its last use.
+entry.json is removed and rebuilt. The entry.json's mtime records its last use; a piece's
+own mtime records its.
+
+The unpacked copy spares a build the unpack: a build whose tree stays in osbuilder's
+staging (never handed to the user) and that runs as real root gets a hard-linked clone,
+which creates only the directories (`cp -al`). The clone shares every other inode with the
+cache, so provisioning never writes a file in place (GuestRoot removes a file before it
+writes a new one; the tree is clamped to the epoch before it is kept, so the final clamp touches
+only new files), and every packer ignores link counts from outside the tree. The copy's
+metadata (names, inode numbers, modes, owners, sizes, mtimes) is hashed when it is kept
+and checked on every clone: a copy changed since is dropped, and the tarball used.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from osbuilder.errors import CommandError, UserError
-from osbuilder.fsutil import sha256_file
+from osbuilder.fsutil import remove_tree, sha256_file
 from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.settings import as_path, setting
 
@@ -42,6 +55,8 @@ DOWNLOADS = "downloads"
 PIECES = "pieces"
 LOCKS = "locks"
 TREE = "tree.tar"
+UNPACKED = "tree"
+UNPACKED_DIGEST = "tree.metadata"
 ENTRY = "entry.json"
 DAY_S = 86400
 
@@ -147,6 +162,34 @@ def _remove_older(directory: Path, cutoff: float) -> None:
             pass
 
 
+def metadata_digest(root: Path) -> str:
+    """sha256 of what tells a tree's content apart without reading it: every path's type,
+    mode, owner, mtime, and for non-directories the inode number and size (a hard-linked
+    clone shares those inodes; its directories are its own)."""
+    digest = hashlib.sha256()
+    stack = [(str(root), b"")]
+    while stack:
+        directory, prefix = stack.pop()
+        with os.scandir(directory) as it:
+            items = sorted(it, key=lambda item: item.name)
+        for item in items:
+            st = item.stat(follow_symlinks=False)
+            name = prefix + os.fsencode(item.name)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((item.path, name + b"/"))
+                record = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+            else:
+                record = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ino, st.st_size, st.st_rdev)
+            digest.update(name + b"\0" + repr(record).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 class BuildCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -210,6 +253,55 @@ class BuildCache:
                 return False
         self._used(name, tree)
         return True
+
+    def clone_tree(self, name: str, into: Path, clone: Callable[[Path, Path], None]) -> bool:
+        """`clone(unpacked, into)` from the entry's unpacked copy (hard links: only directories
+        are created), its metadata checked. False when the entry keeps no copy, keeps it on
+        another filesystem than `into`, or the copy changed since it was kept (it is then
+        dropped); the caller discards whatever `into` holds."""
+        entry = self.bootstrap_path(name)
+        unpacked = entry / UNPACKED
+        try:
+            expected = (entry / UNPACKED_DIGEST).read_text().strip()
+            if unpacked.stat().st_dev != into.parent.stat().st_dev:
+                return False
+        except OSError:
+            return False
+        try:
+            clone(unpacked, into)
+        except CommandError as exc:
+            log.warning("could not clone %s (%s); unpacking its tarball instead", unpacked, exc)
+            return False
+        if metadata_digest(into) != expected:
+            log.warning("the unpacked copy in cache entry %s changed since it was kept; dropping it", entry)
+            self._drop_unpacked(entry)
+            return False
+        os.utime(entry / ENTRY)  # for `cache clean --older-than`
+        return True
+
+    def keep_unpacked(self, name: str, tree: Path, clone: Callable[[Path, Path], None]) -> None:
+        """Keep `clone(tree, ...)` in the entry as its unpacked copy (best effort: without
+        one, builds unpack the tarball). Call with the entry's lock held."""
+        entry = self.bootstrap_path(name)
+        if not entry.is_dir() or (entry / UNPACKED_DIGEST).is_file() or tree.stat().st_dev != entry.stat().st_dev:
+            return
+        self._drop_unpacked(entry)  # a copy without its digest, or a dead build's leftovers
+        partial = entry / f".{UNPACKED}.{os.getpid()}.partial"
+        try:
+            clone(tree, partial)
+            digest = metadata_digest(partial)
+            os.replace(partial, entry / UNPACKED)
+            _write_atomically(entry / UNPACKED_DIGEST, digest + "\n")
+        except (OSError, CommandError) as exc:
+            log.warning("could not keep an unpacked copy of %s: %s", entry, exc)
+        finally:
+            if partial.exists():
+                remove_tree(partial)
+
+    def _drop_unpacked(self, entry: Path) -> None:
+        (entry / UNPACKED_DIGEST).unlink(missing_ok=True)
+        for leftover in [entry / UNPACKED, *entry.glob(f".{UNPACKED}.*.partial")]:
+            remove_tree(leftover)
 
     def _recorded_tree(self, name: str) -> tuple[Path, str] | None:
         """The entry's tarball and recorded digest, its size checked; a damaged entry is removed."""

@@ -108,12 +108,11 @@ class GuestRoot:
         return self.write_bytes(guest_path, text.encode(), mode)
 
     def append_text(self, guest_path: str, text: str) -> Path:
-        """Append to an existing file, following links only within the tree."""
+        """Append to an existing file, following links only within the tree. The result is a
+        new file: the old inode may be shared with the build cache (see cache.py)."""
         path = self.resolve(guest_path)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
-        with os.fdopen(fd, "a") as f:
-            f.write(text)
-        return path
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        return self.write_bytes(self.guest_path_of(path), path.read_bytes() + text.encode(), mode)
 
     def replace_text(self, guest_path: str, text: str) -> Path:
         """Rewrite an existing file in place, keeping its mode."""

@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from osbuilder import rootless
 from osbuilder.cache import BuildCache, inputs_key
-from osbuilder.fsutil import GuestRoot, remove_tree, sha256_file
+from osbuilder.fsutil import GuestRoot, clamp_mtimes, remove_tree, sha256_file
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs.backends import InstallRequest
 from osbuilder.rootfs.backends.base import content_digest, recipe_files
@@ -37,7 +38,10 @@ def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
     )
 
 
-def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path, runner: Runner) -> None:
+def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path, runner: Runner,
+              private_tree: bool = False) -> None:
+    """Fill `tree`. `private_tree`: the tree stays in osbuilder's staging and is removed after
+    packing, so it may share inodes with the cache's unpacked copy (see cache.py)."""
     if options.existing is not None:
         copy_existing(Path(options.existing), tree, runner)
         return
@@ -57,19 +61,38 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
     cache = BuildCache(options.cache_dir)
     inputs = bootstrap_inputs(request, recipe, backend.tool_version(runner))
     name = f"{request.distro}-{request.release}-{request.arch.name}-{inputs_key(inputs)}"
+    # Under fakeroot the owners live in fakeroot's records of this build's inodes: unpack.
+    linked = private_tree and not rootless.faked()
+
+    def clone(source: Path, into: Path) -> None:
+        runner.run(["cp", "--archive", "--link", "--no-target-directory", str(source), str(into)])
+
     # One build per entry at a time: a second build of the same tree waits, then reuses it.
     with cache.lock(name):
-        if cache.unpack_tree(name, lambda tarball: extract_tarball(tarball, tree, runner)):
-            log.info("using cached bootstrap %s", cache.bootstrap_path(name))
+        if linked and cache.clone_tree(name, tree, clone):
+            log.info("using cached bootstrap %s (linked)", cache.bootstrap_path(name))
             return
-        remove_tree(tree)  # whatever a damaged entry unpacked
-        tree.mkdir(parents=True, exist_ok=True)
-        downloads = cache.downloads(backend.name, request.distro, request.release, request.arch.name)
-        backend.install(request, tree, workdir, runner, downloads=downloads)
-        # The recipe's removals depend on nothing but the recipe (part of the key): applied
-        # before caching, a rebuild neither unpacks nor deletes them (a third of Debian's files).
-        remove_recipe_paths(GuestRoot(tree), recipe)
-        cache.store_tree(name, lambda tarball: create_tarball(tree, tarball, runner), inputs)
+        remove_tree(tree)  # whatever a changed copy cloned
+        unpacked = cache.unpack_tree(name, lambda tarball: extract_tarball(tarball, tree, runner))
+        if unpacked:
+            log.info("using cached bootstrap %s", cache.bootstrap_path(name))
+        else:
+            remove_tree(tree)  # whatever a damaged entry unpacked
+            tree.mkdir(parents=True, exist_ok=True)
+            downloads = cache.downloads(backend.name, request.distro, request.release, request.arch.name)
+            backend.install(request, tree, workdir, runner, downloads=downloads)
+            # The recipe's removals depend on nothing but the recipe (part of the key): applied
+            # before caching, a rebuild neither unpacks nor deletes them (a third of Debian's files).
+            remove_recipe_paths(GuestRoot(tree), recipe)
+            # Clamped before it is kept, the tree's files are never touched by the final clamp,
+            # which must not reach through a hard link into the cache's copy.
+            if options.source_date_epoch is not None:
+                clamp_mtimes(tree, options.source_date_epoch)
+            cache.store_tree(name, lambda tarball: create_tarball(tree, tarball, runner), inputs)
+        if linked:
+            if unpacked and options.source_date_epoch is not None:  # stored before trees were clamped
+                clamp_mtimes(tree, options.source_date_epoch)
+            cache.keep_unpacked(name, tree, clone)
 
 
 def remove_recipe_paths(guest: GuestRoot, recipe: Recipe) -> None:

@@ -84,7 +84,7 @@ def strip_agent(agent: AgentBinary, options: RootfsOptions, workdir: Path, runne
 
 
 def bootstrap_and_strip(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path, agent: AgentBinary,
-                        runner: Runner) -> AgentBinary:
+                        runner: Runner, private_tree: bool = False) -> AgentBinary:
     """Bootstrap the tree; returns the agent as it will be installed. Stripping reads the agent
     and writes only into the work directory, so it runs in a thread while the package manager
     does, instead of adding its time to every build."""
@@ -93,7 +93,7 @@ def bootstrap_and_strip(options: RootfsOptions, recipe: Recipe, tree: Path, work
         with step(f"Copying {options.existing}" if options.existing else
                   "Building from this host's system with dracut" if not options.installs_packages else
                   f"Bootstrapping {recipe.name} {options.release} for {options.arch}"):
-            bootstrap(options, recipe, tree, workdir, runner)
+            bootstrap(options, recipe, tree, workdir, runner, private_tree)
         return stripping.result()
 
 
@@ -105,10 +105,11 @@ class RootfsResult:
 
 
 def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe: Recipe, agent: AgentBinary,
-                      runner: Runner) -> RootfsResult:
+                      runner: Runner, private_tree: bool = False) -> RootfsResult:
     """Build a guest tree at `tree` (a fresh directory inside some staging area) with `agent`
-    (from resolve_agent: checked, not yet stripped)."""
-    agent = bootstrap_and_strip(options, recipe, tree, workdir, agent, runner)
+    (from resolve_agent: checked, not yet stripped). `private_tree`: the tree is only packed
+    and then removed, never handed over, so it may share inodes with the build cache."""
+    agent = bootstrap_and_strip(options, recipe, tree, workdir, agent, runner, private_tree)
     guest = GuestRoot(tree)
     # Provisioning removes /var/lib, and the package database with it: read it first.
     packages = recipe.backend.installed_packages(guest, runner)

@@ -9,6 +9,7 @@ repository the tests write (Alpine's mirror is out of reach)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from osbuilder.cache import metadata_digest
 from osbuilder.recipes import load_recipe
 from tests.conftest import run_cli
 from tests.local_repos import GpgKey, serve_directory
@@ -134,8 +136,9 @@ def test_debian_rebuild_reuses_the_tree_and_the_downloaded_packages(debian_repo,
     cache = tmp_path / "cache"
 
     def build(name: str, agent: list, epoch: str = "1700000000"):
-        result = run_cli("build", "--distro", "debian", "--init", "agent", *agent, "--mirror", url,
-                         "--keyring", keyring, "--cache-dir", cache, "--format", "initrd,image", "-o", tmp_path / name,
+        caching = agent if "--no-cache" in agent else [*agent, "--cache-dir", cache]
+        result = run_cli("build", "--distro", "debian", "--init", "agent", *caching, "--mirror", url,
+                         "--keyring", keyring, "--format", "initrd,image", "-o", tmp_path / name,
                          "--json", env={"SOURCE_DATE_EPOCH": epoch})
         assert result.returncode == 0, result.stderr
         return result
@@ -149,11 +152,31 @@ def test_debian_rebuild_reuses_the_tree_and_the_downloaded_packages(debian_repo,
     assert inputs["release"] == "bookworm" and inputs["tool"].startswith("mmdebstrap ")
     assert inputs["mirror"] == url and inputs["source_date_epoch"] == 1700000000
 
-    # Only the agent changes: the tree comes from the cache, the artifacts carry the new agent.
+    kept = cache / "bootstrap" / entry / "tree"
+    assert (kept.parent / "tree.metadata").read_text().strip() == metadata_digest(kept)
+
+    # Only the agent changes: the tree is a hard-linked clone of the cache's copy, the initrd
+    # reuses the compressed pieces that do not hold the agent, the artifacts carry the new agent.
     warm = build("warm", ["--probe-agent"])
-    assert CACHED in warm.stderr
+    assert f"{CACHED} {kept.parent} (linked)" in warm.stderr
+    reused, total = map(int, re.search(r"initrd: (\d+) of (\d+) compressed pieces reused", warm.stderr).groups())
+    assert total - 4 <= reused < total
     digests = [{a["format"]: a["sha256"] for a in json.loads(r.stdout)["artifacts"]} for r in (cold, warm)]
     assert digests[0]["initrd"] != digests[1]["initrd"]
+    # Provisioning and packing the clone left the cache's copy as it was kept.
+    assert (kept.parent / "tree.metadata").read_text().strip() == metadata_digest(kept)
+
+    # A copy changed behind the cache's back is noticed: the tarball is used, the copy kept
+    # again, and the artifacts are the same.
+    with open(next(kept.glob("etc/os-release")).resolve(), "a") as f:
+        f.write("CHANGED=1\n")
+    again = build("again", ["--probe-agent"])
+    assert "changed since it was kept" in again.stderr and f"{CACHED} {kept.parent}\n" in again.stderr
+    assert (kept.parent / "tree.metadata").read_text().strip() == metadata_digest(kept)
+    # ...and no cache at all gives the same bytes as the linked clone and the reused pieces.
+    fresh = build("fresh", ["--probe-agent", "--no-cache"])
+    for result in (again, fresh):
+        assert {a["format"]: a["sha256"] for a in json.loads(result.stdout)["artifacts"]} == digests[1]
 
     # An input of the key changes: a new entry, bootstrapped with the kept packages although
     # the mirror no longer has them (only its signed indices).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.cache import BuildCache
+from osbuilder.cache import BuildCache, metadata_digest
 from tests.conftest import run_cli
 from tests.http_server import AGENT_SHA, Handler
 
@@ -74,6 +74,9 @@ def assert_cache_intact(cache: Path) -> None:
     for entry in store.entries():
         if entry.kind == "bootstrap":
             assert store.lookup_tree(entry.name) is not None, f"{entry.name} is not whole"
+            recorded = entry.path / "tree.metadata"
+            if recorded.exists():  # its unpacked copy, as it was kept
+                assert recorded.read_text().strip() == metadata_digest(entry.path / "tree")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -7,12 +7,15 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from osbuilder.cache import BuildCache, default_cache_dir
+from osbuilder.cache import BuildCache, default_cache_dir, metadata_digest
 from tests.conftest import run_cli
 
 
@@ -248,3 +251,89 @@ def test_initrd_pieces_are_listed_as_one_entry_and_age_one_by_one(tmp_path):
     os.utime(fresh, (ten_days_ago, ten_days_ago))
     assert [e.kind for e in cache.clean(older_than_days=5)] == ["pieces"]
     assert cache.entries() == []
+
+
+def _cp_al(source: Path, into: Path) -> None:
+    subprocess.run(["cp", "--archive", "--link", "--no-target-directory", str(source), str(into)], check=True)
+
+
+def _small_tree(root: Path) -> Path:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text("ID=debian\n")
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/tool").write_bytes(b"\x7fELF")
+    os.chmod(root / "usr/bin/tool", 0o755)
+    os.symlink("usr/bin", root / "bin")
+    return root
+
+
+def _kept_entry(tmp_path: Path) -> tuple[BuildCache, Path]:
+    cache = BuildCache(tmp_path / "cache")
+    cache.store_tree("e", _tarball(tmp_path / "a.tar"), {})
+    cache.keep_unpacked("e", _small_tree(tmp_path / "staging" / "rootfs"), _cp_al)
+    return cache, cache.bootstrap_path("e")
+
+
+def test_a_kept_copy_is_cloned_with_hard_links(tmp_path):
+    cache, entry = _kept_entry(tmp_path)
+    assert (entry / "tree.metadata").read_text().strip() == metadata_digest(entry / "tree")
+    into = tmp_path / "build" / "rootfs"
+    into.parent.mkdir()
+    assert cache.clone_tree("e", into, _cp_al)
+    assert (into / "etc/os-release").read_text() == "ID=debian\n" and os.readlink(into / "bin") == "usr/bin"
+    assert (into / "usr/bin/tool").stat().st_ino == (entry / "tree/usr/bin/tool").stat().st_ino
+    assert (into / "usr/bin").stat().st_ino != (entry / "tree/usr/bin").stat().st_ino  # its own directories
+    assert [e.name for e in cache.entries()] == ["e"]  # the copy is part of the entry, not one of its own
+
+
+@pytest.mark.parametrize("change", ["content", "mode", "mtime", "removed", "added"])
+def test_a_changed_copy_is_dropped_and_not_cloned(tmp_path, change):
+    cache, entry = _kept_entry(tmp_path)
+    kept = entry / "tree"
+    if change == "content":
+        with open(kept / "etc/os-release", "a") as f:  # in place, as a careless writer would
+            f.write("VERSION=13\n")
+    elif change == "mode":
+        os.chmod(kept / "usr/bin/tool", 0o4755)
+    elif change == "mtime":
+        os.utime(kept / "usr/bin/tool", (0, 0))
+    elif change == "removed":
+        (kept / "etc/os-release").unlink()
+    else:
+        (kept / "etc/new").write_text("x")
+    into = tmp_path / "build" / "rootfs"
+    into.parent.mkdir()
+    assert not cache.clone_tree("e", into, _cp_al)
+    assert not kept.exists() and not (entry / "tree.metadata").exists()
+    assert (entry / "tree.tar").is_file()  # the tarball stays the entry's source of truth
+
+
+def test_no_clone_across_filesystems(tmp_path):
+    cache, entry = _kept_entry(tmp_path)
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        assert os.stat(elsewhere).st_dev != os.stat(entry).st_dev
+        assert not cache.clone_tree("e", elsewhere / "rootfs", _cp_al)
+        assert not (elsewhere / "rootfs").exists() and (entry / "tree").is_dir()
+        cache.keep_unpacked("e", _small_tree(elsewhere / "other"), _cp_al)  # refused: cannot link across
+    finally:
+        shutil.rmtree(elsewhere)
+
+
+def test_keeping_a_copy_replaces_leftovers_and_cleans_up_when_interrupted(tmp_path):
+    cache = BuildCache(tmp_path / "cache")
+    cache.store_tree("e", _tarball(tmp_path / "a.tar"), {})
+    entry = cache.bootstrap_path("e")
+    (entry / ".tree.999999999.partial").mkdir()  # a build killed while keeping its copy
+    (entry / "tree").mkdir()  # a copy whose digest was never written
+    tree = _small_tree(tmp_path / "staging" / "rootfs")
+
+    def interrupted(source: Path, into: Path) -> None:
+        _cp_al(source, into)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.keep_unpacked("e", tree, interrupted)
+    assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "tree.tar"]
+    cache.keep_unpacked("e", tree, _cp_al)
+    assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "tree", "tree.metadata", "tree.tar"]

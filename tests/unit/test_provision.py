@@ -1,5 +1,6 @@
 """The provisioning stage on a hand-made tree: fast, and able to plant hostile links."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -85,3 +86,42 @@ def test_validation_catches_an_unreachable_agent_service(tmp_path, host_files, h
     guest.remove("/etc/systemd/system/basic.target.wants/kata-containers.target")
     with pytest.raises(BuildError, match="not reachable from basic.target"):
         validate_tree(guest, "systemd", get_arch("x86_64"), agent)
+
+
+@pytest.mark.parametrize("init_mode", ["agent", "systemd"])
+def test_provisioning_a_hard_linked_clone_leaves_the_original_as_it_was(tmp_path, host_agent, init_mode):
+    """Builds provision a clone that shares its files' inodes with the cache's copy
+    (cache.py): every change must make a new file, never write through a shared inode."""
+    import subprocess
+
+    from osbuilder.cache import metadata_digest
+    from osbuilder.fsutil import clamp_mtimes
+
+    original = tmp_path / "cached"
+    fake_bootstrap(original, with_systemd=init_mode == "systemd")
+    (original / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (original / "etc/group").write_text("root:x:0:\n")
+    clamp_mtimes(original, 1700000000)  # as the cache keeps it
+    contents = {p: p.read_bytes() for p in original.rglob("*") if p.is_file() and not p.is_symlink()}
+    before = metadata_digest(original)
+    clone = tmp_path / "rootfs"
+    subprocess.run(["cp", "--archive", "--link", "--no-target-directory", str(original), str(clone)], check=True)
+    overlay = tmp_path / "overlay"
+    (overlay / "etc").mkdir(parents=True)
+    (overlay / "etc/passwd").write_text("root:x:0:0:overlay:/root:/bin/sh\n")
+    (overlay / "etc/chrony").mkdir()
+    (overlay / "etc/chrony/chrony.conf").write_text("server overlay\n")
+    config, recipe = make_rootfs_options({"distro": "debian", "init": init_mode, "agent": host_agent,
+                                          "output": tmp_path / "out", "arch": "x86_64", "overlay": overlay})
+    config = dataclasses.replace(config, source_date_epoch=1700000000)
+    agent = check_agent(host_agent, get_arch("x86_64"))
+    guest = GuestRoot(clone)
+    Provisioner(guest, config, recipe, agent, Templates()).run()
+    guest.append_text("/etc/group", "kata:x:1000:\n")
+    clamp_mtimes(clone, 1700000000)
+
+    assert (clone / "etc/chrony/chrony.conf").read_text() == "server overlay\n"
+    assert (clone / "etc/passwd").read_text() == "root:x:0:0:overlay:/root:/bin/sh\n"
+    assert (clone / "etc/group").read_text() == "root:x:0:\nkata:x:1000:\n"
+    assert metadata_digest(original) == before
+    assert {p: p.read_bytes() for p in contents} == contents
