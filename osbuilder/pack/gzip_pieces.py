@@ -32,6 +32,7 @@ log = logging.getLogger("osbuilder")
 
 PIECE_MAX = 4 << 20
 CUT_EVERY = 64  # entries per piece on average
+MAX_WORKERS = 8
 DIGEST = hashlib.sha256().digest_size
 # No file name, no timestamp, Unix; the extra-flags byte as gzip sets it for the level.
 _HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00%c\x03"
@@ -93,7 +94,9 @@ class PiecewiseGzipWriter:
         self.out = out
         self.level = level
         self.store = store
-        self.workers = workers or os.cpu_count() or 1
+        # Past a few threads the cpio writer feeding them is the bottleneck, and each thread
+        # holds up to two pieces in memory.
+        self.workers = workers or min(len(os.sched_getaffinity(0)), MAX_WORKERS)
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="deflate")
         self._pending: deque[Future[tuple[bytes, bool]]] = deque()
         self._piece = bytearray()
