@@ -6,8 +6,10 @@ it set, recorded by fakeroot instead of on disk, so the artifacts carry root's o
 /dev's nodes exactly as a root build's do. The package managers that must create a tree
 for real run with the user's own ids: mmdebstrap in its unshare mode (with the user's
 subordinate id ranges) handing over a tarball; dnf in a user namespace with the same ranges,
-its tree handed over as a tarball too; the apk installer's package scripts in a user
-namespace. A tree written to a directory as an ordinary user could not keep those
+its tree handed over as a tarball too; osbuilder's apk installer the same way (it and the
+packages' scripts run as root of that namespace, where they may delete or replace files:
+had fakeroot recorded those files, the deletions it never saw would leave stale records
+for a later file that reuses an inode number). A tree written to a directory as an ordinary user could not keep those
 owners after the run, so `osbuilder rootfs` needs root.
 """
 
@@ -55,6 +57,14 @@ def has_subordinate_ids() -> bool:
     except KeyError:
         pass
     return all(_listed(Path(path), names) for path in ("/etc/subuid", "/etc/subgid"))
+
+
+def require_subordinate_ids(what: str, why: str) -> None:
+    """Refuse, before any work, an unprivileged install that needs subordinate id ranges."""
+    if not privileged() and not has_subordinate_ids():
+        raise UserError(f"{what} as an ordinary user needs subordinate ids ({why})",
+                        "add ranges for this user to /etc/subuid and /etc/subgid (usermod --add-subuids "
+                        "100000-165535 --add-subgids 100000-165535 USER), or run as root")
 
 
 def real_uid() -> int:

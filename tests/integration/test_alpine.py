@@ -83,6 +83,8 @@ def test_alpine_agent_mode_initrd_installs_from_a_signed_repository_and_boots(ap
     assert "busybox-1.37.0-r19.Q1" in (tree / "lib/apk/db/scripts.tar").read_bytes().decode(errors="replace")
     # The post-install script ran inside the guest (through qemu-user for aarch64), with its version.
     assert (tree / "etc/busybox/post-install").read_text() == "installed 1.37.0-r19\n"
+    # bash's script replaced a file another package installed and removed one.
+    assert (tree / "etc/group").read_text() == "root:x:0:root\nbash:x:101:\n" and not (tree / "etc/motd").exists()
     assert (tree / "bin/sh").readlink() == Path("/bin/busybox")
     initrd = pack("initrd", tree, tmp_path / "initrd.img")
     result, report = boot(initrd, boot_cache, "--host-cgroup-driver", "systemd")

@@ -96,7 +96,7 @@ def apk_repo(tmp_path_factory, cache_dir):
 
 
 def test_an_unprivileged_alpine_build_gives_roots_bytes(builder_user, user_dir, apk_repo, tmp_path):
-    """The apk installer's package scripts run in a user namespace mapping the user to root."""
+    """The apk installer, scripts included, runs as root of a user namespace with the user's ranges."""
     url, key = apk_repo
     keyring = user_dir / "keys"
     keyring.mkdir()
@@ -110,6 +110,22 @@ def test_an_unprivileged_alpine_build_gives_roots_bytes(builder_user, user_dir, 
     root = run_cli(*build, "--no-cache", "-o", tmp_path / "root", env={"SOURCE_DATE_EPOCH": EPOCH})
     assert root.returncode == 0, root.stderr
     assert digests(user_dir / "out") == digests(tmp_path / "root")
+
+
+def test_an_unprivileged_alpine_refusal_is_the_same_one_line_error(builder_user, user_dir, apk_repo):
+    """The apk installer runs in a user namespace; what it refuses is still bad input."""
+    from tests.local_repos.apk import ApkKey
+
+    url, _ = apk_repo
+    stranger = ApkKey.create(user_dir / "stranger", "someone-else")
+    subprocess.run(["chmod", "-R", "a+rX", str(user_dir / "stranger")], check=True)
+    user = as_user(builder_user, "build", "--distro", "alpine", "--init", "agent", "--probe-agent", "--mirror", url,
+                   "--keyring", str(stranger.public), "--format", "initrd", "-o", str(user_dir / "refused"),
+                   env={"XDG_CACHE_HOME": str(user_dir / "cache")})
+    assert user.returncode == 2, user.stderr
+    errors = [line for line in user.stderr.splitlines() if line.startswith("osbuilder: error:")]
+    assert len(errors) == 1 and "is signed by key 'osbuilder-test.rsa.pub', which is not trusted" in errors[0]
+    assert not (user_dir / "refused").exists()
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +162,13 @@ def test_an_unprivileged_centos_build_gives_roots_bytes(builder_user, user_dir, 
                     str(user_dir / "cache")], check=True)
 
 
-def test_an_unprivileged_dnf_build_without_subordinate_ids_is_refused(rpm_mirror, tmp_path):
+@pytest.mark.parametrize("distro, refusal", [
+    ("centos", "installing centos with dnf as an ordinary user needs subordinate ids"),
+    ("alpine", "installing alpine as an ordinary user needs subordinate ids"),
+])
+def test_an_unprivileged_build_without_subordinate_ids_is_refused(request, tmp_path, distro, refusal):
     """A user useradd gave no ranges (--system): one line that names the fix, exit 2."""
-    url, key, _ = rpm_mirror
+    url, key = request.getfixturevalue("rpm_mirror")[:2] if distro == "centos" else request.getfixturevalue("apk_repo")
     user = "osbuilder-noids"
     try:
         pwd.getpwnam(user)
@@ -159,12 +179,12 @@ def test_an_unprivileged_dnf_build_without_subordinate_ids_is_refused(rpm_mirror
         shutil.copyfile(key, work / key.name)
         shutil.chown(work, user, user)
         os.chmod(work / key.name, 0o644)
-        result = as_user(user, "build", "--distro", "centos", "--init", "agent", "--probe-agent", "--mirror", url,
+        result = as_user(user, "build", "--distro", distro, "--init", "agent", "--probe-agent", "--mirror", url,
                          "--keyring", str(work / key.name), "--format", "initrd", "-o", str(work / "out"),
                          env={"XDG_CACHE_HOME": str(work / "cache")})
         assert result.returncode == 2, result.stderr
         last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("osbuilder: error: installing centos with dnf as an ordinary user needs subordinate ids")
+        assert last.startswith(f"osbuilder: error: {refusal}")
         assert "/etc/subuid" in last
         assert not (work / "out").exists()
     finally:

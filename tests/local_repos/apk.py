@@ -170,7 +170,8 @@ def alpine_packages(busybox: bytes, arch: str) -> list[ApkPackage]:
     shell = b"#!/bin/sh\nexit 0\n"
     return [
         ApkPackage("alpine-baselayout", "3.7.0-r0", dirs=baselayout_dirs,
-                   files={"/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", "/etc/group": b"root:x:0:root\n"}),
+                   files={"/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", "/etc/group": b"root:x:0:root\n",
+                          "/etc/motd": b"stand-in\n"}),
         ApkPackage("alpine-release", "3.22.2-r0", files={"/etc/alpine-release": b"3.22.2\n"}),
         ApkPackage("musl", "1.2.5-r10", files={f"/lib/ld-musl-{arch}.so.1": b"stand-in\n"},
                    provides=(f"{libc}=1",)),
@@ -183,7 +184,12 @@ def alpine_packages(busybox: bytes, arch: str) -> list[ApkPackage]:
                    depends=(libc,)),
         ApkPackage("alpine-base", "3.22.2-r0", depends=("alpine-baselayout", "alpine-release", "busybox", "musl>=1.2",
                                                         "apk-tools")),
-        ApkPackage("bash", "5.2.37-r0", files={"/bin/bash": shell}, depends=(libc, "/bin/sh")),
+        # What addgroup does (a new /etc/group renamed over the old), and a deletion: files
+        # an earlier package installed, replaced and removed by a script.
+        ApkPackage("bash", "5.2.37-r0", files={"/bin/bash": shell}, depends=(libc, "/bin/sh"),
+                   scripts={".post-install": b"#!/bin/sh\ncat /etc/group > /etc/group+\n"
+                                             b"echo bash:x:101: >> /etc/group+\nmv /etc/group+ /etc/group\n"
+                                             b"rm /etc/motd\n"}),
         ApkPackage("iptables", "1.8.11-r1", files={"/sbin/iptables": shell}, depends=(libc, "so:libxtables.so.12")),
         ApkPackage("libxtables", "1.8.11-r1", files={"/usr/lib/libxtables.so.12": b"stand-in\n"},
                    provides=("so:libxtables.so.12=12.0.0",)),

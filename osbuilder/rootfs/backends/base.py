@@ -12,11 +12,13 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from osbuilder.arch import Arch
 from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.fsutil import GuestRoot, remove_tree
+from osbuilder.rootfs.tarball import extract_tarball
+from osbuilder.rootless import in_user_namespace
 from osbuilder.runner import Runner
 
 
@@ -156,3 +158,27 @@ class Backend(ABC):
     def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
         """Every package the guest's own package database records as installed, sorted.
         Read after install and before provisioning, which removes the database."""
+
+
+def install_through_user_namespace(install: Callable[[Path], None], installroot: Path, root: Path, tarball: Path,
+                                   env: dict[str, str], runner: Runner) -> None:
+    """An unprivileged build's install: `install(installroot)` runs the package manager as
+    root of a user namespace with the user's subordinate ids (in_user_namespace, `env` with
+    the real ids), and the tree it wrote reaches `root` as a tarball, unpacked under fakeroot.
+
+    The install root is made, archived and deleted inside the namespace, never seen by
+    fakeroot: had fakeroot recorded a file there (its mkdir does), the deletion outside it
+    would leave the record behind, and a file that later reused the inode number would take
+    on the deleted one's type and owner."""
+    runner.run(in_user_namespace(["mkdir", str(installroot)]), env=env)
+    try:
+        install(installroot)
+        runner.run(in_user_namespace(["tar", "--create", "--file", str(tarball), "--directory", str(installroot),
+                                      "--numeric-owner", "--xattrs", "--xattrs-include=*", "."]), env=env)
+    finally:
+        # Only root of the same mapping may delete what the subordinate ids own.
+        runner.run(in_user_namespace(["rm", "-rf", "--one-file-system", str(installroot)]), env=env, check=False)
+    try:
+        extract_tarball(tarball, root, runner)
+    finally:
+        remove_tree(tarball)

@@ -19,10 +19,10 @@ from pathlib import Path, PurePosixPath
 
 from osbuilder.cache import downloads_lock
 from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot, remove_tree
-from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
-from osbuilder.rootfs.tarball import extract_tarball
-from osbuilder.rootless import has_subordinate_ids, in_user_namespace, privileged, real_ids_env
+from osbuilder.fsutil import GuestRoot
+from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
+                                            install_through_user_namespace, recipe_path)
+from osbuilder.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
 from osbuilder.runner import Runner
 from osbuilder.templates import Templates
 
@@ -54,11 +54,7 @@ class DnfBackend(Backend):
             raise UserError(f"the {request.distro} recipe names no package signing key",
                             "pass --keyring the distribution's RPM-GPG-KEY file")
         check_keyring(section.keyring, f"pass --keyring the {request.distro} RPM-GPG-KEY file")
-        if not privileged() and not has_subordinate_ids():
-            raise UserError(f"installing {request.distro} with dnf as an ordinary user needs subordinate ids "
-                            "(rpm sets the guest files' owners)",
-                            "add ranges for this user to /etc/subuid and /etc/subgid (usermod --add-subuids "
-                            "100000-165535 --add-subgids 100000-165535 USER), or run as root")
+        require_subordinate_ids(f"installing {request.distro} with dnf", "rpm sets the guest files' owners")
 
     def releasever(self, request: InstallRequest) -> str:
         pairs = dict(pair.partition("=")[::2] for pair in request.section.releasevers)
@@ -107,24 +103,11 @@ class DnfBackend(Backend):
 
     def _install_unprivileged(self, argv: list[str], installroot: Path, cachedir: Path, root: Path, workdir: Path,
                               env: dict[str, str], runner: Runner, hint: str) -> None:
-        tarball = workdir / "dnf-root.tar"
-        # Made and deleted inside the namespace, never seen by fakeroot: had fakeroot recorded
-        # the directory (its mkdir does), the deletion outside it would leave the record
-        # behind, and a file that later reuses the inode number would read as a directory.
-        runner.run(in_user_namespace(["mkdir", str(installroot)]), env=env)
-        try:
+        def install(into: Path) -> None:
             runner.run(in_user_namespace(argv), env=env, timeout=INSTALL_TIMEOUT_S, hint=hint)
-            self._remove_cache_trail(installroot, cachedir, runner)
-            runner.run(in_user_namespace(["tar", "--create", "--file", str(tarball), "--directory", str(installroot),
-                                          "--numeric-owner", "--xattrs", "--xattrs-include=*", "."]), env=env)
-        finally:
-            # Only root of the same mapping may delete what the subordinate ids own.
-            runner.run(in_user_namespace(["rm", "-rf", "--one-file-system", str(installroot)]), env=env,
-                       check=False)
-        try:
-            extract_tarball(tarball, root, runner)
-        finally:
-            remove_tree(tarball)
+            self._remove_cache_trail(into, cachedir, runner)
+
+        install_through_user_namespace(install, installroot, root, workdir / "dnf-root.tar", env, runner)
 
     def _remove_cache_trail(self, installroot: Path, cachedir: Path, runner: Runner) -> None:
         """dnf writes its record of expired repositories to the install root joined with

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
+import pickle
 import stat
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.errors import UserError
+from osbuilder.errors import CommandError, UserError
 from osbuilder.cache import keep_downloads
 from osbuilder.fetch import fetch
 from osbuilder.fsutil import GuestRoot, set_owner_and_time
@@ -28,9 +31,10 @@ from osbuilder.rootfs.backends.apk.index import IndexEntry, PkgInfo, parse_apkin
 from osbuilder.rootfs.backends.apk.resolve import Resolver
 from osbuilder.rootfs.backends.apk.segments import TrustedKeys, gzip_streams, tar_members
 from osbuilder.rootfs.backends.apk.version import Atom
-from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
+from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
+                                            install_through_user_namespace, recipe_path)
 from osbuilder.rootfs.extract import check_member, guest_name
-from osbuilder.rootless import privileged, real_ids_env
+from osbuilder.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
 from osbuilder.runner import Runner
 
 log = logging.getLogger("osbuilder")
@@ -39,6 +43,16 @@ CHECKSUM_HEADER = "APK-TOOLS.checksum.SHA1"
 SCRIPT_NAMES = (".pre-install", ".post-install")
 SCRIPT_PATH = "/lib/apk/exec"
 SCRIPT_TIMEOUT_S = 600
+INSTALL_TIMEOUT_S = 3600
+
+
+@dataclass(frozen=True)
+class InstallJob:
+    """What an unprivileged build hands the installer it runs in a user namespace."""
+
+    request: InstallRequest
+    downloads: Path | None
+    log_levels: dict[str, int]  # the build's, by logger name
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class ApkBackend(Backend):
         check_keyring(keyring, "pass --keyring an .rsa.pub key or a directory of them")
         if not TrustedKeys.load(Path(keyring)).keys:
             raise UserError(f"keyring '{keyring}' holds no .rsa.pub keys", "pass --keyring an .rsa.pub key")
+        require_subordinate_ids(f"installing {request.distro}", "the packages set their files' owners")
 
     @staticmethod
     def repositories(request: InstallRequest) -> list[str]:
@@ -81,6 +96,9 @@ class ApkBackend(Backend):
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
                 downloads: Path | None = None) -> None:
+        if not privileged():
+            self._install_unprivileged(request, root, workdir, runner, downloads)
+            return
         keys = TrustedKeys.load(Path(request.section.keyring))
         scratch = workdir / "apk"
         scratch.mkdir(parents=True, exist_ok=True)
@@ -97,6 +115,33 @@ class ApkBackend(Backend):
         used_keys = {name: path.read_bytes() for name, path in keys.keys.items()}
         write_database(guest, installed, [atom.name for atom in world], repositories, request.arch.apk, used_keys,
                        request.source_date_epoch or 0)
+
+    def _install_unprivileged(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
+                              downloads: Path | None) -> None:
+        """This installer, run by `python -m osbuilder.rootfs.backends.apk` as root of a user
+        namespace (install_through_user_namespace): there its scripts may delete and
+        replace files that fakeroot never recorded. A refusal it reports comes back as the
+        same one-line error."""
+        job, refusal = workdir / "apk-job.pickle", workdir / "apk-refusal.json"
+        levels = {name: logging.getLogger(name).getEffectiveLevel() for name in ("osbuilder", runner.log.name)}
+        job.write_bytes(pickle.dumps(InstallJob(request, downloads, levels)))
+        env = real_ids_env()
+
+        def install(into: Path) -> None:
+            argv = [sys.executable, "-m", "osbuilder.rootfs.backends.apk", str(job), str(into), str(workdir),
+                    str(refusal)]
+            try:
+                result = runner.run(in_user_namespace(argv), env=env, timeout=INSTALL_TIMEOUT_S,
+                                    hint="the apk installer failed in its user namespace")
+            except CommandError:
+                if refusal.exists():
+                    raise UserError(**json.loads(refusal.read_text())) from None
+                raise
+            if not runner.log.isEnabledFor(logging.DEBUG):  # else the runner showed it as it ran
+                for line in result.stderr_tail.splitlines():  # what it logged (the last lines), as if here
+                    log.info("%s", line.removeprefix("osbuilder: "))
+
+        install_through_user_namespace(install, workdir / "apk-root", root, workdir / "apk-root.tar", env, runner)
 
     def _index(self, repository: str, request: InstallRequest, keys: TrustedKeys, scratch: Path,
                runner: Runner) -> list[IndexEntry]:
@@ -214,13 +259,10 @@ class ApkBackend(Backend):
         entry = package.entry
         script = f"{SCRIPT_PATH}/{entry.name}-{entry.version}{kind}"
         guest.write_bytes(script, body, 0o755)
-        # Inside the guest: chroot as root; a user namespace that maps the caller to root otherwise.
-        enter = ["chroot", str(guest.root)] if privileged() else \
-            ["unshare", "--map-root-user", f"--root={guest.root}"]
         try:
-            # Unprivileged, unshare maps the real user (not fakeroot's root) to the script's root.
-            runner.run([*enter, script, entry.version], timeout=SCRIPT_TIMEOUT_S,
-                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **real_ids_env()},
+            # As root (an unprivileged build's is root of its user namespace: see install).
+            runner.run(["chroot", str(guest.root), script, entry.version], timeout=SCRIPT_TIMEOUT_S,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                        hint=f"{entry.name}'s {kind.lstrip('.')} script failed inside the guest")
         finally:
             guest.remove(script)
