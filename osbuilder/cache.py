@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from osbuilder.errors import CommandError, UserError
-from osbuilder.fsutil import remove_tree, sha256_file
+from osbuilder.fsutil import remove_tree, sha256_file, write_atomically
 from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.settings import as_path, setting
 
@@ -184,12 +184,6 @@ def metadata_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 class BuildCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -232,7 +226,10 @@ class BuildCache:
         if found is None:
             return None
         tree, digest = found
-        return self._used(name, tree) if self._intact(name, sha256_file(tree) == digest) else None
+        if not self._intact(name, sha256_file(tree) == digest):
+            return None
+        self._used(name)
+        return tree
 
     def unpack_tree(self, name: str, unpack: Callable[[Path], None]) -> bool:
         """`unpack(tarball)` of the cached tree, its digest checked while it runs (a thread reads
@@ -251,7 +248,7 @@ class BuildCache:
                 return self._intact(name, False)
             if not self._intact(name, hashing.result() == digest):
                 return False
-        self._used(name, tree)
+        self._used(name)
         return True
 
     def clone_tree(self, name: str, into: Path, clone: Callable[[Path, Path], None]) -> bool:
@@ -276,22 +273,24 @@ class BuildCache:
             log.warning("the unpacked copy in cache entry %s changed since it was kept; dropping it", entry)
             self._drop_unpacked(entry)
             return False
-        os.utime(entry / ENTRY)  # for `cache clean --older-than`
+        self._used(name)
         return True
 
     def keep_unpacked(self, name: str, tree: Path, clone: Callable[[Path, Path], None]) -> None:
         """Keep `clone(tree, ...)` in the entry as its unpacked copy (best effort: without
         one, builds unpack the tarball). Call with the entry's lock held."""
         entry = self.bootstrap_path(name)
-        if not entry.is_dir() or (entry / UNPACKED_DIGEST).is_file() or tree.stat().st_dev != entry.stat().st_dev:
+        if not entry.is_dir() or tree.stat().st_dev != entry.stat().st_dev:
             return
-        self._drop_unpacked(entry)  # a copy without its digest, or a dead build's leftovers
+        if (entry / UNPACKED_DIGEST).is_file() and (entry / UNPACKED).is_dir():
+            return
+        self._drop_unpacked(entry)  # half a copy (one without its digest, or the reverse), a dead build's leftovers
         partial = entry / f".{UNPACKED}.{os.getpid()}.partial"
         try:
             clone(tree, partial)
             digest = metadata_digest(partial)
             os.replace(partial, entry / UNPACKED)
-            _write_atomically(entry / UNPACKED_DIGEST, digest + "\n")
+            write_atomically(entry / UNPACKED_DIGEST, f"{digest}\n".encode())
         except (OSError, CommandError) as exc:
             log.warning("could not keep an unpacked copy of %s: %s", entry, exc)
         finally:
@@ -327,9 +326,8 @@ class BuildCache:
             shutil.rmtree(entry, ignore_errors=True)
         return matches
 
-    def _used(self, name: str, tree: Path) -> Path:
+    def _used(self, name: str) -> None:
         os.utime(self.bootstrap_path(name) / ENTRY)  # for `cache clean --older-than`
-        return tree
 
     def store_tree(self, name: str, write_tarball: Callable[[Path], None], inputs: dict[str, Any]) -> Path:
         """Store the entry `name`: `write_tarball(path)` writes the tree's tarball inside a

@@ -16,6 +16,7 @@ import posixpath
 import os
 import shutil
 import stat
+import threading
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
@@ -220,6 +221,18 @@ class GuestRoot:
             path.unlink()
         elif path.is_dir():
             remove_tree(path)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`path` holds `data` whole or not at all, for readers in other processes: written under
+    a temporary name (this process's and thread's) and renamed into place."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def set_owner_and_time(path: Path, uid: int, gid: int, mode: int, mtime: int, chown: bool) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from osbuilder.errors import UserError
+from osbuilder.fsutil import write_atomically
 from osbuilder.settings import read_toml, setting
 
 log = logging.getLogger("osbuilder")
@@ -269,7 +270,5 @@ def summary_table(runs: list[TargetRun], output: Path) -> str:
 def write_summary(runs: list[TargetRun], output: Path) -> dict[str, Any]:
     data = {"output": str(output), "targets": [r.as_json(output) for r in runs],
             "failed": sum(r.state != "ok" for r in runs)}
-    partial = output / f".{SUMMARY_NAME}.partial"
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, output / SUMMARY_NAME)
+    write_atomically(output / SUMMARY_NAME, (json.dumps(data, indent=2) + "\n").encode())
     return data

@@ -28,6 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from osbuilder.fsutil import write_atomically
+
 log = logging.getLogger("osbuilder")
 
 PIECE_MAX = 4 << 20
@@ -72,17 +74,11 @@ class PieceStore:
 
     def put(self, level: int, key: str, compressed: bytes) -> None:
         path = self._path(level, key)
-        temporary = path.with_name(f".{key}.{os.getpid()}.{id(compressed)}.partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as out:
-                out.write(compressed)
-                out.write(hashlib.sha256(compressed).digest())
-            os.replace(temporary, path)
+            write_atomically(path, compressed + hashlib.sha256(compressed).digest())
         except OSError as exc:
             log.debug("could not keep a compressed piece in %s: %s", self.root, exc)
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
 
 
 class PiecewiseGzipWriter:

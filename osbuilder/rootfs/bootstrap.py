@@ -84,14 +84,14 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
             # The recipe's removals depend on nothing but the recipe (part of the key): applied
             # before caching, a rebuild neither unpacks nor deletes them (a third of Debian's files).
             remove_recipe_paths(GuestRoot(tree), recipe)
-            # Clamped before it is kept, the tree's files are never touched by the final clamp,
-            # which must not reach through a hard link into the cache's copy.
-            if options.source_date_epoch is not None:
-                clamp_mtimes(tree, options.source_date_epoch)
+        # Clamped before it is stored and kept (entries stored by earlier versions were not),
+        # the tree's files are never touched by the final clamp, which must not reach through
+        # a hard link into the cache's copy.
+        if options.source_date_epoch is not None:
+            clamp_mtimes(tree, options.source_date_epoch)
+        if not unpacked:
             cache.store_tree(name, lambda tarball: create_tarball(tree, tarball, runner), inputs)
         if linked:
-            if unpacked and options.source_date_epoch is not None:  # stored before trees were clamped
-                clamp_mtimes(tree, options.source_date_epoch)
             cache.keep_unpacked(name, tree, clone)
 
 

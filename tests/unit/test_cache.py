@@ -337,3 +337,6 @@ def test_keeping_a_copy_replaces_leftovers_and_cleans_up_when_interrupted(tmp_pa
     assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "tree.tar"]
     cache.keep_unpacked("e", tree, _cp_al)
     assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "tree", "tree.metadata", "tree.tar"]
+    shutil.rmtree(entry / "tree")  # a digest without its copy is kept again, not trusted
+    cache.keep_unpacked("e", tree, _cp_al)
+    assert (entry / "tree.metadata").read_text().strip() == metadata_digest(entry / "tree")

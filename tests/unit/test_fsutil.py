@@ -123,3 +123,16 @@ def test_fill_holes_in_tree_writes_sparse_files_out_and_keeps_the_rest(tmp_path)
     assert sparse.stat().st_mtime == 1700000000
     assert (root / "plain").read_bytes() == b"x" * 5000
     assert outside.stat().st_blocks * 512 < 1 << 20  # untouched
+
+
+def test_write_atomically_replaces_whole_and_leaves_nothing_on_failure(tmp_path: Path):
+    from osbuilder.fsutil import write_atomically
+
+    target = tmp_path / "summary.json"
+    target.write_bytes(b"old")
+    write_atomically(target, b"new")
+    assert target.read_bytes() == b"new"
+    (tmp_path / "blocker").mkdir()  # a directory where the file should go: the rename fails
+    with pytest.raises(OSError):
+        write_atomically(tmp_path / "blocker", b"data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "summary.json"]
