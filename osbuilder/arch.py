@@ -105,6 +105,10 @@ def canonical_arch_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def arch_names() -> tuple[str, ...]:
+    return tuple(ARCHES)
+
+
 def get_arch(name: str) -> Arch:
     return lookup(ARCHES, canonical_arch_name(name), "arch")  # unknown names come back as given
 

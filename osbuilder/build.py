@@ -14,12 +14,13 @@ from osbuilder.pack.guest_tree import open_guest_tree
 from osbuilder.pack.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.pack.registry import PACKERS
 from osbuilder.recipes import Recipe
-from osbuilder.release import (ReleaseOptions, arrange_kata_layout, kata_names, write_release_tarballs,
+from osbuilder.read.kind import recognise_artifact
+from osbuilder.release import (ReleaseOptions, arrange_kata_layout, runtime_name, write_release_tarballs,
                                write_sha256sums)
 from osbuilder.rootfs.stage import build_rootfs_into, precheck_agent, resolve_agent
 from osbuilder.rootfs.summary import Summary
 from osbuilder.runner import Runner
-from osbuilder.runtime_fragment import FRAGMENT_NAME, FragmentOptions, SlotArtifact, choose, render_fragment
+from osbuilder.runtime_fragment import FRAGMENT_NAME, FragmentOptions, SlotArtifact, fragment_for
 from osbuilder.sbom import SbomInput, write_sbom
 from osbuilder.staging import Staging, check_output_dir
 from osbuilder.steps import step
@@ -36,23 +37,15 @@ class BuildResult:
 
 def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, directory: Path,
                            release: ReleaseOptions) -> Path | None:
-    """kata-runtime.toml for the artifact a runtime boots (the image, else the initrd), by the
-    name the runtime uses: the kata layout's link, else the file itself."""
-
-    def runtime_name(artifact: Artifact) -> str:
-        if release.layout != "kata":
-            return artifact.path.name
-        return kata_names(artifact.format, "", "", release.variant)[1] or artifact.path.name
-
-    candidates = [SlotArtifact(kind=a.format, file_name=runtime_name(a), fs=a.details.get("fs"),
-                               dax=bool(a.details.get("dax")),
-                               verity_params=(a.details.get("verity") or {}).get("kernel_params"))
-                  for a in artifacts]
-    chosen = choose(candidates)
-    if chosen is None:
+    """kata-runtime.toml for the artifact a runtime boots, by the name the runtime uses, made
+    from the artifacts as they read back (with their sidecars beside them), as `inspect
+    --runtime-config-fragment` would make it."""
+    candidates = [SlotArtifact(recognise_artifact(a.path), runtime_name(a, release)) for a in artifacts]
+    text = fragment_for(candidates, options, Templates())
+    if text is None:
         return None
     path = directory / FRAGMENT_NAME
-    path.write_text(render_fragment(chosen, options, Templates()))
+    path.write_text(text)
     return path
 
 

@@ -46,6 +46,7 @@ from osbuilder.errors import CommandError, UserError
 from osbuilder.fsutil import remove_tree, sha256_file, write_atomically
 from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.settings import as_path, setting
+from osbuilder.shared_settings import CacheDirSetting
 
 log = logging.getLogger("osbuilder")
 
@@ -72,13 +73,11 @@ def _days(text: str) -> float:
 
 
 @dataclass(frozen=True)
-class CacheOptions:
+class CacheOptions(CacheDirSetting):
     action: str = setting(help="list: show the entries; clean: remove them", positional=True,
                           metavar="|".join(CACHE_ACTIONS), required=True)
     older_than: float | None = setting(None, help="clean only entries unused for this many days", metavar="DAYS",
                                        parse=_days)
-    cache_dir: Path | None = setting(None, help="the cache directory (default: $XDG_CACHE_HOME/osbuilder)",
-                                     metavar="DIR", parse=as_path)
 
 
 def default_cache_dir() -> Path:
@@ -219,17 +218,6 @@ class BuildCache:
 
     def bootstrap_path(self, name: str) -> Path:
         return self.root / BOOTSTRAP / name
-
-    def lookup_tree(self, name: str) -> Path | None:
-        """The cached tree's tarball, verified against its digest; a damaged entry is removed."""
-        found = self._recorded_tree(name)
-        if found is None:
-            return None
-        tree, digest = found
-        if not self._intact(name, sha256_file(tree) == digest):
-            return None
-        self._used(name)
-        return tree
 
     def unpack_tree(self, name: str, unpack: Callable[[Path], None]) -> bool:
         """`unpack(tarball)` of the cached tree, its digest checked while it runs (a thread reads

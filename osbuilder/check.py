@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from osbuilder.arch import arch_of_kernel_config, kernel_arch
+from osbuilder.cgroups import SYSTEMD_DRIVER
 from osbuilder.errors import UserError
 from osbuilder.findings import Finding
 from osbuilder.hostconfig import HostDriver, HypervisorSection, kernel_config
 from osbuilder.initmode import INIT_MODES
 from osbuilder.inspect import Report, inspect_many
+from osbuilder.pack.registry import PACKERS, runtime_slot_keys
 from osbuilder.runner import Runner
 
-VERITY_FIELDS = ("root_hash", "salt", "data_blocks", "data_block_size", "hash_block_size")
-# Kata's slots and the artifact kind each takes.
-SLOT_KINDS = {"image": ("image",), "initrd": ("initrd",)}
 
 
 @dataclass
@@ -37,20 +36,10 @@ class CheckResult:
                 "checked": self.subjects, "findings": [f.as_json() for f in self.findings]}
 
 
-def _verity_params(text: str) -> dict[str, str]:
-    """key=value pairs of a kernel command line, split at spaces and commas."""
-    pairs = {}
-    for word in text.replace(",", " ").split():
-        key, sep, value = word.partition("=")
-        if sep:
-            pairs[key.rpartition(".")[2]] = value
-    return pairs
-
-
 def _host_findings(report: Report, host: HostDriver | None, subject: str) -> list[Finding]:
     shape = INIT_MODES.get(report.init_mode)
     found = []
-    if shape is None or host is None or host.value != "systemd" or shape.runs_systemd:
+    if shape is None or host is None or host.value != SYSTEMD_DRIVER or shape.runs_systemd:
         return found
     if shape.agent_is_init:
         found.append(Finding(
@@ -72,7 +61,9 @@ def _host_findings(report: Report, host: HostDriver | None, subject: str) -> lis
 def _image_findings(report: Report) -> list[Finding]:
     subject = str(report.artifact.path)
     found = []
-    if report.init_mode == "systemd" and not (report.tree.get("dbus_socket") and report.tree.get("dbus_wanted")):
+    mode = INIT_MODES.get(report.init_mode)
+    # The agent asks systemd for container cgroups over D-Bus when systemd runs it.
+    if mode is not None and mode.runs_systemd and not (report.tree.get("dbus_socket") and report.tree.get("dbus_wanted")):
         missing = "no D-Bus at all" if not report.tree.get("dbus_socket") else \
             "dbus.socket is not wanted by kata-containers.target"
         found.append(Finding("error", "systemd-without-dbus",
@@ -87,42 +78,22 @@ def _image_findings(report: Report) -> list[Finding]:
 
 
 def _slot_findings(report: Report, section: HypervisorSection) -> list[Finding]:
+    """The artifact against the section that names it: the slot its packer fills, and each
+    setting that packer says the slot must carry."""
     subject = f"hypervisor.{section.name}"
     artifact = report.artifact
     found = []
-    slot = section.slot
-    if slot is not None and artifact.kind not in SLOT_KINDS[slot]:
+    packer = PACKERS.get(artifact.kind)  # None: a rootfs directory
+    fills = packer.runtime_slot.key if packer and packer.runtime_slot else None
+    if section.slot is not None and fills != section.slot:
+        noun = packer.noun if packer else "a rootfs directory"
         found.append(Finding("error", "artifact-in-wrong-slot",
-                             f"'{artifact.path}' is {'a disk image' if artifact.kind == 'image' else 'an ' + artifact.kind}"
-                             f" but the runtime config names it as the {slot}",
-                             f"set {'image' if artifact.kind == 'image' else 'initrd'} = ... instead of {slot}",
-                             subject))
-    if artifact.kind == "image":
-        dax = bool((report.layout.get("dax") or {}).get("present"))
-        if dax and section.disable_image_nvdimm:
-            found.append(Finding("info", "dax-header-unused",
-                                 "the image has the NVDIMM/DAX header but disable_image_nvdimm = true plugs it as "
-                                 "virtio-blk, so DAX goes unused", "set disable_image_nvdimm = false to use DAX",
-                                 subject))
-        if not dax and not section.disable_image_nvdimm:
-            found.append(Finding("error", "dax-header-missing",
-                                 "the image has no NVDIMM/DAX header but disable_image_nvdimm = false plugs it as an "
-                                 "NVDIMM: the guest cannot find its root",
-                                 "set disable_image_nvdimm = true, or rebuild the image without --no-dax", subject))
-        fs = artifact.fs
-        if fs and section.rootfs_type != fs:
-            found.append(Finding("error", "rootfs-type-mismatch",
-                                 f"rootfs_type is {section.rootfs_type} but the image's filesystem is {fs}",
-                                 f'set rootfs_type = "{fs}"', subject))
-        sidecar = (report.layout.get("verity") or {}).get("root_hash_sidecar")
-        if artifact.verity:
-            expected = _verity_params(Path(sidecar).read_text()) if sidecar else {}
-            given = _verity_params(section.kernel_params)
-            if not expected or any(given.get(k) != expected.get(k) for k in VERITY_FIELDS):
-                found.append(Finding("error", "verity-params-missing",
-                                     "the image is a dm-verity root but kernel_params do not carry its root hash, "
-                                     "salt and block counts" + ("" if expected else " (and no root_hash.txt is beside it)"),
-                                     "add the line from root_hash.txt to kernel_params", subject))
+                             f"'{artifact.path}' is {noun} but the runtime config names it as the {section.slot}",
+                             f"set {fills} = ... instead of {section.slot}" if fills else
+                             f"a runtime boots none of these: name {' or '.join(runtime_slot_keys())}", subject))
+    for setting in packer.runtime_settings(artifact) if packer else []:
+        if not setting.satisfied_by(section.value(setting.key, setting.default)):
+            found.append(Finding(setting.severity, setting.code, setting.problem, setting.fix, subject))
     return found
 
 

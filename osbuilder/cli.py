@@ -18,10 +18,10 @@ from typing import Any, Callable, NoReturn, Sequence
 from osbuilder import __version__
 from osbuilder.boot.session import BootRequest
 from osbuilder.cache import CacheOptions
-from osbuilder.matrix import MatrixFile, MatrixOptions, MatrixPrint
+from osbuilder.matrix import DEFAULT_MATRIX_OUTPUT, MatrixFile, MatrixOptions, MatrixPrint
 from osbuilder.config import OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
-from osbuilder.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, Interrupted,
-                              OsbuilderError, UserError)
+from osbuilder.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, InternalError,
+                              Interrupted, OsbuilderError, UserError)
 from osbuilder.inspect_cli import CheckOptions, InspectOptions
 from osbuilder.pack.registry import PACKERS
 from osbuilder.rootfs.options import RecipeSource
@@ -192,10 +192,11 @@ def cmd_matrix(args: argparse.Namespace, runner: Runner) -> int:
     if args.config is None:
         raise UserError("--config is required", "pass --config FILE.toml with [[target]] tables")
     matrix = load_matrix(args.config)
+    output = options.output or DEFAULT_MATRIX_OUTPUT
     include = []
     for target in matrix.targets:
-        config, _ = make_config(matrix_target_values(matrix, target.name, {"output": options.output}))
-        command = ["osbuilder", *target_command(args.config, target.name, options.output)]
+        config, _ = make_config(matrix_target_values(matrix, target.name, {"output": output}))
+        command = ["osbuilder", *target_command(args.config, target.name, output)]
         include.append({"name": target.name, "distro": config.rootfs.distro, "release": config.rootfs.release,
                         "arch": config.rootfs.arch, "init": config.rootfs.init, "format": ",".join(config.formats),
                         "command": shlex.join(command)})
@@ -387,7 +388,7 @@ def _raise_interrupted(signum: int, frame: Any) -> NoReturn:
 def as_user_facing(exc: BaseException) -> OsbuilderError:
     """Errors that are not osbuilder's own, as one line that names the problem and the fix."""
     if isinstance(exc, OsbuilderError):
-        if isinstance(exc, CommandError) and "No space left on device" in exc.stderr_tail:
+        if isinstance(exc, CommandError) and exc.out_of_space:
             return BuildError(f"no space left on device while '{exc.argv[0]}' was writing",
                               "free some space, or write the output to another filesystem")
         return exc
@@ -400,8 +401,7 @@ def as_user_facing(exc: BaseException) -> OsbuilderError:
             return UserError(f"permission denied{':' + where if where else ''}",
                              "run as a user who can read the input and write the output")
         return BuildError(f"{exc.strerror or exc}{':' + where if where else ''}", "check the path and the disk")
-    return BuildError(f"internal error: {type(exc).__name__}: {exc}",
-                      "please report this with the command line (rerun with -v for the traceback)")
+    return InternalError(f"{type(exc).__name__}: {exc}")
 
 
 def needs_fakeroot(args: argparse.Namespace) -> bool:

@@ -6,41 +6,37 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from osbuilder.arch import canonical_arch_name, get_arch, host_arch
+from osbuilder.arch import get_arch, host_arch
 from osbuilder.cache import default_cache_dir
 from osbuilder.epoch import source_date_epoch_from_env
 from osbuilder.errors import UserError
-from osbuilder.initmode import INIT_MODES, LAUNCHER, get_init_mode
+from osbuilder.initmode import INIT_MODES, InitSetting, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.recipes import Recipe, load_recipe
 from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.rootfs.dracut import HostSystem
-from osbuilder.rootfs.options import DRACUT, RootfsOptions, arch_names
+from osbuilder.rootfs.options import DRACUT, RootfsOptions
 from osbuilder.release import ReleaseOptions
 from osbuilder.runtime_fragment import FragmentOptions
 from osbuilder.sbom import SbomOptions
 from osbuilder.settings import as_path, build_options, setting, to_json
+from osbuilder.shared_settings import ArchSetting, OutputSetting
 
 
 @dataclass(frozen=True)
-class OutputOptions:
-    output: Path = setting(help="where to write: a directory for rootfs and build, a file for a packer",
-                           flag="--output", short="-o", metavar="PATH", parse=as_path, required=True)
+class OutputOptions(OutputSetting):
+    required_settings: ClassVar[tuple[str, ...]] = ("output",)
     force: bool = setting(False, help="replace an existing output", boolean=True)
 
 
 @dataclass(frozen=True)
-class PackSource:
+class PackSource(InitSetting, ArchSetting):
     """What a packer of an existing tree is given."""
 
     rootfs: Path = setting(help="guest tree written by osbuilder rootfs", positional=True, metavar="ROOTFS",
                            parse=as_path, required=True)
-    init: str | None = setting(None, help="init mode to pack for (default: the one the tree's osbuilder.yaml "
-                               "records)", choices=lambda: INIT_MODES)
-    arch: str | None = setting(None, help="the tree's architecture (default: what its osbuilder.yaml records, "
-                               "else what /sbin/init is built for)", choices=arch_names, parse=canonical_arch_name)
 
 
 @dataclass(frozen=True)
@@ -101,11 +97,12 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
     if not sources:
         raise UserError("no agent given", "pass --agent FILE, or --probe-agent for a boot smoke test (or --agent "
                         "URL, or --agent-tarball)")
-    takes_launcher = get_init_mode(given.init).name == LAUNCHER
+    takes_launcher = get_init_mode(given.init).takes_launcher
     if takes_launcher and given.launcher is None:
-        raise UserError("init mode launcher needs the program that starts the agent", "pass --launcher FILE")
+        raise UserError(f"init mode {given.init} needs the program that starts the agent", "pass --launcher FILE")
     if given.launcher is not None and not takes_launcher:
-        raise UserError(f"--launcher applies to init mode launcher, not {given.init}", "drop --launcher")
+        modes = [name for name, mode in INIT_MODES.items() if mode.takes_launcher]
+        raise UserError(f"--launcher applies to init mode {' or '.join(modes)}, not {given.init}", "drop --launcher")
     if given.launcher is not None and not Path(given.launcher).is_file():
         raise UserError(f"launcher '{given.launcher}' does not exist", "pass --launcher an executable file")
     if given.agent_sha256 is not None and (given.probe_agent or given.agent_source):

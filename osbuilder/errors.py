@@ -39,6 +39,15 @@ class BuildError(OsbuilderError):
     """A build step failed for a reason other than the user's input. Exit code 1."""
 
 
+class InternalError(BuildError):
+    """osbuilder broke a promise of its own (not the user's input, not a failing tool):
+    exit code 1, "internal error", and a request to report it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"internal error: {message}",
+                         "please report this with the command line (rerun with -v for the traceback)")
+
+
 class CommandError(BuildError):
     """An external command failed; carries the command, its exit code and the stderr tail."""
 
@@ -48,6 +57,11 @@ class CommandError(BuildError):
         self.argv = argv
         self.returncode = returncode
         self.stderr_tail = stderr_tail
+
+    @property
+    def out_of_space(self) -> bool:
+        """The tool stopped because its output's filesystem is full (tools say so only in words)."""
+        return "No space left on device" in self.stderr_tail
 
     def details(self) -> str:
         lines = ["  command: " + " ".join(self.argv)]

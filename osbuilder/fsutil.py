@@ -92,9 +92,17 @@ class GuestRoot:
         return target
 
     def _clear(self, host_path: Path) -> None:
-        """Remove what stands at host_path (a link, file or empty dir) before writing."""
+        """Remove what stands at host_path (a link, a file or an empty directory) before
+        writing; a directory with something in it is never replaced by a file."""
         if host_path.is_symlink() or (host_path.exists() and not host_path.is_dir()):
             host_path.unlink()
+        elif host_path.is_dir():
+            try:
+                host_path.rmdir()
+            except OSError:
+                raise BuildError(f"cannot write the file {self.guest_path_of(host_path)}: a directory with files in "
+                                 "it is there", "remove the directory from the tree or the overlay that made it") \
+                    from None
 
     def write_bytes(self, guest_path: str, data: bytes, mode: int = 0o644) -> Path:
         path = self._parent_for_write(guest_path)
@@ -108,15 +116,11 @@ class GuestRoot:
     def write_text(self, guest_path: str, text: str, mode: int = 0o644) -> Path:
         return self.write_bytes(guest_path, text.encode(), mode)
 
-    def append_text(self, guest_path: str, text: str) -> Path:
-        """Append to an existing file, following links only within the tree. The result is a
-        new file: the old inode may be shared with the build cache (see cache.py)."""
-        path = self.resolve(guest_path)
-        mode = stat.S_IMODE(path.lstat().st_mode)
-        return self.write_bytes(self.guest_path_of(path), path.read_bytes() + text.encode(), mode)
-
     def replace_text(self, guest_path: str, text: str) -> Path:
-        """Rewrite an existing file in place, keeping its mode."""
+        """Give an existing file new content and keep its mode, following links only within
+        the tree. The content goes into a new file (a new inode) put where the old one was:
+        the old inode may be a hard link into the build cache's copy (see cache.py), which
+        must not change."""
         path = self.resolve(guest_path)
         mode = stat.S_IMODE(path.lstat().st_mode)
         return self.write_text(self.guest_path_of(path), text, mode)

@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
+from osbuilder.cgroups import CGROUPFS_DRIVER, HOST_CGROUP_DRIVERS, SYSTEMD_DRIVER
 from osbuilder.errors import UserError
+from osbuilder.pack.registry import runtime_slot_keys
 
 KATA_RUNTIME_TYPE = "io.containerd.kata.v2"
 # containerd 1.x and 2.x keep the CRI runtimes under different plugin names.
 CONTAINERD_CRI_PLUGINS = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")
-CGROUP_DRIVERS = ("systemd", "cgroupfs")
 
 
 def _read(path: Path, what: str) -> str:
@@ -52,23 +53,29 @@ def load_yaml(path: Path, what: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class HypervisorSection:
-    """One `[hypervisor.<name>]` table of Kata's configuration.toml, with Kata's defaults."""
+    """One `[hypervisor.<name>]` table of Kata's configuration.toml. Which keys name an
+    artifact, and which settings must match it, the packers say."""
 
     name: str
-    image: str | None
-    initrd: str | None
-    kernel: str | None
-    rootfs_type: str  # Kata's default: ext4
-    kernel_params: str
-    disable_image_nvdimm: bool  # Kata's default: false (the image is an NVDIMM)
+    table: dict[str, Any]
+
+    def value(self, key: str, default: Any = None) -> Any:
+        """A setting, or Kata's default when the table leaves it out (or empty)."""
+        found = self.table.get(key)
+        return default if found is None or found == "" else found
 
     @property
     def slot(self) -> str | None:
-        return "image" if self.image else "initrd" if self.initrd else None
+        """The first key that names an artifact (Kata prefers the image to the initrd)."""
+        return next((key for key in runtime_slot_keys() if self.table.get(key)), None)
 
     @property
     def artifact(self) -> str | None:
-        return self.image or self.initrd
+        return self.table[self.slot] if self.slot else None
+
+    @property
+    def kernel(self) -> str | None:
+        return self.value("kernel")
 
 
 def runtime_sections(path: Path) -> list[HypervisorSection]:
@@ -81,11 +88,7 @@ def runtime_sections(path: Path) -> list[HypervisorSection]:
     for name, table in hypervisors.items():
         if not isinstance(table, dict):
             continue
-        sections.append(HypervisorSection(
-            name=name, image=table.get("image") or None, initrd=table.get("initrd") or None,
-            kernel=table.get("kernel") or None, rootfs_type=str(table.get("rootfs_type") or "ext4"),
-            kernel_params=str(table.get("kernel_params") or ""),
-            disable_image_nvdimm=bool(table.get("disable_image_nvdimm", False))))
+        sections.append(HypervisorSection(name=name, table=table))
     return sections
 
 
@@ -111,7 +114,7 @@ def containerd_driver(path: Path) -> HostDriver | None:
         for handler, table in runtimes.items():
             if isinstance(table, dict) and table.get("runtime_type") == KATA_RUNTIME_TYPE:
                 systemd = _dig(table, "options", "SystemdCgroup")
-                return HostDriver("systemd" if systemd is True else "cgroupfs",
+                return HostDriver(SYSTEMD_DRIVER if systemd is True else CGROUPFS_DRIVER,
                                   f'{path}: [plugins."{plugin}".containerd.runtimes.{handler}.options] '
                                   f"SystemdCgroup = {str(bool(systemd)).lower()}")
     return None
@@ -121,7 +124,7 @@ def _driver_setting(path: Path, what: str, setting: str, value: Any, default: st
     """A driver named by one setting: unset means the manager's default."""
     if value is None:
         return HostDriver(default, f"{path}: {setting} unset ({what}'s default, {default})")
-    if value not in CGROUP_DRIVERS:
+    if value not in HOST_CGROUP_DRIVERS:
         raise UserError(f"{what} config {path}: {setting} '{value}' is neither systemd nor cgroupfs",
                         f"fix {setting}")
     return HostDriver(value, f"{path}: {setting} = {value}")
@@ -129,12 +132,12 @@ def _driver_setting(path: Path, what: str, setting: str, value: Any, default: st
 
 def crio_driver(path: Path) -> HostDriver | None:
     manager = _dig(load_toml(path, "CRI-O config"), "crio", "runtime", "cgroup_manager")
-    return _driver_setting(path, "CRI-O", "[crio.runtime] cgroup_manager", manager, "systemd")
+    return _driver_setting(path, "CRI-O", "[crio.runtime] cgroup_manager", manager, SYSTEMD_DRIVER)
 
 
 def kubelet_driver(path: Path) -> HostDriver | None:
     driver = load_yaml(path, "kubelet config").get("cgroupDriver")
-    return _driver_setting(path, "kubelet", "cgroupDriver", driver, "cgroupfs")
+    return _driver_setting(path, "kubelet", "cgroupDriver", driver, CGROUPFS_DRIVER)
 
 
 def host_cgroup_driver(flag: str | None, containerd: Path | None, crio: Path | None,

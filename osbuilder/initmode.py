@@ -1,8 +1,10 @@
 """Init modes as objects: how the agent starts, and everything that follows from it.
 
 Each mode owns what it installs and where, how a tree is checked against it, what an
-initrd's /init points at, the cgroup driver it implies (reference section 2) and the
-fields it records in osbuilder.yaml. Nothing else in osbuilder branches on a mode's name.
+initrd's /init points at, the cgroup driver it implies (reference section 2), the fields
+it records in osbuilder.yaml, how it is recognised in a tree that does not record it, and
+what the probe must report when it boots. Nothing else in osbuilder compares a mode's name
+(tests/unit/test_structure.py enforces it).
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ from pathlib import Path
 from typing import ClassVar
 
 from osbuilder.arch import Arch
+from osbuilder.cgroups import CGROUPFS_DRIVER, FOLLOWS_HOST
+from osbuilder.elf import parse_elf_header
 from osbuilder.errors import BuildError, UserError, lookup
 from osbuilder.fsutil import GuestRoot, sha256_file
 from osbuilder.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, GENERATOR_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES,
                                     SYSTEMD_BINARY, UNIT_DIR)
+from osbuilder.read.view import GuestView
 from osbuilder.rootfs.agent import AgentBinary, check_agent
 from osbuilder.rootfs.libraries import check_libraries
-from osbuilder.rootfs.probe import check_probe
+from osbuilder.rootfs.probe import check_probe, is_probe_script
 from osbuilder.rootfs.systemd_units import pulls_in, unit_exists
+from osbuilder.settings import setting
 from osbuilder.templates import Templates
 
-# The guest driver when the host's driver is unknown and the mode follows the host.
-FOLLOWS_HOST = "host"
+# What inspect reports when no mode recognises the tree.
+UNKNOWN_MODE = "unknown"
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,21 @@ class InitMode(ABC):
     initrd_init_target: ClassVar[str]  # what an initrd's /init links to
     # dracut modules that give a tree built from the host (--method dracut) what this mode runs.
     dracut_modules: ClassVar[tuple[str, ...]] = ("bash", "base")
+    takes_launcher: ClassVar[bool] = False  # installs --launcher as /sbin/init
+    # The order in which modes are asked to recognise a tree that records none: the lowest
+    # first, so a mode whose mark is specific goes before one that takes what is left.
+    recognition_rank: ClassVar[int] = 50
+
+    @abstractmethod
+    def observed_in(self, view: GuestView) -> str | None:
+        """Why a tree looks like this mode (what its /sbin/init is), or None when it does not."""
+
+    def probe_mismatch(self, probe: dict[str, object]) -> str | None:
+        """What the probe reported at boot that this mode rules out, or None."""
+        for key, expected in (("init_mode", self.agent_is_init), ("systemd", self.runs_systemd)):
+            if key in probe and probe[key] != expected:
+                return f"{key}={str(probe[key]).lower()}"
+        return None
 
     @property
     def cgroup_driver(self) -> str:
@@ -87,7 +108,7 @@ class InitMode(ABC):
         """The driver the agent uses for containers when the host asks for `host_driver`:
         as PID 1 it forces cgroupfs (there is no systemd to ask); otherwise it follows the host."""
         if self.agent_is_init:
-            return "cgroupfs"
+            return CGROUPFS_DRIVER
         return host_driver or FOLLOWS_HOST
 
     def summary_fields(self) -> dict[str, str]:
@@ -108,6 +129,14 @@ PID1_DEVICES = (("console", 5, 1, 0o600), ("tty", 5, 0, 0o666), ("ttyS0", 4, 64,
                 ("zero", 1, 5, 0o666))
 PID1_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                   ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
+
+def _is_systemd(view: GuestView) -> bool:
+    """The tree's /sbin/init is one of systemd's binaries."""
+    if view.stat(INIT_PATH) is None:
+        return False
+    target = view.resolve(INIT_PATH)
+    return any(view.stat(path) is not None and view.resolve(path) == target for path in SYSTEMD_BINARIES)
 
 
 def _install_pid1_devices(guest: GuestRoot) -> None:
@@ -146,6 +175,18 @@ class AgentInit(InitMode):
     runs_systemd = False
     agent_path = INIT_PATH
     initrd_init_target = INIT_PATH
+    recognition_rank = 10
+
+    def observed_in(self, view: GuestView) -> str | None:
+        data = view.read_file(INIT_PATH)
+        if data is None or _is_systemd(view):
+            return None
+        if is_probe_script(data):
+            return f"{INIT_PATH} is osbuilder's probe agent"
+        other = view.read_file(AGENT_PATH)
+        if parse_elf_header(data[:20]) is not None and (other is None or other == data):
+            return f"{INIT_PATH} is an ELF executable and the guest has no other agent"
+        return None
 
     def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
         guest.copy_file(agent.path, self.agent_path, 0o755)
@@ -168,11 +209,20 @@ class LauncherInit(InitMode):
     runs_systemd = False
     agent_path = AGENT_PATH
     initrd_init_target = INIT_PATH
+    takes_launcher = True
+    recognition_rank = 90  # whatever else starts an agent that is not PID 1, without systemd
     CGROUP_DRIVER = "cgroupfs-only"
 
     @property
     def cgroup_driver(self) -> str:
         return self.CGROUP_DRIVER
+
+    def observed_in(self, view: GuestView) -> str | None:
+        init = view.read_file(INIT_PATH)
+        agent = view.read_file(AGENT_PATH)
+        if init is None or agent is None or init == agent or _is_systemd(view):
+            return None
+        return f"{INIT_PATH} is neither the agent ({AGENT_PATH}) nor systemd"
 
     def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
         if inputs.launcher is None:
@@ -219,6 +269,10 @@ class SystemdInit(InitMode):
     agent_path = AGENT_PATH
     initrd_init_target = SYSTEMD_BINARY
     dracut_modules = ("bash", "base", "systemd", "dbus")
+    recognition_rank = 0
+
+    def observed_in(self, view: GuestView) -> str | None:
+        return f"{INIT_PATH} is systemd" if _is_systemd(view) else None
     # Units a sandbox guest never needs (reference section 3), by base name.
     TRIMMABLE_UNITS = (
         "systemd-coredump@", "systemd-journald", "systemd-journald-dev-log", "systemd-journal-flush",
@@ -275,13 +329,32 @@ class SystemdInit(InitMode):
 
 
 INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), SystemdInit(), LauncherInit())}
-LAUNCHER = LauncherInit.name
 
 
 def get_init_mode(name: str) -> InitMode:
     return lookup(INIT_MODES, name, "init mode")
 
 
-def cgroup_driver_for(init_mode: str) -> str:
-    """The driver an image of `init_mode` records (reference section 2)."""
-    return get_init_mode(init_mode).cgroup_driver
+def recognise_init_mode(view: GuestView) -> tuple[InitMode | None, str]:
+    """The mode a tree's /sbin/init shows, and why; (None, why) when no mode recognises it."""
+    if view.stat(INIT_PATH) is None:
+        return None, f"{INIT_PATH} is missing"
+    for mode in sorted(INIT_MODES.values(), key=lambda m: m.recognition_rank):
+        why = mode.observed_in(view)
+        if why is not None:
+            return mode, why
+    return None, f"{INIT_PATH} is neither an ELF executable nor systemd, nor what any init mode installs"
+
+
+def modes_starting_agent_as_init(agent_is_init: bool) -> list[InitMode]:
+    """The modes that agree with Kata's `agent-is-init-daemon` record, the most likely first."""
+    return sorted((m for m in INIT_MODES.values() if m.agent_is_init == agent_is_init),
+                  key=lambda m: m.recognition_rank)
+
+
+
+@dataclass(frozen=True)
+class InitSetting:
+    init: str | None = setting(None, help="how the agent starts (agent: it is PID 1; systemd: a systemd service; "
+                               "launcher: started by --launcher); packing a tree, by default the mode its "
+                               "osbuilder.yaml records", choices=lambda: INIT_MODES)

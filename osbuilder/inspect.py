@@ -6,7 +6,6 @@ as far as their bytes allow, and every inferred fact says so."""
 from __future__ import annotations
 
 import hashlib
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,15 @@ from osbuilder.arch import arch_of_elf, get_arch
 from osbuilder.elf import parse_elf_header
 from osbuilder.errors import UserError
 from osbuilder.findings import Finding
-from osbuilder.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES, UNIT_SEARCH_PATH
-from osbuilder.initmode import INIT_MODES, LAUNCHER
-from osbuilder.pack.artifact import ArtifactInfo
-from osbuilder.pack.disk import PFN_OFFSET, PFN_SIZE, fletcher64
-from osbuilder.pack.fs import get_filesystem
+from osbuilder.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, UNIT_SEARCH_PATH
+from osbuilder.initmode import INIT_MODES, UNKNOWN_MODE, modes_starting_agent_as_init, recognise_init_mode
+from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.image import ROOT_HASH_NAME
+from osbuilder.pack.registry import get_packer
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.read.summary import open_view, summary_of
 from osbuilder.read.view import GuestView
-from osbuilder.rootfs.probe import PROBE_MARKER
+from osbuilder.rootfs.probe import is_probe_script
 from osbuilder.rootfs.summary import installed_packages, recorded_agent
 from osbuilder.runner import Runner
 
@@ -73,28 +71,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _is_probe(data: bytes | None) -> bool:
-    return data is not None and data.startswith(f"#!{SHELL}".encode()) and PROBE_MARKER.encode() in data
-
-
-def _observed_init(view: GuestView) -> tuple[str, str]:
-    """What the tree's /sbin/init is: (init mode, why)."""
-    if view.stat(INIT_PATH) is None:
-        return "unknown", f"{INIT_PATH} is missing"
-    target = view.resolve(INIT_PATH)
-    if any(view.stat(path) is not None and view.resolve(path) == target for path in SYSTEMD_BINARIES):
-        return "systemd", f"{INIT_PATH} is systemd"
-    data = view.read_file(INIT_PATH) or b""
-    if _is_probe(data):
-        return "agent", f"{INIT_PATH} is osbuilder's probe agent"
-    agent = view.read_file(AGENT_PATH)
-    if agent is not None and _sha256(agent) != _sha256(data):
-        return LAUNCHER, f"{INIT_PATH} is neither the agent ({AGENT_PATH}) nor systemd"
-    if parse_elf_header(data[:20]) is not None:
-        return "agent", f"{INIT_PATH} is an ELF executable and the guest has no other agent"
-    return "unknown", f"{INIT_PATH} is neither an ELF executable nor systemd"
-
-
 def _wanted_by(view: GuestView, target: str, unit: str) -> bool:
     """`unit` is pulled in by `target` through a .wants/.requires link or its unit file."""
     for directory in UNIT_SEARCH_PATH:
@@ -114,33 +90,8 @@ def _wanted_by(view: GuestView, target: str, unit: str) -> bool:
 
 def _layout(artifact: ArtifactInfo, view: GuestView) -> dict[str, Any]:
     layout: dict[str, Any] = {"format": artifact.kind}
-    if artifact.codec is not None:
-        layout["compression"] = artifact.codec.name
-        layout["kernel_config"] = artifact.codec.kernel_config
-    if artifact.kind != "image":
-        if artifact.fs:
-            layout["filesystem"] = {"type": artifact.fs, "size": artifact.size}
-        return layout
-    layout["partition_table"] = [{"number": i + 1, "offset": start, "size": length}
-                                 for i, (start, length) in enumerate(artifact.partitions)]
-    with open(artifact.path, "rb") as f:
-        f.seek(PFN_OFFSET)
-        block = f.read(PFN_SIZE)
-    dax: dict[str, Any] = {"present": artifact.dax}
-    if artifact.dax:
-        recorded = struct.unpack_from("<Q", block, PFN_SIZE - 8)[0]
-        dax["checksum_ok"] = fletcher64(block[:-8] + bytes(8)) == recorded
-        dax["mode"] = struct.unpack_from("<I", block, 72)[0]
-        dax["align"] = struct.unpack_from("<I", block, 84)[0]
-        dax["valid"] = dax["checksum_ok"] and dax["mode"] == 1
-    layout["dax"] = dax
-    sidecar = artifact.path.with_name(ROOT_HASH_NAME)
-    layout["verity"] = {"hash_partition": artifact.verity,
-                        "root_hash_sidecar": str(sidecar) if artifact.verity and sidecar.is_file() else None}
-    length = artifact.partitions[0][1]
-    # A content-sized filesystem (erofs) is exactly as large as what it holds.
-    used = length if get_filesystem(artifact.fs or "").content_sized else view.used_bytes()
-    layout["filesystem"] = {"type": artifact.fs, "size": length, "used": used}
+    if artifact.kind != ROOTFS_KIND:
+        layout.update(get_packer(artifact.kind).layout_facts(artifact, view))
     return layout
 
 
@@ -157,31 +108,34 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
     recorded = recorded_agent(summary)
     ours = (summary or {}).get("osbuilder", {}) if isinstance((summary or {}).get("osbuilder"), dict) else {}
 
-    observed, why = _observed_init(view)
+    observed_mode, why = recognise_init_mode(view)
+    observed = observed_mode.name if observed_mode else UNKNOWN_MODE
     declared = recorded.get("init-mode")
+    legacy = recorded.get("agent-is-init-daemon")
     if declared in INIT_MODES:
         facts["init_mode"] = Fact(declared, "osbuilder.yaml")
         if observed != declared:
             report.findings.append(Finding(
                 "error", f"init-not-{declared}", f"osbuilder.yaml declares init mode '{declared}' but {why}: "
                 "the guest fails at boot", f"rebuild the image with --init {declared}"))
-    elif recorded.get("agent-is-init-daemon") in ("yes", "no"):
-        says_agent = recorded["agent-is-init-daemon"] == "yes"
-        value = "agent" if says_agent else (observed if observed in ("systemd", LAUNCHER) else "systemd")
-        facts["init_mode"] = Fact(value, f"agent-is-init-daemon: {recorded['agent-is-init-daemon']}, {why}", True)
-        if (observed == "agent") != says_agent and observed != "unknown":
+    elif legacy in ("yes", "no"):
+        # Kata's own osbuilder records only whether the agent is init.
+        agreeing = modes_starting_agent_as_init(legacy == "yes")
+        value = observed_mode if observed_mode in agreeing else agreeing[0]
+        facts["init_mode"] = Fact(value.name, f"agent-is-init-daemon: {legacy}, {why}", True)
+        if observed_mode is not None and observed_mode not in agreeing:
             report.findings.append(Finding(
-                "error", "init-not-agent" if says_agent else "init-not-systemd",
-                f"osbuilder.yaml says agent-is-init-daemon: {recorded['agent-is-init-daemon']} but {why}: "
+                "error", f"init-not-{agreeing[0].name}",
+                f"osbuilder.yaml says agent-is-init-daemon: {legacy} but {why}: "
                 "the guest fails at boot", "rebuild the image so that /sbin/init matches how the agent starts"))
     else:
         facts["init_mode"] = Fact(observed, why, True)
-    mode = report.init_mode
-    facts["cgroup_driver"] = Fact(INIT_MODES[mode].cgroup_driver if mode in INIT_MODES else "unknown",
+    mode = INIT_MODES.get(report.init_mode)
+    facts["cgroup_driver"] = Fact(mode.cgroup_driver if mode else UNKNOWN_MODE,
                                   "the agent's rule for this init mode (reference section 2)",
                                   facts["init_mode"].inferred)
 
-    agent_path = INIT_PATH if mode == "agent" else AGENT_PATH
+    agent_path = mode.agent_path if mode else AGENT_PATH
     agent_bytes = view.read_file(agent_path)
     header = parse_elf_header(agent_bytes[:20]) if agent_bytes else None
     recorded_arch = (summary or {}).get("architecture")
@@ -201,7 +155,7 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
                              "created": (summary or {}).get("rootfs-creation-time")} if summary else None,
                             "osbuilder.yaml" if summary else "no osbuilder.yaml", summary is None)
 
-    probe = recorded.get("probe") == "yes" or _is_probe(agent_bytes)
+    probe = recorded.get("probe") == "yes" or is_probe_script(agent_bytes)
     report.agent = {
         "path": agent_path, "present": agent_bytes is not None, "name": recorded.get("name"),
         "version": recorded.get("version"), "sha256": _sha256(agent_bytes) if agent_bytes is not None else None,
@@ -209,14 +163,14 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
     }
     if agent_bytes is not None and recorded.get("sha256"):
         report.agent["verified"] = report.agent["sha256"] == recorded["sha256"]
-        # In agent mode the agent is /sbin/init: a different binary there is "init is not the agent".
-        code = "init-not-agent" if mode == "agent" else "agent-digest-mismatch"
+        # Where the agent is /sbin/init, a different binary there is "init is not the agent".
+        code = f"init-not-{mode.name}" if mode and mode.agent_is_init else "agent-digest-mismatch"
         if not report.agent["verified"] and code not in {f.code for f in report.findings}:
             report.findings.append(Finding(
                 "error", code, f"{agent_path} is not the agent osbuilder.yaml records (sha256 "
                 f"{report.agent['sha256'][:12]}..., recorded {str(recorded['sha256'])[:12]}...)",
                 "rebuild the image, or find out who replaced the agent"))
-    elif agent_bytes is None and mode in INIT_MODES:
+    elif agent_bytes is None and mode is not None:
         report.findings.append(Finding("error", "agent-missing", f"there is no agent at {agent_path}",
                                        "rebuild the image with --agent"))
 

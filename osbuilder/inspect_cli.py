@@ -4,36 +4,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from osbuilder.findings import Finding
-from osbuilder.hostconfig import CGROUP_DRIVERS
 from osbuilder.inspect import Report
 from osbuilder.settings import as_path, setting
+from osbuilder.shared_settings import ArtifactSetting, HostCgroupDriverSetting
 
 MiB = 1 << 20
 
 
 @dataclass(frozen=True)
-class InspectOptions:
-    artifact: Path = setting(help="a rootfs directory, initrd, disk image, ISO, or a Kata release directory or "
-                             "tarball", positional=True, metavar="ARTIFACT", parse=as_path, required=True)
+class InspectOptions(ArtifactSetting):
+    required_settings: ClassVar[tuple[str, ...]] = ("artifact",)
     runtime_config_fragment: Path | None = setting(None, help="also write the kata-runtime.toml fragment that "
                                                    "matches the artifact to FILE", metavar="FILE", parse=as_path)
 
 
 @dataclass(frozen=True)
-class CheckOptions:
-    artifact: Path | None = setting(None, help="the artifact to check (default: every image or initrd the runtime "
-                                    "config names)", positional=True, metavar="ARTIFACT", parse=as_path)
+class CheckOptions(ArtifactSetting, HostCgroupDriverSetting):
+    """Without an ARTIFACT, check takes every artifact the runtime config names."""
+
     runtime_config: Path | None = setting(None, help="Kata's configuration.toml (or a drop-in)", metavar="FILE",
                                           parse=as_path)
     containerd_config: Path | None = setting(None, help="containerd's config.toml (1.x or 2.x layout)",
                                              metavar="FILE", parse=as_path)
     crio_config: Path | None = setting(None, help="CRI-O's crio.conf", metavar="FILE", parse=as_path)
     kubelet_config: Path | None = setting(None, help="the kubelet's config.yaml", metavar="FILE", parse=as_path)
-    host_cgroup_driver: str | None = setting(None, help="the host's cgroup driver (wins over the config files)",
-                                             choices=lambda: CGROUP_DRIVERS)
     kernel_config: Path | None = setting(None, help="the guest kernel's .config (initrd compression, architecture)",
                                          metavar="FILE", parse=as_path)
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, TextIO
 from osbuilder.errors import UserError
 from osbuilder.fsutil import write_atomically
 from osbuilder.settings import read_toml, setting
+from osbuilder.shared_settings import OutputSetting
 
 log = logging.getLogger("osbuilder")
 
@@ -55,14 +56,15 @@ class MatrixOptions:
                                  metavar="NAME")
 
 
+DEFAULT_MATRIX_OUTPUT = Path("out")  # the -o of the printed commands when none is given
+
+
 @dataclass(frozen=True)
-class MatrixPrint:
+class MatrixPrint(OutputSetting):
     """`osbuilder matrix`: the targets of a matrix file, as a list or a GitHub Actions matrix."""
 
     github: bool = setting(False, help="print the GitHub Actions strategy.matrix JSON (one entry per target, "
                            "with the exact osbuilder build command)", boolean=True)
-    output: Path = setting(Path("out"), help="the -o the printed commands use", flag="--output", short="-o",
-                           metavar="DIR", parse=Path)
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,37 @@ from pathlib import Path
 
 from osbuilder.errors import UserError
 from osbuilder.fsutil import sha256_file
+from osbuilder.pack.artifact import Artifact
 from osbuilder.pack.compress import get_codec
+from osbuilder.pack.registry import PACKERS, get_packer
+from osbuilder.read.kind import packed_artifact
 from osbuilder.rootfs.extract import check_member, guest_name
 from osbuilder.runner import Runner
 from osbuilder.settings import as_path, setting
 from osbuilder.tarballs import plain_tarball
 
-# The names the runtime's configuration points at (variants add a suffix).
-RELEASE_LINKS = ("kata-containers.img", "kata-containers-initrd.img")
-RELEASE_GLOB = "kata-containers*.img"
 MAX_DEPTH = 6  # opt/kata/share/kata-containers/ and a little more
+
+
+def release_links() -> tuple[str, ...]:
+    """The names the runtime's configuration points at, as the packers give them."""
+    return tuple(link for packer in PACKERS.values() if (link := packer.release.link_name(None)))
+
+
+def _link_globs() -> tuple[str, ...]:
+    """Every link name with any variant suffix."""
+    return tuple(packer.release.link.format(variant="*") for packer in PACKERS.values() if packer.release.link)
+
+
+def _is_link_name(name: str) -> bool:
+    return any(Path(name).match(glob) for glob in _link_globs())
+
+
+def _is_release_member(name: str) -> bool:
+    """A name a release gives: a link, a versioned artifact or a root hash."""
+    versioned = tuple(f"kata-*.{packer.release.suffix}" for packer in PACKERS.values())
+    return _is_link_name(name) or Path(name).name.startswith("root_hash") or \
+        any(Path(name).match(glob) for glob in versioned)
 
 
 def _is_rootfs(path: Path) -> bool:
@@ -34,8 +55,9 @@ def _is_rootfs(path: Path) -> bool:
 def _links_in(root: Path) -> list[Path]:
     found = []
     for depth in range(MAX_DEPTH + 1):
-        found += sorted(root.glob("/".join(["*"] * depth + [RELEASE_GLOB])))
-    return found
+        for glob in _link_globs():
+            found += root.glob("/".join(["*"] * depth + [glob]))
+    return sorted(set(found))
 
 
 def _inside(root: Path, link: Path) -> Path:
@@ -57,8 +79,10 @@ def _extract(tarball: Path, workdir: Path, runner: Runner) -> Path | None:
     if listing.returncode != 0 or not listing.stdout.strip():
         return None  # an ISO's zeroed system area reads as an empty tar: no members, no tarball
     names = {n for n in listing.stdout.splitlines() if Path(n).name.startswith(("kata-", "root_hash"))}
-    if not any(Path(n).match(RELEASE_GLOB) for n in names):
-        raise UserError(f"tarball '{tarball}' holds no {' or '.join(RELEASE_LINKS)}",
+    if not any(_is_link_name(n) for n in names):
+        if not any(_is_release_member(n) for n in names) and packed_artifact(tarball) is not None:
+            return None  # nothing of Kata's in it: a tar some packer writes, not a release
+        raise UserError(f"tarball '{tarball}' holds no {' or '.join(release_links())}",
                         "pass a Kata release tarball such as kata-static-rootfs-image.tar.zst")
     plain = plain_tarball(tarball, workdir, runner)
     root = Path(tempfile.mkdtemp(prefix="release-", dir=workdir))  # one per release checked
@@ -96,7 +120,7 @@ def release_artifacts(path: Path, workdir: Path, runner: Runner) -> list[Path] |
         root = extracted
     links = _links_in(root)
     if not links:
-        raise UserError(f"'{path}' is neither a rootfs nor a Kata release (no {' or '.join(RELEASE_LINKS)} in it)",
+        raise UserError(f"'{path}' is neither a rootfs nor a Kata release (no {' or '.join(release_links())} in it)",
                         "pass a rootfs directory, an artifact, or a Kata release directory or tarball")
     return [_inside(root, link) for link in links]
 
@@ -134,28 +158,29 @@ class ReleaseOptions:
 LAYOUTS = ("plain", "kata")
 TARBALL_CODECS = ("zstd", "xz")
 SHA256SUMS = "SHA256SUMS"
-# Each kind's versioned file name and its link (reference section 11); None: no link.
-KIND_NAMES = {"image": ("image", "kata-containers{variant}.img"),
-              "initrd": ("initrd", "kata-containers-initrd{variant}.img"),
-              "iso": ("iso", None)}
 
 
-def kata_names(kind: str, distro: str, release: str, variant: str | None) -> tuple[str, str | None]:
-    suffix, link = KIND_NAMES[kind]
-    tail = f"-{variant}" if variant else ""
-    return f"kata-{distro}-{release}{tail}.{suffix}", link.format(variant=tail) if link else None
+def runtime_name(artifact: Artifact, options: ReleaseOptions) -> str:
+    """The name a runtime's configuration uses for the artifact: its link in the kata layout,
+    else the file itself."""
+    if options.layout != "kata":
+        return artifact.path.name
+    return get_packer(artifact.format).release.link_name(options.variant) or artifact.path.name
 
 
-def arrange_kata_layout(directory: Path, artifacts: list, options: ReleaseOptions, distro: str,
-                        release: str) -> list:
-    """Move the artifacts into Kata's release tree inside `directory` and link them; a verity
-    image's root_hash.txt goes beside it. Returns the artifacts at their new paths."""
+def arrange_kata_layout(directory: Path, artifacts: list[Artifact], options: ReleaseOptions, distro: str,
+                        release: str) -> list[Artifact]:
+    """Move the artifacts into Kata's release tree inside `directory` and link them, each by
+    the names its packer gives; its sidecars go beside it. Returns the artifacts at their new
+    paths."""
     share = directory / options.share
     share.mkdir(parents=True, exist_ok=True)
     placed = []
     for artifact in artifacts:
-        name, link = kata_names(artifact.format, distro, release, options.variant)
+        names = get_packer(artifact.format).release
+        name = names.file_name(distro, release, options.variant)
         os.replace(artifact.path, share / name)
+        link = names.link_name(options.variant)
         if link:
             os.symlink(name, share / link)
         for sidecar in artifact.sidecars:
@@ -164,21 +189,22 @@ def arrange_kata_layout(directory: Path, artifacts: list, options: ReleaseOption
     return placed
 
 
-def write_release_tarballs(directory: Path, placed: list, options: ReleaseOptions, epoch: int,
+def write_release_tarballs(directory: Path, placed: list[Artifact], options: ReleaseOptions, epoch: int,
                            runner: Runner) -> list[Path]:
-    """kata-static-rootfs-<kind>[-variant].tar.<zst|xz>: each artifact's part of the tree, with
-    root owners, sorted, stamped with the epoch, so two builds give the same bytes."""
+    """kata-static-rootfs-<kind>[-variant].tar.<zst|xz>: each linked artifact's part of the
+    tree, with root owners, sorted, stamped with the epoch, so two builds give the same bytes."""
     codec = get_codec(options.tarball_compression)
     compressor = " ".join(codec.commands[0][1](codec.default_level))
     written = []
-    tail = f"-{options.variant}" if options.variant else ""
     for artifact in placed:
-        _, link = KIND_NAMES[artifact.format]
-        if link is None:
+        names = get_packer(artifact.format).release
+        stem = names.tarball_stem(options.variant)
+        link = names.link_name(options.variant)
+        if stem is None or link is None:
             continue
         share = artifact.path.parent
-        members = [artifact.path] + [share / link.format(variant=tail)] + [share / s for s in artifact.sidecars]
-        tarball = directory / f"kata-static-rootfs-{artifact.format}{tail}.tar.{codec.name.replace('zstd', 'zst')}"
+        members = [artifact.path, share / link] + [share / s for s in artifact.sidecars]
+        tarball = directory / f"{stem}.tar.{codec.name.replace('zstd', 'zst')}"
         runner.run(["tar", "--create", "--file", str(tarball), "--use-compress-program", compressor,
                     "--format=gnu", "--sort=name", "--numeric-owner", "--owner=0", "--group=0",
                     f"--mtime=@{epoch}", "--directory", str(directory),

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder import __version__
+from osbuilder.errors import UserError
+from osbuilder.pack.artifact import ArtifactInfo
+from osbuilder.pack.registry import PACKERS, get_packer
 from osbuilder.settings import as_path, setting
 from osbuilder.templates import Templates
 
 FRAGMENT_NAME = "kata-runtime.toml"
 KATA_INSTALL_PATH = Path("/opt/kata/share/kata-containers")
-# Kata's slots: the artifact kinds a hypervisor section can name, in order of preference.
-SLOTS = ("image", "initrd")
 
 
 @dataclass(frozen=True)
@@ -28,48 +29,41 @@ class FragmentOptions:
 
 @dataclass(frozen=True)
 class SlotArtifact:
-    """What the fragment needs to know of one artifact."""
+    """An artifact read back, and the name the runtime's configuration will give it."""
 
-    kind: str  # "image" or "initrd"
+    info: ArtifactInfo
     file_name: str
-    fs: str | None = None
-    dax: bool = False
-    verity_params: str | None = None  # root_hash.txt's line
 
 
 def choose(artifacts: list[SlotArtifact]) -> SlotArtifact | None:
-    """The artifact a runtime boots: the image when there is one (Kata's default), else the initrd."""
-    for slot in SLOTS:
-        for artifact in artifacts:
-            if artifact.kind == slot:
-                return artifact
-    return None
+    """The artifact a runtime boots: of those that fill a slot, the one whose packer's slot is
+    preferred (the image when there is one, Kata's default, else the initrd)."""
+    slotted = [a for a in artifacts if get_packer(a.info.kind).runtime_slot is not None]
+    return min(slotted, key=lambda a: get_packer(a.info.kind).runtime_slot.preference, default=None)
 
 
 def render_fragment(artifact: SlotArtifact, options: FragmentOptions, templates: Templates) -> str:
-    description = artifact.kind if artifact.kind != "image" else \
-        f"{artifact.fs} image, {'DAX' if artifact.dax else 'no DAX'}{', dm-verity' if artifact.verity_params else ''}"
+    packer = get_packer(artifact.info.kind)
+    assert packer.runtime_slot is not None
+    settings = [s for s in packer.runtime_settings(artifact.info) if s.value is not None]
     return templates.render("kata-runtime.toml.j2", osbuilder_version=__version__, file_name=artifact.file_name,
-                            description=description, hypervisor=options.hypervisor, slot=artifact.kind,
-                            path=str(Path(options.install_path) / artifact.file_name), fs=artifact.fs,
-                            dax=artifact.dax, kernel_params=artifact.verity_params)
+                            description=packer.describe_info(artifact.info), hypervisor=options.hypervisor,
+                            slot=packer.runtime_slot.key,
+                            path=str(Path(options.install_path) / artifact.file_name), settings=settings)
+
+
+def fragment_for(artifacts: list[SlotArtifact], options: FragmentOptions, templates: Templates) -> str | None:
+    """The fragment for the artifact a runtime boots, or None when none fills a slot."""
+    chosen = choose(artifacts)
+    return render_fragment(chosen, options, templates) if chosen is not None else None
 
 
 def fragment_for_report(reports: list, options: FragmentOptions, templates: Templates) -> str:
     """The fragment for inspected artifacts (inspect --runtime-config-fragment)."""
-    from osbuilder.errors import UserError
-
-    candidates = []
-    for report in reports:
-        artifact = report.artifact
-        if artifact.kind not in SLOTS:
-            continue
-        sidecar = (report.layout.get("verity") or {}).get("root_hash_sidecar")
-        candidates.append(SlotArtifact(kind=artifact.kind, file_name=artifact.path.name, fs=artifact.fs,
-                                       dax=artifact.dax,
-                                       verity_params=Path(sidecar).read_text().strip() if sidecar else None))
-    chosen = choose(candidates)
-    if chosen is None:
-        raise UserError("a runtime configuration boots an image or an initrd, and this is neither",
-                        "drop --runtime-config-fragment, or inspect an image or initrd")
-    return render_fragment(chosen, options, templates)
+    text = fragment_for([SlotArtifact(report.artifact, report.artifact.path.name) for report in reports],
+                        options, templates)
+    if text is None:
+        slots = sorted({p.runtime_slot.key for p in PACKERS.values() if p.runtime_slot})
+        raise UserError(f"a runtime configuration boots {' or '.join(slots)}, and this is none of them",
+                        f"drop --runtime-config-fragment, or inspect {' or '.join(slots)}")
+    return text

@@ -65,6 +65,11 @@ def settings_of(cls: type) -> list[tuple[dataclasses.Field[Any], Setting]]:
     return [(f, f.metadata["setting"]) for f in dataclasses.fields(cls) if "setting" in f.metadata]
 
 
+def is_required(cls: type, f: dataclasses.Field[Any], s: Setting) -> bool:
+    """Required by its declaration, or by the options class that takes a shared setting."""
+    return s.required or f.name in getattr(cls, "required_settings", ())
+
+
 def flag_of(f: dataclasses.Field[Any], s: Setting) -> str:
     return s.flag or "--" + f.name.replace("_", "-")
 
@@ -79,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type]) -> N
     the user typed overrides the config file."""
     for cls in classes:
         for f, s in settings_of(cls):
-            kwargs: dict[str, Any] = {"help": s.help + (" (required)" if s.required else ""), "default": None}
+            kwargs: dict[str, Any] = {"help": s.help + (" (required)" if is_required(cls, f, s) else ""),
+                                      "default": None}
             if s.positional:
                 parser.add_argument(f.name, metavar=s.metavar or f.name.upper(), type=s.parse or str, nargs="?",
                                     help=s.help)
@@ -181,7 +187,7 @@ def build_options(cls: type, values: dict[str, Any]) -> Any:
     """An options dataclass from settings given by name; missing ones take their defaults.
     Required settings must be present."""
     for f, s in settings_of(cls):
-        if s.required and values.get(f.name) is None:
+        if is_required(cls, f, s) and values.get(f.name) is None:
             what = f.name.upper() if s.positional else flag_of(f, s)
             raise UserError(f"{what} is required", f"pass {what}, or set '{key_of(f, s)}' in the --config file")
     known = {f.name for f in dataclasses.fields(cls)}

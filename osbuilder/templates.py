@@ -21,6 +21,14 @@ def _toml_str(value: Any) -> str:
     return json.dumps(str(value))
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return _toml_str(value)
+
+
 class Templates:
     def __init__(self, directory: Path | None = None) -> None:
         self.env = jinja2.Environment(
@@ -31,6 +39,7 @@ class Templates:
         )
         self.env.filters["yaml_str"] = _yaml_str
         self.env.filters["toml_str"] = _toml_str
+        self.env.filters["toml_value"] = _toml_value
 
     def render(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(**context)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.arch import Arch
-from osbuilder.errors import UserError
+from osbuilder.errors import InternalError, UserError
 from osbuilder.runner import Runner
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -76,7 +76,7 @@ class DebianArchive:
                    hint=f"check that {self.mirror} has {package} for {self.arch.debian}")
         debs = list(partial.glob("*.deb"))
         if len(debs) != 1:
-            raise UserError(f"apt-get download {package} gave {len(debs)} packages", "report this as a bug")
+            raise InternalError(f"apt-get download {package} gave {len(debs)} packages, not one")
         target = into / debs[0].name
         os.replace(debs[0], target)
         partial.rmdir()

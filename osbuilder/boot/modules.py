@@ -12,21 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from osbuilder.errors import UserError
-from osbuilder.pack.fs import FILESYSTEMS
 from osbuilder.runner import Runner
 
-# What each root device and filesystem needs on a stock distribution kernel, by module name.
-# Dependencies are not listed: they come from the index.
+# What each root device needs on a stock distribution kernel, by module name; what mounts
+# the root on it comes from the artifact's packer (Packer.boot_modules). Dependencies are
+# not listed: they come from the index.
 DEVICE_MODULES: dict[str, tuple[str, ...]] = {
     "virtio-blk": ("virtio_pci", "virtio_blk"),
     "virtio-blk-ccw": ("virtio_blk",),
     "nvdimm": ("nfit", "nd_pmem"),
 }
-FS_MODULES: dict[str, tuple[str, ...]] = {
-    **{fs.name: (fs.kernel_module,) for fs in FILESYSTEMS.values()},
-    "iso9660": ("isofs",),  # the ISO packer's
-}
-VERITY_MODULES = ("dm_verity",)
 
 
 def module_name(path: str) -> str:

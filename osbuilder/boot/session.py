@@ -13,9 +13,9 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from osbuilder.arch import Arch, canonical_arch_name, get_arch, host_arch, kernel_arch
+from osbuilder.arch import Arch, get_arch, host_arch, kernel_arch
 from osbuilder.boot.debian_archive import DebianArchive
 from osbuilder.boot.kernel import Kernel, is_deb, load_kernel
 from osbuilder.boot.machine import QemuPlan
@@ -24,14 +24,16 @@ from osbuilder.cache import default_cache_dir
 from osbuilder.errors import UserError
 from osbuilder.initmode import INIT_MODES
 from osbuilder.pack.fs import FILESYSTEMS
-from osbuilder.pack.artifact import ArtifactInfo
+from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
+from osbuilder.pack.base import BOOTS_AS_INITRD
+from osbuilder.pack.registry import get_packer
 from osbuilder.read.kind import recognise_artifact, verity_params_for
 from osbuilder.read.summary import read_artifact_summary
 from osbuilder.rootfs.probe import PROBE_ERROR_MARKER, PROBE_MARKER, PROBE_PATTERN, parse_probe_line
 from osbuilder.rootfs.summary import recorded_agent
-from osbuilder.rootfs.options import arch_names
 from osbuilder.runner import Runner
 from osbuilder.settings import as_path, setting
+from osbuilder.shared_settings import ArchSetting, ArtifactSetting, CacheDirSetting, HostCgroupDriverSetting
 from osbuilder.templates import Templates
 
 log = logging.getLogger("osbuilder")
@@ -43,7 +45,6 @@ DEBIAN_KERNEL = "debian"
 PANIC = re.compile(r"Kernel panic - not syncing[^\n]*")
 CONSOLE_TAIL_LINES = 40
 KVM_PROBE_SECONDS = 8.0
-HOST_CGROUP_DRIVERS = ("systemd", "cgroupfs")
 
 
 DEVICES = ("virtio-blk", "nvdimm")
@@ -51,17 +52,14 @@ ACCELS = ("auto", "kvm", "tcg")
 
 
 @dataclass(frozen=True)
-class BootRequest:
-    artifact: Path = setting(help="initrd, disk image or ISO to boot", positional=True, metavar="ARTIFACT",
-                             parse=as_path, required=True)
+class BootRequest(ArtifactSetting, ArchSetting, HostCgroupDriverSetting, CacheDirSetting):
+    required_settings: ClassVar[tuple[str, ...]] = ("artifact",)
     kernel: Path = setting(help="kernel file, a linux-image-*.deb (its kernel and modules), or 'debian': Debian's "
                            "current kernel package for the guest's arch, downloaded once into the cache",
                            metavar="VMLINUZ|DEB|debian", parse=as_path, required=True)
     modules: Path | None = setting(None, help="the kernel's lib/modules/<version> directory or linux-image-*.deb, "
                                    "for the boot shim that disk images need on stock kernels", metavar="DIR|DEB",
                                    parse=as_path)
-    arch: str | None = setting(None, help="guest architecture (default: the artifact's or the kernel's)",
-                               choices=arch_names, parse=canonical_arch_name)
     device: str | None = setting(None, help="how a disk image is attached (default: nvdimm with the DAX header, "
                                  "where the machine has NVDIMMs)", choices=lambda: DEVICES)
     append: str = setting("", help="more kernel parameters", metavar="ARGS")
@@ -73,11 +71,6 @@ class BootRequest:
     memory_mib: int = setting(1024, flag="--memory", help="guest RAM (default 1024)", metavar="MiB", parse=int)
     pvh: bool = setting(True, help="boot an x86_64 bzImage's vmlinux through PVH (--no-pvh: the bzImage as is)",
                         boolean=True)
-    host_cgroup_driver: str | None = setting(None, help="the host's cgroup driver to pretend (kernel parameter "
-                                             "osbuilder.host_cgroup_driver)", choices=lambda: HOST_CGROUP_DRIVERS)
-    cache_dir: Path | None = setting(None, help="keep downloaded and unpacked kernels and extracted vmlinux files "
-                                     "here (default with --kernel debian: ~/.cache/osbuilder)", metavar="DIR",
-                                     parse=as_path)
     console_log: Path | None = setting(None, help="write everything the console printed here", metavar="FILE",
                                        parse=as_path)
 
@@ -132,7 +125,7 @@ def _default_expect(summary: dict[str, Any] | None) -> str:
 
 
 def _choose_device(request: BootRequest, artifact: ArtifactInfo, arch: Arch) -> str | None:
-    if artifact.boots_as == "initrd":
+    if get_packer(artifact.kind).boots_as == BOOTS_AS_INITRD:
         if request.device:
             raise UserError("--device applies to disk images, not to an initrd", "drop --device")
         return None
@@ -163,14 +156,11 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
     if request.memory_mib < 128:
         raise UserError(f"--memory {request.memory_mib} MiB is too little to boot", "pass at least 128")
     artifact = recognise_artifact(request.artifact)
-    if artifact.kind == "rootfs":
+    if artifact.kind == ROOTFS_KIND:
         raise UserError(f"'{request.artifact}' is a directory; boot takes a packed artifact",
                         "pack it first with osbuilder initrd, image or iso")
     if request.timeout <= 0:
         raise UserError(f"--timeout must be positive (got {request.timeout})", "pass the seconds to wait, e.g. --timeout 120")
-    if request.host_cgroup_driver and request.host_cgroup_driver not in HOST_CGROUP_DRIVERS:
-        raise UserError(f"unknown host cgroup driver '{request.host_cgroup_driver}'",
-                        f"use {' or '.join(HOST_CGROUP_DRIVERS)}")
     if request.expect is not None:
         try:
             re.compile(request.expect)
@@ -192,7 +182,8 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
         machine = arch.qemu
         params = [f"console={machine.console}", "panic=-1", machine.kernel_params]
         plan_files: dict[str, Path] = {}
-        if artifact.boots_as == "initrd":
+        packer = get_packer(artifact.kind)
+        if packer.boots_as == BOOTS_AS_INITRD:
             plan_files["initrd"] = artifact.path
         else:
             if kernel.modules is None:
@@ -200,7 +191,8 @@ def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) ->
                                 "pass --modules /lib/modules/<version> or a linux-image-*.deb (or --kernel the .deb)")
             shim = work / "shim.img"
             build_shim(ShimRequest(arch, kernel.modules, "nvdimm" if device == "nvdimm" else machine.shim_device,
-                                   artifact.fs or "ext4", artifact.verity), shim, work, cache, templates, runner)
+                                   packer.boot_modules(artifact), artifact.verity), shim, work, cache, templates,
+                       runner)
             plan_files["initrd"] = shim
             plan_files["nvdimm" if device == "nvdimm" else "disk"] = artifact.path
             params += _root_params(artifact, device == "nvdimm", machine.disk_prefix)
@@ -261,10 +253,10 @@ def _watch(plan: QemuPlan, expect: str, timeout: float, summary: dict[str, Any] 
     if match and not (panic and panic.start() < match.start()):
         line = console[match.start():].split("\n", 1)[0]
         result.probe = parse_probe_line(line) if PROBE_MARKER in line else None
-        if result.probe and recorded_mode and result.probe.get("init_mode") != recorded_mode.agent_is_init:
+        mismatch = recorded_mode.probe_mismatch(result.probe) if result.probe and recorded_mode else None
+        if mismatch:
             result.outcome = "init-mode-mismatch"
-            result.reason = (f"the image records init mode '{recorded}' but the guest reports "
-                             f"init_mode={str(result.probe.get('init_mode')).lower()}")
+            result.reason = f"the image records init mode '{recorded}' but the guest reports {mismatch}"
             return result
         result.ok, result.outcome, result.reason = True, "matched", f"'{expect}' appeared"
         return result

@@ -18,7 +18,7 @@ import magic
 from osbuilder.arch import Arch, host_arch
 from osbuilder.boot.debian_archive import DebianArchive
 from osbuilder.boot.kernel import unpack_deb
-from osbuilder.boot.modules import DEVICE_MODULES, FS_MODULES, VERITY_MODULES, ModuleIndex
+from osbuilder.boot.modules import DEVICE_MODULES, ModuleIndex
 from osbuilder.errors import UserError
 from osbuilder.pack.compress import compressing, get_codec
 from osbuilder.pack.cpio import archive_tree
@@ -35,8 +35,8 @@ class ShimRequest:
     arch: Arch
     modules_dir: Path
     device: str  # a key of DEVICE_MODULES
-    fs: str  # a key of FS_MODULES
-    verity: bool
+    root_modules: tuple[str, ...]  # what mounts the root (the artifact's packer says)
+    verity: bool  # the shim sets up dm-verity, so it needs dmsetup
 
 
 def busybox_for(arch: Arch, cache: Path, runner: Runner) -> Path:
@@ -66,7 +66,7 @@ def build_shim(request: ShimRequest, output: Path, workdir: Path, cache: Path, t
                runner: Runner) -> list[str]:
     """Write the shim initrd (gzip, which every kernel unpacks) and return the modules it loads."""
     index = ModuleIndex.load(request.modules_dir, workdir, runner)
-    wanted = DEVICE_MODULES[request.device] + FS_MODULES[request.fs] + (VERITY_MODULES if request.verity else ())
+    wanted = DEVICE_MODULES[request.device] + request.root_modules
     modules = index.resolve(wanted)
     root = workdir / "shim"
     shutil.rmtree(root, ignore_errors=True)

@@ -11,12 +11,27 @@ from typing import Any
 from osbuilder.fsutil import sha256_file
 
 
+# ArtifactInfo.kind of a directory: a guest tree no packer wrote.
+ROOTFS_KIND = "rootfs"
+
+
+@dataclass(frozen=True)
+class PackDetails:
+    """What a packer records of an artifact it wrote, besides its path and size; each packer
+    extends it with the fields of its format."""
+
+    init_mode: str
+
+    def as_json(self) -> dict[str, object]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+
 @dataclass(frozen=True)
 class Artifact:
     path: Path
     format: str
     size: int
-    details: dict[str, object]
+    details: PackDetails
     # Filled in by digested(): hashing a 256 MiB image costs about 0.3 s here, which only
     # a manifest needs, so the packers themselves don't pay it.
     sha256: str = ""
@@ -29,13 +44,13 @@ class Artifact:
     def manifest_entry(self) -> dict[str, object]:
         assert self.sha256, "manifest entries are made from digested artifacts"
         return {"file": self.path.name, "format": self.format, "size": self.size, "sha256": self.sha256,
-                **self.details}
+                **self.details.as_json()}
 
     def as_json(self) -> dict[str, object]:
         data: dict[str, object] = {"path": str(self.path), "format": self.format, "size": self.size}
         if self.sha256:
             data["sha256"] = self.sha256
-        data.update(self.details)
+        data.update(self.details.as_json())
         if self.sidecars:
             data["sidecars"] = sorted(self.sidecars)
         return data
@@ -46,9 +61,8 @@ class ArtifactInfo:
     """An existing artifact, recognised from its bytes by the packer of its format."""
 
     path: Path
-    kind: str  # the packer's name, or "rootfs" for a directory
+    kind: str  # the packer's name, or ROOTFS_KIND for a directory
     size: int
-    boots_as: str = "disk"  # how qemu attaches it: "initrd" or "disk"
     fs: str | None = None
     root_partition: int | None = None  # 1-based; None: the whole device is the root
     partitions: tuple[tuple[int, int], ...] = ()  # (offset, length) in bytes, MBR #1's entries

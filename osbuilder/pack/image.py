@@ -11,23 +11,24 @@ import struct
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from osbuilder.errors import UserError
 from osbuilder.fsutil import data_regions
-from osbuilder.pack.artifact import Artifact, ArtifactInfo
-from osbuilder.pack.base import Packer, PackContext
-from osbuilder.pack.disk import PFN_OFFSET, PFN_SIGNATURE, SECTOR, MiB, Layout, plan_layout, round_up
+from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
+from osbuilder.pack.base import BOOTS_AS_DISK, Packer, PackContext, ReleaseNames, RuntimeSetting, RuntimeSlot
+from osbuilder.pack.disk import PFN_OFFSET, PFN_SIGNATURE, PFN_SIZE, SECTOR, MiB, Layout, fletcher64, plan_layout, round_up
 from osbuilder.pack.fs import FILESYSTEMS, FsRequest, FsSource, get_filesystem
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.pack.sizing import measure_tree
-from osbuilder.pack.verity import VerityTree, format_verity
+from osbuilder.pack.verity import VERITY_FIELDS, VerityTree, format_verity, parse_verity_params
 from osbuilder.read.view import GuestView
 from osbuilder.runner import Runner
 from osbuilder.settings import setting
 
 # Kata's name for the kernel parameters of a measured rootfs, beside the image.
 ROOT_HASH_NAME = "root_hash.txt"
+VERITY_MODULES = ("dm_verity",)
 DAX_ALIGN_MIB = 128  # the NVDIMM mapping is hot-plugged in 128 MiB memory sections
 PLAIN_ALIGN_MIB = 1
 
@@ -79,12 +80,46 @@ def _copy_sparse(source: Path, dest_fd: int, offset: int) -> None:
                 remaining -= len(chunk)
 
 
+@dataclass(frozen=True)
+class ImageDetails(PackDetails):
+    fs: str
+    dax: bool
+    fs_uuid: str
+    partition_offset: int
+    alignment: int
+    verity: VerityTree | None = None
+
+    def as_json(self) -> dict[str, object]:
+        data = super().as_json()
+        if self.verity is not None:
+            data["verity"] = self.verity.as_json()
+        return data
+
+
+def verity_params_beside(artifact: ArtifactInfo) -> str | None:
+    """The one-line verity parameters osbuilder wrote beside the image, when they are there."""
+    candidate = artifact.path.with_name(ROOT_HASH_NAME)
+    if candidate.is_file():
+        line = candidate.read_text().strip()
+        if line.startswith("root_hash="):
+            return line
+    return None
+
+
+def _carries_verity(expected: str) -> Any:
+    wanted = parse_verity_params(expected)
+    return lambda given: all(parse_verity_params(str(given or "")).get(k) == wanted.get(k) for k in VERITY_FIELDS)
+
+
 class ImagePacker(Packer):
     name = "image"
     help = "pack a rootfs into a disk image (ext4, xfs or erofs, with the NVDIMM/DAX header)"
     default_file_name = "kata-containers.img"
     noun = "a disk image"
     Options = ImageOptions
+    release = ReleaseNames(suffix="image", link="kata-containers{variant}.img", tarball="image")
+    runtime_slot = RuntimeSlot(key="image", preference=0)
+    boots_as = BOOTS_AS_DISK
 
     def validate(self, options: ImageOptions) -> None:
         options.validate()
@@ -93,7 +128,67 @@ class ImagePacker(Packer):
         return pack_image(tree, out, options, context.workdir, context.runner)
 
     def describe(self, artifact: Artifact) -> str:
-        return f"{artifact.details['fs']}, {'DAX' if artifact.details['dax'] else 'no DAX'}"
+        details = artifact.details
+        assert isinstance(details, ImageDetails)
+        return f"{details.fs}, {'DAX' if details.dax else 'no DAX'}"
+
+    def describe_info(self, artifact: ArtifactInfo) -> str:
+        return f"{artifact.fs} image, {'DAX' if artifact.dax else 'no DAX'}{', dm-verity' if artifact.verity else ''}"
+
+    def runtime_settings(self, artifact: ArtifactInfo) -> list[RuntimeSetting]:
+        settings = [
+            RuntimeSetting("rootfs_type", artifact.fs, "ext4", "The image's filesystem.", "rootfs-type-mismatch",
+                           "error", f"rootfs_type is not the image's filesystem, {artifact.fs}",
+                           f'set rootfs_type = "{artifact.fs}"'),
+            RuntimeSetting("disable_image_nvdimm", not artifact.dax, False,
+                           "The image has the NVDIMM/DAX header: plug it as an NVDIMM." if artifact.dax else
+                           "No DAX header: plug it as virtio-blk.",
+                           "dax-header-unused" if artifact.dax else "dax-header-missing",
+                           "info" if artifact.dax else "error",
+                           "the image has the NVDIMM/DAX header but disable_image_nvdimm = true plugs it as "
+                           "virtio-blk, so DAX goes unused" if artifact.dax else
+                           "the image has no NVDIMM/DAX header but disable_image_nvdimm = false plugs it as an "
+                           "NVDIMM: the guest cannot find its root",
+                           "set disable_image_nvdimm = false to use DAX" if artifact.dax else
+                           "set disable_image_nvdimm = true, or rebuild the image without --no-dax"),
+        ]
+        if artifact.verity:
+            params = verity_params_beside(artifact)
+            settings.append(RuntimeSetting(
+                "kernel_params", params, "",
+                f"The measured rootfs: its dm-verity root hash, salt and block counts ({ROOT_HASH_NAME}).",
+                "verity-params-missing", "error",
+                "the image is a dm-verity root but kernel_params do not carry its root hash, salt and block counts"
+                + ("" if params else f" (and no {ROOT_HASH_NAME} is beside it)"),
+                f"add the line from {ROOT_HASH_NAME} to kernel_params",
+                accepts=_carries_verity(params) if params else None))
+        return settings
+
+    def boot_modules(self, artifact: ArtifactInfo) -> tuple[str, ...]:
+        return (get_filesystem(artifact.fs or "").kernel_module,) + (VERITY_MODULES if artifact.verity else ())
+
+    def layout_facts(self, artifact: ArtifactInfo, view: GuestView) -> dict[str, Any]:
+        layout: dict[str, Any] = {"partition_table": [{"number": i + 1, "offset": start, "size": length}
+                                                      for i, (start, length) in enumerate(artifact.partitions)]}
+        with open(artifact.path, "rb") as f:
+            f.seek(PFN_OFFSET)
+            block = f.read(PFN_SIZE)
+        dax: dict[str, Any] = {"present": artifact.dax}
+        if artifact.dax:
+            recorded = struct.unpack_from("<Q", block, PFN_SIZE - 8)[0]
+            dax["checksum_ok"] = fletcher64(block[:-8] + bytes(8)) == recorded
+            dax["mode"] = struct.unpack_from("<I", block, 72)[0]
+            dax["align"] = struct.unpack_from("<I", block, 84)[0]
+            dax["valid"] = dax["checksum_ok"] and dax["mode"] == 1
+        layout["dax"] = dax
+        sidecar = artifact.path.with_name(ROOT_HASH_NAME)
+        layout["verity"] = {"hash_partition": artifact.verity,
+                            "root_hash_sidecar": str(sidecar) if artifact.verity and sidecar.is_file() else None}
+        length = artifact.partitions[0][1]
+        # A content-sized filesystem (erofs) is exactly as large as what it holds.
+        used = length if get_filesystem(artifact.fs or "").content_sized else view.used_bytes()
+        layout["filesystem"] = {"type": artifact.fs, "size": length, "used": used}
+        return layout
 
     def recognise(self, path: Path, f: BinaryIO, size: int) -> ArtifactInfo | None:
         head = f.read(PFN_OFFSET + len(PFN_SIGNATURE))
@@ -113,7 +208,7 @@ class ImagePacker(Packer):
         if fs is None:
             raise UserError(f"disk image '{path}': partition 1 holds no {', '.join(FILESYSTEMS)} file system",
                             "rebuild it with osbuilder image")
-        return ArtifactInfo(path, self.name, size, boots_as="disk", fs=fs, root_partition=1, partitions=partitions,
+        return ArtifactInfo(path, self.name, size, fs=fs, root_partition=1, partitions=partitions,
                             dax=head[PFN_OFFSET:].startswith(PFN_SIGNATURE))
 
     def open_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
@@ -134,7 +229,7 @@ def _partitions(head: bytes) -> tuple[tuple[int, int], ...]:
 
 
 def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Path, runner: Runner) -> Artifact:
-    options.validate()
+    """The image, for options the packer's validate() accepted (build and `image` call it first)."""
     filesystem = get_filesystem(options.fs)
     stats = measure_tree(tree.root, options.block_size)
     fs_image = workdir / f"rootfs.{filesystem.name}"
@@ -178,14 +273,12 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
         _assemble(output, layout, signature, contents)
     for path in contents:
         path.unlink()
-    details: dict[str, object] = {"fs": filesystem.name, "dax": options.dax, "fs_uuid": fs_uuid,
-                                  "partition_offset": layout.first_partition_offset,
-                                  "alignment": options.alignment, "init_mode": tree.init_mode}
-    sidecars = {}
-    if verity is not None:
-        details["verity"] = verity.as_json()
-        sidecars[ROOT_HASH_NAME] = verity.kernel_params() + "\n"
-    return Artifact(path=output, format="image", size=output.stat().st_size, details=details, sidecars=sidecars)
+    details = ImageDetails(init_mode=tree.init_mode, fs=filesystem.name, dax=options.dax, fs_uuid=fs_uuid,
+                           partition_offset=layout.first_partition_offset, alignment=options.alignment,
+                           verity=verity)
+    sidecars = {ROOT_HASH_NAME: verity.kernel_params() + "\n"} if verity is not None else {}
+    return Artifact(path=output, format=ImagePacker.name, size=output.stat().st_size, details=details,
+                    sidecars=sidecars)
 
 
 def _assemble(output: Path, layout: Layout, signature: int, contents: list[Path]) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from osbuilder.pack.artifact import Artifact, ArtifactInfo
-from osbuilder.pack.base import Packer, PackContext
+from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
+from osbuilder.pack.base import BOOTS_AS_INITRD, Packer, PackContext, ReleaseNames, RuntimeSlot
 from osbuilder.pack.compress import CODECS, codec_of, compressing, get_codec
 from osbuilder.pack.cpio import Entry, archive_tree
 from osbuilder.pack.gzip_pieces import PiecewiseGzipWriter
@@ -28,12 +28,23 @@ class InitrdOptions:
                                 parse=int)
 
 
+@dataclass(frozen=True)
+class InitrdDetails(PackDetails):
+    compression: str
+    level: int | None
+    entries: int
+    kernel_config: str | None  # the guest kernel option that unpacks this compression
+
+
 class InitrdPacker(Packer):
     name = "initrd"
     help = "pack a rootfs into an initrd (cpio newc, compressed)"
     default_file_name = "kata-containers-initrd.img"
     noun = "an initrd"
     Options = InitrdOptions
+    release = ReleaseNames(suffix="initrd", link="kata-containers-initrd{variant}.img", tarball="initrd")
+    runtime_slot = RuntimeSlot(key="initrd", preference=1)
+    boots_as = BOOTS_AS_INITRD
 
     def validate(self, options: InitrdOptions) -> None:
         get_codec(options.compression).check_level(options.level)
@@ -52,15 +63,23 @@ class InitrdPacker(Packer):
                 log.info("initrd: %d of %d compressed pieces reused from the cache", stream.reused,
                          stream.reused + stream.compressed)
         return Artifact(path=out, format=self.name, size=out.stat().st_size,
-                        details={"compression": codec.name, "level": level, "entries": count,
-                                 "kernel_config": codec.kernel_config, "init_mode": tree.init_mode})
+                        details=InitrdDetails(init_mode=tree.init_mode, compression=codec.name, level=level,
+                                              entries=count, kernel_config=codec.kernel_config))
 
     def describe(self, artifact: Artifact) -> str:
-        return str(artifact.details["compression"])
+        details = artifact.details
+        assert isinstance(details, InitrdDetails)
+        return details.compression
+
+    def describe_info(self, artifact: ArtifactInfo) -> str:
+        return f"{artifact.codec.name} initrd" if artifact.codec is not None else self.name
+
+    def layout_facts(self, artifact: ArtifactInfo, view: GuestView) -> dict[str, Any]:
+        return {"compression": artifact.codec.name, "kernel_config": artifact.codec.kernel_config}
 
     def recognise(self, path: Path, f: BinaryIO, size: int) -> ArtifactInfo | None:
         codec = codec_of(f.read(16))
-        return ArtifactInfo(path, self.name, size, boots_as="initrd", codec=codec) if codec else None
+        return ArtifactInfo(path, self.name, size, codec=codec) if codec else None
 
     def open_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
         codec = artifact.codec

@@ -27,4 +27,10 @@ def get_packer(name: str) -> Packer:
     return lookup(PACKERS, name, "format")
 
 
-__all__ = ["PACKERS", "Packer", "PackContext", "get_packer", "packer_names"]
+def runtime_slot_keys() -> tuple[str, ...]:
+    """The keys of Kata's hypervisor tables that name an artifact, the preferred first."""
+    slots = sorted((p.runtime_slot for p in PACKERS.values() if p.runtime_slot), key=lambda slot: slot.preference)
+    return tuple(dict.fromkeys(slot.key for slot in slots))
+
+
+__all__ = ["PACKERS", "Packer", "PackContext", "get_packer", "packer_names", "runtime_slot_keys"]

@@ -31,6 +31,20 @@ class VerityTree:
                 "kernel_params": self.kernel_params()}
 
 
+VERITY_FIELDS = ("root_hash", "salt", "data_blocks", "data_block_size", "hash_block_size")
+
+
+def parse_verity_params(text: str) -> dict[str, str]:
+    """The key=value pairs of a kernel command line, split at spaces and commas, keyed by the
+    name after the last dot (Kata's runtimes prefix them, e.g. rootfs_verity.root_hash)."""
+    pairs = {}
+    for word in text.replace(",", " ").split():
+        key, sep, value = word.partition("=")
+        if sep:
+            pairs[key.rpartition(".")[2]] = value
+    return pairs
+
+
 def format_verity(data: Path, hash_file: Path, salt: str, runner: Runner) -> VerityTree:
     size = data.stat().st_size
     if size % BLOCK:

@@ -6,17 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from osbuilder.errors import UserError
-from osbuilder.pack.artifact import ArtifactInfo
-from osbuilder.pack.image import ROOT_HASH_NAME
+from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
+from osbuilder.pack.image import ROOT_HASH_NAME, verity_params_beside
 from osbuilder.pack.registry import PACKERS
 
 
-def recognise_artifact(path: Path) -> ArtifactInfo:
-    path = Path(path)
-    if path.is_dir():
-        return ArtifactInfo(path, "rootfs", 0)
-    if not path.is_file():
-        raise UserError(f"artifact '{path}' does not exist", "pass an initrd, image or ISO that osbuilder wrote")
+def packed_artifact(path: Path) -> ArtifactInfo | None:
+    """The file as the first packer that recognises its bytes reads it, or None."""
     size = path.stat().st_size
     try:
         f = open(path, "rb")
@@ -28,6 +24,18 @@ def recognise_artifact(path: Path) -> ArtifactInfo:
             info = packer.recognise(path, f, size)
             if info is not None:
                 return info
+    return None
+
+
+def recognise_artifact(path: Path) -> ArtifactInfo:
+    path = Path(path)
+    if path.is_dir():
+        return ArtifactInfo(path, ROOTFS_KIND, 0)
+    if not path.is_file():
+        raise UserError(f"artifact '{path}' does not exist", "pass an initrd, image or ISO that osbuilder wrote")
+    info = packed_artifact(path)
+    if info is not None:
+        return info
     nouns = [packer.noun for packer in PACKERS.values()]
     raise UserError(f"'{path}' is neither {', '.join(nouns[:-1])} nor {nouns[-1]}",
                     f"pass an artifact osbuilder wrote ({', '.join(PACKERS)})")
@@ -35,10 +43,8 @@ def recognise_artifact(path: Path) -> ArtifactInfo:
 
 def verity_params_for(artifact: ArtifactInfo) -> str:
     """The one-line verity parameters osbuilder wrote beside the image."""
-    candidate = artifact.path.with_name(ROOT_HASH_NAME)
-    if candidate.is_file():
-        line = candidate.read_text().strip()
-        if line.startswith("root_hash="):
-            return line
+    params = verity_params_beside(artifact)
+    if params is not None:
+        return params
     raise UserError(f"'{artifact.path}' has a dm-verity hash partition but no {ROOT_HASH_NAME} beside it",
                     f"put the {ROOT_HASH_NAME} that osbuilder wrote with the image next to it")

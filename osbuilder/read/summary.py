@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from osbuilder.guest_layout import SUMMARY_PATH
-from osbuilder.pack.artifact import ArtifactInfo
+from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.registry import PACKERS
 from osbuilder.read.view import DirView, GuestView
 from osbuilder.rootfs.summary import parse_summary
@@ -16,7 +16,7 @@ from osbuilder.runner import Runner
 
 def open_view(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
     """The guest tree of any artifact (close it, or use it as a context manager)."""
-    if artifact.kind == "rootfs":
+    if artifact.kind == ROOTFS_KIND:
         return DirView(artifact.path)
     return PACKERS[artifact.kind].open_view(artifact, workdir, runner)
 

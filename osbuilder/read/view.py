@@ -91,9 +91,6 @@ class GuestView(ABC):
         node = self._lstat(resolved)
         return self._read(resolved) if node is not None and node.kind == "file" else None
 
-    def same_file(self, a: str, b: str) -> bool:
-        return self.resolve(a) == self.resolve(b)
-
 
 class DirView(GuestView):
     """A tree in a host directory (a rootfs, or an artifact extracted to scratch space)."""

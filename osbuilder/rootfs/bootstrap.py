@@ -50,8 +50,7 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
         build_with_dracut(options.init, tree, workdir, runner, options.source_date_epoch)
         return
     backend = recipe.backend
-    request = install_request(options, recipe)
-    backend.preflight(request)
+    request = install_request(options, recipe)  # checked once, by config.make_rootfs_options (preflight)
     if backend.needs_binfmt_for_foreign_arch:
         ensure_binfmt(request.arch, runner)
     if options.cache_dir is None:  # --no-cache

@@ -29,10 +29,18 @@ ENV = "env"
 MAX_REPORTED = 3
 
 
+# What a file that cannot run lacks (Missing.kind).
+UNREADABLE_ELF, LINKER, LIBRARY, NO_INTERPRETER, INTERPRETER, COMMAND = (
+    "unreadable-elf", "linker", "library", "no-interpreter", "interpreter", "command")
+# A script whose interpreter or #!/usr/bin/env command is gone.
+SCRIPT_LACKS = (INTERPRETER, COMMAND)
+
+
 @dataclass(frozen=True)
 class Missing:
     path: str  # the guest file that cannot run
-    needs: str  # what it lacks, in words
+    kind: str  # what sort of thing it lacks (one of the names above)
+    needs: str  # what it lacks, in words, for the error message
 
 
 class ClosureScan:
@@ -86,12 +94,12 @@ class ClosureScan:
         try:
             dynamic = read_dynamic(data)
         except (ValueError, IndexError, struct_error):
-            return [Missing(guest_path, "a readable ELF dynamic section")]
+            return [Missing(guest_path, UNREADABLE_ELF, "a readable ELF dynamic section")]
         if dynamic is None:
             return []
         found: list[Missing] = []
         if dynamic.interpreter and not self.exists(dynamic.interpreter):
-            found.append(Missing(guest_path, f"its dynamic linker {dynamic.interpreter}"))
+            found.append(Missing(guest_path, LINKER, f"its dynamic linker {dynamic.interpreter}"))
         origin = posixpath.dirname(guest_path)
         search = search_path(dynamic.search, origin, self.dirs)
         if dynamic.interpreter is None:
@@ -104,20 +112,20 @@ class ClosureScan:
             else:
                 ok = any(self.exists(posixpath.join(d, library)) for d in search)
             if not ok:
-                found.append(Missing(guest_path, f"the library {library}"))
+                found.append(Missing(guest_path, LIBRARY, f"the library {library}"))
         return found
 
     def check_script(self, head: bytes, guest_path: str) -> list[Missing]:
         words = head[2:].split(b"\n")[0].decode(errors="replace").split()
         if not words:
-            return [Missing(guest_path, "an interpreter after #!")]
+            return [Missing(guest_path, NO_INTERPRETER, "an interpreter after #!")]
         interpreter = words[0]
         if not self.exists(interpreter):
-            return [Missing(guest_path, f"its interpreter {interpreter}")]
+            return [Missing(guest_path, INTERPRETER, f"its interpreter {interpreter}")]
         if posixpath.basename(interpreter) == ENV:
             command = next((w for w in words[1:] if not w.startswith("-") and "=" not in w), None)
             if command is not None and not (self.exists(command) if "/" in command else self.command(command)):
-                return [Missing(guest_path, f"the command {command} (#!{' '.join(words)})")]
+                return [Missing(guest_path, COMMAND, f"the command {command} (#!{' '.join(words)})")]
         return []
 
 

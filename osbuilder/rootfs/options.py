@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from osbuilder.arch import ARCHES, Arch, canonical_arch_name, get_arch
-from osbuilder.initmode import INIT_MODES
-from osbuilder.settings import as_path, setting, to_json
-
-
-def arch_names() -> tuple[str, ...]:
-    return tuple(ARCHES)
+from osbuilder.arch import Arch, get_arch
+from osbuilder.initmode import InitSetting
+from osbuilder.settings import as_path, setting
+from osbuilder.shared_settings import ArchSetting, CacheDirSetting
 
 
 # How the tree is made: the recipe's packages through its package manager, or the build
@@ -32,10 +27,9 @@ class RecipeSource:
 
 
 @dataclass(frozen=True)
-class RootfsOptions(RecipeSource):
+class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting):
+    required_settings: ClassVar[tuple[str, ...]] = ("init",)
     distro: str = setting(help="distribution recipe to build from (see `osbuilder distros`)", required=True)
-    init: str = setting(help="how the agent starts: as PID 1 (agent) or as a systemd service (systemd)",
-                        choices=lambda: INIT_MODES, required=True)
     agent: str | None = setting(None, help="agent executable to install (an ELF for --arch): a file, or an "
                                 "http(s) URL downloaded and checked against --agent-sha256", metavar="PATH|URL")
     agent_tarball: str | None = setting(None, help="Kata's agent release tarball (kata-static-agent.tar.zst): "
@@ -55,8 +49,6 @@ class RootfsOptions(RecipeSource):
                           "system reduced by dracut (dracut; --distro names the host's distribution)",
                           choices=lambda: METHODS)
     release: str = setting("", help="distribution release (default: the recipe's)")
-    arch: str = setting("", help="target architecture (default: the host's)", choices=arch_names,
-                        parse=canonical_arch_name)
     launcher: Path | None = setting(None, help="the launcher installed as /sbin/init in init mode launcher (it "
                                     "starts the agent, e.g. NVIDIA's NVRC)", metavar="FILE", parse=as_path)
     strip: bool = setting(True, help="strip the agent's symbols before installing it (the summary records the "
@@ -91,9 +83,6 @@ class RootfsOptions(RecipeSource):
                                    metavar="DIR", parse=as_path)
     overlay_owner: str = setting("tree", help="owners of the overlay's files: as in the overlay (tree) or root",
                                  choices=lambda: ("tree", "root"))
-    cache_dir: Path | None = setting(None, help="keep bootstrapped trees and downloaded packages here, reused by "
-                                     "later builds (default: $XDG_CACHE_HOME/osbuilder)", metavar="DIR",
-                                     parse=as_path)
     no_cache: bool = setting(False, help="bootstrap from scratch and keep nothing", boolean=True)
     # Not a flag: the reproducible-builds convention is the environment variable.
     source_date_epoch: int | None = None
@@ -109,16 +98,5 @@ class RootfsOptions(RecipeSource):
 
     @property
     def target(self) -> Arch:
+        assert self.arch, "the arch is resolved when the options are made"
         return get_arch(self.arch)
-
-    def identity(self) -> dict[str, Any]:
-        """Everything that decides the guest's content (not where it is written or cached)."""
-        data = to_json(self)
-        for incidental in ("cache_dir", "no_cache", "recipes_dir"):
-            data.pop(incidental)
-        data["agent"] = Path(self.agent).name if self.agent is not None else None
-        data["source_date_epoch"] = self.source_date_epoch
-        return data
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()

@@ -39,6 +39,11 @@ def render_probe(templates: Templates, into: Path) -> AgentBinary:
     return AgentBinary(path=into, sha256=sha256_file(into), description=PROBE_DESCRIPTION, probe=True)
 
 
+def is_probe_script(data: bytes | None) -> bool:
+    """The bytes are osbuilder's probe agent."""
+    return data is not None and data.startswith(f"#!{SHELL}".encode()) and PROBE_MARKER.encode() in data
+
+
 def check_probe(path: Path, expected_sha256: str | None) -> AgentBinary:
     """An installed probe: a shell script, the one osbuilder rendered when the digest is known."""
     with open(path, "rb") as f:

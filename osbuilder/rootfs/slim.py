@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 
 from osbuilder.fsutil import GuestRoot
-from osbuilder.rootfs.closure import ClosureScan
+from osbuilder.rootfs.closure import SCRIPT_LACKS, ClosureScan
 
 ORPHANED_SCRIPTS = "scripts whose interpreter was removed"
 
@@ -116,7 +116,7 @@ class Slimmer:
         files = size = 0
         while True:
             orphans = {m.path for m in ClosureScan(self.guest).scan()
-                       if m.needs.startswith(("its interpreter", "the command"))}
+                       if m.kind in SCRIPT_LACKS}
             orphans -= {path for path in orphans if os.path.realpath(self.guest.resolve(path)) in self.protected}
             if not orphans:
                 return SlimRule(ORPHANED_SCRIPTS, files, size)

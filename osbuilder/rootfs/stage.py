@@ -112,12 +112,12 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
     agent = bootstrap_and_strip(options, recipe, tree, workdir, agent, runner, private_tree)
     guest = GuestRoot(tree)
     # Provisioning removes /var/lib, and the package database with it: read it first.
-    packages = recipe.backend.installed_packages(guest, runner)
+    packages = recipe.backend.installed_packages(guest, runner, recipe.backend_section)
     slim_files = None
     if options.slim:
         doomed = tuple(p.name for p in packages if any(fnmatch.fnmatchcase(p.name, pattern)
                                                        for pattern in recipe.slim_packages))
-        slim_files = recipe.backend.package_files(guest, runner, doomed)
+        slim_files = recipe.backend.package_files(guest, runner, recipe.backend_section, doomed)
     with step(f"Provisioning for init mode '{options.init}'"):
         summary = Provisioner(guest, options, recipe, agent, Templates(), packages, workdir, runner,
                               slim_files).run()

@@ -73,7 +73,7 @@ def assert_cache_intact(cache: Path) -> None:
     store = BuildCache(cache)
     for entry in store.entries():
         if entry.kind == "bootstrap":
-            assert store.lookup_tree(entry.name) is not None, f"{entry.name} is not whole"
+            assert store.unpack_tree(entry.name, lambda tarball: None), f"{entry.name} is not whole"
             recorded = entry.path / "tree.metadata"
             if recorded.exists():  # its unpacked copy, as it was kept
                 assert recorded.read_text().strip() == metadata_digest(entry.path / "tree")

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,17 @@ def test_a_wheel_installed_elsewhere_finds_its_recipes_and_templates(tmp_path: P
         copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
         copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
                                              if (REPO / name).is_dir() else {}))
+    # Keyrings of every kind a recipe may keep beside it ship with it.
+    for name in ("keys/extra/archive.gpg", "keys/extra/archive.asc", "vendor-keyring.gpg"):
+        (source / "distros" / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / "distros" / name).write_bytes(b"key")
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
                    check=True, capture_output=True)
     (wheel,) = wheels.glob("osbuilder-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("keys/extra/archive.gpg", "keys/extra/archive.asc", "vendor-keyring.gpg", "debian.toml"):
+        assert f"osbuilder/data/distros/{name}" in shipped, f"{name} is not in the wheel"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([venv / "bin/pip", "install", "-q", str(wheel)], check=True, capture_output=True)

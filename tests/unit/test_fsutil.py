@@ -54,10 +54,10 @@ def test_write_through_a_linked_directory_stays_inside(tree: Path, tmp_path: Pat
     assert (tree / outside.relative_to("/") / "file").read_text() == "x"
 
 
-def test_append_follows_links_only_inside(tree: Path, host_file: Path):
+def test_replacing_follows_links_only_inside(tree: Path, host_file: Path):
     os.symlink(str(host_file), tree / "etc/chrony.conf")
     with pytest.raises(FileNotFoundError):
-        GuestRoot(tree).append_text("/etc/chrony.conf", "more\n")
+        GuestRoot(tree).replace_text("/etc/chrony.conf", "more\n")
     assert host_file.read_text() == "host content\n"
 
 
@@ -136,3 +136,16 @@ def test_write_atomically_replaces_whole_and_leaves_nothing_on_failure(tmp_path:
     with pytest.raises(OSError):
         write_atomically(tmp_path / "blocker", b"data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "summary.json"]
+
+
+def test_a_file_replaces_an_empty_directory_but_never_a_full_one(tree: Path):
+    from osbuilder.errors import BuildError
+
+    (tree / "etc/empty").mkdir()
+    GuestRoot(tree).write_text("/etc/empty", "x")
+    assert (tree / "etc/empty").read_text() == "x"
+    (tree / "etc/full").mkdir()
+    (tree / "etc/full/kept").write_text("k")
+    with pytest.raises(BuildError, match="a directory with files in it is there"):
+        GuestRoot(tree).write_text("/etc/full", "x")
+    assert (tree / "etc/full/kept").read_text() == "k"

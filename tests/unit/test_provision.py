@@ -117,7 +117,7 @@ def test_provisioning_a_hard_linked_clone_leaves_the_original_as_it_was(tmp_path
     agent = check_agent(host_agent, get_arch("x86_64"))
     guest = GuestRoot(clone)
     Provisioner(guest, config, recipe, agent, Templates()).run()
-    guest.append_text("/etc/group", "kata:x:1000:\n")
+    guest.replace_text("/etc/group", (clone / "etc/group").read_text() + "kata:x:1000:\n")
     clamp_mtimes(clone, 1700000000)
 
     assert (clone / "etc/chrony/chrony.conf").read_text() == "server overlay\n"

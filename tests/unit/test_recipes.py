@@ -5,6 +5,7 @@ import pytest
 from osbuilder.config import make_rootfs_options as make_config
 from osbuilder.errors import UserError
 from osbuilder.recipes import load_recipe, parse_recipe
+from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.resources import recipes_dir
 
 DEBIAN = (recipes_dir() / "debian.toml").read_text()
@@ -71,7 +72,8 @@ def test_config_takes_recipe_defaults(tmp_path: Path, host_agent: Path):
     assert config.arch == "aarch64" and config.release == "bookworm"
     assert config.mirror == recipe.mirror and recipe.backend_section.components == ("main",)
     other, _ = make_config({"distro": "debian", "init": "systemd", "agent": host_agent, "output": tmp_path / "o"})
-    assert other.digest() != config.digest()
+    # (RootfsOptions.digest was dead code; the cache keys trees by the install request.)
+    assert install_request(other, recipe) != install_request(config, recipe)
 
 
 def test_ubuntu_uses_the_archive_on_x86_64_and_ports_elsewhere():

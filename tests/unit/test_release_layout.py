@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from osbuilder.errors import UserError
-from osbuilder.pack.artifact import Artifact
+from osbuilder.pack.artifact import Artifact, PackDetails
 from osbuilder.release import (ReleaseOptions, arrange_kata_layout, release_artifacts, write_release_tarballs,
                                write_sha256sums)
 from osbuilder.runner import Runner
@@ -26,8 +26,8 @@ def artifacts_in(directory: Path) -> list[Artifact]:
     initrd = directory / "kata-containers-initrd.img"
     initrd.write_bytes(b"initrd bytes")
     os.chown(image, 1000, 1000)  # the tarball must say root whatever the files say
-    return [Artifact(image, "image", 11, {}, sidecars={"root_hash.txt": "..."}),
-            Artifact(initrd, "initrd", 12, {})]
+    return [Artifact(image, "image", 11, PackDetails("agent"), sidecars={"root_hash.txt": "..."}),
+            Artifact(initrd, "initrd", 12, PackDetails("agent"))]
 
 
 @pytest.mark.parametrize("variant", [None, "confidential"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from osbuilder.pack.artifact import Artifact
+from osbuilder.pack.image import ImageDetails
 from osbuilder.rootfs.backends import Package
 from osbuilder.rootfs.summary import Summary
 from osbuilder.sbom import SbomInput, write_sbom
@@ -25,7 +26,8 @@ def sbom_input(tmp_path: Path) -> SbomInput:
     image = tmp_path / "kata-containers.img"
     image.write_bytes(b"image")
     artifact = Artifact(path=image, format="image", size=5,
-                        details={"fs": "ext4", "dax": True, "init_mode": "systemd"}).digested()
+                        details=ImageDetails(init_mode="systemd", fs="ext4", dax=True, fs_uuid="0" * 32,
+                                             partition_offset=2 << 20, alignment=128 << 20)).digested()
     return SbomInput(summary, [artifact], "deb", 1700000000)
 
 

@@ -113,6 +113,11 @@ def test_format_choices_come_from_the_packer_registry(monkeypatch):
     class ExtraPacker(IsoPacker):
         name = "squashfs-test"
 
+    # Unregistered, the name is refused: the choices are checked, not taken as typed.
+    for argv in (["build", "--format", "initrd,squashfs-test"], ["squashfs-test", "tree", "-o", "x"]):
+        with pytest.raises(SystemExit) as refused:
+            make_parser().parse_args(argv)
+        assert refused.value.code == 2
     monkeypatch.setitem(PACKERS, ExtraPacker.name, ExtraPacker())
     args = make_parser().parse_args(["build", "--format", "initrd,squashfs-test"])
     assert args.formats == ("initrd", "squashfs-test")
@@ -143,3 +148,93 @@ def test_every_command_takes_json_and_verbosity_after_the_subcommand():
     assert parser.parse_args(["distros", "-v"]).verbose is True
     assert parser.parse_args(["-v", "distros"]).verbose is True
     assert parser.parse_args(["distros", "-q"]).quiet is True
+
+
+def setting_declarations(source: str) -> list[tuple[str, str, int]]:
+    """(flag, class, line) of every setting(...) field declared in a module's classes; a
+    positional setting is keyed by its field name."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+                    and isinstance(item.value, ast.Call) and getattr(item.value.func, "id", None) == "setting"):
+                continue
+            keywords = {k.arg: k.value for k in item.value.keywords}
+            name = item.target.id
+            if isinstance(keywords.get("positional"), ast.Constant) and keywords["positional"].value:
+                key = name
+            elif isinstance(keywords.get("flag"), ast.Constant):
+                key = keywords["flag"].value
+            else:
+                key = "--" + name.replace("_", "-")
+            found.append((key, node.name, item.lineno))
+    return found
+
+
+def test_every_flag_is_declared_once():
+    declared: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for key, cls, line in setting_declarations(path.read_text()):
+            declared.setdefault(key, []).append(f"{module_name(path)}.{cls} (line {line})")
+    assert len(declared) > 50, "the walk missed the settings"
+    twice = {key: where for key, where in declared.items() if len(where) > 1}
+    assert not twice, f"flags declared more than once (share one declaration instead): {twice}"
+
+
+def test_a_flag_declared_twice_is_found():
+    source = ("class A:\n    arch: str = setting(None, help='x')\n"
+              "class B:\n    arch: str = setting(None, help='y')\n    out: str = setting(flag='--output')\n"
+              "    artifact: str = setting(positional=True)\n")
+    keys = [key for key, _, _ in setting_declarations(source)]
+    assert keys == ["--arch", "--arch", "--output", "artifact"]
+
+
+def named_things() -> dict[str, set[str]]:
+    """Each init mode's and each packer's name, with the modules allowed to spell it."""
+    import inspect as pyinspect
+
+    from osbuilder.initmode import INIT_MODES
+
+    owners: dict[str, set[str]] = {}
+    for name in INIT_MODES:
+        owners.setdefault(name, set()).add("osbuilder.initmode")
+    for name, packer in PACKERS.items():
+        owners.setdefault(name, set()).add(pyinspect.getmodule(type(packer)).__name__)
+    return owners
+
+
+def literal_comparisons(source: str, names: set[str]) -> list[tuple[int, str]]:
+    """(line, name) of every ==, !=, in or not in that compares with one of `names` spelled
+    as a string literal (alone, or in a literal tuple, list or set)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare):
+            continue
+        if not any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for op in node.ops):
+            continue
+        for side in [node.left, *node.comparators]:
+            items = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+            for item in items:
+                if isinstance(item, ast.Constant) and item.value in names:
+                    found.append((node.lineno, item.value))
+    return found
+
+
+def test_no_module_compares_a_mode_or_format_name_it_does_not_define():
+    owners = named_things()
+    assert {"agent", "systemd", "launcher", "initrd", "image", "iso"} <= set(owners)
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        for line, name in literal_comparisons(path.read_text(), set(owners)):
+            if module not in owners[name]:
+                offences.append(f"{module}:{line} compares with '{name}'")
+    assert not offences, "ask the init mode or the packer instead: " + "; ".join(offences)
+
+
+def test_a_literal_name_comparison_is_found():
+    source = ("if mode == 'systemd': pass\nif kind in ('image', 'other'): pass\n"
+              "if kind != 'iso' and x: pass\nif kind == IMAGE: pass\nd = {'image': 1}\n")
+    assert literal_comparisons(source, {"systemd", "image", "iso"}) == [(1, "systemd"), (2, "image"), (3, "iso")]

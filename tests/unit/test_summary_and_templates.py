@@ -1,6 +1,6 @@
 from osbuilder.runner import Runner
 from osbuilder.rootfs.provision import _chrony_service_changes
-from osbuilder.initmode import cgroup_driver_for
+from osbuilder.initmode import get_init_mode
 from osbuilder.rootfs.summary import Summary, parse_summary
 from osbuilder.templates import Templates
 
@@ -13,8 +13,8 @@ def make_summary(init_mode: str, epoch: int | None = 1700000000) -> Summary:
 
 
 def test_cgroup_driver_follows_the_agent_rule():
-    assert cgroup_driver_for("agent") == "cgroupfs"
-    assert cgroup_driver_for("systemd") == "host"
+    assert get_init_mode("agent").cgroup_driver == "cgroupfs"
+    assert get_init_mode("systemd").cgroup_driver == "host"
 
 
 def test_summary_round_trips_with_upstream_fields():
@@ -81,5 +81,5 @@ def test_apt_reads_the_dpkg_database(tmp_path):
                       "Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n\n"
                       "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\n"
                       "Description: multi\n line\nVersion: 12.4\n")
-    assert get_backend("apt").installed_packages(GuestRoot(tmp_path), Runner()) == (
+    assert get_backend("apt").installed_packages(GuestRoot(tmp_path), Runner(), None) == (
         Package("base-files", "12.4", "amd64"), Package("zlib1g", "1:1.2.13", "amd64"))

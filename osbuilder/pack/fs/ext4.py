@@ -7,7 +7,7 @@ import re
 import struct
 from pathlib import Path
 
-from osbuilder.errors import UserError
+from osbuilder.errors import InternalError, UserError
 from osbuilder.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
 from osbuilder.pack.sizing import TreeStats
@@ -108,7 +108,7 @@ class Ext4(Filesystem):
         errors = [line for line in result.stderr_tail.splitlines()
                   if line.strip() and not line.startswith("debugfs ") and "not found" not in line]
         if errors:
-            raise UserError(f"debugfs could not finish the ext4 image: {errors[-1]}", "report this as a bug")
+            raise InternalError(f"debugfs could not finish the ext4 image: {errors[-1]}")
 
     def _used_inodes(self, request: FsRequest, runner: Runner) -> list[int]:
         """Inodes in use, from dumpe2fs's per-group free-inode ranges."""

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from osbuilder.cache import downloads_lock, keep_downloads
 from osbuilder.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
@@ -115,7 +115,7 @@ class AptBackend(Backend):
                 tarball.unlink(missing_ok=True)
                 remove_tree(fetched)
 
-    def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    def package_files(self, guest: GuestRoot, runner: Runner, section: Any, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         files = {}
         for name in names:
             lists = [path for path in (f"{DPKG_INFO}/{name}.list", *guest.glob(f"{DPKG_INFO}/{name}:*.list"))
@@ -124,7 +124,7 @@ class AptBackend(Backend):
                                 if line.startswith("/") and line != "/.")
         return files
 
-    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
+    def installed_packages(self, guest: GuestRoot, runner: Runner, section: Any) -> tuple[Package, ...]:
         status = guest.resolve(DPKG_STATUS)
         if not status.is_file():
             return ()

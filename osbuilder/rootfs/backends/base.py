@@ -150,12 +150,12 @@ class Backend(ABC):
         there, add what was fetched (whole files only: other builds read it concurrently)."""
 
     @abstractmethod
-    def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    def package_files(self, guest: GuestRoot, runner: Runner, section: Any, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         """The guest paths each of the installed packages `names` owns, from the package
         database (read before provisioning removes it)."""
 
     @abstractmethod
-    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
+    def installed_packages(self, guest: GuestRoot, runner: Runner, section: Any) -> tuple[Package, ...]:
         """Every package the guest's own package database records as installed, sorted.
         Read after install and before provisioning, which removes the database."""
 

@@ -96,25 +96,26 @@ class DnfBackend(Backend):
         with downloads_lock(downloads) if downloads is not None else contextlib.nullcontext():
             if privileged():
                 runner.run(argv, env=env, timeout=INSTALL_TIMEOUT_S, hint=hint)
-                self._remove_cache_trail(installroot, cachedir, runner)
+                self._remove_cache_trail(installroot, cachedir, section, runner)
             else:
-                self._install_unprivileged(argv, installroot, cachedir, root, workdir, {**env, **real_ids_env()},
-                                           runner, hint)
+                self._install_unprivileged(argv, installroot, cachedir, section, root, workdir,
+                                           {**env, **real_ids_env()}, runner, hint)
 
-    def _install_unprivileged(self, argv: list[str], installroot: Path, cachedir: Path, root: Path, workdir: Path,
-                              env: dict[str, str], runner: Runner, hint: str) -> None:
+    def _install_unprivileged(self, argv: list[str], installroot: Path, cachedir: Path, section: DnfSection,
+                              root: Path, workdir: Path, env: dict[str, str], runner: Runner, hint: str) -> None:
         def install(into: Path) -> None:
             runner.run(in_user_namespace(argv), env=env, timeout=INSTALL_TIMEOUT_S, hint=hint)
-            self._remove_cache_trail(into, cachedir, runner)
+            self._remove_cache_trail(into, cachedir, section, runner)
 
         install_through_user_namespace(install, installroot, root, workdir / "dnf-root.tar", env, runner)
 
-    def _remove_cache_trail(self, installroot: Path, cachedir: Path, runner: Runner) -> None:
+    def _remove_cache_trail(self, installroot: Path, cachedir: Path, section: DnfSection, runner: Runner) -> None:
         """dnf writes its record of expired repositories to the install root joined with
         cachedir, a host path: the host's directory names would land in every guest, and the
         staging directory's random name would make builds differ. Removed, with each directory
         of that trail no package owns, from the bottom up to the first one a package owns."""
         guest = GuestRoot(installroot)
+        dbpath = self._dbpath(guest, section)
         trail = PurePosixPath("/", str(cachedir).lstrip("/"))
         for name in ("expired_repos.json", "last_makecache"):
             path = guest.resolve(str(trail / name), follow_final=False)
@@ -123,28 +124,26 @@ class DnfBackend(Backend):
         for directory in (trail, *trail.parents):
             host = guest.resolve(str(directory), follow_final=False)
             if str(directory) == "/" or not host.is_dir() or host.is_symlink() or any(host.iterdir()) \
-                    or self._owned(guest, str(directory), runner):
+                    or self._owned(guest, dbpath, str(directory), runner):
                 break
             host.rmdir()
 
-    def _owned(self, guest: GuestRoot, path: str, runner: Runner) -> bool:
+    def _owned(self, guest: GuestRoot, dbpath: str | None, path: str, runner: Runner) -> bool:
         """Whether an installed package owns `path`, by the guest's rpm database."""
-        dbpath = self._dbpath(guest)
         if dbpath is None:
             return True
         query = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qf", path], env=real_ids_env(),
                            check=False, hint="install rpm (./setup.sh)")
-        return "is not owned by any package" not in query.stdout + query.stderr_tail
+        return query.returncode == 0  # rpm -qf exits 1 for a path no package owns
 
     @staticmethod
-    def _dbpath(guest: GuestRoot) -> str | None:
-        for candidate in ("/var/lib/rpm", "/usr/lib/sysimage/rpm"):
-            if guest.resolve(candidate).is_dir() and any(guest.resolve(candidate).iterdir()):
-                return candidate
-        return None
+    def _dbpath(guest: GuestRoot, section: DnfSection) -> str | None:
+        """The recipe's rpm database path, when the guest has a database there."""
+        found = guest.resolve(section.dbpath)
+        return section.dbpath if found.is_dir() and any(found.iterdir()) else None
 
-    def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-        dbpath = self._dbpath(guest)
+    def package_files(self, guest: GuestRoot, runner: Runner, section: Any, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        dbpath = self._dbpath(guest, section)
         if dbpath is None or not names:
             return {name: () for name in names}
         out = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-q",
@@ -157,8 +156,8 @@ class DnfBackend(Backend):
                 files[name].append(path)
         return {name: tuple(paths) for name, paths in files.items()}
 
-    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
-        dbpath = self._dbpath(guest)
+    def installed_packages(self, guest: GuestRoot, runner: Runner, section: Any) -> tuple[Package, ...]:
+        dbpath = self._dbpath(guest, section)
         if dbpath is None:
             return ()
         out = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qa", f"--queryformat={QUERY_FORMAT}"],

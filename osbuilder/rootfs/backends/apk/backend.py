@@ -20,6 +20,7 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from osbuilder.errors import CommandError, UserError
 from osbuilder.cache import keep_downloads
@@ -267,10 +268,10 @@ class ApkBackend(Backend):
         finally:
             guest.remove(script)
 
-    def package_files(self, guest: GuestRoot, runner: Runner, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    def package_files(self, guest: GuestRoot, runner: Runner, section: Any, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         return {name: installed_files(guest, name) for name in names}
 
-    def installed_packages(self, guest: GuestRoot, runner: Runner) -> tuple[Package, ...]:
+    def installed_packages(self, guest: GuestRoot, runner: Runner, section: Any) -> tuple[Package, ...]:
         found = [Package(fields["P"], fields.get("V", ""), fields.get("A", "")) for fields in read_installed(guest)]
         return tuple(sorted(found, key=lambda p: (p.name, p.architecture)))
 
