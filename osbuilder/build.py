@@ -11,6 +11,7 @@ from osbuilder.config import BuildConfig
 from osbuilder.pack.artifact import Artifact
 from osbuilder.pack.base import PackContext
 from osbuilder.pack.guest_tree import open_guest_tree
+from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.pack.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.pack.registry import PACKERS
 from osbuilder.recipes import Recipe
@@ -61,7 +62,7 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         tree = open_guest_tree(tree_path, options.init, options.arch)
         artifacts_dir = stage.path / "artifacts"
         artifacts_dir.mkdir()
-        pieces = BuildCache(options.cache_dir).pieces() if options.cache_dir is not None else None
+        pieces = PieceStore(BuildCache(options.cache_dir).pieces_dir()) if options.cache_dir is not None else None
         context = PackContext(runner=runner, tools=tools, workdir=stage.work, pieces=pieces)
         artifacts: list[Artifact] = []
         for name, pack_options in config.packing.items():

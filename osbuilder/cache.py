@@ -44,7 +44,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 from osbuilder.errors import CommandError, UserError
 from osbuilder.fsutil import remove_tree, sha256_file, write_atomically
-from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.settings import as_path, setting
 from osbuilder.shared_settings import CacheDirSetting
 
@@ -212,9 +211,9 @@ class BuildCache:
         """Where a package manager keeps what it downloaded, reused by every later build."""
         return self._directory(PACKAGES, backend, f"{distro}-{release}-{arch}")
 
-    def pieces(self) -> PieceStore:
-        """Where initrd packers keep compressed pieces for later builds."""
-        return PieceStore(self.root / PIECES)
+    def pieces_dir(self) -> Path:
+        """Where initrd packers keep compressed pieces for later builds (pack/gzip_pieces.py)."""
+        return self.root / PIECES
 
     def bootstrap_path(self, name: str) -> Path:
         return self.root / BOOTSTRAP / name

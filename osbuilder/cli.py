@@ -22,6 +22,7 @@ from osbuilder.matrix import DEFAULT_MATRIX_OUTPUT, MatrixFile, MatrixOptions, M
 from osbuilder.config import OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
 from osbuilder.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, InternalError,
                               Interrupted, OsbuilderError, UserError)
+from osbuilder.events import EventLogHandler, sink_from_environment
 from osbuilder.inspect_cli import CheckOptions, InspectOptions
 from osbuilder.pack.registry import PACKERS
 from osbuilder.rootfs.options import RecipeSource
@@ -404,6 +405,18 @@ def as_user_facing(exc: BaseException) -> OsbuilderError:
     return InternalError(f"{type(exc).__name__}: {exc}")
 
 
+def timeout_scale() -> float:
+    """OSBUILDER_TIMEOUT_SCALE: every command's limit times this (runner.py)."""
+    text = os.environ.get("OSBUILDER_TIMEOUT_SCALE", "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = 0.0
+    if not scale > 0:
+        raise UserError(f"OSBUILDER_TIMEOUT_SCALE={text} is not a positive number", "set it to e.g. 2, or unset it")
+    return scale
+
+
 def needs_fakeroot(args: argparse.Namespace) -> bool:
     """An ordinary user's build runs under fakeroot (osbuilder/rootless.py); a matrix's
     parent does not: each target's build re-executes itself."""
@@ -423,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("osbuilder.run").setLevel(max(level, logging.WARNING))
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    events = sink_from_environment(os.environ)  # a matrix build's parent listening (events.py)
+    if events is not None:
+        logging.getLogger("osbuilder").addHandler(EventLogHandler(events))
     try:
         if needs_fakeroot(args):
             reexec_under_fakeroot(argv)
@@ -431,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "owners and device nodes", "use osbuilder build, which packs in the same run and works "
                             "unprivileged, or run as root")
         with progress_for(sys.stderr, enabled=not args.quiet and not args.verbose) as progress:
-            return handler(args.command)(args, Runner(progress=progress))
+            return handler(args.command)(args, Runner(progress=progress, timeout_scale=timeout_scale()))
     except KeyboardInterrupt:
         error: OsbuilderError = Interrupted()
     except Exception as exc:  # noqa: BLE001 - every failure reaches the user as one line, never a traceback
@@ -442,4 +458,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"osbuilder: error: {error}", file=sys.stderr)
     if error.details():
         print(error.details(), file=sys.stderr)
+    if events is not None:
+        events.emit("error", message=error.message, hint=error.hint, exit_code=error.exit_code)
     return error.exit_code

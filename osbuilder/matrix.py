@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from osbuilder.errors import UserError
+from osbuilder.errors import Interrupted, UserError
+from osbuilder.events import EVENTS_FD_VARIABLE, parse_event
 from osbuilder.fsutil import write_atomically
 from osbuilder.settings import read_toml, setting
 from osbuilder.shared_settings import OutputSetting
@@ -136,9 +137,6 @@ class TargetRun:
                 "error": self.error or None, "artifacts": self.artifacts}
 
 
-# What a target's log line says about its step: osbuilder's steps and the package manager's phases.
-_STEP = re.compile(r"^osbuilder: (?:(?P<step>[A-Z][^:]*)\.\.\.$|(?P<phase>[\w-]+: .+)$)")
-_ERROR = re.compile(r"^osbuilder: error: (?P<error>.*)$")
 
 
 class MatrixDisplay:
@@ -175,10 +173,18 @@ class MatrixDisplay:
         if self.live is not None:
             self.live.stop()
 
+    def event(self, run: TargetRun, event: dict[str, Any]) -> None:
+        """What the target's build reported (events.py): the step it is in, or its error."""
+        kind = event["event"]
+        if kind == "step":
+            run.step = str(event.get("title", ""))
+        elif kind == "phase":
+            run.step = f"{event.get('task')}: {event.get('words')}"
+        elif kind == "error":
+            run.error = str(event.get("message", ""))
+
     def line(self, run: TargetRun, text: str) -> None:
-        found = _STEP.match(text)
-        if found:
-            run.step = found.group("step") or found.group("phase")
+        """A line of the target's log, shown as it comes when there is no live table."""
         if self.enabled and self.live is None:
             with self.lock:
                 print(f"{time.strftime('%H:%M:%S')} [{run.name}] {text}", file=self.stream, flush=True)
@@ -219,42 +225,64 @@ class MatrixBuild:
                     proc.send_signal(signal.SIGTERM)  # each build removes its own staging
 
     def _build(self, run: TargetRun) -> None:
-        if self.stop.is_set():
-            run.state = "skipped"
-            return
         argv = [sys.executable, "-m", "osbuilder", *target_command(self.matrix.path, run.name, self.output,
                                                                     ["--json", *self.extra_args])]
-        run.state, run.started = "running", time.monotonic()
         log_path = self.output / f"{run.name}.log"
         with open(log_path, "w") as log_file:
             log_file.write(f"$ osbuilder {shlex.join(argv[3:])}\n")
-            with self.lock:
-                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "COLUMNS": "120"})
-                self.processes[run.name] = proc
+            events_read, events_write = os.pipe()
+            try:
+                # Under the lock that a fail-fast stop takes to terminate every registered build:
+                # a target either sees the stop here, or is registered before it and terminated.
+                with self.lock:
+                    if self.stop.is_set():
+                        run.state = "skipped"
+                        return
+                    proc = self._start(argv, events_write)
+                    self.processes[run.name] = proc
+                    run.state, run.started = "running", time.monotonic()
+            finally:
+                os.close(events_write)  # the child holds its own copy
             stdout: list[str] = []
-            reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True)
-            reader.start()
+            readers = [threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True),
+                       threading.Thread(target=self._read_events, args=(run, events_read), daemon=True)]
+            for reader in readers:
+                reader.start()
             for line in proc.stderr:
                 log_file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
                 log_file.flush()
-                text = line.rstrip("\n")
-                error = _ERROR.match(text)
-                if error:
-                    run.error = error.group("error")
-                self.display.line(run, text)
+                self.display.line(run, line.rstrip("\n"))
             returncode = proc.wait()
-            reader.join()
+            for reader in readers:
+                reader.join()
         run.seconds = time.monotonic() - run.started
         if returncode == 0:
             run.state, run.step = "ok", "done"
             run.artifacts = json.loads("".join(stdout) or "{}").get("artifacts", [])
             return
-        run.state = "cancelled" if self.stop.is_set() and not run.error else "failed"
+        # Terminated by a stop (fail-fast, Ctrl-C): the build removed its staging and said so,
+        # or the signal came before it could (-SIGTERM: nothing was staged yet).
+        stopped = returncode in (Interrupted.exit_code, -signal.SIGTERM)
+        run.state = "cancelled" if self.stop.is_set() and stopped else "failed"
         run.error = run.error or f"exit code {returncode}"
-        if self.fail_fast and not self.stop.is_set():
-            self.stop.set()
-            self._terminate_all()
+        if self.fail_fast:
+            with self.lock:
+                first = not self.stop.is_set()
+                self.stop.set()
+            if first:
+                self._terminate_all()
+
+    def _start(self, argv: list[str], events_fd: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                pass_fds=(events_fd,),
+                                env={**os.environ, "COLUMNS": "120", EVENTS_FD_VARIABLE: str(events_fd)})
+
+    def _read_events(self, run: TargetRun, fd: int) -> None:
+        with os.fdopen(fd, "r") as events:
+            for line in events:
+                event = parse_event(line)
+                if event is not None:
+                    self.display.event(run, event)
 
 
 def summary_table(runs: list[TargetRun], output: Path) -> str:

@@ -9,6 +9,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Iterator, TextIO
 
+from osbuilder.events import EVENT_FIELD
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.status import Status
@@ -35,7 +37,7 @@ class Progress:
                 return
             self._phase = words
             if self.console is None:
-                log.info("%s: %s", task, words)
+                log.info("%s: %s", task, words, extra={EVENT_FIELD: {"kind": "phase", "task": task, "words": words}})
                 return
             if self._status is None:
                 self._started = time.monotonic()

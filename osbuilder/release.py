@@ -20,7 +20,7 @@ from osbuilder.pack.compress import get_codec
 from osbuilder.pack.registry import PACKERS, get_packer
 from osbuilder.read.kind import packed_artifact
 from osbuilder.rootfs.extract import check_member, guest_name
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 from osbuilder.settings import as_path, setting
 from osbuilder.tarballs import plain_tarball
 
@@ -75,7 +75,7 @@ def _extract(tarball: Path, workdir: Path, runner: Runner) -> Path | None:
     no tarball (GNU tar reads any compression it is in; listing stops at the first header).
     Only the needed members are extracted, through tarfile's 'data' filter: no absolute
     paths, no '..', no links that leave the tree."""
-    listing = runner.run(["tar", "-tf", str(tarball)], check=False)
+    listing = runner.run(["tar", "-tf", str(tarball)], check=False, limit=FILESYSTEM)
     if listing.returncode != 0 or not listing.stdout.strip():
         return None  # an ISO's zeroed system area reads as an empty tar: no members, no tarball
     names = {n for n in listing.stdout.splitlines() if Path(n).name.startswith(("kata-", "root_hash"))}
@@ -208,7 +208,7 @@ def write_release_tarballs(directory: Path, placed: list[Artifact], options: Rel
         runner.run(["tar", "--create", "--file", str(tarball), "--use-compress-program", compressor,
                     "--format=gnu", "--sort=name", "--numeric-owner", "--owner=0", "--group=0",
                     f"--mtime=@{epoch}", "--directory", str(directory),
-                    *sorted(str(m.relative_to(directory)) for m in members)])
+                    *sorted(str(m.relative_to(directory)) for m in members)], limit=FILESYSTEM)
         written.append(tarball)
     return written
 

@@ -1,5 +1,9 @@
 """The one way osbuilder runs external commands: argv lists, logged, bounded in time.
 
+Every command is given the limit of its kind (a package manager may take an hour, a probe
+two minutes); past it the runner kills it and says which limit fired. A slow or emulated
+host scales every limit with OSBUILDER_TIMEOUT_SCALE (read where the Runner is made).
+
 Children run in their own session so that Ctrl-C reaches osbuilder first; osbuilder then
 kills the whole child process group before cleaning up, so nothing keeps writing into a
 staging directory that is being removed.
@@ -32,6 +36,23 @@ STDERR_TAIL_LINES = 25
 
 
 @dataclass(frozen=True)
+class Limit:
+    """How long one kind of command may run before it is killed and reported."""
+
+    kind: str
+    seconds: float
+
+
+# The kinds, longest first. A foreign-arch bootstrap runs its package scripts under
+# qemu-user, and building the agent compiles Rust: both take their hours.
+BUILD = Limit("build", 3 * 3600)  # make of the agent
+PACKAGE_MANAGER = Limit("package manager", 3600)  # mmdebstrap, dnf, apk, their scripts
+DOWNLOAD = Limit("download", 1200)  # apt-get update / download of a kernel package
+FILESYSTEM = Limit("filesystem tool", 1800)  # mkfs, debugfs, veritysetup, fsck, tar and cp of a tree, compressors
+PROBE = Limit("probe", 120)  # versions, ldd, depmod, rpm queries, listings
+
+
+@dataclass(frozen=True)
 class Result:
     argv: list[str]
     returncode: int
@@ -43,12 +64,21 @@ class Result:
 class Runner:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("osbuilder.run"))
     progress: "Progress | None" = None  # where commands that report phases show them
+    timeout_scale: float = 1.0  # every Limit is multiplied by this
+
+    def seconds(self, limit: Limit) -> float:
+        return limit.seconds * self.timeout_scale
+
+    def _timed_out(self, args: list[str], limit: Limit, tail: str) -> CommandError:
+        return CommandError(args, None, tail,
+                            f"it ran past {self.seconds(limit):g} s, the limit for a {limit.kind}; on a slow or "
+                            "emulated host raise every limit with OSBUILDER_TIMEOUT_SCALE (e.g. 2)")
 
     def run(
         self,
         argv: Sequence[str | os.PathLike[str]],
         *,
-        timeout: float | None = None,
+        limit: Limit,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stdin_data: bytes | None = None,
@@ -80,7 +110,7 @@ class Runner:
                 assert proc.stdin is not None
                 proc.stdin.write(stdin_data)
                 proc.stdin.close()
-            returncode: int | None = _wait(proc, timeout)
+            returncode: int | None = _wait(proc, self.seconds(limit))
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             returncode = None
@@ -95,7 +125,9 @@ class Runner:
 
         stdout = b"".join(stdout_chunks).decode(errors="replace")
         stderr_tail = "\n".join(tail)
-        if returncode is None or (check and returncode != 0):
+        if returncode is None:
+            raise self._timed_out(args, limit, stderr_tail)
+        if check and returncode != 0:
             raise CommandError(args, returncode, stderr_tail, hint)
         return Result(args, returncode, stdout, stderr_tail)
 
@@ -116,16 +148,27 @@ class Runner:
 
     @contextlib.contextmanager
     def pipe_to(self, argv: Sequence[str | os.PathLike[str]], stdout: BinaryIO,
-                *, hint: str | None = None) -> Iterator[BinaryIO]:
+                *, limit: Limit, hint: str | None = None) -> Iterator[BinaryIO]:
         """Run a filter whose stdin the caller writes and whose stdout goes to `stdout`.
 
-        Used for streaming compression: nothing is held in memory."""
+        Used for streaming compression: nothing is held in memory. The limit covers the
+        whole stream: a filter still running at it is killed (the caller's next write
+        then fails), and the timeout is what is reported."""
         args = [os.fspath(a) for a in argv]
         self.log.info("$ %s > %s", shlex.join(args), getattr(stdout, "name", "<stream>"))
         proc = _spawn(args, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE)
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         reader = threading.Thread(target=_collect_lines, args=(proc.stderr, tail, self.log), daemon=True)
         reader.start()
+        fired = threading.Event()
+
+        def expire() -> None:
+            fired.set()
+            _kill_group(proc)
+
+        watchdog = threading.Timer(self.seconds(limit), expire)
+        watchdog.daemon = True
+        watchdog.start()
         assert proc.stdin is not None
         try:
             try:
@@ -138,9 +181,14 @@ class Runner:
             returncode = proc.wait()
         except BaseException:
             _kill_group(proc)
+            if fired.is_set():
+                raise self._timed_out(args, limit, "\n".join(tail)) from None
             raise
         finally:
+            watchdog.cancel()
             reader.join(timeout=5)
+        if fired.is_set():
+            raise self._timed_out(args, limit, "\n".join(tail))
         if returncode != 0:
             raise CommandError(args, returncode, "\n".join(tail), hint)
 
@@ -212,12 +260,10 @@ def _spawn(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
         raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> int:
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
     """proc.wait(timeout), woken the moment the child exits. Popen.wait with a timeout polls,
     every 50 ms after its first second, so each long command (a bootstrap) would end up to
     50 ms late; a pidfd is readable as soon as the child exits."""
-    if timeout is None:
-        return proc.wait()
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):  # kernels before 5.3

@@ -7,12 +7,14 @@ import logging
 import time
 from typing import Iterator
 
+from osbuilder.events import EVENT_FIELD
+
 log = logging.getLogger("osbuilder")
 
 
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
-    log.info("%s...", title)
+    log.info("%s...", title, extra={EVENT_FIELD: {"kind": "step", "title": title}})
     start = time.monotonic()
     yield
     log.info("%s: done in %.1f s", title, time.monotonic() - start)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from osbuilder.pack.compress import codec_of
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 
 
 def plain_tarball(path: Path, workdir: Path, runner: Runner) -> Path:
@@ -17,7 +17,7 @@ def plain_tarball(path: Path, workdir: Path, runner: Runner) -> Path:
         return path
     plain = workdir / f"{path.name}.tar"
     with open(plain, "wb") as out, open(path, "rb") as src, \
-            runner.pipe_to(codec.decompress, out, hint=f"'{path}' is not a valid {codec.name} stream") as stdin:
+            runner.pipe_to(codec.decompress, out, hint=f"'{path}' is not a valid {codec.name} stream", limit=FILESYSTEM) as stdin:
         for chunk in iter(lambda: src.read(1 << 20), b""):
             stdin.write(chunk)
     return plain

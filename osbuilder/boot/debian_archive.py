@@ -14,7 +14,7 @@ from pathlib import Path
 
 from osbuilder.arch import Arch
 from osbuilder.errors import InternalError, UserError
-from osbuilder.runner import Runner
+from osbuilder.runner import DOWNLOAD, PROBE, Runner
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -53,13 +53,13 @@ class DebianArchive:
         # The release suite only: its kernels are the point release's, and the security
         # archive's per-arch indexes are often mid-sync on mirrors, which fails the update.
         (state / "sources.list").write_text(f"deb [arch={self.arch.debian}] {self.mirror} {self.release} main\n")
-        runner.run(["apt-get", *self._apt_options(), "-q", "update"], timeout=600,
+        runner.run(["apt-get", *self._apt_options(), "-q", "update"], limit=DOWNLOAD,
                    hint=f"check that {self.mirror} is reachable")
         marker.touch()
 
     def depends_of(self, package: str, runner: Runner) -> list[str]:
         out = runner.run(["apt-cache", *self._apt_options(), "depends", package],
-                         hint=f"no package '{package}' for {self.arch.debian}").stdout
+                         hint=f"no package '{package}' for {self.arch.debian}", limit=PROBE).stdout
         return re.findall(r"^\s+Depends: (\S+)$", out, re.M)
 
     def download(self, package: str, runner: Runner) -> Path:
@@ -72,7 +72,7 @@ class DebianArchive:
             return existing[-1]
         partial = into / f".download-{os.getpid()}"
         partial.mkdir(exist_ok=True)
-        runner.run(["apt-get", *self._apt_options(), "-q", "download", package], cwd=partial, timeout=1200,
+        runner.run(["apt-get", *self._apt_options(), "-q", "download", package], cwd=partial, limit=DOWNLOAD,
                    hint=f"check that {self.mirror} has {package} for {self.arch.debian}")
         debs = list(partial.glob("*.deb"))
         if len(debs) != 1:

@@ -20,7 +20,7 @@ from pathlib import Path
 from osbuilder.arch import Arch
 from osbuilder.errors import UserError
 from osbuilder.fsutil import sha256_file
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 
 # Xen's ELF note type for the 32-bit PVH entry point (include/xen/interface/elfnote.h).
 XEN_ELFNOTE_PHYS32_ENTRY = 18
@@ -48,7 +48,7 @@ def unpack_deb(deb: Path, into: Path, runner: Runner) -> Path:
     partial = into.with_name(into.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    runner.run(["dpkg-deb", "--extract", str(deb), str(partial)], hint="pass a linux-image-*.deb package")
+    runner.run(["dpkg-deb", "--extract", str(deb), str(partial)], hint="pass a linux-image-*.deb package", limit=FILESYSTEM)
     (partial / ".unpacked").touch()
     os.replace(partial, into)
     return into

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from osbuilder.errors import UserError
-from osbuilder.runner import Runner
+from osbuilder.runner import PROBE, Runner
 
 # What each root device needs on a stock distribution kernel, by module name; what mounts
 # the root on it comes from the artifact's packer (Packer.boot_modules). Dependencies are
@@ -56,7 +56,7 @@ class ModuleIndex:
             link.unlink()
         link.symlink_to(modules_dir)
         text = runner.run(["depmod", "-n", "-b", str(base), version],
-                          hint="pass --modules the lib/modules/<version> directory of the kernel").stdout
+                          hint="pass --modules the lib/modules/<version> directory of the kernel", limit=PROBE).stdout
         index = cls(root=modules_dir)
         for line in text.splitlines():
             if line.startswith("alias "):

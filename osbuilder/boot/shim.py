@@ -22,7 +22,7 @@ from osbuilder.boot.modules import DEVICE_MODULES, ModuleIndex
 from osbuilder.errors import UserError
 from osbuilder.pack.compress import compressing, get_codec
 from osbuilder.pack.cpio import archive_tree
-from osbuilder.runner import Runner
+from osbuilder.runner import PROBE, Runner
 from osbuilder.templates import Templates
 from osbuilder.tools import HostTools
 
@@ -55,7 +55,7 @@ def _copy_with_libraries(binary: str, root: Path, runner: Runner) -> None:
     path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
     if path is None:
         raise UserError(f"required tool '{binary}' is not installed", "run ./setup.sh to install it")
-    needed = [path] + re.findall(r"(/\S+) \(0x", runner.run(["ldd", path]).stdout)
+    needed = [path] + re.findall(r"(/\S+) \(0x", runner.run(["ldd", path], limit=PROBE).stdout)
     for source in needed:
         target = root / source.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from osbuilder.errors import UserError, lookup
 from osbuilder.pack.gzip_pieces import PiecewiseGzipWriter, PieceStore
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 from osbuilder.tools import HostTools
 
 
@@ -83,7 +83,7 @@ def compressing(codec: Codec, level: int, out: BinaryIO, tools: HostTools, runne
     the gzip writer the pieces earlier builds compressed."""
     for tool, argv in codec.commands:
         if tools.has(tool):
-            with runner.pipe_to(argv(level), out) as stream:
+            with runner.pipe_to(argv(level), out, limit=FILESYSTEM) as stream:
                 yield stream
             return
     if codec.python is None:

@@ -14,7 +14,7 @@ from osbuilder.pack.cpio import Entry, archive_tree
 from osbuilder.pack.gzip_pieces import PiecewiseGzipWriter
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.read.view import GuestView, NewcView
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 from osbuilder.settings import setting
 
 log = logging.getLogger("osbuilder")
@@ -89,7 +89,7 @@ class InitrdPacker(Packer):
         try:
             with open(archive, "wb") as out, open(artifact.path, "rb") as src, \
                     runner.pipe_to(codec.decompress, out, hint=f"'{artifact.path}' is not a valid {codec.name} "
-                                                               "stream") as stdin:
+                                                               "stream", limit=FILESYSTEM) as stdin:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     stdin.write(chunk)
             return NewcView(archive, str(artifact.path), scratch=archive)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.errors import BuildError
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 
 BLOCK = 4096
 
@@ -50,7 +50,7 @@ def format_verity(data: Path, hash_file: Path, salt: str, runner: Runner) -> Ver
     if size % BLOCK:
         raise BuildError(f"verity data {data} is not a whole number of {BLOCK}-byte blocks")
     out = runner.run(["veritysetup", "format", "--no-superblock", "--hash=sha256", f"--salt={salt}",
-                      f"--data-block-size={BLOCK}", f"--hash-block-size={BLOCK}", str(data), str(hash_file)]).stdout
+                      f"--data-block-size={BLOCK}", f"--hash-block-size={BLOCK}", str(data), str(hash_file)], limit=FILESYSTEM).stdout
     match = re.search(r"^Root hash:\s+([0-9a-f]+)", out, re.M)
     if match is None:
         raise BuildError("veritysetup printed no root hash", "rerun with --verbose to see its output")

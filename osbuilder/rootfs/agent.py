@@ -14,6 +14,7 @@ from osbuilder.errors import UserError
 from osbuilder.fsutil import GuestRoot, sha256_file
 from osbuilder.guest_layout import AGENT_PATH, UNIT_DIR
 from osbuilder.rootfs.extract import safe_extract
+from osbuilder.runner import BUILD
 
 if TYPE_CHECKING:
     from osbuilder.runner import Runner
@@ -90,15 +91,14 @@ def agent_from_source(source: Path, target: Arch, agent_is_init: bool, seccomp: 
     if not (source / "Makefile").is_file():
         raise UserError(f"agent source '{source}' has no Makefile", "pass Kata's src/agent directory")
     variables = agent_make_variables(target, agent_is_init, seccomp, policy)
-    runner.run(["make", *variables], cwd=source, timeout=AGENT_BUILD_TIMEOUT_S,
+    runner.run(["make", *variables], cwd=source, limit=BUILD,
                hint=f"the agent's build failed in {source}")
     into.mkdir(parents=True, exist_ok=True)
-    runner.run(["make", "install", f"DESTDIR={into}", *variables], cwd=source, timeout=AGENT_BUILD_TIMEOUT_S,
+    runner.run(["make", "install", f"DESTDIR={into}", *variables], cwd=source, limit=BUILD,
                hint=f"the agent's install step failed in {source}")
     return agent_from_tree(into, target, f"the agent built from '{source}'", f"source {source.name}")
 
 
-AGENT_BUILD_TIMEOUT_S = 3 * 3600
 
 
 # The units an agent tarball may bring (they replace osbuilder's templates in systemd mode).

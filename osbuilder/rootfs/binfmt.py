@@ -7,7 +7,7 @@ from pathlib import Path
 from osbuilder.arch import Arch, host_arch
 from osbuilder.errors import UserError
 from osbuilder.rootless import privileged
-from osbuilder.runner import Runner
+from osbuilder.runner import PROBE, Runner
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
@@ -29,9 +29,9 @@ def ensure_binfmt(arch: Arch, runner: Runner) -> None:
     if not privileged():
         raise UserError(f"cannot run {arch.name} binaries: the binfmt handler {arch.qemu_user} is not registered", how)
     if not (BINFMT_DIR / "register").exists():
-        runner.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], check=False)
+        runner.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], check=False, limit=PROBE)
     if not Path("/usr/share/binfmts", arch.qemu_user).exists():
         raise UserError(f"cannot run {arch.name} binaries: qemu-user-static is not installed", how)
-    runner.run(["update-binfmts", "--enable", arch.qemu_user], check=False)
+    runner.run(["update-binfmts", "--enable", arch.qemu_user], check=False, limit=PROBE)
     if not _enabled(arch):
         raise UserError(f"cannot run {arch.name} binaries: registering {arch.qemu_user} failed", how)

@@ -21,7 +21,7 @@ from osbuilder.rootfs.binfmt import ensure_binfmt
 from osbuilder.rootfs.dracut import build_with_dracut
 from osbuilder.rootfs.options import DRACUT, RootfsOptions
 from osbuilder.rootfs.tarball import create_tarball, extract_tarball
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 
 log = logging.getLogger("osbuilder")
 
@@ -64,7 +64,7 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
     linked = private_tree and not rootless.faked()
 
     def clone(source: Path, into: Path) -> None:
-        runner.run(["cp", "--archive", "--link", "--no-target-directory", str(source), str(into)])
+        runner.run(["cp", "--archive", "--link", "--no-target-directory", str(source), str(into)], limit=FILESYSTEM)
 
     # One build per entry at a time: a second build of the same tree waits, then reuses it.
     with cache.lock(name):
@@ -116,4 +116,4 @@ def copy_existing(source: Path, tree: Path, runner: Runner) -> None:
     modes, links, hard links, device nodes and xattrs; the original is never changed."""
     tree.mkdir(parents=True, exist_ok=True)
     runner.run(["cp", "--archive", "--no-target-directory", f"{source}/.", str(tree)],
-               hint=f"check that '{source}' is readable; copying device nodes needs root")
+               hint=f"check that '{source}' is readable; copying device nodes needs root", limit=FILESYSTEM)

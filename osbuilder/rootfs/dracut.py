@@ -20,10 +20,9 @@ from osbuilder.fsutil import GuestRoot, set_owner_and_time
 from osbuilder.guest_layout import PASSWD
 from osbuilder.initmode import get_init_mode
 from osbuilder.read.newc import NewcReader
-from osbuilder.runner import Runner
+from osbuilder.runner import PACKAGE_MANAGER, Runner
 from osbuilder.templates import Templates
 
-DRACUT_TIMEOUT_S = 900
 # What the agent and the probe call at start-up; dracut fails if the host lacks one.
 REQUIRED_TOOLS = ("mount", "umount", "mkdir", "cat", "ls", "ln", "rm", "sleep", "sync", "stat", "uname")
 # The guest's usual tools (reference section 3), taken from the host when it has them.
@@ -68,7 +67,7 @@ def build_with_dracut(init_mode: str, tree: Path, workdir: Path, runner: Runner,
     env = {"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}
     runner.run(["dracut", "--no-kernel", "--force", "--quiet", "--conf", str(conf), "--confdir",
                 str(config / "conf.d"), "--tmpdir", str(config / "tmp"), str(archive)], env=env,
-               timeout=DRACUT_TIMEOUT_S, hint="install dracut-core (./setup.sh); the host must have what the "
+               limit=PACKAGE_MANAGER, hint="install dracut-core (./setup.sh); the host must have what the "
                                                "init mode's dracut modules install (systemd and dbus for systemd)")
     guest = GuestRoot(tree)
     try:

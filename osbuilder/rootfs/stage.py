@@ -21,7 +21,7 @@ from osbuilder.rootfs.probe import render_probe
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.validate import validate_tree
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 from osbuilder.staging import Staging, check_output_dir
 from osbuilder.steps import step
 from osbuilder.templates import Templates
@@ -78,7 +78,7 @@ def strip_agent(agent: AgentBinary, options: RootfsOptions, workdir: Path, runne
     # binutils-multiarch's strip reads all four architectures; the installed bytes are recorded.
     stripped = workdir / "kata-agent.stripped"
     runner.run(["strip", "--strip-unneeded", "-o", str(stripped), str(agent.path)],
-               hint="install binutils-multiarch (./setup.sh), or pass --no-strip")
+               hint="install binutils-multiarch (./setup.sh), or pass --no-strip", limit=FILESYSTEM)
     return dataclasses.replace(check_agent(stripped, options.target), units=agent.units,
                                description=agent.description + ", stripped")
 

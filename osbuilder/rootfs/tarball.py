@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 
 _XATTRS = ["--xattrs", "--xattrs-include=*"]
 
@@ -14,9 +14,9 @@ def extract_tarball(tarball: Path, root: Path, runner: Runner, exclude: tuple[st
     root.mkdir(parents=True, exist_ok=True)
     runner.run(["tar", "--extract", "--file", str(tarball), "--directory", str(root),
                 "--numeric-owner", "--same-owner", "--preserve-permissions", *_XATTRS,
-                *(f"--exclude={pattern}" for pattern in exclude)])
+                *(f"--exclude={pattern}" for pattern in exclude)], limit=FILESYSTEM)
 
 
 def create_tarball(root: Path, tarball: Path, runner: Runner) -> None:
     runner.run(["tar", "--create", "--file", str(tarball), "--directory", str(root), "--numeric-owner",
-                "--sort=name", *_XATTRS, "."])
+                "--sort=name", *_XATTRS, "."], limit=FILESYSTEM)

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import REPO, run_cli
 from tests.local_repos.apk import served_alpine_repo
 
+pytestmark = pytest.mark.slow
 EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
 
 
@@ -188,3 +189,62 @@ def test_on_a_terminal_the_matrix_shows_one_live_line_per_target(apk_repo, tmp_p
     assert "[alpine-x86_64] osbuilder:" not in screen  # no log lines on a terminal
     assert re.search(r"^alpine-aarch64-erofs\s+ok\s+[\d.]+s\s+kata-containers-initrd\.img, kata-containers\.img",
                      screen, re.M)
+
+
+def test_no_target_starts_after_a_fail_fast_stop(tmp_path, server):
+    """The race the review found: a target that checked the stop flag before a fail-fast stop
+    but registered its build after it was never terminated. The slow target's first check
+    is held until the stop has terminated every registered build (at most 3 s), the
+    interleaving in which a check made outside the registering lock goes stale."""
+    import io
+    import threading
+
+    from osbuilder.matrix import MatrixBuild, MatrixDisplay, load_matrix
+    from tests.helpers import fake_bootstrap
+
+    existing = tmp_path / "tree"
+    fake_bootstrap(existing, with_systemd=False)
+    config = tmp_path / "builds.toml"
+    config.write_text(f'''
+[defaults]
+distro = "debian"
+init = "agent"
+existing = "{existing}"
+format = ["initrd"]
+
+[[target]]
+name = "fails"
+agent = "{server}/missing"
+
+[[target]]
+name = "slow"
+agent = "{server}/slow-agent"
+''')
+    terminated = threading.Event()
+    current = threading.local()
+    held = []
+
+    class HeldCheck(threading.Event):
+        def is_set(self) -> bool:
+            value = super().is_set()
+            if getattr(current, "name", None) == "slow" and not held:
+                held.append(value)
+                terminated.wait(3)
+            return value
+
+    class Observed(MatrixBuild):
+        def _build(self, run) -> None:
+            current.name = run.name
+            super()._build(run)
+
+        def _terminate_all(self) -> None:
+            super()._terminate_all()
+            terminated.set()
+
+    build = Observed(load_matrix(config), tmp_path / "out", 2, True, [],
+                     lambda runs: MatrixDisplay(io.StringIO(), runs, enabled=False))
+    build.stop = HeldCheck()
+    runs = {run.name: run for run in build.run()}
+    assert held == [False], "the slow target's check was never held"
+    assert runs["fails"].state == "failed" and "404" in runs["fails"].error, runs["fails"]
+    assert runs["slow"].state in ("skipped", "cancelled"), f"the slow target went on building: {runs['slow']}"

@@ -3,6 +3,8 @@ bootstrap key changes with every input that decides the tree."""
 
 from __future__ import annotations
 
+from osbuilder.pack.gzip_pieces import PieceStore
+
 import dataclasses
 import json
 import multiprocessing
@@ -243,7 +245,7 @@ def test_package_order_and_duplicates_do_not_change_the_key(tmp_path):
 
 def test_initrd_pieces_are_listed_as_one_entry_and_age_one_by_one(tmp_path):
     cache = BuildCache(tmp_path / "cache")
-    store = cache.pieces()
+    store = PieceStore(cache.pieces_dir())
     store.put(6, "a" * 64, b"old piece")
     store.put(6, "b" * 64, b"fresh piece")
     (entry,) = cache.entries()

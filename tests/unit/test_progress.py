@@ -9,7 +9,7 @@ from rich.console import Console
 
 from osbuilder.progress import Progress, progress_for
 from osbuilder.rootfs.backends.apt import mmdebstrap_phase
-from osbuilder.runner import Runner
+from osbuilder.runner import PROBE, Runner
 
 # What mmdebstrap prints on stderr while it works (its info lines), replayed by a shell.
 SCRIPT = """
@@ -30,7 +30,7 @@ def test_phases_are_logged_once_each_without_a_terminal(caplog):
     caplog.set_level(logging.INFO, logger="osbuilder")
     with progress_for(io.StringIO()) as progress:
         assert progress is not None and not progress.live
-        Runner(progress=progress).run(["sh", "-c", SCRIPT], progress=mmdebstrap_phase)
+        Runner(progress=progress).run(["sh", "-c", SCRIPT], limit=PROBE, progress=mmdebstrap_phase)
     logged = [r.getMessage() for r in caplog.records if r.name == "osbuilder"]
     assert logged == [f"sh: {phase}" for phase in PHASES]
 
@@ -40,7 +40,7 @@ def test_a_terminal_gets_a_live_line_that_follows_the_phases():
     progress = Progress(Console(file=screen, force_terminal=True, width=120))
     # The live line redraws a few times a second: give each line time to be drawn.
     paced = SCRIPT.replace(">&2\n", ">&2; sleep 0.25\n")
-    Runner(progress=progress).run(["sh", "-c", paced], progress=mmdebstrap_phase)
+    Runner(progress=progress).run(["sh", "-c", paced], limit=PROBE, progress=mmdebstrap_phase)
     shown = screen.getvalue()
     assert all(phase in shown for phase in PHASES), shown
     assert "InRelease" in shown  # the latest output line rides along
@@ -50,5 +50,5 @@ def test_a_terminal_gets_a_live_line_that_follows_the_phases():
 def test_commands_without_phases_report_nothing(caplog):
     caplog.set_level(logging.INFO, logger="osbuilder")
     with progress_for(io.StringIO()) as progress:
-        Runner(progress=progress).run(["sh", "-c", SCRIPT])
+        Runner(progress=progress).run(["sh", "-c", SCRIPT], limit=PROBE)
     assert [r for r in caplog.records if r.name == "osbuilder"] == []

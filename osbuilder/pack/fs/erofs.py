@@ -10,7 +10,7 @@ from osbuilder.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import DirView, GuestView
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, Runner
 
 
 class Erofs(Filesystem):
@@ -27,7 +27,7 @@ class Erofs(Filesystem):
         mkfs = ["mkfs.erofs", "--quiet", "-zlz4hc", "-Enoinline_data", f"-T{request.epoch}", f"-U{request.uuid}",
                 str(request.image)]
         if has_empty_machine_id(request.tree):
-            runner.run([*mkfs, str(request.tree)])
+            runner.run([*mkfs, str(request.tree)], limit=FILESYSTEM)
             return
         # mkfs.erofs 1.5 cannot add a file, and the user's tree is never touched: pack a copy
         # that has it. Only root can recreate owners and device nodes in a copy, so anyone else
@@ -42,7 +42,7 @@ class Erofs(Filesystem):
         copy.mkdir()
         fakeroot = [] if os.geteuid() == 0 else ["fakeroot", "--unknown-is-real", "--"]
         runner.run([*fakeroot, "bash", "-euo", "pipefail", "-c", _EROFS_COPY_SCRIPT, "erofs-copy",
-                    str(request.tree), str(copy), str(machine_id), *mkfs, str(copy)])
+                    str(request.tree), str(copy), str(machine_id), *mkfs, str(copy)], limit=FILESYSTEM)
 
 
     def open_view(self, source: FsSource, runner: Runner) -> GuestView:
@@ -52,7 +52,7 @@ class Erofs(Filesystem):
         extracted = source.workdir / "erofs-tree"
         try:
             runner.run(["fsck.erofs", f"--extract={extracted}", "--no-preserve", str(fs)],
-                       hint=f"the erofs file system in '{source.image}' is damaged")
+                       hint=f"the erofs file system in '{source.image}' is damaged", limit=FILESYSTEM)
         except BaseException:
             remove_tree(extracted)
             raise

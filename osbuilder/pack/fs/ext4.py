@@ -12,7 +12,7 @@ from osbuilder.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import GuestView, Node
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, PROBE, Runner
 
 
 def _journal_blocks(total_blocks: int) -> int:
@@ -81,7 +81,7 @@ class Ext4(Filesystem):
                     # The target is a fresh sparse file, already zero: no need to zero tables.
                     "-E", f"hash_seed={request.uuid},nodiscard,lazy_itable_init=1,lazy_journal_init=1,"
                           f"offset={request.offset}",
-                    "-d", str(request.tree), str(request.image), str(blocks)], env=env)
+                    "-d", str(request.tree), str(request.image), str(blocks)], env=env, limit=FILESYSTEM)
         script = []
         if not has_empty_machine_id(request.tree):
             empty = request.workdir / "empty"
@@ -104,7 +104,7 @@ class Ext4(Filesystem):
     def _debugfs(self, request: FsRequest, commands: list[str], runner: Runner, env: dict[str, str]) -> None:
         script = request.workdir / "debugfs.cmds"
         script.write_text("\n".join(commands) + "\n")
-        result = runner.run(["debugfs", "-w", "-f", str(script), request.device], env=env)
+        result = runner.run(["debugfs", "-w", "-f", str(script), request.device], env=env, limit=FILESYSTEM)
         errors = [line for line in result.stderr_tail.splitlines()
                   if line.strip() and not line.startswith("debugfs ") and "not found" not in line]
         if errors:
@@ -112,7 +112,7 @@ class Ext4(Filesystem):
 
     def _used_inodes(self, request: FsRequest, runner: Runner) -> list[int]:
         """Inodes in use, from dumpe2fs's per-group free-inode ranges."""
-        out = runner.run(["dumpe2fs", request.device]).stdout
+        out = runner.run(["dumpe2fs", request.device], limit=PROBE).stdout
         total = int(re.search(r"^Inode count:\s+(\d+)", out, re.M).group(1))
         free: set[int] = set()
         for ranges in re.findall(r"^\s+Free inodes: (.*)$", out, re.M):
@@ -155,12 +155,12 @@ class Ext4View(GuestView):
         self.device = f"{source.image}?offset={source.offset}" if source.offset else str(source.image)
 
     def _debugfs(self, request: str) -> tuple[str, str]:
-        result = self.runner.run(["debugfs", "-R", request, self.device], check=False)
+        result = self.runner.run(["debugfs", "-R", request, self.device], check=False, limit=FILESYSTEM)
         return result.stdout, result.stderr_tail
 
 
     def used_bytes(self) -> int | None:
-        out = self.runner.run(["dumpe2fs", "-h", self.device], check=False).stdout
+        out = self.runner.run(["dumpe2fs", "-h", self.device], check=False, limit=PROBE).stdout
         fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
         try:
             return (int(fields["Block count"]) - int(fields["Free blocks"])) * int(fields["Block size"])

@@ -14,7 +14,7 @@ from osbuilder.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import GuestView, Node, node_of
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, PROBE, Runner
 
 _BMAP = re.compile(r"data offset (\d+) startblock \d+ \((\d+)/(\d+)\) count (\d+)")
 
@@ -63,10 +63,10 @@ class Xfs(Filesystem):
         runner.run(["faketime", "-f", when, "mkfs.xfs", "-q", "-f", "-b", f"size={request.block_size}",
                     "-d", f"agcount={agcount}",
                     "-m", f"reflink=0,uuid={request.uuid}", "-p", str(proto), str(request.image)],
-                   env={"TZ": "UTC"})
+                   env={"TZ": "UTC"}, limit=FILESYSTEM)
         # Protofiles cannot express the sticky bit; set it afterwards on the inodes that had it.
         for path, mode in sticky:
-            runner.run(["xfs_db", "-x", "-c", f"path {path}", "-c", f"write core.mode 0{mode:o}", str(request.image)])
+            runner.run(["xfs_db", "-x", "-c", f"path {path}", "-c", f"write core.mode 0{mode:o}", str(request.image)], limit=FILESYSTEM)
 
 
     def open_view(self, source: FsSource, runner: Runner) -> GuestView:
@@ -141,7 +141,7 @@ class XfsView(GuestView):
         argv = ["xfs_db", "-r"]
         for command in commands:
             argv += ["-c", command]
-        return self.runner.run([*argv, str(self.fs)], check=False).stdout
+        return self.runner.run([*argv, str(self.fs)], check=False, limit=PROBE).stdout
 
     def _db(self, *commands: str) -> dict[str, str]:
         return dict(re.findall(r"^([\w.]+) = (.*)$", self._run(*commands), re.M))

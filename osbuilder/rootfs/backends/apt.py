@@ -23,11 +23,10 @@ from osbuilder.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.rootless import privileged, real_ids_env
-from osbuilder.runner import Runner
+from osbuilder.runner import PACKAGE_MANAGER, PROBE, Runner
 
 log = logging.getLogger("osbuilder")
 
-BOOTSTRAP_TIMEOUT_S = 3600
 DPKG_STATUS = "/var/lib/dpkg/status"
 DPKG_INFO = "/var/lib/dpkg/info"
 MMDEBSTRAP_VERSION = re.compile(r"""^our \$VERSION = ['"]([^'"\s]+)['"];""", re.M)
@@ -59,7 +58,7 @@ class AptBackend(Backend):
                 match = MMDEBSTRAP_VERSION.search(Path(script).read_text(errors="replace"))
                 if match:
                     return f"mmdebstrap {match[1]}"
-        return runner.run(["mmdebstrap", "--version"], hint="install mmdebstrap (./setup.sh)").stdout.strip()
+        return runner.run(["mmdebstrap", "--version"], hint="install mmdebstrap (./setup.sh)", limit=PROBE).stdout.strip()
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
                 downloads: Path | None = None) -> None:
@@ -101,7 +100,7 @@ class AptBackend(Backend):
             if downloads is not None:
                 cleanup.enter_context(downloads_lock(downloads, shared=True))
             try:
-                runner.run(argv, env=env, timeout=BOOTSTRAP_TIMEOUT_S, progress=mmdebstrap_phase, hint=hint)
+                runner.run(argv, env=env, limit=PACKAGE_MANAGER, progress=mmdebstrap_phase, hint=hint)
                 if direct:
                     fill_holes_in_tree(root)
                 else:

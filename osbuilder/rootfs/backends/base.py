@@ -19,7 +19,7 @@ from osbuilder.errors import UserError
 from osbuilder.fsutil import GuestRoot, remove_tree
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.rootless import in_user_namespace
-from osbuilder.runner import Runner
+from osbuilder.runner import FILESYSTEM, PROBE, Runner
 
 
 @dataclass(frozen=True)
@@ -170,14 +170,14 @@ def install_through_user_namespace(install: Callable[[Path], None], installroot:
     fakeroot: had fakeroot recorded a file there (its mkdir does), the deletion outside it
     would leave the record behind, and a file that later reused the inode number would take
     on the deleted one's type and owner."""
-    runner.run(in_user_namespace(["mkdir", str(installroot)]), env=env)
+    runner.run(in_user_namespace(["mkdir", str(installroot)]), env=env, limit=PROBE)
     try:
         install(installroot)
         runner.run(in_user_namespace(["tar", "--create", "--file", str(tarball), "--directory", str(installroot),
-                                      "--numeric-owner", "--xattrs", "--xattrs-include=*", "."]), env=env)
+                                      "--numeric-owner", "--xattrs", "--xattrs-include=*", "."]), env=env, limit=FILESYSTEM)
     finally:
         # Only root of the same mapping may delete what the subordinate ids own.
-        runner.run(in_user_namespace(["rm", "-rf", "--one-file-system", str(installroot)]), env=env, check=False)
+        runner.run(in_user_namespace(["rm", "-rf", "--one-file-system", str(installroot)]), env=env, check=False, limit=FILESYSTEM)
     try:
         extract_tarball(tarball, root, runner)
     finally:

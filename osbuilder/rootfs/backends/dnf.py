@@ -23,10 +23,9 @@ from osbuilder.fsutil import GuestRoot
 from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
                                             install_through_user_namespace, recipe_path)
 from osbuilder.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
-from osbuilder.runner import Runner
+from osbuilder.runner import PACKAGE_MANAGER, PROBE, Runner
 from osbuilder.templates import Templates
 
-INSTALL_TIMEOUT_S = 3600
 QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
 
 
@@ -62,7 +61,7 @@ class DnfBackend(Backend):
 
     def tool_version(self, runner: Runner) -> str:
         # As the real user: under fakeroot dnf believes it is root and opens /var/log for its log.
-        out = runner.run(["dnf", "--version"], env=real_ids_env(), hint="install dnf (./setup.sh)").stdout
+        out = runner.run(["dnf", "--version"], env=real_ids_env(), hint="install dnf (./setup.sh)", limit=PROBE).stdout
         return "dnf " + (out.splitlines() or ["unknown"])[0].strip()
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
@@ -95,7 +94,7 @@ class DnfBackend(Backend):
         hint = f"check --mirror {request.mirror}, --release, the package names and the signing key (--keyring)"
         with downloads_lock(downloads) if downloads is not None else contextlib.nullcontext():
             if privileged():
-                runner.run(argv, env=env, timeout=INSTALL_TIMEOUT_S, hint=hint)
+                runner.run(argv, env=env, limit=PACKAGE_MANAGER, hint=hint)
                 self._remove_cache_trail(installroot, cachedir, section, runner)
             else:
                 self._install_unprivileged(argv, installroot, cachedir, section, root, workdir,
@@ -104,7 +103,7 @@ class DnfBackend(Backend):
     def _install_unprivileged(self, argv: list[str], installroot: Path, cachedir: Path, section: DnfSection,
                               root: Path, workdir: Path, env: dict[str, str], runner: Runner, hint: str) -> None:
         def install(into: Path) -> None:
-            runner.run(in_user_namespace(argv), env=env, timeout=INSTALL_TIMEOUT_S, hint=hint)
+            runner.run(in_user_namespace(argv), env=env, limit=PACKAGE_MANAGER, hint=hint)
             self._remove_cache_trail(into, cachedir, section, runner)
 
         install_through_user_namespace(install, installroot, root, workdir / "dnf-root.tar", env, runner)
@@ -133,7 +132,7 @@ class DnfBackend(Backend):
         if dbpath is None:
             return True
         query = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qf", path], env=real_ids_env(),
-                           check=False, hint="install rpm (./setup.sh)")
+                           check=False, hint="install rpm (./setup.sh)", limit=PROBE)
         return query.returncode == 0  # rpm -qf exits 1 for a path no package owns
 
     @staticmethod
@@ -148,7 +147,7 @@ class DnfBackend(Backend):
             return {name: () for name in names}
         out = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-q",
                           "--queryformat=[%{=NAME}\t%{FILENAMES}\n]", *names], check=False,
-                         hint="install rpm (./setup.sh)").stdout
+                         hint="install rpm (./setup.sh)", limit=PROBE).stdout
         files: dict[str, list[str]] = {name: [] for name in names}
         for line in out.splitlines():
             name, _, path = line.partition("\t")
@@ -161,7 +160,7 @@ class DnfBackend(Backend):
         if dbpath is None:
             return ()
         out = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qa", f"--queryformat={QUERY_FORMAT}"],
-                         hint="install rpm (./setup.sh)").stdout
+                         hint="install rpm (./setup.sh)", limit=PROBE).stdout
         found = []
         for line in out.splitlines():
             name, version, arch = (line.split("\t") + ["", ""])[:3]

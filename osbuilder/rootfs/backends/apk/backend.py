@@ -36,15 +36,13 @@ from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, ch
                                             install_through_user_namespace, recipe_path)
 from osbuilder.rootfs.extract import check_member, guest_name
 from osbuilder.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
-from osbuilder.runner import Runner
+from osbuilder.runner import PACKAGE_MANAGER, Runner
 
 log = logging.getLogger("osbuilder")
 
 CHECKSUM_HEADER = "APK-TOOLS.checksum.SHA1"
 SCRIPT_NAMES = (".pre-install", ".post-install")
 SCRIPT_PATH = "/lib/apk/exec"
-SCRIPT_TIMEOUT_S = 600
-INSTALL_TIMEOUT_S = 3600
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,7 @@ class ApkBackend(Backend):
             argv = [sys.executable, "-m", "osbuilder.rootfs.backends.apk", str(job), str(into), str(workdir),
                     str(refusal)]
             try:
-                result = runner.run(in_user_namespace(argv), env=env, timeout=INSTALL_TIMEOUT_S,
+                result = runner.run(in_user_namespace(argv), env=env, limit=PACKAGE_MANAGER,
                                     hint="the apk installer failed in its user namespace")
             except CommandError:
                 if refusal.exists():
@@ -262,7 +260,7 @@ class ApkBackend(Backend):
         guest.write_bytes(script, body, 0o755)
         try:
             # As root (an unprivileged build's is root of its user namespace: see install).
-            runner.run(["chroot", str(guest.root), script, entry.version], timeout=SCRIPT_TIMEOUT_S,
+            runner.run(["chroot", str(guest.root), script, entry.version], limit=PACKAGE_MANAGER,
                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                        hint=f"{entry.name}'s {kind.lstrip('.')} script failed inside the guest")
         finally:
