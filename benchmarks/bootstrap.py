@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import compile_osbuilder, du_bytes  # noqa: E402
 
-from osbuilder.arch import get_arch  # noqa: E402
-from osbuilder.recipes import load_recipe  # noqa: E402
+from osbuilder.foundation.arch import get_arch  # noqa: E402
+from osbuilder.rootfs.recipes import load_recipe  # noqa: E402
 from tests.local_repos import GpgKey, serve_directory  # noqa: E402
 from tests.local_repos.apt import build_apt_repo, collect_debs  # noqa: E402
 from tests.local_repos.apk import ApkKey, alpine_packages, write_repo  # noqa: E402

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.cache import BuildCache
+from osbuilder.foundation.cache import BuildCache
 from osbuilder.config import BuildConfig
 from osbuilder.pack.artifact import Artifact
 from osbuilder.pack.base import PackContext
@@ -14,19 +14,19 @@ from osbuilder.pack.guest_tree import open_guest_tree
 from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.pack.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.pack.registry import PACKERS
-from osbuilder.recipes import Recipe
+from osbuilder.rootfs.recipes import Recipe
 from osbuilder.read.kind import recognise_artifact
-from osbuilder.release import (ReleaseOptions, arrange_kata_layout, runtime_name, write_release_tarballs,
+from osbuilder.release.layout import (ReleaseOptions, arrange_kata_layout, runtime_name, write_release_tarballs,
                                write_sha256sums)
 from osbuilder.rootfs.stage import build_rootfs_into, precheck_agent, resolve_agent
 from osbuilder.rootfs.summary import Summary
-from osbuilder.runner import Runner
-from osbuilder.runtime_fragment import FRAGMENT_NAME, FragmentOptions, SlotArtifact, fragment_for
-from osbuilder.sbom import SbomInput, write_sbom
-from osbuilder.staging import Staging, check_output_dir
-from osbuilder.steps import step
-from osbuilder.templates import Templates
-from osbuilder.tools import HostTools
+from osbuilder.foundation.runner import Runner
+from osbuilder.host.runtime_fragment import FRAGMENT_NAME, FragmentOptions, SlotArtifact, fragment_for
+from osbuilder.release.sbom import SbomInput, write_sbom
+from osbuilder.foundation.staging import Staging, check_output_dir
+from osbuilder.foundation.steps import step
+from osbuilder.foundation.templates import Templates
+from osbuilder.foundation.tools import HostTools
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osbuilder.arch import arch_of_kernel_config, kernel_arch
-from osbuilder.cgroups import SYSTEMD_DRIVER
-from osbuilder.errors import UserError
-from osbuilder.findings import Finding
-from osbuilder.hostconfig import HostDriver, HypervisorSection, kernel_config
-from osbuilder.initmode import INIT_MODES
+from osbuilder.foundation.arch import arch_of_kernel_config, kernel_arch
+from osbuilder.foundation.cgroups import SYSTEMD_DRIVER
+from osbuilder.foundation.errors import UserError
+from osbuilder.host.findings import Finding
+from osbuilder.host.hostconfig import HostDriver, HypervisorSection, kernel_config
+from osbuilder.rootfs.initmode import INIT_MODES
 from osbuilder.inspect import Report, inspect_many
 from osbuilder.pack.registry import PACKERS, runtime_slot_keys
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 
 
 

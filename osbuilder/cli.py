@@ -17,22 +17,22 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from osbuilder import __version__
 from osbuilder.boot.session import BootRequest
-from osbuilder.cache import CacheOptions
+from osbuilder.foundation.cache import CacheOptions
 from osbuilder.matrix import DEFAULT_MATRIX_OUTPUT, MatrixFile, MatrixOptions, MatrixPrint
 from osbuilder.config import OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
-from osbuilder.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, InternalError,
+from osbuilder.foundation.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, InternalError,
                               Interrupted, OsbuilderError, UserError)
-from osbuilder.events import EventLogHandler, sink_from_environment
+from osbuilder.foundation.events import EventLogHandler, sink_from_environment
 from osbuilder.inspect_cli import CheckOptions, InspectOptions
 from osbuilder.pack.registry import PACKERS
 from osbuilder.rootfs.options import RecipeSource
-from osbuilder.runtime_fragment import FragmentOptions
-from osbuilder.progress import progress_for
-from osbuilder.rootless import privileged, reexec_under_fakeroot
-from osbuilder.runner import Runner
-from osbuilder.settings import (add_arguments, build_options, to_argv, values_from_args, values_from_file,
+from osbuilder.host.runtime_fragment import FragmentOptions
+from osbuilder.foundation.progress import progress_for
+from osbuilder.foundation.rootless import privileged, reexec_under_fakeroot
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.settings import (add_arguments, build_options, to_argv, values_from_args, values_from_file,
                                 values_from_mapping)
-from osbuilder.tools import HostTools
+from osbuilder.foundation.tools import HostTools
 
 log = logging.getLogger("osbuilder")
 
@@ -162,7 +162,7 @@ def matrix_target_values(matrix: MatrixFile, name: str, flags: dict[str, Any]) -
 
 def cmd_build_matrix(args: argparse.Namespace) -> int:
     from osbuilder.matrix import MatrixBuild, MatrixDisplay, load_matrix, summary_table, write_summary
-    from osbuilder.staging import check_output_dir
+    from osbuilder.foundation.staging import check_output_dir
 
     matrix = load_matrix(args.config)
     flags = values_from_args(args, _build_classes())
@@ -230,7 +230,7 @@ def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
     """initrd, image, iso: one packer of an existing tree, its sidecars beside the artifact."""
     from osbuilder.pack.base import PackContext
     from osbuilder.pack.guest_tree import open_guest_tree
-    from osbuilder.staging import StagedFile, check_output_file, work_directory
+    from osbuilder.foundation.staging import StagedFile, check_output_file, work_directory
 
     packer = PACKERS[args.command]
     values = settings_values(args)
@@ -256,9 +256,9 @@ def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
 
 def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
     from osbuilder.boot.session import boot_artifact
-    from osbuilder.fsutil import check_output_path
-    from osbuilder.staging import StagedFile
-    from osbuilder.templates import Templates
+    from osbuilder.foundation.fsutil import check_output_path
+    from osbuilder.foundation.staging import StagedFile
+    from osbuilder.foundation.templates import Templates
 
     request = build_options(BootRequest, settings_values(args))
     if request.console_log is not None:
@@ -293,17 +293,17 @@ def cmd_distros(args: argparse.Namespace, runner: Runner) -> int:
 def cmd_inspect(args: argparse.Namespace, runner: Runner) -> int:
     import tempfile
 
-    from osbuilder.findings import has_errors
+    from osbuilder.host.findings import has_errors
     from osbuilder.inspect import inspect_many
     from osbuilder.inspect_cli import as_json, describe
-    from osbuilder.runtime_fragment import fragment_for_report
-    from osbuilder.staging import StagedFile
-    from osbuilder.templates import Templates
+    from osbuilder.host.runtime_fragment import fragment_for_report
+    from osbuilder.foundation.staging import StagedFile
+    from osbuilder.foundation.templates import Templates
 
     values = settings_values(args)
     options = build_options(InspectOptions, values)
     if options.runtime_config_fragment is not None:
-        from osbuilder.fsutil import check_output_path
+        from osbuilder.foundation.fsutil import check_output_path
 
         check_output_path(options.runtime_config_fragment, "--runtime-config-fragment")
     with tempfile.TemporaryDirectory(prefix="osbuilder-inspect-") as work:
@@ -320,7 +320,7 @@ def cmd_check(args: argparse.Namespace, runner: Runner) -> int:
     import tempfile
 
     from osbuilder.check import check
-    from osbuilder.hostconfig import host_cgroup_driver, runtime_sections
+    from osbuilder.host.hostconfig import host_cgroup_driver, runtime_sections
     from osbuilder.inspect_cli import findings_lines
 
     options = build_options(CheckOptions, settings_values(args))
@@ -341,7 +341,7 @@ def cmd_check(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, runner: Runner) -> int:
-    from osbuilder.cache import CACHE_ACTIONS, BuildCache, default_cache_dir
+    from osbuilder.foundation.cache import CACHE_ACTIONS, BuildCache, default_cache_dir
 
     options = build_options(CacheOptions, settings_values(args))
     if options.action not in CACHE_ACTIONS:

@@ -8,21 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from osbuilder.arch import get_arch, host_arch
-from osbuilder.cache import default_cache_dir
-from osbuilder.epoch import source_date_epoch_from_env
-from osbuilder.errors import UserError
-from osbuilder.initmode import INIT_MODES, InitSetting, get_init_mode
+from osbuilder.foundation.arch import get_arch, host_arch
+from osbuilder.foundation.cache import default_cache_dir
+from osbuilder.foundation.epoch import source_date_epoch_from_env
+from osbuilder.foundation.errors import UserError
+from osbuilder.rootfs.initmode import INIT_MODES, InitSetting, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
-from osbuilder.recipes import Recipe, load_recipe
+from osbuilder.rootfs.recipes import Recipe, load_recipe
 from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.rootfs.dracut import HostSystem
 from osbuilder.rootfs.options import DRACUT, RootfsOptions
-from osbuilder.release import ReleaseOptions
-from osbuilder.runtime_fragment import FragmentOptions
-from osbuilder.sbom import SbomOptions
-from osbuilder.settings import as_path, build_options, setting, to_json
-from osbuilder.shared_settings import ArchSetting, OutputSetting
+from osbuilder.release.layout import ReleaseOptions
+from osbuilder.host.runtime_fragment import FragmentOptions
+from osbuilder.release.sbom import SbomOptions
+from osbuilder.foundation.settings import as_path, build_options, setting, to_json
+from osbuilder.foundation.shared_settings import ArchSetting, OutputSetting
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from osbuilder.recipes import PROOFS, load_all
+from osbuilder.rootfs.recipes import PROOFS, load_all
 
 
 @dataclass(frozen=True)

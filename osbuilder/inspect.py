@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osbuilder.arch import arch_of_elf, get_arch
-from osbuilder.elf import parse_elf_header
-from osbuilder.errors import UserError
-from osbuilder.findings import Finding
-from osbuilder.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, UNIT_SEARCH_PATH
-from osbuilder.initmode import INIT_MODES, UNKNOWN_MODE, modes_starting_agent_as_init, recognise_init_mode
+from osbuilder.foundation.arch import arch_of_elf, get_arch
+from osbuilder.foundation.elf import parse_elf_header
+from osbuilder.foundation.errors import UserError
+from osbuilder.host.findings import Finding
+from osbuilder.foundation.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, UNIT_SEARCH_PATH
+from osbuilder.rootfs.initmode import INIT_MODES, UNKNOWN_MODE, modes_starting_agent_as_init, recognise_init_mode
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.image import ROOT_HASH_NAME
 from osbuilder.pack.registry import get_packer
@@ -24,7 +24,7 @@ from osbuilder.read.summary import open_view, summary_of
 from osbuilder.read.view import GuestView
 from osbuilder.rootfs.probe import is_probe_script
 from osbuilder.rootfs.summary import installed_packages, recorded_agent
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 
 
 @dataclass
@@ -196,7 +196,7 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
 
 def inspect_many(path: Path, workdir: Path, runner: Runner) -> list[Report]:
     """One report per artifact: a Kata release (tarball or directory) holds several."""
-    from osbuilder.release import release_artifacts
+    from osbuilder.release.layout import release_artifacts
 
     path = Path(path)
     if not path.exists():

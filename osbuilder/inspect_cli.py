@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from osbuilder.findings import Finding
+from osbuilder.host.findings import Finding
 from osbuilder.inspect import Report
-from osbuilder.settings import as_path, setting
-from osbuilder.shared_settings import ArtifactSetting, HostCgroupDriverSetting
+from osbuilder.foundation.settings import as_path, setting
+from osbuilder.foundation.shared_settings import ArtifactSetting, HostCgroupDriverSetting
 
 MiB = 1 << 20
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from osbuilder.errors import Interrupted, UserError
-from osbuilder.events import EVENTS_FD_VARIABLE, parse_event
-from osbuilder.fsutil import write_atomically
-from osbuilder.settings import read_toml, setting
-from osbuilder.shared_settings import OutputSetting
+from osbuilder.foundation.errors import Interrupted, UserError
+from osbuilder.foundation.events import EVENTS_FD_VARIABLE, parse_event
+from osbuilder.foundation.fsutil import write_atomically
+from osbuilder.foundation.settings import read_toml, setting
+from osbuilder.foundation.shared_settings import OutputSetting
 
 log = logging.getLogger("osbuilder")
 

@@ -65,10 +65,10 @@ def _extract_busybox(arch_debian: str, cache: Path) -> Path:
     (fetched from the release suite with osbuilder's own apt wrapper, cached).
 
     It stands in for the agent: rootfs tests need a genuine executable of each arch."""
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
     from osbuilder.boot.debian_archive import DebianArchive
     from osbuilder.boot.kernel import unpack_deb
-    from osbuilder.runner import Runner
+    from osbuilder.foundation.runner import Runner
 
     deb = DebianArchive(get_arch(arch_debian), cache / "agents").download("busybox-static", Runner())
     return unpack_deb(deb, cache / "agents" / "unpacked" / deb.stem, Runner()) / "bin" / "busybox"

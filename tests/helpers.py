@@ -75,11 +75,11 @@ def make_minimal_guest(root: Path, agent: Path, init_mode: str = "agent", epoch:
                        arch: str = "x86_64") -> Path:
     """A small but valid guest tree, provisioned by the real provisioning code."""
     from osbuilder.rootfs.agent import check_agent
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
     from osbuilder.config import make_rootfs_options
-    from osbuilder.fsutil import GuestRoot
+    from osbuilder.foundation.fsutil import GuestRoot
     from osbuilder.rootfs.provision import Provisioner
-    from osbuilder.templates import Templates
+    from osbuilder.foundation.templates import Templates
     from osbuilder.rootfs.validate import validate_tree
 
     fake_bootstrap(root, with_systemd=init_mode == "systemd")
@@ -213,10 +213,10 @@ def make_busybox_probe_guest(root: Path, arch: str, busybox: Path, init: str = "
     agent (/sbin/init, or started by `launcher`), provisioned by the real code. Enough to prove
     a machine boots; not a distribution."""
     from osbuilder.config import make_rootfs_options
-    from osbuilder.fsutil import GuestRoot
+    from osbuilder.foundation.fsutil import GuestRoot
     from osbuilder.rootfs.probe import render_probe
     from osbuilder.rootfs.provision import Provisioner
-    from osbuilder.templates import Templates
+    from osbuilder.foundation.templates import Templates
 
     fake_bootstrap(root, with_systemd=False)
     for directory in ("proc", "sys"):

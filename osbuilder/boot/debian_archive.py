@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.arch import Arch
-from osbuilder.errors import InternalError, UserError
-from osbuilder.runner import DOWNLOAD, PROBE, Runner
+from osbuilder.foundation.arch import Arch
+from osbuilder.foundation.errors import InternalError, UserError
+from osbuilder.foundation.runner import DOWNLOAD, PROBE, Runner
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 

@@ -17,10 +17,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.arch import Arch
-from osbuilder.errors import UserError
-from osbuilder.fsutil import sha256_file
-from osbuilder.runner import FILESYSTEM, Runner
+from osbuilder.foundation.arch import Arch
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import sha256_file
+from osbuilder.foundation.runner import FILESYSTEM, Runner
 
 # Xen's ELF note type for the 32-bit PVH entry point (include/xen/interface/elfnote.h).
 XEN_ELFNOTE_PHYS32_ENTRY = 18

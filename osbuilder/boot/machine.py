@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.arch import Arch
+from osbuilder.foundation.arch import Arch
 from osbuilder.pack.disk import round_up
 
 GiB = 1 << 30

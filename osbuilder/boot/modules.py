@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from osbuilder.errors import UserError
-from osbuilder.runner import PROBE, Runner
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.runner import PROBE, Runner
 
 # What each root device needs on a stock distribution kernel, by module name; what mounts
 # the root on it comes from the artifact's packer (Packer.boot_modules). Dependencies are

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from osbuilder.arch import Arch, get_arch, host_arch, kernel_arch
+from osbuilder.foundation.arch import Arch, get_arch, host_arch, kernel_arch
 from osbuilder.boot.debian_archive import DebianArchive
 from osbuilder.boot.kernel import Kernel, is_deb, load_kernel
 from osbuilder.boot.machine import QemuPlan
 from osbuilder.boot.shim import SHIM_ERROR, ShimRequest, build_shim
-from osbuilder.cache import default_cache_dir
-from osbuilder.errors import UserError
-from osbuilder.initmode import INIT_MODES
+from osbuilder.foundation.cache import default_cache_dir
+from osbuilder.foundation.errors import UserError
+from osbuilder.rootfs.initmode import INIT_MODES
 from osbuilder.pack.fs import FILESYSTEMS
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.base import BOOTS_AS_INITRD
@@ -31,10 +31,10 @@ from osbuilder.read.kind import recognise_artifact, verity_params_for
 from osbuilder.read.summary import read_artifact_summary
 from osbuilder.rootfs.probe import PROBE_ERROR_MARKER, PROBE_MARKER, PROBE_PATTERN, parse_probe_line
 from osbuilder.rootfs.summary import recorded_agent
-from osbuilder.runner import Runner
-from osbuilder.settings import as_path, setting
-from osbuilder.shared_settings import ArchSetting, ArtifactSetting, CacheDirSetting, HostCgroupDriverSetting
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.settings import as_path, setting
+from osbuilder.foundation.shared_settings import ArchSetting, ArtifactSetting, CacheDirSetting, HostCgroupDriverSetting
+from osbuilder.foundation.templates import Templates
 
 log = logging.getLogger("osbuilder")
 

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import magic
 
-from osbuilder.arch import Arch, host_arch
+from osbuilder.foundation.arch import Arch, host_arch
 from osbuilder.boot.debian_archive import DebianArchive
 from osbuilder.boot.kernel import unpack_deb
 from osbuilder.boot.modules import DEVICE_MODULES, ModuleIndex
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.pack.compress import compressing, get_codec
 from osbuilder.pack.cpio import archive_tree
-from osbuilder.runner import PROBE, Runner
-from osbuilder.templates import Templates
-from osbuilder.tools import HostTools
+from osbuilder.foundation.runner import PROBE, Runner
+from osbuilder.foundation.templates import Templates
+from osbuilder.foundation.tools import HostTools
 
 SHIM_ERROR = "OSBUILDER-SHIM-ERROR"
 DEVICE_WAIT_SECONDS = 30

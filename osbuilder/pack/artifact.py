@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from osbuilder.fsutil import sha256_file
+from osbuilder.foundation.fsutil import sha256_file
 
 
 # ArtifactInfo.kind of a directory: a guest tree no packer wrote.

@@ -14,8 +14,8 @@ from osbuilder.pack.artifact import Artifact, ArtifactInfo
 from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.read.view import GuestView
-from osbuilder.runner import Runner
-from osbuilder.tools import HostTools
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.tools import HostTools
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import lzma
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from osbuilder.errors import UserError, lookup
+from osbuilder.foundation.errors import UserError, lookup
 from osbuilder.pack.gzip_pieces import PiecewiseGzipWriter, PieceStore
-from osbuilder.runner import FILESYSTEM, Runner
-from osbuilder.tools import HostTools
+from osbuilder.foundation.runner import FILESYSTEM, Runner
+from osbuilder.foundation.tools import HostTools
 
 
 @dataclass(frozen=True)

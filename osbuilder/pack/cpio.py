@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from osbuilder.errors import BuildError
+from osbuilder.foundation.errors import BuildError
 
 MAGIC = b"070701"
 TRAILER = b"TRAILER!!!"

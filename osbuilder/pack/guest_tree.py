@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from osbuilder.arch import Arch, arch_of_elf, get_arch
-from osbuilder.elf import read_elf_header
-from osbuilder.epoch import build_epoch
-from osbuilder.errors import BuildError, UserError
-from osbuilder.fsutil import GuestRoot, first_unreadable
-from osbuilder.guest_layout import INIT_PATH, SUMMARY_PATH
-from osbuilder.initmode import INIT_MODES, InitMode, get_init_mode
+from osbuilder.foundation.arch import Arch, arch_of_elf, get_arch
+from osbuilder.foundation.elf import read_elf_header
+from osbuilder.foundation.epoch import build_epoch
+from osbuilder.foundation.errors import BuildError, UserError
+from osbuilder.foundation.fsutil import GuestRoot, first_unreadable
+from osbuilder.foundation.guest_layout import INIT_PATH, SUMMARY_PATH
+from osbuilder.rootfs.initmode import INIT_MODES, InitMode, get_init_mode
 from osbuilder.rootfs.summary import recorded_agent
 from osbuilder.rootfs.validate import read_tree_summary, validate_tree
 

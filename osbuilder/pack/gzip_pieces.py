@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from osbuilder.fsutil import write_atomically
+from osbuilder.foundation.fsutil import write_atomically
 
 log = logging.getLogger("osbuilder")
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import data_regions
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import data_regions
 from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
 from osbuilder.pack.base import BOOTS_AS_DISK, Packer, PackContext, ReleaseNames, RuntimeSetting, RuntimeSlot
 from osbuilder.pack.disk import PFN_OFFSET, PFN_SIGNATURE, PFN_SIZE, SECTOR, MiB, Layout, fletcher64, plan_layout, round_up
@@ -23,8 +23,8 @@ from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.pack.sizing import measure_tree
 from osbuilder.pack.verity import VERITY_FIELDS, VerityTree, format_verity, parse_verity_params
 from osbuilder.read.view import GuestView
-from osbuilder.runner import Runner
-from osbuilder.settings import setting
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.settings import setting
 
 # Kata's name for the kernel parameters of a measured rootfs, beside the image.
 ROOT_HASH_NAME = "root_hash.txt"

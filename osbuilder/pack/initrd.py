@@ -14,8 +14,8 @@ from osbuilder.pack.cpio import Entry, archive_tree
 from osbuilder.pack.gzip_pieces import PiecewiseGzipWriter
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.read.view import GuestView, NewcView
-from osbuilder.runner import FILESYSTEM, Runner
-from osbuilder.settings import setting
+from osbuilder.foundation.runner import FILESYSTEM, Runner
+from osbuilder.foundation.settings import setting
 
 log = logging.getLogger("osbuilder")
 

@@ -10,7 +10,7 @@ from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
 from osbuilder.pack.base import BOOTS_AS_DISK, Packer, PackContext, ReleaseNames
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.read.view import GuestView
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 
 # The primary volume descriptor's standard identifier.
 ISO_MAGIC_OFFSET = 0x8001

@@ -9,7 +9,7 @@ from pathlib import Path
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.read.view import GuestView, Node
 
 

@@ -9,7 +9,7 @@ from typing import Sequence
 from typing import Any
 
 from osbuilder import __version__
-from osbuilder.fsutil import sha256_file
+from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.pack.artifact import Artifact
 from osbuilder.rootfs.summary import Summary
 

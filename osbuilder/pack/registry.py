@@ -10,7 +10,7 @@ choices come from it. A new format is one packer module plus its line here.
 
 from __future__ import annotations
 
-from osbuilder.errors import lookup
+from osbuilder.foundation.errors import lookup
 from osbuilder.pack.base import Packer, PackContext
 from osbuilder.pack.image import ImagePacker
 from osbuilder.pack.initrd import InitrdPacker

@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.fsutil import data_regions
+from osbuilder.foundation.fsutil import data_regions
 
 
 def _data_bytes(path: str, size: int, allocated: int, block: int) -> int:

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.errors import BuildError
-from osbuilder.runner import FILESYSTEM, Runner
+from osbuilder.foundation.errors import BuildError
+from osbuilder.foundation.runner import FILESYSTEM, Runner
 
 BLOCK = 4096
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.image import ROOT_HASH_NAME, verity_params_beside
 from osbuilder.pack.registry import PACKERS

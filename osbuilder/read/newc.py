@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 
 HEADER_SIZE = 110
 MAGIC = b"070701"

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from osbuilder.guest_layout import SUMMARY_PATH
+from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.registry import PACKERS
 from osbuilder.read.view import DirView, GuestView
 from osbuilder.rootfs.summary import parse_summary
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 
 
 def open_view(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:

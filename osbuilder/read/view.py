@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from osbuilder.fsutil import remove_tree, resolve_in_guest
+from osbuilder.foundation.fsutil import remove_tree, resolve_in_guest
 from osbuilder.read.newc import NewcReader
 
 

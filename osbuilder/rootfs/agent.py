@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 
 import magic
 
-from osbuilder.arch import Arch, describe_elf
-from osbuilder.elf import read_elf_header
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot, sha256_file
-from osbuilder.guest_layout import AGENT_PATH, UNIT_DIR
+from osbuilder.foundation.arch import Arch, describe_elf
+from osbuilder.foundation.elf import read_elf_header
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot, sha256_file
+from osbuilder.foundation.guest_layout import AGENT_PATH, UNIT_DIR
 from osbuilder.rootfs.extract import safe_extract
-from osbuilder.runner import BUILD
+from osbuilder.foundation.runner import BUILD
 
 if TYPE_CHECKING:
-    from osbuilder.runner import Runner
+    from osbuilder.foundation.runner import Runner
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from osbuilder.arch import Arch, host_arch
-from osbuilder.errors import UserError
-from osbuilder.rootless import privileged
-from osbuilder.runner import PROBE, Runner
+from osbuilder.foundation.arch import Arch, host_arch
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.rootless import privileged
+from osbuilder.foundation.runner import PROBE, Runner
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 

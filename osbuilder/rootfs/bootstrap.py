@@ -11,17 +11,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from osbuilder import rootless
-from osbuilder.cache import BuildCache, inputs_key
-from osbuilder.fsutil import GuestRoot, clamp_mtimes, remove_tree, sha256_file
-from osbuilder.recipes import Recipe
+from osbuilder.foundation import rootless
+from osbuilder.foundation.cache import BuildCache, inputs_key
+from osbuilder.foundation.fsutil import GuestRoot, clamp_mtimes, remove_tree, sha256_file
+from osbuilder.rootfs.recipes import Recipe
 from osbuilder.rootfs.backends import InstallRequest
 from osbuilder.rootfs.backends.base import content_digest, recipe_files
 from osbuilder.rootfs.binfmt import ensure_binfmt
 from osbuilder.rootfs.dracut import build_with_dracut
 from osbuilder.rootfs.options import DRACUT, RootfsOptions
 from osbuilder.rootfs.tarball import create_tarball, extract_tarball
-from osbuilder.runner import FILESYSTEM, Runner
+from osbuilder.foundation.runner import FILESYSTEM, Runner
 
 log = logging.getLogger("osbuilder")
 

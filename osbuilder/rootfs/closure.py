@@ -16,9 +16,9 @@ import stat
 from dataclasses import dataclass
 from struct import error as struct_error
 
-from osbuilder.elf import parse_elf_header, read_dynamic
-from osbuilder.errors import BuildError, UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.elf import parse_elf_header, read_dynamic
+from osbuilder.foundation.errors import BuildError, UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.libraries import library_dirs, search_path
 
 # Not part of what runs: kernel modules are relocatable objects loaded by the kernel, and the

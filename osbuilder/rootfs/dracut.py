@@ -15,13 +15,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot, set_owner_and_time
-from osbuilder.guest_layout import PASSWD
-from osbuilder.initmode import get_init_mode
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot, set_owner_and_time
+from osbuilder.foundation.guest_layout import PASSWD
+from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.read.newc import NewcReader
-from osbuilder.runner import PACKAGE_MANAGER, Runner
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import PACKAGE_MANAGER, Runner
+from osbuilder.foundation.templates import Templates
 
 # What the agent and the probe call at start-up; dracut fails if the host lacks one.
 REQUIRED_TOOLS = ("mount", "umount", "mkdir", "cat", "ls", "ln", "rm", "sleep", "sync", "stat", "uname")

@@ -19,10 +19,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot, set_owner_and_time
-from osbuilder.runner import Runner
-from osbuilder.tarballs import plain_tarball
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot, set_owner_and_time
+from osbuilder.foundation.runner import Runner
+from osbuilder.read.tarballs import plain_tarball
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import glob
 import posixpath
 
-from osbuilder.elf import read_dynamic
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.elf import read_dynamic
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot
 
 # The dynamic linker's defaults, and the multiarch directories Debian-family guests use.
 DEFAULT_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64")

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from osbuilder.arch import Arch, get_arch
-from osbuilder.initmode import InitSetting
-from osbuilder.settings import as_path, setting
-from osbuilder.shared_settings import ArchSetting, CacheDirSetting
+from osbuilder.foundation.arch import Arch, get_arch
+from osbuilder.rootfs.initmode import InitSetting
+from osbuilder.foundation.settings import as_path, setting
+from osbuilder.foundation.shared_settings import ArchSetting, CacheDirSetting
 
 
 # How the tree is made: the recipe's packages through its package manager, or the build

@@ -10,11 +10,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot, sha256_file
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot, sha256_file
 from osbuilder.rootfs.extract import safe_extract
-from osbuilder.runner import Runner
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.templates import Templates
 
 POLICY_DIR = "/etc/kata-opa"
 DEFAULT_POLICY_LINK = f"{POLICY_DIR}/default-policy.rego"

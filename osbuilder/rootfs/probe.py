@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import sha256_file
-from osbuilder.guest_layout import AGENT_PATH, INIT_PATH, SHELL
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import sha256_file
+from osbuilder.foundation.guest_layout import AGENT_PATH, INIT_PATH, SHELL
 from osbuilder.rootfs.agent import AgentBinary
-from osbuilder.templates import Templates
+from osbuilder.foundation.templates import Templates
 
 PROBE_MARKER = "OSBUILDER-PROBE"
 PROBE_ERROR_MARKER = "OSBUILDER-PROBE-ERROR"

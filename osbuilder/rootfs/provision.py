@@ -13,12 +13,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from osbuilder.fetch import is_url
-from osbuilder.fsutil import GuestRoot, sha256_file
-from osbuilder.guest_layout import (HOSTNAME, INIT_PATH, CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
+from osbuilder.foundation.fetch import is_url
+from osbuilder.foundation.fsutil import GuestRoot, sha256_file
+from osbuilder.foundation.guest_layout import (HOSTNAME, INIT_PATH, CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
                                     SUMMARY_PATH, UNIT_DIR, VAR_TMP, VAR_TMP_TARGET, VOLATILE_VAR_DIRS)
-from osbuilder.initmode import InitInputs, get_init_mode
-from osbuilder.recipes import Recipe
+from osbuilder.rootfs.initmode import InitInputs, get_init_mode
+from osbuilder.rootfs.recipes import Recipe
 from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.rootfs.backends import Package
 from osbuilder.rootfs.bootstrap import remove_recipe_paths
@@ -28,8 +28,8 @@ from osbuilder.rootfs.closure import GUEST_PATH
 from osbuilder.rootfs.slim import SlimRecord, Slimmer
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.systemd_units import first_existing_unit
-from osbuilder.runner import Runner
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.templates import Templates
 
 log = logging.getLogger("osbuilder")
 

@@ -14,7 +14,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.closure import SCRIPT_LACKS, ClosureScan
 
 ORPHANED_SCRIPTS = "scripts whose interpreter was removed"

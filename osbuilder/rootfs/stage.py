@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.fsutil import GuestRoot, clamp_mtimes
-from osbuilder.initmode import get_init_mode
-from osbuilder.recipes import Recipe
-from osbuilder.errors import UserError
-from osbuilder.fetch import fetch, is_url
+from osbuilder.foundation.fsutil import GuestRoot, clamp_mtimes
+from osbuilder.rootfs.initmode import get_init_mode
+from osbuilder.rootfs.recipes import Recipe
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fetch import fetch, is_url
 from osbuilder.rootfs.agent import AgentBinary, agent_from_source, agent_from_tarball, check_agent, check_pinned
 from osbuilder.rootfs.bootstrap import bootstrap
 from osbuilder.rootfs.options import RootfsOptions
@@ -21,10 +21,10 @@ from osbuilder.rootfs.probe import render_probe
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.validate import validate_tree
-from osbuilder.runner import FILESYSTEM, Runner
-from osbuilder.staging import Staging, check_output_dir
-from osbuilder.steps import step
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import FILESYSTEM, Runner
+from osbuilder.foundation.staging import Staging, check_output_dir
+from osbuilder.foundation.steps import step
+from osbuilder.foundation.templates import Templates
 
 log = logging.getLogger("osbuilder")
 

@@ -13,12 +13,12 @@ from typing import Any
 import yaml
 
 from osbuilder import __version__
-from osbuilder.epoch import format_time
-from osbuilder.errors import UserError
-from osbuilder.guest_layout import SUMMARY_PATH
-from osbuilder.initmode import get_init_mode
+from osbuilder.foundation.epoch import format_time
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.guest_layout import SUMMARY_PATH
+from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.rootfs.backends.base import Package
-from osbuilder.templates import Templates
+from osbuilder.foundation.templates import Templates
 
 OSBUILDER_URL = "osbuilder"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from osbuilder.fsutil import GuestRoot
-from osbuilder.guest_layout import UNIT_SEARCH_PATH
+from osbuilder.foundation.fsutil import GuestRoot
+from osbuilder.foundation.guest_layout import UNIT_SEARCH_PATH
 
 _PULLING_KEYS = ("Wants", "Requires", "Requisite", "BindsTo", "Upholds")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from osbuilder.runner import FILESYSTEM, Runner
+from osbuilder.foundation.runner import FILESYSTEM, Runner
 
 _XATTRS = ["--xattrs", "--xattrs-include=*"]
 

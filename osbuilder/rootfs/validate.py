@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from osbuilder.arch import Arch
-from osbuilder.errors import BuildError
-from osbuilder.fsutil import GuestRoot
-from osbuilder.guest_layout import INIT_PATH, SUMMARY_PATH
-from osbuilder.initmode import InstalledAgent, get_init_mode
+from osbuilder.foundation.arch import Arch
+from osbuilder.foundation.errors import BuildError
+from osbuilder.foundation.fsutil import GuestRoot
+from osbuilder.foundation.guest_layout import INIT_PATH, SUMMARY_PATH
+from osbuilder.rootfs.initmode import InstalledAgent, get_init_mode
 from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.rootfs.closure import check_closure
 from osbuilder.rootfs.summary import parse_summary, recorded_agent

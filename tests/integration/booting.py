@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from osbuilder.guest_layout import SUMMARY_PATH
+from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.rootfs.summary import parse_summary
 from tests.conftest import run_cli
 

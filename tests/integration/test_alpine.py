@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.arch import get_arch
+from osbuilder.foundation.arch import get_arch
 from tests.conftest import _extract_busybox, run_cli
 from tests.integration.booting import assert_probe, boot, pack
 from tests.local_repos import serve_directory
@@ -118,7 +118,7 @@ def test_alpine_refuses_systemd_and_arches_without_a_musl_agent(tmp_path):
 
 
 def test_alpine_ships_alpines_published_keys():
-    from osbuilder.recipes import load_recipe
+    from osbuilder.rootfs.recipes import load_recipe
 
     keys = sorted(Path(load_recipe("alpine").backend_section.keyring).iterdir())
     # 6165ee59 signs x86_64, 616ae350 aarch64.

@@ -50,10 +50,10 @@ def test_ext4_on_virtio_blk(rootfs, boot_cache, tmp_path, init):
 
 def test_a_kernel_file_with_a_modules_directory_boots_an_image(rootfs, boot_cache, tmp_path):
     """The path for users with their own kernel: --kernel vmlinuz --modules lib/modules/<v>."""
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
     from osbuilder.boot.debian_archive import DebianArchive
     from osbuilder.boot.kernel import kernel_from_deb
-    from osbuilder.runner import Runner
+    from osbuilder.foundation.runner import Runner
 
     deb = DebianArchive(get_arch("x86_64"), boot_cache).kernel_package(Runner())
     vmlinuz, modules = kernel_from_deb(deb, boot_cache, Runner())
@@ -212,11 +212,11 @@ def test_human_output_reports_the_boot_time(rootfs, boot_cache, tmp_path):
 
 
 def test_kernel_modules_resolve_to_the_set_reference_section_10_measured_in_a_loadable_order(boot_cache, tmp_path):
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
     from osbuilder.boot.debian_archive import DebianArchive
     from osbuilder.boot.kernel import kernel_from_deb
     from osbuilder.boot.modules import DEVICE_MODULES, FS_MODULES, ModuleIndex, module_name
-    from osbuilder.runner import Runner
+    from osbuilder.foundation.runner import Runner
 
     deb = DebianArchive(get_arch("x86_64"), boot_cache).kernel_package(Runner())
     _, modules = kernel_from_deb(deb, boot_cache, Runner())
@@ -258,9 +258,9 @@ def test_pseries_and_s390_ccw_machines_boot_a_probe_initrd(boot_cache, tmp_path,
     """A small busybox guest, not a Debian rootfs: bootstrapping these arches through
     qemu-user takes minutes, and the rootfs tests cover that path; this proves the machine
     table (pseries/hvc0, s390-ccw-virtio/ttysclp0) with Debian's own kernels."""
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
     from osbuilder.boot.shim import busybox_for
-    from osbuilder.runner import Runner
+    from osbuilder.foundation.runner import Runner
     from tests.helpers import make_busybox_probe_guest
 
     # The boot shim's own source of busybox: Debian's busybox-static for the arch.

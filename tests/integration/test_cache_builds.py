@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.cache import metadata_digest
-from osbuilder.recipes import load_recipe
+from osbuilder.foundation.cache import metadata_digest
+from osbuilder.rootfs.recipes import load_recipe
 from tests.conftest import run_cli
 from tests.local_repos import GpgKey, serve_directory
 from tests.local_repos.apk import served_alpine_repo

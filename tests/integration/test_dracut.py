@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.dracut import HostSystem, unpack_newc
 from tests.conftest import run_cli
 from tests.integration.booting import assert_probe, boot, pack

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.fsutil import sha256_file
+from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.pack.disk import MiB
 from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest, partition_bytes

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.cache import BuildCache, metadata_digest
+from osbuilder.foundation.cache import BuildCache, metadata_digest
 from tests.conftest import run_cli
 from tests.http_server import AGENT_SHA, Handler
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.guest_layout import SUMMARY_PATH
+from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.rootfs.summary import parse_summary
 from tests.conftest import REPO, run_cli
 from tests.helpers import make_minimal_guest
@@ -67,7 +67,7 @@ def test_a_wheel_installed_elsewhere_finds_its_recipes_and_templates(tmp_path: P
     assert (elsewhere / "guest.img").read_bytes()[:2] == b"\x1f\x8b"
 
     rendered = subprocess.run([venv / "bin/python", "-c",
-                               "from osbuilder.templates import Templates; from osbuilder.resources import "
+                               "from osbuilder.foundation.templates import Templates; from osbuilder.foundation.resources import "
                                "templates_dir, schemas_dir; print(templates_dir()); "
                                "assert (schemas_dir() / 'manifest.v1.schema.json').is_file(); "
                                "print(Templates().render('kata-agent.service.j2', agent_path='/usr/bin/kata-agent'))"],

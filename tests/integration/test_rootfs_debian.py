@@ -9,8 +9,8 @@ from pathlib import Path
 import magic
 import pytest
 
-from osbuilder.fsutil import sha256_file
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.fsutil import sha256_file
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.summary import parse_summary
 
 pytestmark = pytest.mark.slow

@@ -11,13 +11,13 @@ import time
 import pytest
 
 from osbuilder.rootfs.agent import check_agent
-from osbuilder.arch import get_arch
+from osbuilder.foundation.arch import get_arch
 from osbuilder.rootfs.bootstrap import bootstrap
 from osbuilder.config import make_rootfs_options
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.provision import Provisioner
-from osbuilder.runner import Runner
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.templates import Templates
 from osbuilder.rootfs.validate import validate_tree
 from tests.conftest import run_cli
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.summary import installed_packages, parse_summary
 from tests.conftest import run_cli
 from tests.integration.booting import assert_probe, boot, pack

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.recipes import load_recipe
+from osbuilder.rootfs.recipes import load_recipe
 from tests.conftest import run_cli
 from tests.integration.booting import assert_probe, boot, pack
 from tests.local_repos import GpgKey, serve_directory

@@ -209,7 +209,7 @@ def alpine_packages(busybox: bytes, arch: str) -> list[ApkPackage]:
 def served_alpine_repo(work: Path, cache: Path, arches: tuple[str, ...] = ("x86_64",)) -> Iterator[tuple[Path, str, Path]]:
     """Alpine 3.22's main repository for `arches` (Debian's busybox-static as busybox), signed
     with a test key and served on 127.0.0.1: (the mirror directory, its URL, the public key)."""
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
     from tests.conftest import _extract_busybox
     from tests.local_repos import serve_directory
 

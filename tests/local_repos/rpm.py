@@ -129,8 +129,8 @@ def build_rpm_repo(directory: Path, rpms: list[Path], key: GpgKey) -> Path:
 
 def repo_paths(distro: str, arch: str) -> list[str]:
     """Where the recipe's repository URLs point below its mirror, for its default release."""
-    from osbuilder.arch import get_arch
-    from osbuilder.recipes import load_recipe
+    from osbuilder.foundation.arch import get_arch
+    from osbuilder.rootfs.recipes import load_recipe
     from osbuilder.rootfs.backends.base import InstallRequest
     from osbuilder.rootfs.backends.dnf import DnfBackend
 

@@ -4,14 +4,14 @@ to recognise it and what it implies."""
 
 from __future__ import annotations
 
-from osbuilder.arch import Arch
-from osbuilder.errors import BuildError
-from osbuilder.fsutil import GuestRoot
-from osbuilder.guest_layout import AGENT_PATH, INIT_PATH
-from osbuilder.initmode import INIT_MODES, InitInputs, InitMode, InstalledAgent
+from osbuilder.foundation.arch import Arch
+from osbuilder.foundation.errors import BuildError
+from osbuilder.foundation.fsutil import GuestRoot
+from osbuilder.foundation.guest_layout import AGENT_PATH, INIT_PATH
+from osbuilder.rootfs.initmode import INIT_MODES, InitInputs, InitMode, InstalledAgent
 from osbuilder.read.view import GuestView
 from osbuilder.rootfs.agent import AgentBinary
-from osbuilder.templates import Templates
+from osbuilder.foundation.templates import Templates
 
 MARK = b"# started by the throwaway script init mode"
 SCRIPT = b"#!/bin/sh\n" + MARK + b"\nexec " + AGENT_PATH.encode() + b"\n"

@@ -15,7 +15,7 @@ from osbuilder.pack.base import BOOTS_AS_DISK, Packer, PackContext, ReleaseNames
 from osbuilder.pack.guest_tree import GuestTree
 from osbuilder.pack.registry import PACKERS
 from osbuilder.read.view import GuestView, Node
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 
 TAR_ROOTFS_TYPE = "guesttar-fs"
 

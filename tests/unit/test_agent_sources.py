@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from osbuilder.config import make_rootfs_options
-from osbuilder.errors import CommandError, UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.errors import CommandError, UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.stage import resolve_agent, strip_agent
 from osbuilder.rootfs.validate import validate_tree
-from osbuilder.runner import Runner
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.templates import Templates
 from tests.helpers import fake_bootstrap
 from tests.http_server import AGENT, AGENT_SHA
 
@@ -160,7 +160,7 @@ def test_the_agent_is_built_from_source_with_kata_s_make_variables(tmp_path: Pat
 
 @pytest.mark.parametrize("arch,libc", [("x86_64", "musl"), ("aarch64", "musl"), ("ppc64le", "gnu"), ("s390x", "gnu")])
 def test_make_variables_follow_the_arch_s_rust_target(arch: str, libc: str):
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
     from osbuilder.rootfs.agent import agent_make_variables
 
     assert agent_make_variables(get_arch(arch), False, True, True) == [

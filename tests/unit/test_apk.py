@@ -7,7 +7,7 @@ import gzip
 
 import pytest
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.rootfs.backends.apk.database import InstalledFile, InstalledPackage
 from osbuilder.rootfs.backends.apk.index import parse_apkindex
 from osbuilder.rootfs.backends.apk.resolve import Resolver

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from osbuilder.rootfs.agent import check_agent
-from osbuilder.arch import ARCHES, arch_of_elf, get_arch
-from osbuilder.elf import parse_elf_header
-from osbuilder.errors import UserError
+from osbuilder.foundation.arch import ARCHES, arch_of_elf, get_arch
+from osbuilder.foundation.elf import parse_elf_header
+from osbuilder.foundation.errors import UserError
 
 
 def test_table_covers_the_four_targets():

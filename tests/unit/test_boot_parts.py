@@ -16,11 +16,11 @@ import pytest
 
 from osbuilder.read.kind import recognise_artifact as inspect_artifact
 from osbuilder.boot.kernel import extract_vmlinux, has_pvh_note, pvh_vmlinux
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.rootfs.probe import parse_probe_line, render_probe
 from osbuilder.pack.cpio import NewcWriter
-from osbuilder.runner import Runner
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.templates import Templates
 from tests.conftest import run_cli
 from tests.helpers import fake_bootstrap, validate_manifest
 from tests.unit.test_cli_errors import assert_refused
@@ -150,13 +150,13 @@ def test_artifacts_are_recognised_by_content(tmp_path: Path):
 # -- the probe agent in a tree ------------------------------------------------------------
 def test_probe_tree_validates_records_the_probe_and_packs(tmp_path: Path):
     from osbuilder.config import make_rootfs_options
-    from osbuilder.fsutil import GuestRoot
-    from osbuilder.guest_layout import INIT_PATH
+    from osbuilder.foundation.fsutil import GuestRoot
+    from osbuilder.foundation.guest_layout import INIT_PATH
     from osbuilder.rootfs.provision import Provisioner
-    from osbuilder.guest_layout import SUMMARY_PATH
+    from osbuilder.foundation.guest_layout import SUMMARY_PATH
     from osbuilder.rootfs.summary import parse_summary
     from osbuilder.rootfs.validate import validate_tree
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
 
     for init in ("agent", "systemd"):
         root = tmp_path / init / "tree"
@@ -182,10 +182,10 @@ def test_probe_tree_validates_records_the_probe_and_packs(tmp_path: Path):
 
 
 def test_a_probe_tree_without_a_shell_is_refused(tmp_path: Path):
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
     from osbuilder.config import make_rootfs_options
-    from osbuilder.errors import BuildError
-    from osbuilder.fsutil import GuestRoot
+    from osbuilder.foundation.errors import BuildError
+    from osbuilder.foundation.fsutil import GuestRoot
     from osbuilder.rootfs.provision import Provisioner
     from osbuilder.rootfs.validate import validate_tree
 
@@ -256,7 +256,7 @@ def test_manifest_records_the_probe(tmp_path: Path):
 
 
 def test_auto_accel_falls_back_to_tcg_when_kvm_shows_no_progress(tmp_path: Path):
-    from osbuilder.arch import host_arch
+    from osbuilder.foundation.arch import host_arch
     from osbuilder.boot.kernel import Kernel
     from osbuilder.boot.session import probe_kvm
 

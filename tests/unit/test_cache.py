@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.cache import BuildCache, default_cache_dir, metadata_digest
+from osbuilder.foundation.cache import BuildCache, default_cache_dir, metadata_digest
 from tests.conftest import run_cli
 
 
@@ -71,7 +71,7 @@ def test_a_damaged_entry_is_removed_and_reported_missing(tmp_path, damage):
 def test_unpack_tree_checks_the_digest(tmp_path, damage):
     """A whole entry is unpacked and kept; a damaged one (wrong bytes, wrong size, or one tar
     cannot read) reports False and is removed, so the build bootstraps afresh."""
-    from osbuilder.errors import CommandError
+    from osbuilder.foundation.errors import CommandError
 
     cache = BuildCache(tmp_path / "cache")
     stored = cache.store_tree("e", _tarball(tmp_path / "t.tar", b"x" * 1000), {})
@@ -102,7 +102,7 @@ def test_the_mmdebstrap_version_read_from_its_script_is_what_it_reports():
     import subprocess
 
     from osbuilder.rootfs.backends.apt import AptBackend
-    from osbuilder.runner import Runner
+    from osbuilder.foundation.runner import Runner
 
     reported = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True).stdout.strip()
     assert AptBackend().tool_version(Runner()) == reported
@@ -187,10 +187,10 @@ def test_cache_clean_refuses_a_file(tmp_path):
 # --- the bootstrap key: every input that decides the tree's content changes it ---------
 
 def _inputs(tmp_path: Path, **changes):
-    from osbuilder.recipes import load_recipe
+    from osbuilder.rootfs.recipes import load_recipe
     from osbuilder.rootfs.bootstrap import bootstrap_inputs
     from osbuilder.rootfs.backends import InstallRequest
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
 
     recipe_dir = tmp_path / "recipes"
     if not recipe_dir.exists():
@@ -227,8 +227,8 @@ def _inputs(tmp_path: Path, **changes):
     {"tool": "mmdebstrap 1.4.0"},
 ], ids=lambda c: next(iter(c)))
 def test_every_input_changes_the_bootstrap_key(tmp_path, change):
-    from osbuilder.arch import get_arch
-    from osbuilder.cache import inputs_key
+    from osbuilder.foundation.arch import get_arch
+    from osbuilder.foundation.cache import inputs_key
 
     if "arch" in change:
         change = {"arch": get_arch(change["arch"])}
@@ -238,7 +238,7 @@ def test_every_input_changes_the_bootstrap_key(tmp_path, change):
 
 
 def test_package_order_and_duplicates_do_not_change_the_key(tmp_path):
-    from osbuilder.cache import inputs_key
+    from osbuilder.foundation.cache import inputs_key
 
     assert inputs_key(_inputs(tmp_path, packages=("dbus", "chrony", "dbus"))) == inputs_key(_inputs(tmp_path))
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from osbuilder.arch import get_arch
-from osbuilder.cache import inputs_key
-from osbuilder.recipes import load_recipe
+from osbuilder.foundation.arch import get_arch
+from osbuilder.foundation.cache import inputs_key
+from osbuilder.rootfs.recipes import load_recipe
 from osbuilder.rootfs.backends import InstallRequest
 from osbuilder.rootfs.bootstrap import bootstrap_inputs
 

@@ -273,8 +273,8 @@ def test_bad_configuration_files_name_the_file(artifacts, tmp_path: Path, case: 
 
 
 def test_the_launcher_fixture_runs_an_x86_elf_as_init(guests, tmp_path: Path):
-    from osbuilder.arch import arch_of_elf
-    from osbuilder.elf import read_elf_header
+    from osbuilder.foundation.arch import arch_of_elf
+    from osbuilder.foundation.elf import read_elf_header
 
     tree = launcher_tree(guests, tmp_path)
     assert arch_of_elf(read_elf_header(tree / "usr/sbin/init")).name == "x86_64"

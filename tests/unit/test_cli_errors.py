@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.resources import recipes_dir
+from osbuilder.foundation.resources import recipes_dir
 from tests.conftest import run_cli
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.closure import check_closure
 
 LIBC = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.pack.compress import CODECS, compressing, get_codec
-from osbuilder.runner import Runner
-from osbuilder.tools import HostTools
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.tools import HostTools
 
 PAYLOAD = (b"osbuilder " * 50000) + os.urandom(200_000)
 DECOMPRESS = {"gzip": ["gzip", "-dc"], "zstd": ["zstd", "-dc"], "xz": ["xz", "-dc"], "lz4": ["lz4", "-dc"],

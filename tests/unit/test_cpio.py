@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import BuildError
+from osbuilder.foundation.errors import BuildError
 
 from osbuilder.pack.cpio import Entry, NewcWriter, archive_tree
 from tests.helpers import hardlink_groups, snapshot

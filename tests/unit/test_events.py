@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from osbuilder.events import EVENTS_FD_VARIABLE
+from osbuilder.foundation.events import EVENTS_FD_VARIABLE
 from tests.helpers import fake_bootstrap
 
 
@@ -47,7 +47,7 @@ def test_steps_and_the_error_arrive_as_events(tmp_path: Path):
 
 def test_without_the_variable_nothing_is_written(tmp_path: Path):
     """An ordinary build has no listener: it opens no descriptor it was not given."""
-    from osbuilder.events import sink_from_environment
+    from osbuilder.foundation.events import sink_from_environment
 
     assert sink_from_environment({}) is None
     assert sink_from_environment({EVENTS_FD_VARIABLE: "not-a-number"}) is None

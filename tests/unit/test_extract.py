@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.extract import safe_extract
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 from tests.helpers import snapshot
 
 

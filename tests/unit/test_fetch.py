@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import BuildError, UserError
-from osbuilder.fetch import FetchPolicy, fetch
+from osbuilder.foundation.errors import BuildError, UserError
+from osbuilder.foundation.fetch import FetchPolicy, fetch
 from tests.conftest import run_cli
 
 from tests.http_server import AGENT, AGENT_SHA, Handler
@@ -85,7 +85,7 @@ def test_large_downloads_report_their_progress(server, tmp_path: Path, caplog):
     import io
     import logging
 
-    from osbuilder.progress import progress_for
+    from osbuilder.foundation.progress import progress_for
     from tests.http_server import BIG
 
     caplog.set_level(logging.INFO, logger="osbuilder")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import BuildError, UserError
-from osbuilder.fsutil import GuestRoot, check_output_path, remove_tree
+from osbuilder.foundation.errors import BuildError, UserError
+from osbuilder.foundation.fsutil import GuestRoot, check_output_path, remove_tree
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_fill_holes_in_tree_writes_sparse_files_out_and_keeps_the_rest(tmp_path)
     followed out of the tree."""
     import os
 
-    from osbuilder.fsutil import fill_holes_in_tree
+    from osbuilder.foundation.fsutil import fill_holes_in_tree
 
     outside = tmp_path / "outside"
     with open(outside, "wb") as f:
@@ -126,7 +126,7 @@ def test_fill_holes_in_tree_writes_sparse_files_out_and_keeps_the_rest(tmp_path)
 
 
 def test_write_atomically_replaces_whole_and_leaves_nothing_on_failure(tmp_path: Path):
-    from osbuilder.fsutil import write_atomically
+    from osbuilder.foundation.fsutil import write_atomically
 
     target = tmp_path / "summary.json"
     target.write_bytes(b"old")
@@ -139,7 +139,7 @@ def test_write_atomically_replaces_whole_and_leaves_nothing_on_failure(tmp_path:
 
 
 def test_a_file_replaces_an_empty_directory_but_never_a_full_one(tree: Path):
-    from osbuilder.errors import BuildError
+    from osbuilder.foundation.errors import BuildError
 
     (tree / "etc/empty").mkdir()
     GuestRoot(tree).write_text("/etc/empty", "x")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.fsutil import sha256_file
-from osbuilder.guest_layout import SUMMARY_PATH
+from osbuilder.foundation.fsutil import sha256_file
+from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest
 from tests.unit.test_cli_errors import assert_refused

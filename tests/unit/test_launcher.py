@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from osbuilder.config import make_rootfs_options
-from osbuilder.errors import BuildError, UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.errors import BuildError, UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.agent import check_agent
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.summary import parse_summary
 from osbuilder.rootfs.validate import validate_tree
-from osbuilder.templates import Templates
+from osbuilder.foundation.templates import Templates
 from tests.conftest import run_cli
 from tests.helpers import fake_bootstrap
 
@@ -82,7 +82,7 @@ def test_a_replaced_launcher_or_a_missing_interpreter_is_refused(tmp_path: Path)
 
 
 def guest_arch():
-    from osbuilder.arch import get_arch
+    from osbuilder.foundation.arch import get_arch
 
     return get_arch("x86_64")
 

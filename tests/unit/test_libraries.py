@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.elf import read_dynamic
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.elf import read_dynamic
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.libraries import check_libraries, library_dirs
 from tests.helpers import make_minimal_guest
 

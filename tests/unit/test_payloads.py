@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from osbuilder.config import make_rootfs_options
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.agent import check_agent
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.summary import parse_summary
-from osbuilder.runner import Runner
-from osbuilder.templates import Templates
+from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.templates import Templates
 from tests.helpers import fake_bootstrap
 from tests.unit.test_extract import add, make_tar
 

@@ -7,9 +7,9 @@ import logging
 
 from rich.console import Console
 
-from osbuilder.progress import Progress, progress_for
+from osbuilder.foundation.progress import Progress, progress_for
 from osbuilder.rootfs.backends.apt import mmdebstrap_phase
-from osbuilder.runner import PROBE, Runner
+from osbuilder.foundation.runner import PROBE, Runner
 
 # What mmdebstrap prints on stderr while it works (its info lines), replayed by a shell.
 SCRIPT = """

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from osbuilder.rootfs.agent import check_agent
-from osbuilder.arch import get_arch
+from osbuilder.foundation.arch import get_arch
 from osbuilder.config import make_rootfs_options
-from osbuilder.errors import BuildError, UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.errors import BuildError, UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.provision import Provisioner
-from osbuilder.templates import Templates
+from osbuilder.foundation.templates import Templates
 from osbuilder.rootfs.validate import validate_tree
 from tests.helpers import fake_bootstrap
 
@@ -94,8 +94,8 @@ def test_provisioning_a_hard_linked_clone_leaves_the_original_as_it_was(tmp_path
     (cache.py): every change must make a new file, never write through a shared inode."""
     import subprocess
 
-    from osbuilder.cache import metadata_digest
-    from osbuilder.fsutil import clamp_mtimes
+    from osbuilder.foundation.cache import metadata_digest
+    from osbuilder.foundation.fsutil import clamp_mtimes
 
     original = tmp_path / "cached"
     fake_bootstrap(original, with_systemd=init_mode == "systemd")

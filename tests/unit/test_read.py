@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import CommandError, UserError
-from osbuilder.guest_layout import SUMMARY_PATH
+from osbuilder.foundation.errors import CommandError, UserError
+from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.read.summary import read_artifact_summary
 from osbuilder.rootfs.summary import parse_summary
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest
 
@@ -87,7 +87,7 @@ def test_a_truncated_image_and_a_garbage_initrd_are_refused(guest: Path, tmp_pat
 @pytest.mark.parametrize("case", CASES)
 def test_every_format_gives_a_view_of_the_guest_tree(guest: Path, tmp_path: Path, case: str):
     """Symlinks resolved inside the guest, directories listed, binary files read whole."""
-    from osbuilder.fsutil import sha256_file
+    from osbuilder.foundation.fsutil import sha256_file
     from osbuilder.read.summary import open_view
 
     args, _, _ = CASES[case]

@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 
 from osbuilder.config import make_rootfs_options as make_config
-from osbuilder.errors import UserError
-from osbuilder.recipes import load_recipe, parse_recipe
+from osbuilder.foundation.errors import UserError
+from osbuilder.rootfs.recipes import load_recipe, parse_recipe
 from osbuilder.rootfs.bootstrap import install_request
-from osbuilder.resources import recipes_dir
+from osbuilder.foundation.resources import recipes_dir
 
 DEBIAN = (recipes_dir() / "debian.toml").read_text()
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.pack.artifact import Artifact, PackDetails
-from osbuilder.release import (ReleaseOptions, arrange_kata_layout, release_artifacts, write_release_tarballs,
+from osbuilder.release.layout import (ReleaseOptions, arrange_kata_layout, release_artifacts, write_release_tarballs,
                                write_sha256sums)
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 
 
 def artifacts_in(directory: Path) -> list[Artifact]:

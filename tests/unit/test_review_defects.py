@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.guest_layout import SUMMARY_PATH
+from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from tests.conftest import REPO, run_cli
 from tests.helpers import make_minimal_guest
 from tests.unit.test_boot_parts import boot_inputs, bzimage_around, elf_with_note

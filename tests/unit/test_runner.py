@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.errors import CommandError
-from osbuilder.runner import PROBE, Limit, Runner
+from osbuilder.foundation.errors import CommandError
+from osbuilder.foundation.runner import PROBE, Limit, Runner
 
 ONE_SECOND = Limit("test command", 1)
 

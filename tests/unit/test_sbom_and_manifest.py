@@ -13,7 +13,7 @@ from osbuilder.pack.artifact import Artifact
 from osbuilder.pack.image import ImageDetails
 from osbuilder.rootfs.backends import Package
 from osbuilder.rootfs.summary import Summary
-from osbuilder.sbom import SbomInput, write_sbom
+from osbuilder.release.sbom import SbomInput, write_sbom
 from tests.helpers import validate_manifest
 
 PACKAGES = (Package("base-files", "12.4+deb12u5", "amd64"), Package("dbus", "1.14.10-1~deb12u1", "amd64"),

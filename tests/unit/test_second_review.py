@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import osbuilder
-from osbuilder.errors import EXIT_BUILD_FAILED, InternalError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.errors import EXIT_BUILD_FAILED, InternalError
+from osbuilder.foundation.fsutil import GuestRoot
 
 PACKAGE = Path(osbuilder.__file__).resolve().parent
 
@@ -57,7 +57,7 @@ def test_each_check_runs_once_per_build():
 
 
 def test_the_rpm_database_is_read_where_the_recipe_puts_it(tmp_path: Path):
-    from osbuilder.recipes import load_recipe
+    from osbuilder.rootfs.recipes import load_recipe
     from osbuilder.rootfs.backends.dnf import DnfBackend
 
     fedora = load_recipe("fedora").backend_section

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.slim import ORPHANED_SCRIPTS, Slimmer
 
 

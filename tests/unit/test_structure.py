@@ -128,9 +128,9 @@ def test_format_choices_come_from_the_packer_registry(monkeypatch):
     ("initrd", "--compression", "osbuilder.pack.compress:CODECS"),
     ("image", "--fs", "osbuilder.pack.fs:FILESYSTEMS"),
     ("build", "--fs", "osbuilder.pack.fs:FILESYSTEMS"),
-    ("rootfs", "--arch", "osbuilder.arch:ARCHES"),
-    ("image", "--arch", "osbuilder.arch:ARCHES"),
-    ("rootfs", "--init", "osbuilder.initmode:INIT_MODES"),
+    ("rootfs", "--arch", "osbuilder.foundation.arch:ARCHES"),
+    ("image", "--arch", "osbuilder.foundation.arch:ARCHES"),
+    ("rootfs", "--init", "osbuilder.rootfs.initmode:INIT_MODES"),
 ])
 def test_choices_come_from_registries(command, flag, registry):
     import importlib
@@ -195,11 +195,11 @@ def named_things() -> dict[str, set[str]]:
     """Each init mode's and each packer's name, with the modules allowed to spell it."""
     import inspect as pyinspect
 
-    from osbuilder.initmode import INIT_MODES
+    from osbuilder.rootfs.initmode import INIT_MODES
 
     owners: dict[str, set[str]] = {}
     for name in INIT_MODES:
-        owners.setdefault(name, set()).add("osbuilder.initmode")
+        owners.setdefault(name, set()).add("osbuilder.rootfs.initmode")
     for name, packer in PACKERS.items():
         owners.setdefault(name, set()).add(pyinspect.getmodule(type(packer)).__name__)
     return owners
@@ -238,3 +238,46 @@ def test_a_literal_name_comparison_is_found():
     source = ("if mode == 'systemd': pass\nif kind in ('image', 'other'): pass\n"
               "if kind != 'iso' and x: pass\nif kind == IMAGE: pass\nd = {'image': 1}\n")
     assert literal_comparisons(source, {"systemd", "image", "iso"}) == [(1, "systemd"), (2, "image"), (3, "iso")]
+
+
+# The layers, lowest first (../shared/design.md): a module may import its own layer and those
+# below, never one above. A top-level module that is not named here is a command.
+LAYERS = (
+    ("foundation", ("osbuilder", "osbuilder.foundation")),
+    ("stages", ("osbuilder.rootfs", "osbuilder.pack", "osbuilder.read", "osbuilder.boot")),
+    ("host and release", ("osbuilder.host", "osbuilder.release")),
+    ("commands", ()),
+    ("cli", ("osbuilder.cli", "osbuilder.__main__")),
+)
+
+
+def layer_of(module: str) -> int:
+    best, rank = "", None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, rank = prefix, index
+    if best in ("", "osbuilder") and module.count(".") == 1:  # a top-level module
+        return 3
+    assert rank is not None, f"{module} is in no layer: add its package to LAYERS"
+    return rank
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{module} ({LAYERS[layer_of(module)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+                  for module, targets in graph.items() for target in targets if layer_of(target) > layer_of(module))
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    graph = import_graph()
+    assert {layer_of(m) for m in graph} == set(range(len(LAYERS))), "a layer is empty"
+    assert layering_violations(graph) == []
+
+
+def test_a_layering_violation_is_found():
+    graph = {"osbuilder.foundation.runner": {"osbuilder.pack.compress"}, "osbuilder.pack.compress": {"osbuilder.foundation.runner"},
+             "osbuilder.build": {"osbuilder.cli"}, "osbuilder.host.findings": {"osbuilder.check"}}
+    assert layering_violations(graph) == [
+        "osbuilder.build (commands) imports osbuilder.cli (cli)",
+        "osbuilder.foundation.runner (foundation) imports osbuilder.pack.compress (stages)",
+        "osbuilder.host.findings (host and release) imports osbuilder.check (commands)"]

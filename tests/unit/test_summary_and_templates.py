@@ -1,8 +1,8 @@
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 from osbuilder.rootfs.provision import _chrony_service_changes
-from osbuilder.initmode import get_init_mode
+from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.rootfs.summary import Summary, parse_summary
-from osbuilder.templates import Templates
+from osbuilder.foundation.templates import Templates
 
 
 def make_summary(init_mode: str, epoch: int | None = 1700000000) -> Summary:
@@ -72,7 +72,7 @@ def test_installed_packages_round_trip_through_the_summary():
 
 
 def test_apt_reads_the_dpkg_database(tmp_path):
-    from osbuilder.fsutil import GuestRoot
+    from osbuilder.foundation.fsutil import GuestRoot
     from osbuilder.rootfs.backends import Package, get_backend
 
     status = tmp_path / "var/lib/dpkg/status"

@@ -3,7 +3,7 @@ registry the image packer, the artifact reader and the boot shim take them from.
 
 from __future__ import annotations
 
-from osbuilder.errors import lookup
+from osbuilder.foundation.errors import lookup
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource
 from osbuilder.pack.fs.erofs import Erofs
 from osbuilder.pack.fs.ext4 import Ext4

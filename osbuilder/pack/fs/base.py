@@ -12,12 +12,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot, data_regions
-from osbuilder.guest_layout import MACHINE_ID
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot, data_regions
+from osbuilder.foundation.guest_layout import MACHINE_ID
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import GuestView
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import struct
 
-from osbuilder.fsutil import GuestRoot, remove_tree
-from osbuilder.guest_layout import MACHINE_ID
+from osbuilder.foundation.fsutil import GuestRoot, remove_tree
+from osbuilder.foundation.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import DirView, GuestView
-from osbuilder.runner import FILESYSTEM, Runner
+from osbuilder.foundation.runner import FILESYSTEM, Runner
 
 
 class Erofs(Filesystem):

@@ -7,12 +7,12 @@ import re
 import struct
 from pathlib import Path
 
-from osbuilder.errors import InternalError, UserError
-from osbuilder.guest_layout import MACHINE_ID
+from osbuilder.foundation.errors import InternalError, UserError
+from osbuilder.foundation.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import GuestView, Node
-from osbuilder.runner import FILESYSTEM, PROBE, Runner
+from osbuilder.foundation.runner import FILESYSTEM, PROBE, Runner
 
 
 def _journal_blocks(total_blocks: int) -> int:

@@ -9,12 +9,12 @@ import stat
 from pathlib import Path
 from typing import TextIO
 
-from osbuilder.errors import UserError
-from osbuilder.guest_layout import MACHINE_ID
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import GuestView, Node, node_of
-from osbuilder.runner import FILESYSTEM, PROBE, Runner
+from osbuilder.foundation.runner import FILESYSTEM, PROBE, Runner
 
 _BMAP = re.compile(r"data offset (\d+) startblock \d+ \((\d+)/(\d+)\) count (\d+)")
 

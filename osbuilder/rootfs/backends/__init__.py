@@ -4,7 +4,7 @@ plus its entry in BACKENDS."""
 
 from __future__ import annotations
 
-from osbuilder.errors import lookup
+from osbuilder.foundation.errors import lookup
 from osbuilder.rootfs.backends.apt import AptBackend
 from osbuilder.rootfs.backends.apk import ApkBackend
 from osbuilder.rootfs.backends.dnf import DnfBackend

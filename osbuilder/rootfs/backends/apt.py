@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from osbuilder.cache import downloads_lock, keep_downloads
-from osbuilder.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
+from osbuilder.foundation.cache import downloads_lock, keep_downloads
+from osbuilder.foundation.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
 from osbuilder.rootfs.tarball import extract_tarball
-from osbuilder.rootless import privileged, real_ids_env
-from osbuilder.runner import PACKAGE_MANAGER, PROBE, Runner
+from osbuilder.foundation.rootless import privileged, real_ids_env
+from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
 
 log = logging.getLogger("osbuilder")
 

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from osbuilder.arch import Arch
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot, remove_tree
+from osbuilder.foundation.arch import Arch
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot, remove_tree
 from osbuilder.rootfs.tarball import extract_tarball
-from osbuilder.rootless import in_user_namespace
-from osbuilder.runner import FILESYSTEM, PROBE, Runner
+from osbuilder.foundation.rootless import in_user_namespace
+from osbuilder.foundation.runner import FILESYSTEM, PROBE, Runner
 
 
 @dataclass(frozen=True)

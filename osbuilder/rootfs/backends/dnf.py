@@ -17,14 +17,14 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from osbuilder.cache import downloads_lock
-from osbuilder.errors import UserError
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.cache import downloads_lock
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
                                             install_through_user_namespace, recipe_path)
-from osbuilder.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
-from osbuilder.runner import PACKAGE_MANAGER, PROBE, Runner
-from osbuilder.templates import Templates
+from osbuilder.foundation.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
+from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
+from osbuilder.foundation.templates import Templates
 
 QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
 

@@ -12,9 +12,9 @@ import pickle
 import sys
 from pathlib import Path
 
-from osbuilder.errors import EXIT_BAD_INPUT, UserError
+from osbuilder.foundation.errors import EXIT_BAD_INPUT, UserError
 from osbuilder.rootfs.backends.apk.backend import ApkBackend, InstallJob
-from osbuilder.runner import Runner
+from osbuilder.foundation.runner import Runner
 
 
 def main(argv: list[str]) -> int:

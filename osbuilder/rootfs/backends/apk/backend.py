@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from osbuilder.errors import CommandError, UserError
-from osbuilder.cache import keep_downloads
-from osbuilder.fetch import fetch
-from osbuilder.fsutil import GuestRoot, set_owner_and_time
+from osbuilder.foundation.errors import CommandError, UserError
+from osbuilder.foundation.cache import keep_downloads
+from osbuilder.foundation.fetch import fetch
+from osbuilder.foundation.fsutil import GuestRoot, set_owner_and_time
 from osbuilder.rootfs.backends.apk.database import (InstalledFile, InstalledPackage, installed_files, read_installed,
                                                    write_database)
 from osbuilder.rootfs.backends.apk.index import IndexEntry, PkgInfo, parse_apkindex
@@ -35,8 +35,8 @@ from osbuilder.rootfs.backends.apk.version import Atom
 from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
                                             install_through_user_namespace, recipe_path)
 from osbuilder.rootfs.extract import check_member, guest_name
-from osbuilder.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
-from osbuilder.runner import PACKAGE_MANAGER, Runner
+from osbuilder.foundation.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
+from osbuilder.foundation.runner import PACKAGE_MANAGER, Runner
 
 log = logging.getLogger("osbuilder")
 

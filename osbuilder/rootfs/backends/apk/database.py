@@ -8,7 +8,7 @@ import io
 import tarfile
 from dataclasses import dataclass, field
 
-from osbuilder.fsutil import GuestRoot
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.backends.apk.index import IndexEntry
 
 INSTALLED = "/lib/apk/db/installed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.rootfs.backends.apk.version import Atom
 
 

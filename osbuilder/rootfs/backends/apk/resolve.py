@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.rootfs.backends.apk.index import IndexEntry
 from osbuilder.rootfs.backends.apk.version import Atom, Version
 

@@ -13,8 +13,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.errors import UserError
-from osbuilder.runner import PROBE, Runner
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.runner import PROBE, Runner
 
 SIGNATURE_PREFIXES = {".SIGN.RSA256.": "sha256", ".SIGN.RSA.": "sha1"}
 

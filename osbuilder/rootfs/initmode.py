@@ -16,20 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from osbuilder.arch import Arch
-from osbuilder.cgroups import CGROUPFS_DRIVER, FOLLOWS_HOST
-from osbuilder.elf import parse_elf_header
-from osbuilder.errors import BuildError, UserError, lookup
-from osbuilder.fsutil import GuestRoot, sha256_file
-from osbuilder.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, GENERATOR_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES,
+from osbuilder.foundation.arch import Arch
+from osbuilder.foundation.cgroups import CGROUPFS_DRIVER, FOLLOWS_HOST
+from osbuilder.foundation.elf import parse_elf_header
+from osbuilder.foundation.errors import BuildError, UserError, lookup
+from osbuilder.foundation.fsutil import GuestRoot, sha256_file
+from osbuilder.foundation.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, GENERATOR_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES,
                                     SYSTEMD_BINARY, UNIT_DIR)
 from osbuilder.read.view import GuestView
 from osbuilder.rootfs.agent import AgentBinary, check_agent
 from osbuilder.rootfs.libraries import check_libraries
 from osbuilder.rootfs.probe import check_probe, is_probe_script
 from osbuilder.rootfs.systemd_units import pulls_in, unit_exists
-from osbuilder.settings import setting
-from osbuilder.templates import Templates
+from osbuilder.foundation.settings import setting
+from osbuilder.foundation.templates import Templates
 
 # What inspect reports when no mode recognises the tree.
 UNKNOWN_MODE = "unknown"

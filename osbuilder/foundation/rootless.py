@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 
 MARK = "OSBUILDER_FAKEROOT"  # set for the re-executed build: its euid 0 is fakeroot's
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from osbuilder.cgroups import CGROUPFS_DRIVER, HOST_CGROUP_DRIVERS, SYSTEMD_DRIVER
-from osbuilder.errors import UserError
+from osbuilder.foundation.cgroups import CGROUPFS_DRIVER, HOST_CGROUP_DRIVERS, SYSTEMD_DRIVER
+from osbuilder.foundation.errors import UserError
 from osbuilder.pack.registry import runtime_slot_keys
 
 KATA_RUNTIME_TYPE = "io.containerd.kata.v2"

@@ -7,7 +7,7 @@ import datetime
 import os
 from typing import Any
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 

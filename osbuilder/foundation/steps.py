@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Iterator
 
-from osbuilder.events import EVENT_FIELD
+from osbuilder.foundation.events import EVENT_FIELD
 
 log = logging.getLogger("osbuilder")
 

@@ -7,8 +7,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.elf import ElfHeader, parse_elf_header
-from osbuilder.errors import lookup
+from osbuilder.foundation.elf import ElfHeader, parse_elf_header
+from osbuilder.foundation.errors import lookup
 
 
 @dataclass(frozen=True)

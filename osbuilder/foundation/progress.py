@@ -9,7 +9,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Iterator, TextIO
 
-from osbuilder.events import EVENT_FIELD
+from osbuilder.foundation.events import EVENT_FIELD
 
 if TYPE_CHECKING:
     from rich.console import Console

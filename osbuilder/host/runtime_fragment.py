@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder import __version__
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.pack.artifact import ArtifactInfo
 from osbuilder.pack.registry import PACKERS, get_packer
-from osbuilder.settings import as_path, setting
-from osbuilder.templates import Templates
+from osbuilder.foundation.settings import as_path, setting
+from osbuilder.foundation.templates import Templates
 
 FRAGMENT_NAME = "kata-runtime.toml"
 KATA_INSTALL_PATH = Path("/opt/kata/share/kata-containers")

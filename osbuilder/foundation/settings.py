@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from osbuilder.errors import UserError
+from osbuilder.foundation.errors import UserError
 
 
 def comma_list(text: str) -> tuple[str, ...]:

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Iterator
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import check_output_path, remove_tree
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import check_output_path, remove_tree
 
 log = logging.getLogger("osbuilder")
 

@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from osbuilder.errors import CommandError, UserError
-from osbuilder.fsutil import remove_tree, sha256_file, write_atomically
-from osbuilder.settings import as_path, setting
-from osbuilder.shared_settings import CacheDirSetting
+from osbuilder.foundation.errors import CommandError, UserError
+from osbuilder.foundation.fsutil import remove_tree, sha256_file, write_atomically
+from osbuilder.foundation.settings import as_path, setting
+from osbuilder.foundation.shared_settings import CacheDirSetting
 
 log = logging.getLogger("osbuilder")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # osbuilder/, this module is in osbuilder/foundation/
 _CHECKOUT = _PACKAGE.parent
 
 

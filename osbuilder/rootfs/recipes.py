@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from osbuilder.arch import ARCHES
-from osbuilder.errors import UserError
-from osbuilder.initmode import INIT_MODES
-from osbuilder.resources import recipes_dir
+from osbuilder.foundation.arch import ARCHES
+from osbuilder.foundation.errors import UserError
+from osbuilder.rootfs.initmode import INIT_MODES
+from osbuilder.foundation.resources import recipes_dir
 from osbuilder.rootfs.backends import Backend, get_backend
 
 

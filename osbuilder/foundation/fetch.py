@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.cache import DOWNLOADS
-from osbuilder.errors import BuildError, UserError
-from osbuilder.progress import Progress
+from osbuilder.foundation.cache import DOWNLOADS
+from osbuilder.foundation.errors import BuildError, UserError
+from osbuilder.foundation.progress import Progress
 
 log = logging.getLogger("osbuilder")
 CHUNK = 1 << 16

@@ -13,16 +13,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.errors import UserError
-from osbuilder.fsutil import sha256_file
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.pack.artifact import Artifact
 from osbuilder.pack.compress import get_codec
 from osbuilder.pack.registry import PACKERS, get_packer
 from osbuilder.read.kind import packed_artifact
 from osbuilder.rootfs.extract import check_member, guest_name
-from osbuilder.runner import FILESYSTEM, Runner
-from osbuilder.settings import as_path, setting
-from osbuilder.tarballs import plain_tarball
+from osbuilder.foundation.runner import FILESYSTEM, Runner
+from osbuilder.foundation.settings import as_path, setting
+from osbuilder.read.tarballs import plain_tarball
 
 MAX_DEPTH = 6  # opt/kata/share/kata-containers/ and a little more
 

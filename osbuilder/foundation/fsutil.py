@@ -20,7 +20,7 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
-from osbuilder.errors import BuildError, UserError
+from osbuilder.foundation.errors import BuildError, UserError
 
 MAX_SYMLINK_HOPS = 40
 

@@ -16,7 +16,7 @@ from packageurl import PackageURL
 from osbuilder import __version__
 from osbuilder.pack.artifact import Artifact
 from osbuilder.rootfs.summary import Summary
-from osbuilder.settings import setting
+from osbuilder.foundation.settings import setting
 
 TOOL = "osbuilder"
 # How a package --slim emptied is marked: it was installed, its files are gone from the guest.

@@ -8,7 +8,7 @@ from typing import Any
 
 import jinja2
 
-from osbuilder.resources import templates_dir
+from osbuilder.foundation.resources import templates_dir
 
 
 def _yaml_str(value: Any) -> str:

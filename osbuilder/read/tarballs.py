@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from osbuilder.pack.compress import codec_of
-from osbuilder.runner import FILESYSTEM, Runner
+from osbuilder.foundation.runner import FILESYSTEM, Runner
 
 
 def plain_tarball(path: Path, workdir: Path, runner: Runner) -> Path:

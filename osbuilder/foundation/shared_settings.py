@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.arch import arch_names, canonical_arch_name
-from osbuilder.cgroups import HOST_CGROUP_DRIVERS
-from osbuilder.settings import as_path, setting
+from osbuilder.foundation.arch import arch_names, canonical_arch_name
+from osbuilder.foundation.cgroups import HOST_CGROUP_DRIVERS
+from osbuilder.foundation.settings import as_path, setting
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from pathlib import Path
 import time
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
-from osbuilder.errors import CommandError, UserError
+from osbuilder.foundation.errors import CommandError, UserError
 
 if TYPE_CHECKING:
-    from osbuilder.progress import Progress
+    from osbuilder.foundation.progress import Progress
 
 STDERR_TAIL_LINES = 25
 

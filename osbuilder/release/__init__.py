@@ -1,0 +1,1 @@
+"""Release output: Kata's release layout and tarballs (and reading a release back), SBOMs."""
