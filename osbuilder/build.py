@@ -59,7 +59,7 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         agent = resolve_agent(options, stage.work, runner)
         tree_path = stage.path / "rootfs"
         summary = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner, private_tree=True).summary
-        tree = open_guest_tree(tree_path, options.init, options.arch)
+        tree = open_guest_tree(tree_path, options.init, options.arch, runner.privilege)
         artifacts_dir = stage.path / "artifacts"
         artifacts_dir.mkdir()
         pieces = PieceStore(BuildCache(options.cache_dir).pieces_dir()) if options.cache_dir is not None else None

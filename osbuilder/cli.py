@@ -28,7 +28,7 @@ from osbuilder.pack.registry import PACKERS
 from osbuilder.rootfs.options import RecipeSource
 from osbuilder.host.runtime_fragment import FragmentOptions
 from osbuilder.foundation.progress import progress_for
-from osbuilder.foundation.rootless import privileged, reexec_under_fakeroot
+from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import Runner
 from osbuilder.foundation.settings import (add_arguments, build_options, to_argv, values_from_args, values_from_file,
                                 values_from_mapping)
@@ -239,7 +239,7 @@ def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
     options = build_options(packer.Options, values)
     packer.validate(options)
     output = check_output_file(target.output, target.force)
-    tree = open_guest_tree(source.rootfs, source.init, source.arch)
+    tree = open_guest_tree(source.rootfs, source.init, source.arch, runner.privilege)
     with work_directory(output) as work, StagedFile(output) as staged:
         artifact = packer.pack(tree, staged, options, PackContext(runner, HostTools.probe(), work))
         for name, text in artifact.sidecars.items():
@@ -417,12 +417,12 @@ def timeout_scale() -> float:
     return scale
 
 
-def needs_fakeroot(args: argparse.Namespace) -> bool:
-    """An ordinary user's build runs under fakeroot (osbuilder/rootless.py); a matrix's
+def needs_fakeroot(args: argparse.Namespace, privilege: Privilege) -> bool:
+    """An ordinary user's build runs under fakeroot (foundation/privilege.py); a matrix's
     parent does not: each target's build re-executes itself."""
     from osbuilder.matrix import is_matrix_file
 
-    if args.command != "build" or os.geteuid() == 0:
+    if args.command != "build" or privilege.sets_owners:
         return False
     return not (args.config is not None and args.config.is_file() and is_matrix_file(args.config)
                 and args.target is None)
@@ -440,14 +440,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if events is not None:
         logging.getLogger("osbuilder").addHandler(EventLogHandler(events))
     try:
-        if needs_fakeroot(args):
-            reexec_under_fakeroot(argv)
-        if args.command == "rootfs" and not privileged():
+        privilege = Privilege.detect()
+        if needs_fakeroot(args, privilege):
+            privilege.reexec_under_fakeroot(argv)
+        if args.command == "rootfs" and not privilege.root:
             raise UserError("osbuilder rootfs needs root: a tree written by an ordinary user cannot keep the guest's "
                             "owners and device nodes", "use osbuilder build, which packs in the same run and works "
                             "unprivileged, or run as root")
         with progress_for(sys.stderr, enabled=not args.quiet and not args.verbose) as progress:
-            return handler(args.command)(args, Runner(progress=progress, timeout_scale=timeout_scale()))
+            return handler(args.command)(args, Runner(progress=progress, timeout_scale=timeout_scale(),
+                                                 privilege=privilege))
     except KeyboardInterrupt:
         error: OsbuilderError = Interrupted()
     except Exception as exc:  # noqa: BLE001 - every failure reaches the user as one line, never a traceback

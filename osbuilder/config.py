@@ -12,6 +12,7 @@ from osbuilder.foundation.arch import get_arch, host_arch
 from osbuilder.foundation.cache import default_cache_dir
 from osbuilder.foundation.epoch import source_date_epoch_from_env
 from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.privilege import Privilege
 from osbuilder.rootfs.initmode import INIT_MODES, InitSetting, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.rootfs.recipes import Recipe, load_recipe
@@ -77,8 +78,9 @@ def command_settings() -> dict[str, tuple[type, ...]]:
     }
 
 
-def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
-    """Merge settings with the recipe's defaults and validate everything that needs no build."""
+def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = None) -> tuple[RootfsOptions, Recipe]:
+    """Merge settings with the recipe's defaults and validate everything that needs no build,
+    for a build that runs with `privilege` (by default this process's)."""
     given = build_options(RootfsOptions, values)
     recipe = load_recipe(given.distro, given.recipes_dir)
     arch = get_arch(given.arch or host_arch().name).name
@@ -138,7 +140,7 @@ def make_rootfs_options(values: dict[str, Any]) -> tuple[RootfsOptions, Recipe]:
     options = dataclasses.replace(given, arch=arch, release=release, mirror=given.mirror or recipe.mirror_for(arch),
                                   source_date_epoch=source_date_epoch_from_env(), cache_dir=cache_dir)
     if options.installs_packages:
-        recipe.backend.preflight(install_request(options, recipe))
+        recipe.backend.preflight(install_request(options, recipe), privilege or Privilege.detect())
     return options, recipe
 
 

@@ -4,6 +4,7 @@ per session and kept in a cache directory keyed by their inputs, so reruns are f
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,24 @@ import pytest
 pytest.register_assert_rewrite("tests.helpers")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+FAKED_TESTS = "OSBUILDER_TESTS_UNDER_FAKEROOT"
+
+
+def pytest_configure(config) -> None:
+    """Tests' scratch directories live in the checkout (.cache/pytest-tmp, emptied at the start
+    of each run and kept after it for a look at what failed), never in /tmp.
+
+    An ordinary user's run goes on under fakeroot, as osbuilder's own unprivileged builds
+    do: the unit tests provision small guests in-process (device nodes, root owners), which
+    fakeroot records. The slow tests that need real root (mounts, chroot, another user)
+    say so when they fail."""
+    if os.geteuid() != 0 and not os.environ.get(FAKED_TESTS) and shutil.which("fakeroot"):
+        os.execvpe("fakeroot", ["fakeroot", "--", sys.executable, "-m", "pytest", *sys.argv[1:]],
+                   {**os.environ, FAKED_TESTS: "1"})
+    if not config.option.basetemp:
+        config.option.basetemp = str(REPO / ".cache" / "pytest-tmp")
 
 
 @pytest.fixture(autouse=True)

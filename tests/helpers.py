@@ -247,3 +247,57 @@ def validate_manifest(path: Path) -> dict:
     manifest = json.loads(Path(path).read_text())
     jsonschema.Draft202012Validator(json.loads(MANIFEST_SCHEMA.read_text())).validate(manifest)
     return manifest
+
+
+class WatchedCommand:
+    """An osbuilder command whose stderr is read line by line as it comes. wait_for(condition)
+    returns as soon as the condition holds: it is checked on every new line, and every
+    tenth of a second for conditions on files, until a deadline; never a fixed sleep."""
+
+    RECHECK_SECONDS = 0.1
+
+    def __init__(self, *args: str | os.PathLike[str], cwd: Path | None = None) -> None:
+        import subprocess
+        import sys
+        import threading
+
+        self.lines: list[str] = []
+        self.ended = False
+        self.changed = threading.Condition()
+        self.proc = subprocess.Popen([sys.executable, "-m", "osbuilder", *map(str, args)], cwd=cwd,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def wait_for(self, condition, timeout: float = 300) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not condition(self.lines):
+                assert not self.ended, "the command ended before the point waited for:\n" + "\n".join(self.lines)
+                left = deadline - time.monotonic()
+                assert left > 0, f"not reached within {timeout:g} s:\n" + "\n".join(self.lines)
+                self.changed.wait(min(left, self.RECHECK_SECONDS))
+
+    def interrupt(self, signum: int) -> str:
+        self.proc.send_signal(signum)
+        # Only the reader thread reads stderr: communicate() would race it for the last lines.
+        self.proc.wait(timeout=120)
+        self.reader.join(timeout=10)
+        return "\n".join(self.lines)
+
+
+def seen(text: str):
+    """A wait_for condition: some line holds `text`."""
+    return lambda lines: any(text in line for line in lines)

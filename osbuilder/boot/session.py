@@ -147,9 +147,14 @@ def probe_kvm(arch: Arch, kernel: Kernel, runner: Runner) -> bool:
         return False
     plan = QemuPlan(arch=arch, accel="kvm", kernel=kernel.image, memory_mib=256,
                     cmdline=f"console={arch.qemu.console} panic=-1")
-    watched = runner.watch(plan.argv(), lambda out: "Linux version" in out, timeout=KVM_PROBE_SECONDS)
-    log.info("KVM probe: %s", "the guest makes progress" if watched.outcome == "matched" else "no progress; using TCG")
-    return watched.outcome == "matched"
+    progressing = shows_kernel_progress(plan.argv(), runner)
+    log.info("KVM probe: %s", "the guest makes progress" if progressing else "no progress; using TCG")
+    return progressing
+
+
+def shows_kernel_progress(argv: list[str], runner: Runner, seconds: float = KVM_PROBE_SECONDS) -> bool:
+    """Whether the machine `argv` starts prints the kernel's banner within `seconds`."""
+    return runner.watch(argv, lambda out: "Linux version" in out, timeout=seconds).outcome == "matched"
 
 
 def boot_artifact(request: BootRequest, runner: Runner, templates: Templates) -> BootResult:

@@ -13,16 +13,40 @@ from osbuilder.foundation.events import EVENT_FIELD
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.status import Status
 
 log = logging.getLogger("osbuilder")
 LIVE_LINE_WIDTH = 60
 
 
+def escape(text: str) -> str:
+    """A command's output shown inside rich markup: its own square brackets stay text."""
+    return text.replace("[", "\\[")
+
+
+class LiveLine:
+    """rich's spinner line, redrawn the moment its text changes (a new phase, the command's
+    latest output line), not only at its next tick: what is shown is what was said."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        self.spinner = Spinner("dots", text="")
+        self.live = Live(self.spinner, console=console, refresh_per_second=8, transient=True)
+        self.live.start()
+
+    def show(self, text: str) -> None:
+        self.spinner.update(text=text)
+        self.live.refresh()
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
 class Progress:
     def __init__(self, console: Console | None) -> None:
         self.console = console  # None: log lines instead of a live line
-        self._status: Status | None = None
+        self._line: LiveLine | None = None
         self._phase = ""
         self._started = 0.0
         self._lock = threading.Lock()
@@ -39,24 +63,23 @@ class Progress:
             if self.console is None:
                 log.info("%s: %s", task, words, extra={EVENT_FIELD: {"kind": "phase", "task": task, "words": words}})
                 return
-            if self._status is None:
+            if self._line is None:
                 self._started = time.monotonic()
-                self._status = self.console.status("")
-                self._status.start()
-            self._status.update(f"{task}: {words} ({time.monotonic() - self._started:.0f} s)")
+                self._line = LiveLine(self.console)
+            self._line.show(f"{task}: {words} ({time.monotonic() - self._started:.0f} s)")
 
     def line(self, task: str, text: str) -> None:
         """The command's latest output line, shown after the phase on a terminal."""
         with self._lock:
-            if self._status is not None and text.strip():
-                self._status.update(f"{task}: {self._phase} ({time.monotonic() - self._started:.0f} s) "
-                                    f"[dim]{text.strip()[:LIVE_LINE_WIDTH]}[/dim]")
+            if self._line is not None and text.strip():
+                self._line.show(f"{task}: {self._phase} ({time.monotonic() - self._started:.0f} s) "
+                                f"[dim]{escape(text.strip()[:LIVE_LINE_WIDTH])}[/dim]")
 
     def done(self) -> None:
         with self._lock:
-            if self._status is not None:
-                self._status.stop()
-                self._status = None
+            if self._line is not None:
+                self._line.stop()
+                self._line = None
             self._phase = ""
 
 

@@ -28,6 +28,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 from osbuilder.foundation.errors import CommandError, UserError
+from osbuilder.foundation.privilege import Privilege
 
 if TYPE_CHECKING:
     from osbuilder.foundation.progress import Progress
@@ -65,6 +66,10 @@ class Runner:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("osbuilder.run"))
     progress: "Progress | None" = None  # where commands that report phases show them
     timeout_scale: float = 1.0  # every Limit is multiplied by this
+    # How commands run and owners are written: made once (cli) and carried here to every
+    # stage that runs a command.
+    privilege: Privilege = field(default_factory=Privilege.detect)
+    kill_grace: float = 10.0  # seconds a killed command has after SIGTERM before SIGKILL
 
     def seconds(self, limit: Limit) -> float:
         return limit.seconds * self.timeout_scale
@@ -112,10 +117,10 @@ class Runner:
                 proc.stdin.close()
             returncode: int | None = _wait(proc, self.seconds(limit))
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            _kill_group(proc, self.kill_grace)
             returncode = None
         except BaseException:
-            _kill_group(proc)
+            _kill_group(proc, self.kill_grace)
             raise
         finally:
             for reader in readers:
@@ -164,7 +169,7 @@ class Runner:
 
         def expire() -> None:
             fired.set()
-            _kill_group(proc)
+            _kill_group(proc, self.kill_grace)
 
         watchdog = threading.Timer(self.seconds(limit), expire)
         watchdog.daemon = True
@@ -180,7 +185,7 @@ class Runner:
                     proc.stdin.close()
             returncode = proc.wait()
         except BaseException:
-            _kill_group(proc)
+            _kill_group(proc, self.kill_grace)
             if fired.is_set():
                 raise self._timed_out(args, limit, "\n".join(tail)) from None
             raise
@@ -233,7 +238,7 @@ class Runner:
                 output += _drain(proc.stdout)
         finally:
             if proc.poll() is None:
-                _kill_group(proc)
+                _kill_group(proc, self.kill_grace)
             proc.stdout.close()
         returncode = proc.wait()
         return Watched(args, outcome, output, matched_at, time.monotonic() - start, returncode)
@@ -305,9 +310,9 @@ def _collect_lines(stream: IO[bytes] | None, tail: collections.deque[str], log: 
             report(line)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], grace_after_term: float) -> None:
     """Terminate the child's whole process group, escalating to SIGKILL."""
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    for sig, grace in ((signal.SIGTERM, grace_after_term), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

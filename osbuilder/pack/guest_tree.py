@@ -15,6 +15,7 @@ from osbuilder.foundation.elf import read_elf_header
 from osbuilder.foundation.epoch import build_epoch
 from osbuilder.foundation.errors import BuildError, UserError
 from osbuilder.foundation.fsutil import GuestRoot, first_unreadable
+from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.guest_layout import INIT_PATH, SUMMARY_PATH
 from osbuilder.rootfs.initmode import INIT_MODES, InitMode, get_init_mode
 from osbuilder.rootfs.summary import recorded_agent
@@ -56,12 +57,12 @@ def _tree_arch(guest: GuestRoot, summary: dict[str, Any] | None, given: str | No
     return found
 
 
-def open_guest_tree(root: Path, init_mode: str | None, arch: str | None = None) -> GuestTree:
+def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privilege: Privilege) -> GuestTree:
     """Check a tree for packing. The init mode comes from --init or the tree's osbuilder.yaml."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"rootfs '{root}' does not exist or is not a directory", "pass the directory osbuilder rootfs wrote")
-    unreadable = first_unreadable(root)
+    unreadable = first_unreadable(root, privilege.reads_everything)
     if unreadable is not None:
         raise UserError(f"rootfs '{root}': cannot read {unreadable} (permission denied)",
                         "pack the tree as root, or as a user who can read all of it")

@@ -94,7 +94,7 @@ def _extract(tarball: Path, workdir: Path, runner: Runner) -> Path | None:
                 if name is not None:
                     check_member(tarball, member, name, allow_devices=False)
                 member.mode &= 0o755
-                member.uid = member.gid = os.getuid()
+                member.uid, member.gid = runner.privilege.own_ids()
                 member.uname = member.gname = ""
             archive.extractall(root, members=wanted, numeric_owner=True)
     except (tarfile.TarError, OSError) as exc:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from osbuilder.foundation.arch import Arch, host_arch
 from osbuilder.foundation.errors import UserError
-from osbuilder.foundation.rootless import privileged
 from osbuilder.foundation.runner import PROBE, Runner
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -26,7 +25,7 @@ def ensure_binfmt(arch: Arch, runner: Runner) -> None:
         return
     how = (f"install qemu-user-static and binfmt-support, then as root run: "
            f"mount -t binfmt_misc binfmt_misc {BINFMT_DIR}; update-binfmts --enable {arch.qemu_user}")
-    if not privileged():
+    if not runner.privilege.root:
         raise UserError(f"cannot run {arch.name} binaries: the binfmt handler {arch.qemu_user} is not registered", how)
     if not (BINFMT_DIR / "register").exists():
         runner.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], check=False, limit=PROBE)

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from osbuilder.foundation import rootless
 from osbuilder.foundation.cache import BuildCache, inputs_key
 from osbuilder.foundation.fsutil import GuestRoot, clamp_mtimes, remove_tree, sha256_file
 from osbuilder.rootfs.recipes import Recipe
@@ -61,7 +60,7 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
     inputs = bootstrap_inputs(request, recipe, backend.tool_version(runner))
     name = f"{request.distro}-{request.release}-{request.arch.name}-{inputs_key(inputs)}"
     # Under fakeroot the owners live in fakeroot's records of this build's inodes: unpack.
-    linked = private_tree and not rootless.faked()
+    linked = private_tree and not runner.privilege.faked
 
     def clone(source: Path, into: Path) -> None:
         runner.run(["cp", "--archive", "--link", "--no-target-directory", str(source), str(into)], limit=FILESYSTEM)

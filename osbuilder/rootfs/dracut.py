@@ -71,7 +71,7 @@ def build_with_dracut(init_mode: str, tree: Path, workdir: Path, runner: Runner,
                                                "init mode's dracut modules install (systemd and dbus for systemd)")
     guest = GuestRoot(tree)
     try:
-        unpack_newc(archive, guest)
+        unpack_newc(archive, guest, runner.privilege.sets_owners)
     finally:
         archive.unlink(missing_ok=True)
     lock_root_password(guest)
@@ -87,9 +87,9 @@ def lock_root_password(guest: GuestRoot) -> None:
             guest.replace_text(PASSWD, locked)
 
 
-def unpack_newc(archive: Path, guest: GuestRoot) -> int:
-    """Every member of a newc archive written into the tree; returns how many."""
-    chown = os.geteuid() == 0
+def unpack_newc(archive: Path, guest: GuestRoot, chown: bool) -> int:
+    """Every member of a newc archive written into the tree, with its owners when `chown`
+    (the build can set them); returns how many."""
     first_of_inode: dict[tuple[int, int], str] = {}
     count = 0
     with open(archive, "rb") as stream:

@@ -75,7 +75,7 @@ def safe_extract(archive: Path, guest: GuestRoot, workdir: Path, runner: Runner,
                 if name is not None:
                     check_member(archive, member, name, allow_devices)
             files = []
-            chown = owners and os.geteuid() == 0
+            chown = owners and runner.privilege.sets_owners
             for member, name in members:
                 if name is None:
                     continue

@@ -62,7 +62,8 @@ def install_payloads(guest: GuestRoot, options, templates: Templates, workdir: P
     if options.agent_policy is not None:
         records.append(install_policy(guest, options.agent_policy, templates))
     if options.overlay is not None:
-        records.append(copy_overlay(guest, Path(options.overlay), options.overlay_owner == "root"))
+        records.append(copy_overlay(guest, Path(options.overlay), options.overlay_owner == "root",
+                                    runner.privilege.sets_owners))
     return tuple(records)
 
 
@@ -80,7 +81,7 @@ def install_policy(guest: GuestRoot, policy: str, templates: Templates) -> Paylo
     return PayloadRecord("agent_policy", name, hashlib.sha256(text).hexdigest())
 
 
-def copy_overlay(guest: GuestRoot, overlay: Path, as_root: bool) -> PayloadRecord:
+def copy_overlay(guest: GuestRoot, overlay: Path, as_root: bool, chown: bool) -> PayloadRecord:
     """The overlay's files win over the tree's; owners and modes come from the overlay (or
     are root's with --overlay-owner root). Nothing is followed out of the tree."""
     if not overlay.is_dir():
@@ -107,7 +108,7 @@ def copy_overlay(guest: GuestRoot, overlay: Path, as_root: bool) -> PayloadRecor
             else:
                 raise UserError(f"overlay '{overlay}' holds {target}, which is no file, directory or link",
                                 "remove device nodes and fifos from the overlay")
-            if os.geteuid() == 0:
+            if chown:
                 uid, gid = (0, 0) if as_root else (st.st_uid, st.st_gid)
                 os.chown(path, uid, gid, follow_symlinks=False)
                 if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o6000:

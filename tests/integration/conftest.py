@@ -7,6 +7,16 @@ import pytest
 
 from tests.conftest import run_cli
 
+INTEGRATION = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Everything under tests/integration is slow (real mmdebstrap, dnf, mkfs, qemu, root):
+    `pytest -m "not slow"` is tests/unit alone, whatever a module forgot to mark."""
+    for item in items:
+        if Path(item.fspath).resolve().is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.slow)
+
 
 class RootfsFactory:
     """Builds each (init, arch, flags) tree once per session through the real CLI."""

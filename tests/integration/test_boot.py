@@ -305,3 +305,19 @@ def test_debian_agent_mode_guests_for_ppc64le_and_s390x_boot(rootfs, boot_cache,
     initrd = pack("initrd", tree, tmp_path / "initrd.img")
     result, report = boot(initrd, boot_cache, "--host-cgroup-driver", "systemd", timeout=240)
     assert_probe(result, report, tree, "systemd", arch=arch)
+
+
+def test_auto_accel_falls_back_to_tcg_when_kvm_shows_no_progress(tmp_path: Path):
+    """The real probe: qemu with KVM on something that is no kernel prints no banner."""
+    import time
+
+    from osbuilder.boot.kernel import Kernel
+    from osbuilder.boot.session import probe_kvm
+    from osbuilder.foundation.arch import host_arch
+    from osbuilder.foundation.runner import Runner
+
+    junk = tmp_path / "vmlinuz"
+    junk.write_bytes(b"not a kernel at all")
+    began = time.monotonic()
+    assert probe_kvm(host_arch(), Kernel(image=junk, arch=host_arch(), modules=None, pvh=False), Runner()) is False
+    assert time.monotonic() - began < 8 + 15

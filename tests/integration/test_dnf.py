@@ -14,6 +14,8 @@ from tests.conftest import run_cli
 from tests.local_repos.rpm import CHRONY_GID, RPM_DISTROS, served_rpm_mirror
 from tests.helpers import validate_manifest
 
+pytestmark = pytest.mark.slow
+
 @pytest.fixture(scope="module")
 def rpm_mirror(tmp_path_factory):
     with served_rpm_mirror(tmp_path_factory.mktemp("rpm-repos"), RPM_DISTROS, ("x86_64", "aarch64")) as mirror:

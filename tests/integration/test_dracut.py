@@ -83,11 +83,11 @@ def test_unpacking_never_writes_through_a_link_out_of_the_tree(tmp_path):
                               ("etc/escape/planted", 0o100644, b"x"), ("usr/bin/tool", 0o100755, b"#!/bin/sh\n")]))
     tree = tmp_path / "tree"
     tree.mkdir()
-    unpack_newc(archive, GuestRoot(tree))
+    unpack_newc(archive, GuestRoot(tree), chown=True)
     assert list(outside.iterdir()) == []  # the link is resolved inside the guest
     assert (tree / str(outside).lstrip("/") / "planted").read_bytes() == b"x"
     assert os.access(tree / "usr/bin/tool", os.X_OK)
     archive.write_bytes(newc([("../up", 0o100644, b"x")]))
     with pytest.raises(UserError, match="has a '..' component"):
-        unpack_newc(archive, GuestRoot(tree))
+        unpack_newc(archive, GuestRoot(tree), chown=True)
     assert not (tmp_path / "up").exists()

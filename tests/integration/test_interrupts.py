@@ -6,56 +6,19 @@ behind, no mount under the test's directory, and the cache holds only whole entr
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from osbuilder.foundation.cache import BuildCache, metadata_digest
 from tests.conftest import run_cli
+from tests.helpers import WatchedCommand as Build
+from tests.helpers import seen
 from tests.http_server import AGENT_SHA, Handler
 
 pytestmark = pytest.mark.slow
-
-
-class Build:
-    """An osbuilder command whose stderr is watched line by line."""
-
-    def __init__(self, *args: str | os.PathLike[str], cwd: Path | None = None) -> None:
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "osbuilder", *map(str, args)], cwd=cwd,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, condition, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition(self.lines):
-                return
-            assert self.proc.poll() is None, "the build ended before the point to interrupt:\n" + "\n".join(self.lines)
-            time.sleep(0.05)
-        raise AssertionError("never reached the point to interrupt:\n" + "\n".join(self.lines))
-
-    def interrupt(self, signum: int) -> str:
-        self.proc.send_signal(signum)
-        # Only the reader thread reads stderr: communicate() would race it for the last lines.
-        self.proc.wait(timeout=120)
-        self.reader.join(timeout=10)
-        return "\n".join(self.lines)
-
-
-def seen(text: str):
-    return lambda lines: any(text in line for line in lines)
 
 
 def assert_nothing_left(work: Path, expected: list[str]) -> None:
@@ -85,8 +48,9 @@ def test_interrupted_bootstrap_writing_the_cache(tmp_path, agent_x86_64, signum)
     work.mkdir()
     build = Build("build", "--distro", "debian", "--init", "agent", "--agent", agent_x86_64, "--cache-dir", cache,
                   "--format", "initrd", "-o", work / "out")
-    build.wait_for(seen("mmdebstrap: downloading packages"))
-    time.sleep(1)  # mid-download: apt is fetching into its archive cache
+    # Mid-download: apt has fetched a first package into its archive cache, and goes on.
+    build.wait_for(lambda lines: seen("mmdebstrap: downloading packages")(lines)
+                   and any(work.glob(".out.osbuilder-*/rootfs/var/cache/apt/archives/*.deb")))
     log = build.interrupt(signum)
     assert build.proc.returncode == 130, log
     assert "osbuilder: error: interrupted" in log

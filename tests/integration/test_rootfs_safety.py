@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
@@ -19,6 +17,7 @@ from osbuilder.rootfs.provision import Provisioner
 from osbuilder.foundation.runner import Runner
 from osbuilder.foundation.templates import Templates
 from osbuilder.rootfs.validate import validate_tree
+from tests.helpers import WatchedCommand, seen
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -57,16 +56,12 @@ def test_failed_bootstrap_leaves_nothing(tmp_path, agent_x86_64):
 def test_ctrl_c_removes_staging_and_stops_the_bootstrap(tmp_path, agent_x86_64):
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "osbuilder", "rootfs", "--distro", "debian", "--init", "agent",
-                             "--agent", str(agent_x86_64), "-o", str(work / "out")],
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(work.glob(".out.osbuilder-*/work/*")):
-        time.sleep(0.2)
-    assert list(work.glob(".out.osbuilder-*")), "the build never started staging"
-    time.sleep(2)  # let mmdebstrap get going
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    build = WatchedCommand("rootfs", "--distro", "debian", "--init", "agent", "--agent", agent_x86_64,
+                           "-o", work / "out")
+    # mmdebstrap is under way: staging exists and it has reported its first phase.
+    build.wait_for(lambda lines: seen("mmdebstrap: ")(lines) and any(work.glob(".out.osbuilder-*")), timeout=120)
+    stderr = build.interrupt(signal.SIGINT)
+    proc = build.proc
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
     assert list(work.iterdir()) == []

@@ -108,26 +108,39 @@ def test_the_mmdebstrap_version_read_from_its_script_is_what_it_reports():
     assert AptBackend().tool_version(Runner()) == reported
 
 
-def _hold_lock(root: str, started: "multiprocessing.synchronize.Event", seconds: float) -> None:
+def _hold_lock(root: str, held: "multiprocessing.synchronize.Event",
+               release: "multiprocessing.synchronize.Event") -> None:
     with BuildCache(Path(root)).lock("entry"):
-        started.set()
-        time.sleep(seconds)
+        held.set()
+        release.wait(30)
 
 
 def test_the_lock_makes_a_second_build_wait(tmp_path):
-    started = multiprocessing.Event()
-    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), started, 1.0))
+    """Another process holds the entry: this one waits until it lets go, other entries do not."""
+    import threading
+
+    held, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), held, release))
     holder.start()
-    try:
-        assert started.wait(10)
-        begin = time.monotonic()
+    acquired = threading.Event()
+
+    def second_build() -> None:
         with BuildCache(tmp_path).lock("entry"):
-            waited = time.monotonic() - begin
+            acquired.set()
+
+    try:
+        assert held.wait(10)
         with BuildCache(tmp_path).lock("another"):  # other entries are not held up
             pass
+        waiter = threading.Thread(target=second_build)
+        waiter.start()
+        assert not acquired.wait(0.5), "the second build did not wait for the lock"
+        release.set()
+        assert acquired.wait(10), "the second build never got the lock"
+        waiter.join()
     finally:
+        release.set()
         holder.join()
-    assert waited > 0.5
 
 
 def test_clean_removes_old_entries_or_all(tmp_path):

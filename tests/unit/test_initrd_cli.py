@@ -17,15 +17,6 @@ from tests.unit.test_cli_errors import assert_refused
 
 
 @pytest.fixture
-def world_readable(tmp_path: Path):
-    """A directory an unprivileged user can reach (pytest's own tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="osbuilder-test-"))
-    os.chmod(path, 0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=True)
-
-
-@pytest.fixture
 def guest(tmp_path: Path, host_agent: Path) -> Path:
     return make_minimal_guest(tmp_path / "guest", host_agent)
 
@@ -95,23 +86,6 @@ def test_existing_output_needs_force(tmp_path, guest):
 def test_bad_level(tmp_path, guest):
     out = _empty(tmp_path / "out")
     assert_refused(run_cli("initrd", guest, "--level", "42", "-o", out / "i.img"), "out of range", out)
-
-
-def test_same_tree_same_bytes_from_other_paths_and_as_non_root(world_readable, host_agent):
-    tree = make_minimal_guest(world_readable / "guest", host_agent)
-    for sub in ("a", "b", "c"):
-        (world_readable / sub).mkdir()
-        os.chmod(world_readable / sub, 0o777)
-    assert run_cli("initrd", tree, "-o", world_readable / "a/one.img").returncode == 0
-    assert run_cli("initrd", tree, "-o", world_readable / "b/two.img").returncode == 0
-    as_nobody = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "osbuilder", "initrd", str(tree), "-o", str(world_readable / "c/three.img")],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "HOME": str(world_readable)})
-    assert as_nobody.returncode == 0, as_nobody.stderr
-    assert (world_readable / "c/three.img").stat().st_uid == 65534
-    one, two, three = (world_readable / p for p in ("a/one.img", "b/two.img", "c/three.img"))
-    assert one.read_bytes() == two.read_bytes() == three.read_bytes()
 
 
 def test_epoch_comes_from_the_tree_not_the_clock(tmp_path, guest):

@@ -70,3 +70,19 @@ def test_the_rpm_database_is_read_where_the_recipe_puts_it(tmp_path: Path):
     assert DnfBackend._dbpath(GuestRoot(tmp_path), centos) == centos.dbpath == "/var/lib/rpm"
     (tmp_path / "usr/lib/sysimage/rpm/rpmdb.sqlite").unlink()
     assert DnfBackend._dbpath(GuestRoot(tmp_path), fedora) is None  # no database where the recipe says
+
+
+def test_the_privilege_is_decided_once_and_carried_by_the_runner():
+    import os
+
+    from osbuilder.foundation.privilege import FAKEROOT, ROOT, USER, Privilege
+    from osbuilder.foundation.runner import Runner
+
+    expected = ROOT if os.geteuid() == 0 else USER
+    assert Privilege.detect({}).mode == expected
+    if expected == ROOT:  # a re-executed ordinary user's build: root ids, fakeroot's mark
+        assert Privilege.detect({"OSBUILDER_FAKEROOT": "1"}).mode == FAKEROOT
+    faked = Privilege(FAKEROOT, True)
+    assert faked.sets_owners and not faked.root and faked.real_user_env()["LD_PRELOAD"] == ""
+    assert Privilege(USER, False).owner_recording()[0] == "fakeroot" and Privilege(ROOT, True).owner_recording() == []
+    assert Runner(privilege=faked).privilege is faked

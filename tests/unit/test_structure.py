@@ -281,3 +281,27 @@ def test_a_layering_violation_is_found():
         "osbuilder.build (commands) imports osbuilder.cli (cli)",
         "osbuilder.foundation.runner (foundation) imports osbuilder.pack.compress (stages)",
         "osbuilder.host.findings (host and release) imports osbuilder.check (commands)"]
+
+
+def privilege_decisions(source: str) -> list[tuple[int, str]]:
+    """(line, what) of each place a module asks who it runs as, or spells how to run as
+    someone else: the kernel's ids, fakeroot's mark, a user namespace."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in ("geteuid", "getuid", "getgid", "getegid"):
+            found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Constant) and node.value in ("OSBUILDER_FAKEROOT", "unshare", "fakeroot"):
+            found.append((node.lineno, node.value))
+    return found
+
+
+def test_only_the_privilege_object_decides_privilege():
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if module_name(path) == "osbuilder.foundation.privilege":
+            continue
+        offences += [f"{module_name(path)}:{line} {what}" for line, what in privilege_decisions(path.read_text())]
+    assert offences == [], "ask the Privilege on the runner instead: " + "; ".join(offences)
+    from osbuilder.foundation import privilege
+
+    assert privilege_decisions(Path(privilege.__file__).read_text()), "the walk finds nothing"

@@ -40,7 +40,7 @@ class Erofs(Filesystem):
         copy = request.workdir / "erofs-source"
         remove_tree(copy)
         copy.mkdir()
-        fakeroot = [] if os.geteuid() == 0 else ["fakeroot", "--unknown-is-real", "--"]
+        fakeroot = runner.privilege.owner_recording()
         runner.run([*fakeroot, "bash", "-euo", "pipefail", "-c", _EROFS_COPY_SCRIPT, "erofs-copy",
                     str(request.tree), str(copy), str(machine_id), *mkfs, str(copy)], limit=FILESYSTEM)
 

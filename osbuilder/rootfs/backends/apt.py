@@ -22,7 +22,7 @@ from osbuilder.foundation.cache import downloads_lock, keep_downloads
 from osbuilder.foundation.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
 from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
 from osbuilder.rootfs.tarball import extract_tarball
-from osbuilder.foundation.rootless import privileged, real_ids_env
+from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
 
 log = logging.getLogger("osbuilder")
@@ -45,7 +45,7 @@ class AptBackend(Backend):
     purl_type = "deb"
     Section = AptSection
 
-    def preflight(self, request: InstallRequest) -> None:
+    def preflight(self, request: InstallRequest, privilege: Privilege) -> None:
         check_keyring(request.section.keyring,
                       f"pass --keyring the {request.distro} archive keyring (a .gpg or .asc file)")
 
@@ -67,7 +67,7 @@ class AptBackend(Backend):
         # files are written out, so it packs like a tree unpacked from the cache. Unprivileged,
         # its tree would be owned by subordinate ids, so it hands over a tarball (entries owned
         # 0/0), unpacked here: a write and a read of the whole tree.
-        direct = privileged()
+        direct = runner.privilege.root
         tarball = workdir / "mmdebstrap.tar"
         argv = [
             "mmdebstrap",
@@ -88,7 +88,7 @@ class AptBackend(Backend):
                      '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
                      f"--setup-hook=sync-in {shlex.quote(str(downloads))} /var/cache/apt/archives/",
                      f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(fetched))}"]
-        env = real_ids_env()  # unshare mode maps the real user's subordinate ids
+        env = runner.privilege.real_user_env()  # unshare mode maps the real user's subordinate ids
         if request.source_date_epoch is not None:
             env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
         hint = f"check --mirror {request.mirror}, --release, the package names and the archive keyring (--keyring)"

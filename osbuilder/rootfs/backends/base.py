@@ -18,7 +18,7 @@ from osbuilder.foundation.arch import Arch
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot, remove_tree
 from osbuilder.rootfs.tarball import extract_tarball
-from osbuilder.foundation.rootless import in_user_namespace
+from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import FILESYSTEM, PROBE, Runner
 
 
@@ -138,7 +138,7 @@ class Backend(ABC):
 
         return f"osbuilder {__version__}"
 
-    def preflight(self, request: InstallRequest) -> None:
+    def preflight(self, request: InstallRequest, privilege: Privilege) -> None:
         """Refuse, before any work, what this package manager cannot do for the request
         (a keyring that is not there, an arch it cannot install)."""
 
@@ -170,14 +170,14 @@ def install_through_user_namespace(install: Callable[[Path], None], installroot:
     fakeroot: had fakeroot recorded a file there (its mkdir does), the deletion outside it
     would leave the record behind, and a file that later reused the inode number would take
     on the deleted one's type and owner."""
-    runner.run(in_user_namespace(["mkdir", str(installroot)]), env=env, limit=PROBE)
+    runner.run(runner.privilege.in_user_namespace(["mkdir", str(installroot)]), env=env, limit=PROBE)
     try:
         install(installroot)
-        runner.run(in_user_namespace(["tar", "--create", "--file", str(tarball), "--directory", str(installroot),
+        runner.run(runner.privilege.in_user_namespace(["tar", "--create", "--file", str(tarball), "--directory", str(installroot),
                                       "--numeric-owner", "--xattrs", "--xattrs-include=*", "."]), env=env, limit=FILESYSTEM)
     finally:
         # Only root of the same mapping may delete what the subordinate ids own.
-        runner.run(in_user_namespace(["rm", "-rf", "--one-file-system", str(installroot)]), env=env, check=False, limit=FILESYSTEM)
+        runner.run(runner.privilege.in_user_namespace(["rm", "-rf", "--one-file-system", str(installroot)]), env=env, check=False, limit=FILESYSTEM)
     try:
         extract_tarball(tarball, root, runner)
     finally:

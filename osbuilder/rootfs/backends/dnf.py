@@ -22,7 +22,7 @@ from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
                                             install_through_user_namespace, recipe_path)
-from osbuilder.foundation.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
+from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
 from osbuilder.foundation.templates import Templates
 
@@ -47,13 +47,13 @@ class DnfBackend(Backend):
     purl_type = "rpm"
     Section = DnfSection
 
-    def preflight(self, request: InstallRequest) -> None:
+    def preflight(self, request: InstallRequest, privilege: Privilege) -> None:
         section: DnfSection = request.section
         if not section.keyring:
             raise UserError(f"the {request.distro} recipe names no package signing key",
                             "pass --keyring the distribution's RPM-GPG-KEY file")
         check_keyring(section.keyring, f"pass --keyring the {request.distro} RPM-GPG-KEY file")
-        require_subordinate_ids(f"installing {request.distro} with dnf", "rpm sets the guest files' owners")
+        privilege.require_user_namespace(f"installing {request.distro} with dnf", "rpm sets the guest files' owners")
 
     def releasever(self, request: InstallRequest) -> str:
         pairs = dict(pair.partition("=")[::2] for pair in request.section.releasevers)
@@ -61,7 +61,7 @@ class DnfBackend(Backend):
 
     def tool_version(self, runner: Runner) -> str:
         # As the real user: under fakeroot dnf believes it is root and opens /var/log for its log.
-        out = runner.run(["dnf", "--version"], env=real_ids_env(), hint="install dnf (./setup.sh)", limit=PROBE).stdout
+        out = runner.run(["dnf", "--version"], env=runner.privilege.real_user_env(), hint="install dnf (./setup.sh)", limit=PROBE).stdout
         return "dnf " + (out.splitlines() or ["unknown"])[0].strip()
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
@@ -77,7 +77,7 @@ class DnfBackend(Backend):
             "dnf.repo.j2", distro=request.distro, keyring=keyring, repo_gpgcheck=section.repo_gpgcheck,
             baseurls=[url.replace("{mirror}", request.mirror.rstrip("/")) for url in section.repositories]))
         (config / "home" / ".rpmmacros").write_text(f"%_dbpath {section.dbpath}\n")
-        installroot = root if privileged() else workdir / "dnf-root"
+        installroot = root if runner.privilege.root else workdir / "dnf-root"
         cachedir = downloads or config / "cache"
         argv = ["dnf", "--assumeyes", "--quiet", f"--installroot={installroot}", f"--config={config / 'dnf.conf'}",
                 f"--setopt=reposdir={config / 'repos.d'}", f"--setopt=varsdir={config / 'vars'}",
@@ -93,17 +93,17 @@ class DnfBackend(Backend):
             env["SOURCE_DATE_EPOCH"] = str(request.source_date_epoch)
         hint = f"check --mirror {request.mirror}, --release, the package names and the signing key (--keyring)"
         with downloads_lock(downloads) if downloads is not None else contextlib.nullcontext():
-            if privileged():
+            if runner.privilege.root:
                 runner.run(argv, env=env, limit=PACKAGE_MANAGER, hint=hint)
                 self._remove_cache_trail(installroot, cachedir, section, runner)
             else:
                 self._install_unprivileged(argv, installroot, cachedir, section, root, workdir,
-                                           {**env, **real_ids_env()}, runner, hint)
+                                           {**env, **runner.privilege.real_user_env()}, runner, hint)
 
     def _install_unprivileged(self, argv: list[str], installroot: Path, cachedir: Path, section: DnfSection,
                               root: Path, workdir: Path, env: dict[str, str], runner: Runner, hint: str) -> None:
         def install(into: Path) -> None:
-            runner.run(in_user_namespace(argv), env=env, limit=PACKAGE_MANAGER, hint=hint)
+            runner.run(runner.privilege.in_user_namespace(argv), env=env, limit=PACKAGE_MANAGER, hint=hint)
             self._remove_cache_trail(into, cachedir, section, runner)
 
         install_through_user_namespace(install, installroot, root, workdir / "dnf-root.tar", env, runner)
@@ -131,7 +131,7 @@ class DnfBackend(Backend):
         """Whether an installed package owns `path`, by the guest's rpm database."""
         if dbpath is None:
             return True
-        query = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qf", path], env=real_ids_env(),
+        query = runner.run(["rpm", f"--root={guest.root}", f"--dbpath={dbpath}", "-qf", path], env=runner.privilege.real_user_env(),
                            check=False, hint="install rpm (./setup.sh)", limit=PROBE)
         return query.returncode == 0  # rpm -qf exits 1 for a path no package owns
 

@@ -35,7 +35,7 @@ from osbuilder.rootfs.backends.apk.version import Atom
 from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
                                             install_through_user_namespace, recipe_path)
 from osbuilder.rootfs.extract import check_member, guest_name
-from osbuilder.foundation.rootless import in_user_namespace, privileged, real_ids_env, require_subordinate_ids
+from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, Runner
 
 log = logging.getLogger("osbuilder")
@@ -79,14 +79,14 @@ class ApkBackend(Backend):
     purl_type = "apk"
     Section = ApkSection
 
-    def preflight(self, request: InstallRequest) -> None:
+    def preflight(self, request: InstallRequest, privilege: Privilege) -> None:
         keyring = request.section.keyring
         if not keyring:
             raise UserError(f"the {request.distro} recipe names no signing keys", "pass --keyring a .rsa.pub key")
         check_keyring(keyring, "pass --keyring an .rsa.pub key or a directory of them")
         if not TrustedKeys.load(Path(keyring)).keys:
             raise UserError(f"keyring '{keyring}' holds no .rsa.pub keys", "pass --keyring an .rsa.pub key")
-        require_subordinate_ids(f"installing {request.distro}", "the packages set their files' owners")
+        privilege.require_user_namespace(f"installing {request.distro}", "the packages set their files' owners")
 
     @staticmethod
     def repositories(request: InstallRequest) -> list[str]:
@@ -95,7 +95,7 @@ class ApkBackend(Backend):
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
                 downloads: Path | None = None) -> None:
-        if not privileged():
+        if not runner.privilege.root:
             self._install_unprivileged(request, root, workdir, runner, downloads)
             return
         keys = TrustedKeys.load(Path(request.section.keyring))
@@ -124,13 +124,13 @@ class ApkBackend(Backend):
         job, refusal = workdir / "apk-job.pickle", workdir / "apk-refusal.json"
         levels = {name: logging.getLogger(name).getEffectiveLevel() for name in ("osbuilder", runner.log.name)}
         job.write_bytes(pickle.dumps(InstallJob(request, downloads, levels)))
-        env = real_ids_env()
+        env = runner.privilege.real_user_env()
 
         def install(into: Path) -> None:
             argv = [sys.executable, "-m", "osbuilder.rootfs.backends.apk", str(job), str(into), str(workdir),
                     str(refusal)]
             try:
-                result = runner.run(in_user_namespace(argv), env=env, limit=PACKAGE_MANAGER,
+                result = runner.run(runner.privilege.in_user_namespace(argv), env=env, limit=PACKAGE_MANAGER,
                                     hint="the apk installer failed in its user namespace")
             except CommandError:
                 if refusal.exists():
@@ -211,7 +211,7 @@ class ApkBackend(Backend):
         record = InstalledPackage(entry, replaces=package.pkginfo.all("replaces"), scripts=package.scripts)
         archive = Path(entry.file_name)
         self._script(package, ".pre-install", guest, request, runner)
-        chown = os.geteuid() == 0
+        chown = runner.privilege.sets_owners
         for member, body in package.members:
             name = guest_name(archive, member.name)
             if name is None or member.name.startswith(".SIGN.") or member.name == ".PKGINFO":

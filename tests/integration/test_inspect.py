@@ -18,6 +18,8 @@ from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest
 from tests.unit.test_cli_errors import assert_refused
 
+pytestmark = pytest.mark.slow  # real mkfs, fsck, debugfs, veritysetup and xorriso
+
 AGENT = Path("/bin/busybox")
 FORMATS = {
     "initrd": ["initrd"],

@@ -13,7 +13,9 @@ import pytest
 from tests.conftest import run_cli
 from tests.helpers import make_busybox_probe_guest, make_minimal_guest
 from tests.unit.test_cli_errors import assert_refused
-from tests.unit.test_inspect import AGENT, FORMATS, copy_tree, launcher_tree, pack
+from tests.integration.test_inspect import AGENT, FORMATS, copy_tree, launcher_tree, pack
+
+pytestmark = pytest.mark.slow  # real mkfs, fsck, debugfs, veritysetup and xorriso
 
 KATA_SHARE = "/opt/kata/share/kata-containers"
 

@@ -17,6 +17,8 @@ from osbuilder.foundation.runner import Runner
 from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest
 
+pytestmark = pytest.mark.slow  # real mkfs, fsck, debugfs, veritysetup and xorriso
+
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory) -> Path:

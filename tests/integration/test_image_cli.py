@@ -21,6 +21,8 @@ from tests.helpers import (assert_erofs_matches, assert_ext4_matches, erofs_mode
 from tests.unit.test_cli_errors import assert_refused
 from tests.unit.test_disk import sfdisk_partitions
 
+pytestmark = pytest.mark.slow  # real mkfs, fsck, debugfs, veritysetup and xorriso
+
 
 @pytest.fixture
 def guest(tmp_path: Path, host_agent: Path) -> Path:

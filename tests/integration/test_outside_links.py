@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest
 
+pytestmark = pytest.mark.slow  # real mkfs, fsck, debugfs, veritysetup and xorriso
+
 PACKS = {
     "initrd": ("initrd",),
     "ext4": ("image", "--fs", "ext4"),
