@@ -215,7 +215,8 @@ def test_kernel_modules_resolve_to_the_set_reference_section_10_measured_in_a_lo
     from osbuilder.foundation.arch import get_arch
     from osbuilder.boot.debian_archive import DebianArchive
     from osbuilder.boot.kernel import kernel_from_deb
-    from osbuilder.boot.modules import DEVICE_MODULES, FS_MODULES, ModuleIndex, module_name
+    from osbuilder.boot.modules import DEVICE_MODULES, ModuleIndex, module_name
+    from osbuilder.pack.fs import FILESYSTEMS
     from osbuilder.foundation.runner import Runner
 
     deb = DebianArchive(get_arch("x86_64"), boot_cache).kernel_package(Runner())
@@ -228,7 +229,7 @@ def test_kernel_modules_resolve_to_the_set_reference_section_10_measured_in_a_lo
         if "ext4" in order:
             assert order.index("crc32c_generic") < order.index("jbd2")
 
-    order = [module_name(p) for p in index.resolve(DEVICE_MODULES["virtio-blk"] + FS_MODULES["ext4"])]
+    order = [module_name(p) for p in index.resolve(DEVICE_MODULES["virtio-blk"] + (FILESYSTEMS["ext4"].kernel_module,))]
     # The set reference section 10 measured; independent modules may come in either order.
     assert sorted(order) == sorted(["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
                                     "virtio_pci", "virtio_blk", "crc32c_generic", "jbd2", "mbcache", "crc16",
