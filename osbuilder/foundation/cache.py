@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from osbuilder.foundation.errors import CommandError, UserError
 from osbuilder.foundation.fsutil import remove_tree, sha256_file, write_atomically
-from osbuilder.foundation.settings import as_path, setting
+from osbuilder.foundation.settings import setting
 from osbuilder.foundation.shared_settings import CacheDirSetting
 
 log = logging.getLogger("osbuilder")

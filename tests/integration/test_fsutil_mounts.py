@@ -1,13 +1,12 @@
 """Staging cleanup against a real mount (needs root)."""
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from osbuilder.foundation.errors import BuildError, UserError
-from osbuilder.foundation.fsutil import GuestRoot, check_output_path, remove_tree
+from osbuilder.foundation.errors import BuildError
+from osbuilder.foundation.fsutil import remove_tree
 
 pytestmark = pytest.mark.slow
 

@@ -6,15 +6,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import zlib
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.helpers import make_minimal_guest, read_newc, snapshot
-from tests.unit.test_cli_errors import assert_refused
-from tests.unit.test_initrd_cli import guest  # noqa: F401
+from tests.helpers import make_minimal_guest
 
 pytestmark = pytest.mark.slow
 

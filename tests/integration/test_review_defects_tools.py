@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,6 @@ import pytest
 from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from tests.conftest import REPO, run_cli
 from tests.helpers import make_minimal_guest
-from tests.unit.test_boot_parts import boot_inputs, bzimage_around, elf_with_note
 from tests.unit.test_cli_errors import assert_refused
 from tests.unit.test_review_defects import aarch64_agent, assert_one_line_failure, guest  # noqa: F401
 

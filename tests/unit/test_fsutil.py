@@ -1,11 +1,10 @@
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from osbuilder.foundation.errors import BuildError, UserError
-from osbuilder.foundation.fsutil import GuestRoot, check_output_path, remove_tree
+from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot, check_output_path
 
 
 @pytest.fixture

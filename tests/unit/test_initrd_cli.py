@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import tempfile
 import zlib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest, read_newc, snapshot
 from tests.unit.test_cli_errors import assert_refused
 

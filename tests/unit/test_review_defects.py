@@ -5,18 +5,13 @@ settings every command reads from flags or from --config FILE.toml."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from osbuilder.foundation.guest_layout import SUMMARY_PATH
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
 from tests.helpers import make_minimal_guest
 from tests.unit.test_boot_parts import boot_inputs, bzimage_around, elf_with_note
 from tests.unit.test_cli_errors import assert_refused

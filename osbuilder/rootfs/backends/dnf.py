@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from osbuilder.foundation.cache import downloads_lock
 from osbuilder.foundation.errors import UserError
