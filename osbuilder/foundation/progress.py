@@ -18,11 +18,6 @@ log = logging.getLogger("osbuilder")
 LIVE_LINE_WIDTH = 60
 
 
-def escape(text: str) -> str:
-    """A command's output shown inside rich markup: its own square brackets stay text."""
-    return text.replace("[", "\\[")
-
-
 class LiveLine:
     """rich's spinner line, redrawn the moment its text changes (a new phase, the command's
     latest output line), not only at its next tick: what is shown is what was said."""
@@ -72,6 +67,8 @@ class Progress:
         """The command's latest output line, shown after the phase on a terminal."""
         with self._lock:
             if self._line is not None and text.strip():
+                from rich.markup import escape  # the command's own square brackets stay text
+
                 self._line.show(f"{task}: {self._phase} ({time.monotonic() - self._started:.0f} s) "
                                 f"[dim]{escape(text.strip()[:LIVE_LINE_WIDTH])}[/dim]")
 
