@@ -1,7 +1,7 @@
 """The Ubuntu recipe, proven against a local repository (Ubuntu's mirrors are out of reach).
 
 The repository is real and signed: Debian's packages for the recipe's package set, indexed
-under the suite name `noble` and clear-signed with a test key. mmdebstrap installs the
+under the suite name of the recipe's default release (`resolute`, 26.04) and clear-signed with a test key. mmdebstrap installs the
 recipe from it with `--keyring`, and the guest boots under qemu with the probe.
 """
 
@@ -41,14 +41,14 @@ def build_ubuntu(out: Path, init: str, mirror: str, keyring: Path):
 
 
 @pytest.mark.parametrize("init", ["agent", "systemd"])
-def test_ubuntu_guest_installs_from_a_signed_noble_repository_and_boots(ubuntu_mirror, boot_cache, tmp_path, init):
+def test_ubuntu_guest_installs_from_a_signed_resolute_repository_and_boots(ubuntu_mirror, boot_cache, tmp_path, init):
     mirror, keyring, _ = ubuntu_mirror
     tree = tmp_path / "rootfs"
     result = build_ubuntu(tree, init, mirror, keyring)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["init_mode"] == init
     summary = (tree / "var/lib/osbuilder/osbuilder.yaml").read_text()
-    assert 'name: "ubuntu"' in summary and 'version: "noble"' in summary
+    assert 'name: "ubuntu"' in summary and 'version: "resolute"' in summary
     assert (tree / "usr/sbin/chronyd").is_file()
     assert (tree / "lib/systemd/systemd").exists() == (init == "systemd")
     initrd = pack("initrd", tree, tmp_path / "initrd.img")

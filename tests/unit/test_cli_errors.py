@@ -130,9 +130,9 @@ def test_distros_matrix_covers_every_recipe_release_arch_and_mode_with_its_proof
     assert {r["distro"] for r in rows} == {"alpine", "cbl-mariner", "centos", "debian", "fedora", "ubuntu"}
     proven = {r["distro"]: r["proven"] for r in rows}
     assert proven["debian"] == "mirror" and {proven[d] for d in proven if d != "debian"} == {"local-repository"}
-    assert [r["default_release"] for r in rows if r["distro"] == "ubuntu" and r["release"] == "noble"] == [True] * 12
+    assert [r["default_release"] for r in rows if r["distro"] == "ubuntu" and r["release"] == "resolute"] == [True] * 12
     assert next(r for r in rows if r["distro"] == "ubuntu" and r["arch"] == "s390x")["mirror"] == \
         "http://ports.ubuntu.com/ubuntu-ports"
     assert next(r for r in rows if r["distro"] == "cbl-mariner")["aliases"] == ["azurelinux"]
     table = run_cli("distros").stdout
-    assert "cbl-mariner (azurelinux)" in table and "noble *" in table and "--method dracut" in table
+    assert "cbl-mariner (azurelinux)" in table and "resolute *" in table and "--method dracut" in table

@@ -81,7 +81,7 @@ def test_ubuntu_uses_the_archive_on_x86_64_and_ports_elsewhere():
     assert recipe.mirror_for("x86_64") == "http://archive.ubuntu.com/ubuntu"
     for arch in ("aarch64", "ppc64le", "s390x"):
         assert recipe.mirror_for(arch) == "http://ports.ubuntu.com/ubuntu-ports"
-    assert (recipe.default_release, recipe.releases) == ("noble", ("noble", "jammy"))
+    assert (recipe.default_release, recipe.releases) == ("resolute", ("resolute", "noble", "jammy"))
     assert recipe.backend_section.keyring == "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
 
 
