@@ -18,7 +18,7 @@ from osbuilder.rootfs.recipes import Recipe
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.release.layout import (ReleaseOptions, arrange_kata_layout, runtime_name, write_release_tarballs,
                                write_sha256sums)
-from osbuilder.rootfs.stage import build_rootfs_into, precheck_agent, resolve_agent
+from osbuilder.rootfs.stage import build_rootfs_into, precheck_inputs, resolve_agent
 from osbuilder.rootfs.summary import Summary
 from osbuilder.foundation.runner import Runner
 from osbuilder.host.runtime_fragment import FRAGMENT_NAME, FragmentOptions, SlotArtifact, fragment_for
@@ -53,8 +53,8 @@ def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, 
 def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner) -> BuildResult:
     options = config.rootfs
     output = check_output_dir(config.output.output, config.output.force)
-    # A wrong agent is refused before any staging exists; the probe is rendered inside it.
-    precheck_agent(options)
+    # A wrong agent or payload is refused before any staging exists; the probe is rendered inside it.
+    precheck_inputs(options, runner)
     with Staging(output) as stage:
         agent = resolve_agent(options, stage.work, runner)
         tree_path = stage.path / "rootfs"

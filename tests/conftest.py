@@ -33,6 +33,7 @@ def pytest_configure(config) -> None:
         os.execvpe("fakeroot", ["fakeroot", "--", sys.executable, "-m", "pytest", *sys.argv[1:]],
                    {**os.environ, FAKED_TESTS: "1"})
     if not config.option.basetemp:
+        (REPO / ".cache").mkdir(exist_ok=True)  # pytest makes basetemp, not its parent (a fresh checkout has none)
         config.option.basetemp = str(REPO / ".cache" / "pytest-tmp")
 
 

@@ -18,6 +18,7 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot, set_owner_and_time
@@ -65,8 +66,10 @@ def check_member(archive: Path, member: tarfile.TarInfo, name: str, allow_device
 
 
 def safe_extract(archive: Path, guest: GuestRoot, workdir: Path, runner: Runner, *,
-                 allow_devices: bool = False, owners: bool = True) -> Unpacked:
-    """Unpack `archive` (any compression) over the tree; refuse it whole on any bad member."""
+                 allow_devices: bool = False, owners: bool = True,
+                 check_names: Callable[[set[str]], None] | None = None) -> Unpacked:
+    """Unpack `archive` (any compression) over the tree; refuse it whole on any bad member,
+    or when `check_names` refuses the set of guest paths it holds."""
     plain = plain_tarball(archive, workdir, runner)
     try:
         with tarfile.open(plain) as tar:
@@ -74,6 +77,8 @@ def safe_extract(archive: Path, guest: GuestRoot, workdir: Path, runner: Runner,
             for member, name in members:
                 if name is not None:
                     check_member(archive, member, name, allow_devices)
+            if check_names is not None:
+                check_names({name for _, name in members if name is not None})
             files = []
             chown = owners and runner.privilege.sets_owners
             for member, name in members:

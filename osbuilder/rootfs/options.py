@@ -70,9 +70,11 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting):
                                           metavar="DIR", parse=as_path)
     seccomp: bool = setting(True, help="install the seccomp library the agent needs for seccomp filters",
                             boolean=True)
-    guest_hooks: Path | None = setting(None, help="OCI hooks tarball unpacked into /usr/share/oci/hooks",
+    guest_hooks: Path | None = setting(None, help="OCI hooks tarball, unpacked over / (it carries its own paths, "
+                                       "e.g. ./usr/share/oci/hooks/prestart/...)",
                                        metavar="TARBALL", parse=as_path)
-    pause_image: Path | None = setting(None, help="the pause image's OCI bundle tarball, unpacked into /pause_bundle",
+    pause_image: Path | None = setting(None, help="Kata's pause bundle tarball (kata-static-pause-image.tar.zst), "
+                                       "unpacked over /: it must hold ./pause_bundle/config.json",
                                        metavar="TARBALL", parse=as_path)
     coco_components: Path | None = setting(None, help="confidential-guest components tarball, unpacked over /",
                                            metavar="TARBALL", parse=as_path)

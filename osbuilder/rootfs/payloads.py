@@ -13,7 +13,7 @@ from pathlib import Path
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot, sha256_file
 from osbuilder.rootfs.extract import safe_extract
-from osbuilder.foundation.runner import Runner
+from osbuilder.foundation.runner import FILESYSTEM, Runner
 from osbuilder.foundation.templates import Templates
 
 POLICY_DIR = "/etc/kata-opa"
@@ -23,18 +23,29 @@ ALLOW_ALL = "default"  # --agent-policy default: an allow-all policy from templa
 
 @dataclass(frozen=True)
 class PayloadKind:
-    """A tarball payload: the setting it comes from, where it is unpacked, what it may hold."""
+    """A tarball payload: the setting it comes from, and what it must and may hold. Kata's
+    rootfs builder unpacks every one over / (reference section 11): each carries its own paths."""
 
     setting: str  # the RootfsOptions field
-    destination: str  # guest directory it is unpacked into
+    flag: str
+    required: tuple[str, ...] = ()  # guest paths the tarball must hold (its layout, as Kata ships it)
     allow_devices: bool = False
 
+    def check_layout(self, tarball: Path, names: set[str]) -> None:
+        missing = [path for path in self.required if path not in names]
+        if missing:
+            raise UserError(f"{self.flag} '{tarball}' holds no {missing[0].lstrip('/')}: it is unpacked over /, so "
+                            f"it must carry {', '.join(p.lstrip('/') for p in self.required)}",
+                            "pass Kata's kata-static-pause-image.tar.zst, or a tarball laid out as it is "
+                            "(./pause_bundle/config.json, ./pause_bundle/rootfs/pause)")
 
-# Where Kata's rootfs builder puts each payload (reference section 3).
+
+PAUSE_BUNDLE = "/pause_bundle"  # where the agent reads the pause container's bundle
+
 TARBALL_PAYLOADS = (
-    PayloadKind("guest_hooks", "/usr/share/oci/hooks"),
-    PayloadKind("pause_image", "/pause_bundle"),
-    PayloadKind("coco_components", "/"),
+    PayloadKind("guest_hooks", "--guest-hooks"),
+    PayloadKind("pause_image", "--pause-image", required=(f"{PAUSE_BUNDLE}/config.json",)),
+    PayloadKind("coco_components", "--coco-components"),
 )
 
 
@@ -48,6 +59,24 @@ class PayloadRecord:
         return {"name": self.name, "source": self.source, "sha256": self.sha256}
 
 
+def check_payload_layouts(options, runner: Runner) -> None:
+    """Refuse a payload tarball without the paths its kind needs, before any build work
+    (GNU tar lists any compression)."""
+    for kind in TARBALL_PAYLOADS:
+        tarball = getattr(options, kind.setting)
+        if tarball is None or not kind.required:
+            continue
+        listing = runner.run(["tar", "-tf", str(tarball)], check=False, limit=FILESYSTEM)
+        if listing.returncode != 0:
+            raise UserError(f"{kind.flag} '{tarball}' is not a readable tarball", f"pass {kind.flag} a tar archive")
+        names = set()
+        for line in listing.stdout.splitlines():
+            parts = [p for p in line.split("/") if p not in ("", ".")]
+            if parts:
+                names.add("/" + "/".join(parts))
+        kind.check_layout(Path(tarball), names)
+
+
 def install_payloads(guest: GuestRoot, options, templates: Templates, workdir: Path,
                      runner: Runner) -> tuple[PayloadRecord, ...]:
     records = []
@@ -55,9 +84,8 @@ def install_payloads(guest: GuestRoot, options, templates: Templates, workdir: P
         tarball = getattr(options, kind.setting)
         if tarball is None:
             continue
-        guest.mkdir(kind.destination)
-        target = GuestRoot(guest.resolve(kind.destination))
-        safe_extract(Path(tarball), target, workdir, runner, allow_devices=kind.allow_devices)
+        safe_extract(Path(tarball), guest, workdir, runner, allow_devices=kind.allow_devices,
+                     check_names=lambda names, kind=kind, tarball=tarball: kind.check_layout(Path(tarball), names))
         records.append(PayloadRecord(kind.setting, Path(tarball).name, sha256_file(Path(tarball))))
     if options.agent_policy is not None:
         records.append(install_policy(guest, options.agent_policy, templates))

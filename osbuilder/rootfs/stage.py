@@ -17,6 +17,7 @@ from osbuilder.foundation.fetch import fetch, is_url
 from osbuilder.rootfs.agent import AgentBinary, agent_from_source, agent_from_tarball, check_agent, check_pinned
 from osbuilder.rootfs.bootstrap import bootstrap
 from osbuilder.rootfs.options import RootfsOptions
+from osbuilder.rootfs.payloads import check_payload_layouts
 from osbuilder.rootfs.probe import render_probe
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.summary import Summary
@@ -32,9 +33,10 @@ PROBE_WARNING = ("this guest holds osbuilder's probe agent, not a sandbox agent:
                  "and powers off (use it with `osbuilder boot`, never in production)")
 
 
-def precheck_agent(options: RootfsOptions) -> None:
-    """Refuse a wrong local agent before any staging exists (downloads, tarballs and the probe
-    are checked where they are made, inside staging)."""
+def precheck_inputs(options: RootfsOptions, runner: Runner) -> None:
+    """Refuse a wrong local agent or payload before any staging exists (downloads, tarballs and
+    the probe are checked where they are made, inside staging)."""
+    check_payload_layouts(options, runner)
     source = options.agent
     if options.probe_agent or options.agent_tarball or options.agent_source or source is None or is_url(source):
         return
@@ -132,8 +134,8 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
 
 def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bool, runner: Runner) -> RootfsResult:
     output = check_output_dir(output, force)
-    # A wrong agent is refused before any staging exists; the probe is rendered inside it.
-    precheck_agent(options)
+    # A wrong agent or payload is refused before any staging exists; the probe is rendered inside it.
+    precheck_inputs(options, runner)
     with Staging(output) as stage:
         agent = resolve_agent(options, stage.work, runner)
         tree = stage.path / "rootfs"

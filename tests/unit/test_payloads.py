@@ -43,19 +43,40 @@ def digest(path: Path) -> str:
 
 
 def test_tarball_payloads_land_where_kata_expects_them(tmp_path: Path):
-    hooks = make_tar(tmp_path / "hooks.tar", lambda t: add(t, "prestart/setup-gpu", data=b"#!/bin/sh\n", mode=0o755))
-    pause = make_tar(tmp_path / "pause.tar", lambda t: (add(t, "config.json", data=b"{}"),
-                                                        add(t, "rootfs/pause", data=b"\x7fELF", mode=0o755)))
-    coco = make_tar(tmp_path / "coco.tar", lambda t: add(t, "usr/local/bin/attestation-agent", data=b"aa", mode=0o755))
+    """Each tarball as Kata ships it (./-prefixed, its own paths), unpacked over /."""
+    hooks = make_tar(tmp_path / "hooks.tar", lambda t: add(t, "./usr/share/oci/hooks/prestart/setup-gpu",
+                                                           data=b"#!/bin/sh\n", mode=0o755))
+    pause = make_tar(tmp_path / "pause.tar", lambda t: (add(t, "./pause_bundle/config.json", data=b"{}"),
+                                                        add(t, "./pause_bundle/rootfs/pause", data=b"\x7fELF",
+                                                            mode=0o755)))
+    coco = make_tar(tmp_path / "coco.tar", lambda t: add(t, "./usr/local/bin/attestation-agent", data=b"aa",
+                                                         mode=0o755))
     guest = provision(tmp_path, guest_hooks=hooks, pause_image=pause, coco_components=coco)
     assert guest.read_text("/usr/share/oci/hooks/prestart/setup-gpu") == "#!/bin/sh\n"
     assert guest.read_text("/pause_bundle/config.json") == "{}"
     assert stat.S_IMODE(guest.resolve("/pause_bundle/rootfs/pause").stat().st_mode) == 0o755
     assert guest.resolve("/usr/local/bin/attestation-agent").read_bytes() == b"aa"
+    assert not guest.lexists("/pause_bundle/pause_bundle") and not guest.lexists("/usr/share/oci/hooks/usr")
     recorded = parse_summary(guest.read_text("/var/lib/osbuilder/osbuilder.yaml"))["payloads"]
     assert recorded == [{"name": "guest_hooks", "source": "hooks.tar", "sha256": digest(hooks)},
                         {"name": "pause_image", "source": "pause.tar", "sha256": digest(pause)},
                         {"name": "coco_components", "source": "coco.tar", "sha256": digest(coco)}]
+
+
+def test_a_pause_tarball_not_in_kata_s_layout_is_refused_before_any_work(tmp_path: Path):
+    """A bundle packed from inside pause_bundle/ would land at /config.json: refused, naming
+    the layout expected, by the check run before staging and by the unpacking itself."""
+    from osbuilder.rootfs.stage import precheck_inputs
+
+    flat = make_tar(tmp_path / "pause.tar", lambda t: (add(t, "./config.json", data=b"{}"),
+                                                       add(t, "./rootfs/pause", data=b"\x7fELF", mode=0o755)))
+    options, _ = make_rootfs_options({"distro": "debian", "init": "agent", "agent": str(AGENT), "pause_image": flat})
+    with pytest.raises(UserError, match="holds no pause_bundle/config.json") as refused:
+        precheck_inputs(options, Runner())
+    assert "./pause_bundle/config.json" in refused.value.hint
+    with pytest.raises(UserError, match="holds no pause_bundle/config.json"):
+        provision(tmp_path / "tree", pause_image=flat)
+    assert not (tmp_path / "tree/rootfs/config.json").exists()
 
 
 def test_a_hostile_payload_is_refused_and_nothing_escapes(tmp_path: Path):
@@ -99,3 +120,24 @@ def test_the_overlay_wins_and_keeps_or_forces_owners(tmp_path: Path, owner: str)
     assert os.readlink(guest.resolve("/etc/tool", follow_final=False)) == "/usr/bin/busybox"
     (record,) = parse_summary(guest.read_text("/var/lib/osbuilder/osbuilder.yaml"))["payloads"]
     assert record["name"] == "overlay" and record["source"] == "overlay" and len(record["sha256"]) == 64
+
+
+# Reference section 11: the requests Kata's allow-all.rego defines; the agent refuses any other.
+KATA_POLICY_RULES = """AddARPNeighborsRequest AddSwapRequest CloseStdinRequest CopyFileRequest CreateContainerRequest
+CreateSandboxRequest DestroySandboxRequest ExecProcessRequest GetDiagnosticDataRequest GetMetricsRequest
+GetOOMEventRequest GuestDetailsRequest ListInterfacesRequest ListRoutesRequest MemAgentCompactConfig
+MemAgentMemcgConfig MemHotplugByProbeRequest OnlineCPUMemRequest PauseContainerRequest PullImageRequest
+ReadStreamRequest RemoveContainerRequest RemoveStaleVirtiofsShareMountsRequest ReseedRandomDevRequest
+ResumeContainerRequest SetGuestDateTimeRequest SetPolicyRequest SignalProcessRequest StartContainerRequest
+StartTracingRequest StatsContainerRequest StopTracingRequest TtyWinResizeRequest UpdateContainerRequest
+UpdateEphemeralMountsRequest UpdateInterfaceRequest UpdateRoutesRequest WaitProcessRequest
+WriteStreamRequest""".split()
+
+
+def test_the_default_policy_allows_each_of_kata_s_39_requests_once(tmp_path: Path):
+    import re
+
+    text = provision(tmp_path, agent_policy="default").read_text("/etc/kata-opa/allow-all.rego")
+    rules = re.findall(r"^default (\w+) := true$", text, flags=re.M)
+    assert len(KATA_POLICY_RULES) == 39 and sorted(rules) == sorted(KATA_POLICY_RULES)
+    assert [line for line in text.splitlines() if line.startswith("default ")] == [f"default {r} := true" for r in rules]
