@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,10 @@ class AgentBinary:
     probe: bool = False  # osbuilder's probe agent (rootfs.probe), not a real agent
     # Systemd units that came with the agent (Kata's agent tarball): unit name -> file.
     units: dict[str, Path] = field(default_factory=dict)
+    # Kata's agent tarball, unpacked whole over the guest (its extension-mount unit, scripts
+    # and generator come along), and the guest paths of the files it holds.
+    tarball: Path | None = None
+    tarball_files: tuple[str, ...] = ()
 
 
 def check_agent(path: Path, target: Arch) -> AgentBinary:
@@ -56,11 +61,13 @@ def check_pinned(path: Path, sha256: str | None) -> None:
 
 
 def agent_from_tarball(tarball: Path, into: Path, target: Arch, workdir: Path, runner: "Runner") -> AgentBinary:
-    """Kata's agent release tarball (reference section 11), unpacked safely into `into`:
-    usr/bin/kata-agent, and the units it ships, which then replace osbuilder's."""
+    """Kata's agent release tarball (reference section 11), unpacked safely into `into` to be
+    checked: usr/bin/kata-agent, and the units it ships, which then replace osbuilder's. The
+    provisioner unpacks the whole tarball over the guest."""
     into.mkdir(parents=True, exist_ok=True)
-    safe_extract(tarball, GuestRoot(into), workdir, runner, owners=False)
-    return agent_from_tree(into, target, f"agent tarball '{tarball}'", tarball.name)
+    unpacked = safe_extract(tarball, GuestRoot(into), workdir, runner, owners=False)
+    agent = agent_from_tree(into, target, f"agent tarball '{tarball}'", tarball.name)
+    return dataclasses.replace(agent, tarball=tarball, tarball_files=tuple(sorted(unpacked.files)))
 
 
 def agent_from_tree(root: Path, target: Arch, what: str, origin: str) -> AgentBinary:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from osbuilder.foundation.fetch import is_url
 from osbuilder.foundation.fsutil import GuestRoot, sha256_file
-from osbuilder.foundation.guest_layout import (HOSTNAME, INIT_PATH, CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
+from osbuilder.foundation.guest_layout import (AGENT_PATH, HOSTNAME, INIT_PATH, CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
                                     SUMMARY_PATH, UNIT_DIR, VAR_TMP, VAR_TMP_TARGET, VOLATILE_VAR_DIRS)
+from osbuilder.rootfs.extract import safe_extract
 from osbuilder.rootfs.initmode import InitInputs, get_init_mode
 from osbuilder.rootfs.recipes import Recipe
 from osbuilder.rootfs.agent import AgentBinary
@@ -51,6 +52,7 @@ class Provisioner:
         self.write_resolv_conf()
         self.guest.write_text(HOSTNAME, self.templates.render("hostname.j2"))
         self.configure_chrony()
+        self.unpack_agent_tarball()
         inputs = InitInputs(trim_systemd=self.options.trim_systemd, launcher=self.options.launcher)
         get_init_mode(self.options.init).install(self.guest, self.agent, self.templates, inputs)
         if self.options.kernel_modules is not None:
@@ -60,6 +62,15 @@ class Provisioner:
         payloads = install_payloads(self.guest, self.options, self.templates,
                                     self.workdir or self.guest.root.parent, self.runner)
         return self.write_summary(payloads, slimmed)
+
+    def unpack_agent_tarball(self) -> None:
+        """Kata's rootfs builder unpacks the agent tarball whole; the agent binary itself is
+        the init mode's to place (stripped), and in agent mode it moves to /sbin/init, as in
+        Kata's builder, so no second copy is left at its tarball path."""
+        if self.agent.tarball is None:
+            return
+        safe_extract(self.agent.tarball, self.guest, self.workdir or self.guest.root.parent, self.runner)
+        self.guest.remove(AGENT_PATH)
 
     def slim(self) -> SlimRecord:
         mode = get_init_mode(self.options.init)
@@ -123,6 +134,7 @@ class Provisioner:
             slim=slimmed,
             launcher_sha256=sha256_file(self.options.launcher) if self.options.launcher else None,
             payloads=payloads,
+            agent_tarball_files=self.agent.tarball_files,
         )
         self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
         return summary

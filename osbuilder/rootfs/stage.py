@@ -81,7 +81,8 @@ def strip_agent(agent: AgentBinary, options: RootfsOptions, workdir: Path, runne
     stripped = workdir / "kata-agent.stripped"
     runner.run(["strip", "--strip-unneeded", "-o", str(stripped), str(agent.path)],
                hint="install binutils-multiarch (./setup.sh), or pass --no-strip", limit=FILESYSTEM)
-    return dataclasses.replace(check_agent(stripped, options.target), units=agent.units,
+    checked = check_agent(stripped, options.target)
+    return dataclasses.replace(agent, path=checked.path, sha256=checked.sha256,
                                description=agent.description + ", stripped")
 
 

@@ -40,6 +40,7 @@ class Summary:
     launcher_sha256: str | None = None  # the launcher mode's /sbin/init
     payloads: tuple[Any, ...] = ()  # rootfs.payloads.PayloadRecord: what was unpacked or copied over the tree
     slim: Any = None  # rootfs.slim.SlimRecord when --slim removed files
+    agent_tarball_files: tuple[str, ...] = ()  # what --agent-tarball brought into the guest
 
     @property
     def cgroup_driver(self) -> str:
@@ -69,6 +70,7 @@ class Summary:
             launcher_sha256=self.launcher_sha256,
             payloads=self.payloads,
             slim=self.slim,
+            agent_tarball_files=self.agent_tarball_files,
         )
 
 

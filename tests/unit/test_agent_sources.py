@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import shutil
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -16,6 +18,7 @@ from osbuilder.config import make_rootfs_options
 from osbuilder.foundation.errors import CommandError, UserError
 from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.provision import Provisioner
+from osbuilder.rootfs.summary import parse_summary
 from osbuilder.rootfs.stage import resolve_agent, strip_agent
 from osbuilder.rootfs.validate import validate_tree
 from osbuilder.foundation.runner import Runner
@@ -29,14 +32,31 @@ KATA_TARGET = b"[Unit]\nDescription=Kata target (from the release tarball)\nRequ
               b"Requires=kata-agent.service\n"
 
 
+# What Kata's 2026 agent tarball carries besides the agent and its two units (reference
+# section 11): extension images are mounted by these.
+EXTENSION_FILES = {
+    "./usr/lib/systemd/system/kata-extension-mount@.service": (b"[Unit]\nDescription=Mount extension %i\n", 0o644),
+    "./usr/libexec/kata-extension-mount.sh": (b"#!/bin/sh\necho mount \"$1\"\n", 0o755),
+    "./usr/libexec/kata-extension-umount.sh": (b"#!/bin/sh\necho umount \"$1\"\n", 0o755),
+    "./usr/lib/systemd/system-generators/kata-extension-mount-generator": (b"#!/bin/sh\nexit 0\n", 0o755),
+}
+
+
 def agent_tarball(path: Path, with_units: bool = True) -> Path:
-    """Kata's kata-static-agent tarball: usr/bin/kata-agent and its units, zstd-compressed."""
+    """Kata's kata-static-agent tarball as its release packs it (`./` names, directory
+    entries): usr/bin/kata-agent, its units and the extension-mount files, zstd-compressed."""
     plain = path.with_suffix("")
     with tarfile.open(plain, "w") as tar:
         members = [("./usr/bin/kata-agent", AGENT, 0o755)]
         if with_units:
             members += [("./usr/lib/systemd/system/kata-agent.service", KATA_UNIT, 0o644),
                         ("./usr/lib/systemd/system/kata-containers.target", KATA_TARGET, 0o644)]
+            members += [(name, data, mode) for name, (data, mode) in EXTENSION_FILES.items()]
+        directories = sorted({str(Path(name).parent) + "/" for name, _, _ in members} | {"./"})
+        for name in directories:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
         for name, data, mode in members:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), mode
@@ -48,6 +68,7 @@ def agent_tarball(path: Path, with_units: bool = True) -> Path:
 def provision_from(tmp_path: Path, mode: str, **values) -> GuestRoot:
     root = tmp_path / "rootfs"
     fake_bootstrap(root, with_systemd=mode == "systemd")
+    shutil.copy("/bin/busybox", root / "usr/bin/sh")  # the extension-mount scripts' interpreter, as Debian's dash is
     options, recipe = make_rootfs_options({"distro": "debian", "init": mode, "arch": "x86_64", **values})
     options = dataclasses.replace(options, source_date_epoch=1700000000)
     work = tmp_path / "work"
@@ -66,13 +87,20 @@ def test_the_agent_tarball_installs_its_agent_and_units(tmp_path: Path, mode: st
     guest = provision_from(tmp_path, mode, agent_tarball=str(tarball))
     installed = guest.resolve("/sbin/init" if mode == "agent" else "/usr/bin/kata-agent")
     assert hashlib.sha256(installed.read_bytes()).hexdigest() == AGENT_SHA
-    if mode == "systemd":
-        assert guest.read_text("/usr/lib/systemd/system/kata-agent.service") == KATA_UNIT.decode()
-        assert guest.read_text("/usr/lib/systemd/system/kata-containers.target") == KATA_TARGET.decode()
-    else:
-        assert not guest.exists("/usr/lib/systemd/system/kata-agent.service")
+    # The whole tarball comes along in both modes, as Kata's rootfs builder unpacks it.
+    assert guest.read_text("/usr/lib/systemd/system/kata-agent.service") == KATA_UNIT.decode()
+    assert guest.read_text("/usr/lib/systemd/system/kata-containers.target") == KATA_TARGET.decode()
+    for name, (data, file_mode) in EXTENSION_FILES.items():
+        path = guest.resolve(name[1:])
+        assert path.read_bytes() == data and stat.S_IMODE(path.stat().st_mode) == file_mode, name
+    if mode == "agent":  # moved to /sbin/init, as Kata's builder does: no second agent to mistake for it
+        assert not guest.lexists("/usr/bin/kata-agent")
     summary = guest.read_text("/var/lib/osbuilder/osbuilder.yaml")
     assert 'url: "file:kata-static-agent.tar.zst"' in summary and AGENT_SHA in summary
+    recorded = parse_summary(summary)["agent"]["tarball-files"]
+    assert recorded == sorted(["/usr/bin/kata-agent", "/usr/lib/systemd/system/kata-agent.service",
+                               "/usr/lib/systemd/system/kata-containers.target",
+                               *(name[1:] for name in EXTENSION_FILES)])
 
 
 def test_without_units_the_tarball_agent_gets_osbuilders(tmp_path: Path):
