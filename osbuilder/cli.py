@@ -308,7 +308,7 @@ def cmd_inspect(args: argparse.Namespace, runner: Runner) -> int:
         check_output_path(options.runtime_config_fragment, "--runtime-config-fragment")
     with tempfile.TemporaryDirectory(prefix="osbuilder-inspect-") as work:
         reports = inspect_many(options.artifact, Path(work), runner)
-        if options.runtime_config_fragment is not None:  # a release's root_hash.txt lives in `work`
+        if options.runtime_config_fragment is not None:  # a release's root_hash_<label>.txt lives in `work`
             text = fragment_for_report(reports, build_options(FragmentOptions, values), Templates())
             with StagedFile(options.runtime_config_fragment) as staged:
                 staged.write_text(text)

@@ -173,14 +173,14 @@ def _check_dracut(given: RootfsOptions, recipe: Recipe, arch: str) -> str:
 def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
     rootfs, recipe = make_rootfs_options(values)
     formats = build_options(FormatOptions, values).formats
+    release = build_options(ReleaseOptions, values)
+    release.validate()
     packing = {}
     for name in formats:
         packer = PACKERS[name]
-        options = build_options(packer.Options, values)
+        options = packer.with_release_defaults(build_options(packer.Options, values), release.variant)
         packer.validate(options)
         packing[name] = options
-    release = build_options(ReleaseOptions, values)
-    release.validate()
     fragment = build_options(FragmentOptions, values)
     if release.layout == "kata" and "install_path" not in values:
         # The runtime reads the artifacts where the layout puts them under the prefix.

@@ -17,7 +17,7 @@ from osbuilder.host.findings import Finding
 from osbuilder.foundation.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, UNIT_SEARCH_PATH
 from osbuilder.rootfs.initmode import INIT_MODES, UNKNOWN_MODE, modes_starting_agent_as_init, recognise_init_mode
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
-from osbuilder.pack.image import ROOT_HASH_NAME
+from osbuilder.pack.image import ROOT_HASH_PATTERN
 from osbuilder.pack.registry import get_packer
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.read.summary import open_view, summary_of
@@ -183,8 +183,8 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
     verity = report.layout.get("verity") or {}
     if verity.get("hash_partition") and not verity.get("root_hash_sidecar"):
         report.findings.append(Finding("warning", "verity-sidecar-missing",
-                                       f"the image has a dm-verity hash partition but no {ROOT_HASH_NAME} beside it",
-                                       f"keep the {ROOT_HASH_NAME} osbuilder wrote next to the image"))
+                                       f"the image has a dm-verity hash partition but no {ROOT_HASH_PATTERN} beside it",
+                                       f"keep the {ROOT_HASH_PATTERN} osbuilder wrote next to the image"))
     report.tree = {
         "observed_init": observed,
         "dbus_socket": any(view.stat(f"{d}/dbus.socket") is not None for d in UNIT_SEARCH_PATH),

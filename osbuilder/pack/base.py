@@ -101,6 +101,10 @@ class Packer(ABC):
     def validate(self, options: Any) -> None:
         """Refuse bad options before any work starts."""
 
+    def with_release_defaults(self, options: Any, variant: str | None) -> Any:
+        """The options with what a release variant implies for this format filled in."""
+        return options
+
     @abstractmethod
     def pack(self, tree: GuestTree, out: Path, options: Any, context: PackContext) -> Artifact:
         """Write the artifact to `out` (a path the caller stages); the tree is only read."""

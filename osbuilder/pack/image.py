@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import struct
 import uuid
 from dataclasses import asdict, dataclass
@@ -26,8 +27,16 @@ from osbuilder.read.view import GuestView
 from osbuilder.foundation.runner import Runner
 from osbuilder.foundation.settings import setting
 
-# Kata's name for the kernel parameters of a measured rootfs, beside the image.
-ROOT_HASH_NAME = "root_hash.txt"
+# Kata's names for the kernel parameters of a measured rootfs, beside the image (reference
+# section 11): root_hash_<label>.txt, the label being the variant, `base` for the plain image.
+DEFAULT_ROOT_HASH_LABEL = "base"
+ROOT_HASH_PATTERN = "root_hash_<label>.txt"
+LEGACY_ROOT_HASH_NAME = "root_hash.txt"  # what osbuilder wrote before it used Kata's names
+ROOT_HASH_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def root_hash_file_name(label: str) -> str:
+    return f"root_hash_{label}.txt"
 VERITY_MODULES = ("dm_verity",)
 DAX_ALIGN_MIB = 128  # the NVDIMM mapping is hot-plugged in 128 MiB memory sections
 PLAIN_ALIGN_MIB = 1
@@ -43,7 +52,9 @@ class ImageOptions:
                                 "1 without)", metavar="MiB", parse=int)
     block_size: int = setting(4096, help="filesystem block size in bytes", metavar="BYTES", parse=int)
     verity: bool = setting(False, help="add a dm-verity hash partition after the data partition (its kernel "
-                           f"parameters go to {ROOT_HASH_NAME} beside the image)", boolean=True)
+                           f"parameters go to {ROOT_HASH_PATTERN} beside the image)", boolean=True)
+    root_hash_label: str | None = setting(None, help="the label of a verity image's root_hash_<label>.txt (Kata's "
+                                          "ROOT_HASH_VARIANT; default: the --variant, else base)", metavar="LABEL")
 
     def validate(self) -> None:
         filesystem = get_filesystem(self.fs)
@@ -54,6 +65,16 @@ class ImageOptions:
             raise UserError(f"--align {self.align} must be at least 1 MiB", "pass --align 1 or more")
         if self.dax and self.block_size != 4096:
             raise UserError("a DAX image needs 4096-byte blocks (the page size)", "pass --block-size 4096 or --no-dax")
+        if self.root_hash_label is not None:
+            if not self.verity:
+                raise UserError("--root-hash-label names the root-hash file of a verity image", "add --verity")
+            if not ROOT_HASH_LABEL.fullmatch(self.root_hash_label):
+                raise UserError(f"--root-hash-label '{self.root_hash_label}' is not a plain label",
+                                "use letters, digits, '.', '_' or '-' (e.g. confidential)")
+
+    @property
+    def root_hash_file(self) -> str:
+        return root_hash_file_name(self.root_hash_label or DEFAULT_ROOT_HASH_LABEL)
 
     @property
     def alignment(self) -> int:
@@ -96,10 +117,29 @@ class ImageDetails(PackDetails):
         return data
 
 
+def root_hash_beside(image: Path) -> Path | None:
+    """The root-hash file of `image` in its directory. A merged release holds one per variant
+    (root_hash_base.txt, root_hash_confidential.txt, ...): the image's own is the one whose
+    label ends its name (kata-containers-confidential.img), the longest such label winning, and
+    root_hash_base.txt for a name without one. Older osbuilder output has root_hash.txt."""
+    found = {path.name[len("root_hash_"):-len(".txt")]: path for path in image.parent.glob(root_hash_file_name("*"))
+             if path.is_file()}
+    if len(found) == 1:
+        return next(iter(found.values()))
+    stem = image.name.rsplit(".", 1)[0]
+    matching = sorted((label for label in found if stem.endswith(f"-{label}")), key=len)
+    if matching:
+        return found[matching[-1]]
+    if DEFAULT_ROOT_HASH_LABEL in found:
+        return found[DEFAULT_ROOT_HASH_LABEL]
+    legacy = image.with_name(LEGACY_ROOT_HASH_NAME)
+    return legacy if legacy.is_file() else None
+
+
 def verity_params_beside(artifact: ArtifactInfo) -> str | None:
     """The one-line verity parameters osbuilder wrote beside the image, when they are there."""
-    candidate = artifact.path.with_name(ROOT_HASH_NAME)
-    if candidate.is_file():
+    candidate = root_hash_beside(artifact.path)
+    if candidate is not None:
         line = candidate.read_text().strip()
         if line.startswith("root_hash="):
             return line
@@ -123,6 +163,12 @@ class ImagePacker(Packer):
 
     def validate(self, options: ImageOptions) -> None:
         options.validate()
+
+    def with_release_defaults(self, options: ImageOptions, variant: str | None) -> ImageOptions:
+        # Kata labels a measured image's root hash by its variant.
+        if options.verity and options.root_hash_label is None and variant is not None:
+            return dataclasses.replace(options, root_hash_label=variant)
+        return options
 
     def pack(self, tree: GuestTree, out: Path, options: ImageOptions, context: PackContext) -> Artifact:
         return pack_image(tree, out, options, context.workdir, context.runner)
@@ -156,11 +202,11 @@ class ImagePacker(Packer):
             params = verity_params_beside(artifact)
             settings.append(RuntimeSetting(
                 "kernel_params", params, "",
-                f"The measured rootfs: its dm-verity root hash, salt and block counts ({ROOT_HASH_NAME}).",
+                f"The measured rootfs: its dm-verity root hash, salt and block counts ({ROOT_HASH_PATTERN}).",
                 "verity-params-missing", "error",
                 "the image is a dm-verity root but kernel_params do not carry its root hash, salt and block counts"
-                + ("" if params else f" (and no {ROOT_HASH_NAME} is beside it)"),
-                f"add the line from {ROOT_HASH_NAME} to kernel_params",
+                + ("" if params else f" (and no {ROOT_HASH_PATTERN} is beside it)"),
+                f"add the line from {ROOT_HASH_PATTERN} to kernel_params",
                 accepts=_carries_verity(params) if params else None))
         return settings
 
@@ -181,9 +227,8 @@ class ImagePacker(Packer):
             dax["align"] = struct.unpack_from("<I", block, 84)[0]
             dax["valid"] = dax["checksum_ok"] and dax["mode"] == 1
         layout["dax"] = dax
-        sidecar = artifact.path.with_name(ROOT_HASH_NAME)
-        layout["verity"] = {"hash_partition": artifact.verity,
-                            "root_hash_sidecar": str(sidecar) if artifact.verity and sidecar.is_file() else None}
+        sidecar = root_hash_beside(artifact.path) if artifact.verity else None
+        layout["verity"] = {"hash_partition": artifact.verity, "root_hash_sidecar": str(sidecar) if sidecar else None}
         length = artifact.partitions[0][1]
         # A content-sized filesystem (erofs) is exactly as large as what it holds.
         used = length if get_filesystem(artifact.fs or "").content_sized else view.used_bytes()
@@ -276,7 +321,7 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
     details = ImageDetails(init_mode=tree.init_mode, fs=filesystem.name, dax=options.dax, fs_uuid=fs_uuid,
                            partition_offset=layout.first_partition_offset, alignment=options.alignment,
                            verity=verity)
-    sidecars = {ROOT_HASH_NAME: verity.kernel_params() + "\n"} if verity is not None else {}
+    sidecars = {options.root_hash_file: verity.kernel_params() + "\n"} if verity is not None else {}
     return Artifact(path=output, format=ImagePacker.name, size=output.stat().st_size, details=details,
                     sidecars=sidecars)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from osbuilder.foundation.errors import UserError
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
-from osbuilder.pack.image import ROOT_HASH_NAME, verity_params_beside
+from osbuilder.pack.image import ROOT_HASH_PATTERN, verity_params_beside
 from osbuilder.pack.registry import PACKERS
 
 
@@ -46,5 +46,5 @@ def verity_params_for(artifact: ArtifactInfo) -> str:
     params = verity_params_beside(artifact)
     if params is not None:
         return params
-    raise UserError(f"'{artifact.path}' has a dm-verity hash partition but no {ROOT_HASH_NAME} beside it",
-                    f"put the {ROOT_HASH_NAME} that osbuilder wrote with the image next to it")
+    raise UserError(f"'{artifact.path}' has a dm-verity hash partition but no {ROOT_HASH_PATTERN} beside it",
+                    f"put the {ROOT_HASH_PATTERN} that osbuilder wrote with the image next to it")

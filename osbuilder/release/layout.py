@@ -1,6 +1,6 @@
 """Kata's release layout (reference section 11): a directory or tarball holding
 `kata-containers.img` / `kata-containers-initrd.img` links to the versioned artifacts, with
-`root_hash.txt` beside a verity image. Reading one back for inspect and check, and writing
+`root_hash_<label>.txt` beside a verity image (older osbuilder wrote `root_hash.txt`). Reading one back for inspect and check, and writing
 one for `build --layout kata`."""
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ class ReleaseOptions:
             raise UserError(f"--prefix {self.prefix} is not an absolute path", "pass e.g. --prefix /opt/kata")
         if self.variant is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", self.variant):
             raise UserError(f"--variant '{self.variant}' is not a plain name", "use lowercase letters, digits, '-'")
+        if self.tarball:  # refused before any build work, not only when the tarballs are written
+            check_host_safe("kata-static-rootfs-*", [f"./{self.share}/"])
 
     @property
     def share(self) -> Path:
@@ -189,13 +191,52 @@ def arrange_kata_layout(directory: Path, artifacts: list[Artifact], options: Rel
     return placed
 
 
+# Kata unpacks every component tarball with `tar -C /` and refuses one holding any of these
+# (reference section 11, scripts/assert-tarball-host-safe.sh).
+HOST_UNSAFE_FILES = (".dockerenv", "etc/hostname", "etc/hosts", "etc/mtab", "etc/resolv.conf")
+HOST_UNSAFE_DIRS = ("dev", "proc", "sys")
+
+
+def host_unsafe_member(name: str) -> str | None:
+    """Why a member name would harm a host it is unpacked over (`tar -C /`), or None."""
+    path = "/".join(part for part in name.split("/") if part not in ("", "."))
+    if path in HOST_UNSAFE_FILES:
+        return f"it holds {path}, which would replace the host's"
+    top = path.split("/", 1)[0]
+    if top in HOST_UNSAFE_DIRS:
+        return f"it holds {path}, under /{top} of the host"
+    return None
+
+
+def check_host_safe(tarball: str, members: list[str]) -> None:
+    for member in members:
+        why = host_unsafe_member(member)
+        if why is not None:
+            raise UserError(f"release tarball {tarball} would not be host-safe: {why}",
+                            "choose a --prefix outside /dev, /proc and /sys (default /opt/kata)")
+
+
+def tarball_members(directory: Path, files: list[Path]) -> list[str]:
+    """The member names Kata's `cd destdir; tar -c .` gives: `./`, every directory above the
+    files, then the files, each `./`-prefixed, in name order."""
+    names = {"./"}
+    for path in files:
+        relative = path.relative_to(directory)
+        names.add(f"./{relative}")
+        names.update(f"./{parent}" for parent in relative.parents if str(parent) != ".")
+    return sorted(names)
+
+
 def write_release_tarballs(directory: Path, placed: list[Artifact], options: ReleaseOptions, epoch: int,
                            runner: Runner) -> list[Path]:
     """kata-static-rootfs-<kind>[-variant].tar.<zst|xz>: each linked artifact's part of the
-    tree, with root owners, sorted, stamped with the epoch, so two builds give the same bytes."""
+    tree as Kata names its members (`./opt/...`, with directory entries), root-owned, 0755
+    directories and 0644 files, sorted and stamped with the epoch, so two builds give the
+    same bytes, and checked host-safe before anything is written. Untarred together, several
+    give their union: they share only directories, which are identical."""
     codec = get_codec(options.tarball_compression)
     compressor = " ".join(codec.commands[0][1](codec.default_level))
-    written = []
+    planned = []
     for artifact in placed:
         names = get_packer(artifact.format).release
         stem = names.tarball_stem(options.variant)
@@ -203,14 +244,26 @@ def write_release_tarballs(directory: Path, placed: list[Artifact], options: Rel
         if stem is None or link is None:
             continue
         share = artifact.path.parent
-        members = [artifact.path, share / link] + [share / s for s in artifact.sidecars]
+        members = tarball_members(directory, [artifact.path, share / link] + [share / s for s in artifact.sidecars])
         tarball = directory / f"{stem}.tar.{codec.name.replace('zstd', 'zst')}"
-        runner.run(["tar", "--create", "--file", str(tarball), "--use-compress-program", compressor,
-                    "--format=gnu", "--sort=name", "--numeric-owner", "--owner=0", "--group=0",
-                    f"--mtime=@{epoch}", "--directory", str(directory),
-                    *sorted(str(m.relative_to(directory)) for m in members)], limit=FILESYSTEM)
-        written.append(tarball)
-    return written
+        check_host_safe(tarball.name, members)
+        planned.append((tarball, members))
+    for tarball, members in planned:
+        for member in members:  # the modes Kata's release gives, whatever the umask (links keep 0777)
+            path = directory / member
+            if not path.is_symlink():
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        # Written beside `directory`, not in it: its own entry `./` must not change while tar reads it.
+        runner.run(["tar", "--create", "--file", str(_outside(directory, tarball)), "--use-compress-program",
+                    compressor, "--format=gnu", "--no-recursion", "--numeric-owner", "--owner=0", "--group=0",
+                    f"--mtime=@{epoch}", "--directory", str(directory), "--", *members], limit=FILESYSTEM)
+    for tarball, _ in planned:
+        os.replace(_outside(directory, tarball), tarball)
+    return [tarball for tarball, _ in planned]
+
+
+def _outside(directory: Path, tarball: Path) -> Path:
+    return directory.parent / f".{directory.name}.{tarball.name}.partial"
 
 
 def write_sha256sums(directory: Path) -> Path:

@@ -119,7 +119,7 @@ def test_rootfs_type_and_verity_parameters(artifacts, tmp_path: Path):
     assert codes(check("--runtime-config", config)[1]) == []
 
     verity = artifacts["systemd-verity"]
-    params = verity.with_name("root_hash.txt").read_text().strip()
+    params = verity.with_name("root_hash_base.txt").read_text().strip()
     without = runtime_config(tmp_path / "c.toml", "image", verity)
     code, report = check("--runtime-config", without)
     assert code == 1 and codes(report) == ["verity-params-missing"]

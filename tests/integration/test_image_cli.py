@@ -187,7 +187,7 @@ def test_verity_partitions_verify_and_catch_a_flipped_byte(tmp_path: Path, guest
     image = tmp_path / "kata.img"
     result = run_cli("image", guest, "--fs", fs, "--verity", "-o", image)
     assert result.returncode == 0, result.stderr
-    params = (tmp_path / "root_hash.txt").read_text().strip()
+    params = (tmp_path / "root_hash_base.txt").read_text().strip()
     fields = dict(item.split("=") for item in params.split(","))
     assert set(fields) == {"root_hash", "salt", "data_blocks", "data_block_size", "hash_block_size"}
     starts = [int(p.split("start=")[1].split(",")[0]) * 512 for p in sfdisk_partitions(image)]

@@ -53,7 +53,7 @@ def test_build_writes_every_format_and_the_manifest(cache_dir, agent_x86_64, tmp
                      "--sbom", "cyclonedx", "--install-path", out, env={"SOURCE_DATE_EPOCH": EPOCH})
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["kata-containers-initrd.img", "kata-containers.img", "kata-containers.iso",
-                                       "kata-runtime.toml", "manifest.json", "root_hash.txt", "sbom.cdx.json"]
+                                       "kata-runtime.toml", "manifest.json", "root_hash_base.txt", "sbom.cdx.json"]
     manifest = validate_manifest(out / "manifest.json")
     assert len(manifest["packages"]) > 50 and "systemd" in {p["name"] for p in manifest["packages"]}
     bom = (out / "sbom.cdx.json").read_text()
@@ -72,7 +72,7 @@ def test_build_writes_every_format_and_the_manifest(cache_dir, agent_x86_64, tmp
         data = (out / artifact["file"]).read_bytes()
         assert artifact["size"] == len(data) and artifact["sha256"] == hashlib.sha256(data).hexdigest()
     assert by_format["image"]["fs"] == "ext4" and by_format["image"]["dax"] is True
-    assert (out / "root_hash.txt").read_text().strip() == by_format["image"]["verity"]["kernel_params"]
+    assert (out / "root_hash_base.txt").read_text().strip() == by_format["image"]["verity"]["kernel_params"]
     assert manifest["config"]["verity"] is True and manifest["cgroup_driver"] == "host"
     assert sorted(os.listdir(tmp_path)) == ["out"]
 

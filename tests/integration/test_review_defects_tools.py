@@ -91,5 +91,5 @@ def test_a_foreign_tree_without_osbuilder_yaml_packs_for_its_own_arch(tmp_path: 
 def test_verity_sidecar_has_one_name_for_every_command(guest: Path, tmp_path: Path):
     result = run_cli("image", guest, "--verity", "--no-dax", "--json", "-o", tmp_path / "custom-name.img")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["sidecars"] == [str(tmp_path / "root_hash.txt")]
-    assert (tmp_path / "root_hash.txt").read_text().startswith("root_hash=")
+    assert json.loads(result.stdout)["sidecars"] == [str(tmp_path / "root_hash_base.txt")]
+    assert (tmp_path / "root_hash_base.txt").read_text().startswith("root_hash=")
