@@ -4,6 +4,7 @@ then flags (flags win), validated once, then immutable."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -128,6 +129,7 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
         raise UserError(f"--overlay '{given.overlay}' is not a directory", "pass --overlay a directory")
     if given.agent_policy not in (None, "default") and not Path(given.agent_policy).is_file():
         raise UserError(f"--agent-policy '{given.agent_policy}' does not exist", "pass a .rego file, or 'default'")
+    given = _check_guest_features(given, recipe)
     if given.existing is not None:
         if not Path(given.existing).is_dir() or Path(given.existing).resolve() == Path("/"):
             raise UserError(f"--existing '{given.existing}' is not a guest tree", "pass the directory you bootstrapped")
@@ -142,6 +144,51 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
     if options.installs_packages:
         recipe.backend.preflight(install_request(options, recipe), privilege or Privilege.detect())
     return options, recipe
+
+
+# Kata's agent Makefile reads these from the environment; osbuilder passes them through.
+AGENT_BUILD_VARIABLES = ("INIT_DATA", "USE_DEVMAPPER")
+LIBSECCOMP_VARIABLE = "LIBSECCOMP_LIB_PATH"
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+def _check_guest_features(given: RootfsOptions, recipe: Recipe) -> RootfsOptions:
+    """--confidential, the CA options and the agent build's inputs: refused when they cannot
+    apply, and with what they imply filled in."""
+    if given.confidential and not get_init_mode(given.init).runs_systemd:
+        modes = [name for name, mode in INIT_MODES.items() if mode.runs_systemd]
+        raise UserError(f"--confidential needs systemd in the guest (Kata's confidential guests run it), not init "
+                        f"mode {given.init}", f"pass --init {' or --init '.join(modes)}, or drop --confidential")
+    ca_certificates = given.ca_certificates or given.confidential
+    if (ca_certificates or given.ca_bundle) and recipe.trust is None:
+        raise UserError(f"recipe '{recipe.name}' names no CA certificate package ([trust])",
+                        "add a [trust] table to the recipe, or drop --ca-certificates, --ca-bundle and --confidential")
+    if ca_certificates and not given.installs_packages:
+        raise UserError("--ca-certificates installs a package, and this tree is not installed from the recipe",
+                        "drop --ca-certificates (and --confidential), or add the CA package to your tree yourself")
+    for bundle in given.ca_bundle:
+        path = Path(bundle)
+        if not path.is_file():
+            raise UserError(f"--ca-bundle '{bundle}' does not exist", "pass a PEM file of CA certificates")
+        if PEM_CERTIFICATE not in path.read_bytes():
+            raise UserError(f"--ca-bundle '{bundle}' holds no PEM certificate ({PEM_CERTIFICATE.decode()})",
+                            "pass the CA in PEM form (openssl x509 -in ca.der -inform der -out ca.pem)")
+    environment = tuple((name, os.environ[name]) for name in AGENT_BUILD_VARIABLES if os.environ.get(name))
+    libseccomp = given.libseccomp_lib_path or (Path(os.environ[LIBSECCOMP_VARIABLE])
+                                               if os.environ.get(LIBSECCOMP_VARIABLE) else None)
+    if given.agent_source is not None and given.seccomp:
+        if libseccomp is None:
+            raise UserError("the agent's seccomp support links libseccomp statically, as Kata's release builds it",
+                            "pass --libseccomp-lib-path DIR (a directory with libseccomp.a for the agent's "
+                            "target), or --no-seccomp")
+        if not (Path(libseccomp) / "libseccomp.a").is_file():
+            raise UserError(f"--libseccomp-lib-path '{libseccomp}' holds no libseccomp.a",
+                            "pass the directory of a static libseccomp built for the agent's target")
+    elif given.libseccomp_lib_path is not None:
+        raise UserError("--libseccomp-lib-path applies to --agent-source with seccomp", "drop --libseccomp-lib-path")
+    return dataclasses.replace(given, ca_certificates=ca_certificates, agent_build_environment=environment,
+                               agent_libc=recipe.agent_libc,
+                               libseccomp_lib_path=libseccomp if given.agent_source is not None else None)
 
 
 def _refuse_install_flags(given: RootfsOptions, why: str) -> None:
@@ -170,11 +217,19 @@ def _check_dracut(given: RootfsOptions, recipe: Recipe, arch: str) -> str:
     return host.release
 
 
+CONFIDENTIAL_VARIANT = "confidential"
+
+
 def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
-    rootfs, recipe = make_rootfs_options(values)
-    formats = build_options(FormatOptions, values).formats
     release = build_options(ReleaseOptions, values)
+    rootfs, recipe = make_rootfs_options(values)
+    if release.layout == "kata":
+        # Kata's release always trims systemd (rootfs.sh -d) and names a confidential guest so.
+        rootfs = dataclasses.replace(rootfs, trim_systemd=rootfs.trim_systemd is not False)
+        if rootfs.confidential and release.variant is None:
+            release = dataclasses.replace(release, variant=CONFIDENTIAL_VARIANT)
     release.validate()
+    formats = build_options(FormatOptions, values).formats
     packing = {}
     for name in formats:
         packer = PACKERS[name]

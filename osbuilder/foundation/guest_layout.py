@@ -31,3 +31,4 @@ VAR_TMP_TARGET = "../tmp"
 
 MODULES_DIR = "/lib/modules"
 PASSWD = "/etc/passwd"
+FSTAB = "/etc/fstab"

@@ -34,10 +34,13 @@ class Setting:
     metavar: str | None = None
     choices: Callable[[], Iterable[str]] | None = None  # read from a registry when the parser is made
     parse: Callable[[str], Any] | None = None
-    boolean: bool = False  # --x / --no-x when the default is True, a plain switch otherwise
+    # --x / --no-x when the default is True or None (decided later from other settings), a
+    # plain switch when it is False.
+    boolean: bool = False
     required: bool = False  # checked after flags and the config file are merged
     positional: bool = False
     many: bool = False  # a comma-separated list on the command line, a TOML list in a file
+    repeatable: bool = False  # with many: the flag may also be given again and again
 
     def choice_list(self) -> tuple[str, ...] | None:
         return tuple(self.choices()) if self.choices else None
@@ -93,18 +96,25 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type]) -> N
             names = [flag_of(f, s)] + ([s.short] if s.short else [])
             kwargs["dest"] = f.name
             if s.boolean:
-                kwargs["action"] = argparse.BooleanOptionalAction if f.default is True else "store_true"
-                kwargs["help"] = f"{s.help} (default: {'on' if f.default else 'off'})"
+                kwargs["action"] = argparse.BooleanOptionalAction if f.default is not False else "store_true"
+                if f.default is not None:  # a None default's help says what decides it
+                    kwargs["help"] = f"{s.help} (default: {'on' if f.default else 'off'})"
             else:
                 choices = s.choice_list()
                 kwargs["metavar"] = s.metavar or ((",".join if s.many else "|".join)(choices) if choices
                                                   else f.name.upper())
                 if s.many:
                     kwargs["type"] = s.parse_many
+                    if s.repeatable:
+                        kwargs["action"] = "append"
                 else:
                     kwargs["choices"] = choices
                     kwargs["type"] = s.parse
             parser.add_argument(*names, **kwargs)
+
+
+def _repeatable(f: dataclasses.Field[Any]) -> bool:
+    return f.metadata["setting"].repeatable
 
 
 def values_from_args(args: argparse.Namespace, classes: Iterable[type]) -> dict[str, Any]:
@@ -113,9 +123,11 @@ def values_from_args(args: argparse.Namespace, classes: Iterable[type]) -> dict[
     for cls in classes:
         for f, _ in settings_of(cls):
             value = getattr(args, f.name, None)
+            if _repeatable(f) and value is not None:
+                value = tuple(item for group in value for item in group)
             if value is not None and value is not False:
                 given[f.name] = value
-            elif value is False and f.default is True:
+            elif value is False and f.default is not False:
                 given[f.name] = False  # --no-x
     return given
 

@@ -83,21 +83,37 @@ def agent_from_tree(root: Path, target: Arch, what: str, origin: str) -> AgentBi
                        units=units)
 
 
-def agent_make_variables(target: Arch, agent_is_init: bool, seccomp: bool, policy: bool) -> list[str]:
-    """The variables Kata's agent Makefile takes: the C library of the arch's Rust target (musl
-    on x86_64 and aarch64, gnu on ppc64le and s390x), whether the agent is init, and features."""
-    yes = {True: "yes", False: "no"}
-    return [f"ARCH={target.name}", f"LIBC={target.rust_target.rsplit('-', 1)[1]}",
-            f"INIT={yes[agent_is_init]}", f"SECCOMP={yes[seccomp]}", f"AGENT_POLICY={yes[policy]}"]
+@dataclass(frozen=True)
+class AgentBuild:
+    """What Kata's release passes its agent Makefile (reference section 11)."""
+
+    target: Arch
+    agent_is_init: bool
+    seccomp: bool
+    policy: bool
+    libc: str | None = None  # the recipe's [agent] libc; None: the arch's Rust target's
+    libseccomp_lib_path: Path | None = None  # a static libseccomp for SECCOMP=yes
+    environment: tuple[tuple[str, str], ...] = ()  # INIT_DATA, USE_DEVMAPPER when set
+
+    def make_variables(self) -> list[str]:
+        """LIBC: gnu on ppc64le and s390x (their Rust targets) and where the distribution's
+        release build uses it (cbl-mariner), musl otherwise; static libseccomp with SECCOMP."""
+        yes = {True: "yes", False: "no"}
+        variables = [f"ARCH={self.target.name}", f"LIBC={self.libc or self.target.rust_target.rsplit('-', 1)[1]}",
+                     f"INIT={yes[self.agent_is_init]}", f"SECCOMP={yes[self.seccomp]}",
+                     f"AGENT_POLICY={yes[self.policy]}"]
+        if self.seccomp and self.libseccomp_lib_path is not None:
+            variables += ["LIBSECCOMP_LINK_TYPE=static", f"LIBSECCOMP_LIB_PATH={self.libseccomp_lib_path}"]
+        return variables + [f"{name}={value}" for name, value in self.environment]
 
 
-def agent_from_source(source: Path, target: Arch, agent_is_init: bool, seccomp: bool, policy: bool, into: Path,
-                      runner: "Runner") -> AgentBinary:
+def agent_from_source(source: Path, build: AgentBuild, into: Path, runner: "Runner") -> AgentBinary:
     """Build the agent from its source tree with its own Makefile, install it into scratch
     space (never straight over the rootfs), and take the agent and its units from there."""
+    target = build.target
     if not (source / "Makefile").is_file():
         raise UserError(f"agent source '{source}' has no Makefile", "pass Kata's src/agent directory")
-    variables = agent_make_variables(target, agent_is_init, seccomp, policy)
+    variables = build.make_variables()
     runner.run(["make", *variables], cwd=source, limit=BUILD,
                hint=f"the agent's build failed in {source}")
     into.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,8 @@ def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
         distro=recipe.name,
         release=options.release,
         arch=options.target,
-        packages=recipe.packages_for(options.arch, options.init, options.seccomp) + options.extra_packages,
+        packages=recipe.packages_for(options.arch, options.init, options.seccomp, options.ca_certificates)
+        + options.extra_packages,
         mirror=options.mirror,
         section=recipe.backend.apply_overrides(recipe.backend_section, options.backend_overrides()),
         source_date_epoch=options.source_date_epoch,

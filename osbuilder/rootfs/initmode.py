@@ -21,7 +21,7 @@ from osbuilder.foundation.cgroups import CGROUPFS_DRIVER, FOLLOWS_HOST
 from osbuilder.foundation.elf import parse_elf_header
 from osbuilder.foundation.errors import BuildError, UserError, lookup
 from osbuilder.foundation.fsutil import GuestRoot, sha256_file
-from osbuilder.foundation.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, GENERATOR_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES,
+from osbuilder.foundation.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, SHELL, SYSTEMD_BINARIES,
                                     SYSTEMD_BINARY, UNIT_DIR)
 from osbuilder.read.view import GuestView
 from osbuilder.rootfs.agent import AgentBinary, check_agent
@@ -273,17 +273,22 @@ class SystemdInit(InitMode):
 
     def observed_in(self, view: GuestView) -> str | None:
         return f"{INIT_PATH} is systemd" if _is_systemd(view) else None
-    # Units a sandbox guest never needs (reference section 3), by base name.
+    # Units a sandbox guest never needs (reference section 11), by base name: Kata's trimming
+    # removes every <unit>.service and <unit>.socket, and these files, wherever they are.
     TRIMMABLE_UNITS = (
         "systemd-coredump@", "systemd-journald", "systemd-journald-dev-log", "systemd-journal-flush",
         "systemd-random-seed", "systemd-timesyncd", "systemd-tmpfiles-setup", "systemd-udevd",
         "systemd-udevd-control", "systemd-udevd-kernel", "systemd-udev-trigger", "systemd-update-utmp",
     )
     TRIMMABLE_FILES = (
-        f"{GENERATOR_DIR}/systemd-bless-boot-generator", f"{GENERATOR_DIR}/systemd-fstab-generator",
-        f"{GENERATOR_DIR}/systemd-getty-generator", f"{GENERATOR_DIR}/systemd-gpt-auto-generator",
-        f"{UNIT_DIR}/systemd-tmpfiles-cleanup.timer",
+        "systemd-bless-boot-generator", "systemd-fstab-generator", "systemd-getty-generator",
+        "systemd-gpt-auto-generator", "systemd-tmpfiles-cleanup.timer",
     )
+
+    @classmethod
+    def trimmed_names(cls) -> frozenset[str]:
+        return frozenset({f"{unit}{suffix}" for unit in cls.TRIMMABLE_UNITS for suffix in (".service", ".socket")}
+                         | set(cls.TRIMMABLE_FILES))
 
     def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
         guest.copy_file(agent.path, self.agent_path, 0o755)
@@ -303,12 +308,7 @@ class SystemdInit(InitMode):
         if not unit_exists(guest, "default.target"):  # a tree dracut made from the host has none
             guest.symlink(f"{ETC_UNIT_DIR}/default.target", f"{UNIT_DIR}/multi-user.target")
         if inputs.trim_systemd:
-            for base in self.TRIMMABLE_UNITS:
-                for suffix in (".service", ".socket"):
-                    for directory in (UNIT_DIR, ETC_UNIT_DIR):
-                        guest.remove(f"{directory}/{base}{suffix}")
-            for path in self.TRIMMABLE_FILES:
-                guest.remove(path)
+            trim_tree(guest, self.trimmed_names())
 
     def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
         systemd = installed_systemd(guest)
@@ -326,6 +326,19 @@ class SystemdInit(InitMode):
         if not unit_exists(guest, "dbus.socket"):
             raise BuildError("systemd mode needs D-Bus for the agent's systemd cgroup driver, but dbus.socket "
                              "is missing", "add dbus to the recipe's packages")
+
+
+def trim_tree(guest: GuestRoot, names: frozenset[str]) -> tuple[str, ...]:
+    """Remove every file and link named in `names` anywhere in the tree (`.wants/` links and
+    the /lib paths of trees that do not merge /usr included), never following a link; returns
+    the guest paths removed."""
+    removed = []
+    for directory, dirs, files in os.walk(guest.root):
+        for name in sorted(set(files + [d for d in dirs if os.path.islink(os.path.join(directory, d))]) & names):
+            removed.append(guest.guest_path_of(Path(directory, name)))
+    for path in removed:
+        guest.remove(path)
+    return tuple(sorted(removed))
 
 
 INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), SystemdInit(), LauncherInit())}

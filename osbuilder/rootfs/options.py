@@ -65,7 +65,9 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting):
     slim: bool = setting(False, help="after provisioning, remove what the recipe's [slim] rules name (the package "
                          "manager and its database, unneeded interpreters, gconv modules, locales, caches); the "
                          "package list is recorded first", boolean=True)
-    trim_systemd: bool = setting(False, help="remove systemd units a sandbox never needs", boolean=True)
+    trim_systemd: bool | None = setting(None, help="remove the systemd units and generators a sandbox never needs, "
+                                        "anywhere in the tree, as Kata's rootfs.sh -d does (default: on with "
+                                        "--layout kata, else off)", boolean=True)
     kernel_modules: Path | None = setting(None, help="directory copied to /lib/modules/<its name> in the guest",
                                           metavar="DIR", parse=as_path)
     seccomp: bool = setting(True, help="install the seccomp library the agent needs for seccomp filters",
@@ -85,9 +87,27 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting):
                                    metavar="DIR", parse=as_path)
     overlay_owner: str = setting("tree", help="owners of the overlay's files: as in the overlay (tree) or root",
                                  choices=lambda: ("tree", "root"))
+    confidential: bool = setting(False, help="a confidential guest, as Kata's CONFIDENTIAL_GUEST=yes (systemd mode "
+                                 "only): /run becomes a tmpfs of half the memory (image pull needs room), "
+                                 "kata-containers.target requires systemd-remount-fs.service, and "
+                                 "--ca-certificates is implied", boolean=True)
+    ca_certificates: bool = setting(False, help="install the distribution's CA bundle package (ca-certificates "
+                                    "on Debian and Ubuntu; the recipe's [trust] packages), never the build "
+                                    "host's files", boolean=True)
+    ca_bundle: tuple[str, ...] = setting((), help="a PEM file of CA certificates to add to the guest's trust store "
+                                         "(repeatable): placed among the distribution's local CAs and appended "
+                                         "to its bundle", metavar="FILE", many=True, repeatable=True)
+    libseccomp_lib_path: Path | None = setting(None, help="with --agent-source and seccomp: the directory holding "
+                                               "a static libseccomp.a for the agent's target (Kata's "
+                                               "LIBSECCOMP_LIB_PATH; default: that environment variable)",
+                                               metavar="DIR", parse=as_path)
     no_cache: bool = setting(False, help="bootstrap from scratch and keep nothing", boolean=True)
     # Not a flag: the reproducible-builds convention is the environment variable.
     source_date_epoch: int | None = None
+    # Not flags: Kata's agent build takes INIT_DATA and USE_DEVMAPPER from the environment,
+    # and osbuilder passes them through when they are set (name -> value).
+    agent_build_environment: tuple[tuple[str, str], ...] = ()
+    agent_libc: str | None = None  # the recipe's [agent] libc, for --agent-source
 
     @property
     def installs_packages(self) -> bool:

@@ -17,6 +17,7 @@ from osbuilder.foundation.fetch import is_url
 from osbuilder.foundation.fsutil import GuestRoot, sha256_file
 from osbuilder.foundation.guest_layout import (AGENT_PATH, HOSTNAME, INIT_PATH, CHRONY_CONFS, CHRONY_UNITS, ETC_UNIT_DIR, MODULES_DIR, RESOLV_CONF,
                                     SUMMARY_PATH, UNIT_DIR, VAR_TMP, VAR_TMP_TARGET, VOLATILE_VAR_DIRS)
+from osbuilder.rootfs.confidential import make_confidential
 from osbuilder.rootfs.extract import safe_extract
 from osbuilder.rootfs.initmode import InitInputs, get_init_mode
 from osbuilder.rootfs.recipes import Recipe
@@ -28,6 +29,7 @@ from osbuilder.rootfs.payloads import PayloadRecord, install_payloads
 from osbuilder.rootfs.closure import GUEST_PATH
 from osbuilder.rootfs.slim import SlimRecord, Slimmer
 from osbuilder.rootfs.summary import Summary
+from osbuilder.rootfs.trust import TrustRecord, install_trust
 from osbuilder.rootfs.systemd_units import first_existing_unit
 from osbuilder.foundation.runner import Runner
 from osbuilder.foundation.templates import Templates
@@ -53,15 +55,24 @@ class Provisioner:
         self.guest.write_text(HOSTNAME, self.templates.render("hostname.j2"))
         self.configure_chrony()
         self.unpack_agent_tarball()
-        inputs = InitInputs(trim_systemd=self.options.trim_systemd, launcher=self.options.launcher)
+        inputs = InitInputs(trim_systemd=self.options.trim_systemd is True, launcher=self.options.launcher)
         get_init_mode(self.options.init).install(self.guest, self.agent, self.templates, inputs)
+        if self.options.confidential:
+            make_confidential(self.guest, self.templates)
+        trust = self.install_trust()
         if self.options.kernel_modules is not None:
             self.guest.copy_tree(self.options.kernel_modules, f"{MODULES_DIR}/{self.options.kernel_modules.name}")
         slimmed = self.slim() if self.slim_files is not None else None
         # Payloads last (the overlay last of all): what the user brings wins over osbuilder's files.
         payloads = install_payloads(self.guest, self.options, self.templates,
                                     self.workdir or self.guest.root.parent, self.runner)
-        return self.write_summary(payloads, slimmed)
+        return self.write_summary(payloads, slimmed, trust)
+
+    def install_trust(self) -> TrustRecord | None:
+        if not (self.options.ca_certificates or self.options.ca_bundle):
+            return None
+        assert self.recipe.trust is not None, "config refuses CA options for a recipe without [trust]"
+        return install_trust(self.guest, self.recipe.trust, self.options.ca_certificates, self.options.ca_bundle)
 
     def unpack_agent_tarball(self) -> None:
         """Kata's rootfs builder unpacks the agent tarball whole; the agent binary itself is
@@ -112,7 +123,8 @@ class Provisioner:
         source = self.options.agent_tarball or self.options.agent
         return _agent_source_url(source, self.agent.probe, self.agent.path)
 
-    def write_summary(self, payloads: tuple[PayloadRecord, ...] = (), slimmed: SlimRecord | None = None) -> Summary:
+    def write_summary(self, payloads: tuple[PayloadRecord, ...] = (), slimmed: SlimRecord | None = None,
+                      trust: TrustRecord | None = None) -> Summary:
         options = self.options
         gone = set(slimmed.packages) if slimmed is not None else set()
         installed = tuple(dataclasses.replace(p, files_removed=p.name in gone) for p in self.packages)
@@ -121,7 +133,7 @@ class Provisioner:
             distro=self.recipe.name,
             release=options.release,
             # A copied or dracut-made tree was not installed from the recipe's package set.
-            default_packages=(self.recipe.packages_for(options.arch, options.init, options.seccomp)
+            default_packages=(self.recipe.packages_for(options.arch, options.init, options.seccomp, options.ca_certificates)
                               if options.installs_packages else ()),
             extra_packages=options.extra_packages,
             init_mode=options.init,
@@ -135,6 +147,8 @@ class Provisioner:
             launcher_sha256=sha256_file(self.options.launcher) if self.options.launcher else None,
             payloads=payloads,
             agent_tarball_files=self.agent.tarball_files,
+            confidential=options.confidential,
+            trust=trust,
         )
         self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
         return summary

@@ -21,6 +21,16 @@ from osbuilder.rootfs.backends import Backend, get_backend
 
 
 @dataclass(frozen=True)
+class TrustStore:
+    """The distribution's CA trust store ([trust]): the package that ships the bundle, the
+    bundle applications read, and the directory its own tools take local CAs from."""
+
+    packages: tuple[str, ...]
+    bundle: str
+    anchors: str
+
+
+@dataclass(frozen=True)
 class Recipe:
     path: Path
     name: str
@@ -43,14 +53,18 @@ class Recipe:
     tools: tuple[str, ...] = ()  # commands the guest must have
     slim_packages: tuple[str, ...] = ()  # --slim: packages whose files go (fnmatch patterns)
     slim_paths: tuple[str, ...] = ()  # --slim: guest paths and globs that go
+    trust: TrustStore | None = None  # None: the recipe names no CA package
+    agent_libc: str | None = None  # [agent] libc: the C library Kata's release builds its agent with here
 
-    def packages_for(self, arch: str, init_mode: str, seccomp: bool) -> tuple[str, ...]:
+    def packages_for(self, arch: str, init_mode: str, seccomp: bool, ca_certificates: bool = False) -> tuple[str, ...]:
         """The recipe's own package set for one target, in declaration order."""
         chosen = list(self.packages_always)
         chosen += self.packages_init.get(init_mode, ())
         if seccomp:
             chosen += self.packages_seccomp
         chosen += self.packages_arch.get(arch, ())
+        if ca_certificates and self.trust is not None:
+            chosen += self.trust.packages
         return tuple(dict.fromkeys(chosen))
 
     def mirror_for(self, arch: str) -> str:
@@ -93,7 +107,16 @@ _SCHEMA: dict[str, Any] = {
         "packages": (STR_LIST, False),
         "paths": (STR_LIST, False),
     }, False),
+    "trust": ({
+        "packages": (STR_LIST, True),
+        "bundle": (str, True),
+        "anchors": (str, True),
+    }, False),
+    "agent": ({
+        "libc": (str, False),
+    }, False),
 }
+AGENT_LIBCS = ("gnu", "musl")
 
 
 def check_table(path: Path, table: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> None:
@@ -146,6 +169,13 @@ def parse_recipe(path: Path) -> Recipe:
             raise UserError(f"recipe {path}: unknown arch '{arch}'", f"use one of: {', '.join(ARCHES)}")
     if data.get("proven", "none") not in PROOFS:
         raise UserError(f"recipe {path}: unknown proven '{data['proven']}'", f"use {' or '.join(PROOFS)}")
+    trust = data.get("trust")
+    for key in ("bundle", "anchors"):
+        if trust is not None and not trust[key].startswith("/"):
+            raise UserError(f"recipe {path}: trust.{key} must be an absolute guest path", "fix its value")
+    libc = data.get("agent", {}).get("libc")
+    if libc is not None and libc not in AGENT_LIBCS:
+        raise UserError(f"recipe {path}: agent.libc '{libc}' is not one of {', '.join(AGENT_LIBCS)}", "fix its value")
     if data["default_release"] not in data["releases"]:
         raise UserError(f"recipe {path}: default_release '{data['default_release']}' is not in 'releases'",
                         "add it to releases")
@@ -171,6 +201,8 @@ def parse_recipe(path: Path) -> Recipe:
         slim_packages=tuple(data.get("slim", {}).get("packages", ())),
         slim_paths=tuple(data.get("slim", {}).get("paths", ())),
         proven=data.get("proven", "none"),
+        trust=TrustStore(tuple(trust["packages"]), trust["bundle"], trust["anchors"]) if trust else None,
+        agent_libc=libc,
     )
 
 

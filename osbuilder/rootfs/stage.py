@@ -14,7 +14,7 @@ from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.rootfs.recipes import Recipe
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fetch import fetch, is_url
-from osbuilder.rootfs.agent import AgentBinary, agent_from_source, agent_from_tarball, check_agent, check_pinned
+from osbuilder.rootfs.agent import AgentBinary, AgentBuild, agent_from_source, agent_from_tarball, check_agent, check_pinned
 from osbuilder.rootfs.bootstrap import bootstrap
 from osbuilder.rootfs.options import RootfsOptions
 from osbuilder.rootfs.payloads import check_payload_layouts
@@ -54,10 +54,11 @@ def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> Agen
         log.warning("warning: %s", PROBE_WARNING)
         return render_probe(Templates(), workdir / "osbuilder-probe")
     if options.agent_source is not None:
-        agent = agent_from_source(Path(options.agent_source), options.target,
-                                  get_init_mode(options.init).agent_is_init, options.seccomp,
-                                  options.agent_policy is not None, workdir / "agent-install", runner)
-        return agent
+        build = AgentBuild(options.target, get_init_mode(options.init).agent_is_init, options.seccomp,
+                           options.agent_policy is not None, libc=options.agent_libc,
+                           libseccomp_lib_path=options.libseccomp_lib_path,
+                           environment=options.agent_build_environment)
+        return agent_from_source(Path(options.agent_source), build, workdir / "agent-install", runner)
     source = options.agent_tarball or options.agent
     assert source is not None
     if is_url(source):

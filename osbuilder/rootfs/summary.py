@@ -41,6 +41,8 @@ class Summary:
     payloads: tuple[Any, ...] = ()  # rootfs.payloads.PayloadRecord: what was unpacked or copied over the tree
     slim: Any = None  # rootfs.slim.SlimRecord when --slim removed files
     agent_tarball_files: tuple[str, ...] = ()  # what --agent-tarball brought into the guest
+    confidential: bool = False
+    trust: Any = None  # rootfs.trust.TrustRecord with --ca-certificates or --ca-bundle
 
     @property
     def cgroup_driver(self) -> str:
@@ -71,6 +73,8 @@ class Summary:
             payloads=self.payloads,
             slim=self.slim,
             agent_tarball_files=self.agent_tarball_files,
+            confidential=self.confidential,
+            trust=self.trust,
         )
 
 

@@ -189,10 +189,44 @@ def test_the_agent_is_built_from_source_with_kata_s_make_variables(tmp_path: Pat
 @pytest.mark.parametrize("arch,libc", [("x86_64", "musl"), ("aarch64", "musl"), ("ppc64le", "gnu"), ("s390x", "gnu")])
 def test_make_variables_follow_the_arch_s_rust_target(arch: str, libc: str):
     from osbuilder.foundation.arch import get_arch
-    from osbuilder.rootfs.agent import agent_make_variables
+    from osbuilder.rootfs.agent import AgentBuild
 
-    assert agent_make_variables(get_arch(arch), False, True, True) == [
-        f"ARCH={arch}", f"LIBC={libc}", "INIT=no", "SECCOMP=yes", "AGENT_POLICY=yes"]
+    assert AgentBuild(get_arch(arch), False, False, True).make_variables() == [
+        f"ARCH={arch}", f"LIBC={libc}", "INIT=no", "SECCOMP=no", "AGENT_POLICY=yes"]
+
+
+def test_the_source_build_takes_kata_s_release_variables(tmp_path: Path, monkeypatch):
+    """LIBC=gnu for cbl-mariner (its recipe says so), static libseccomp with SECCOMP, and
+    INIT_DATA / USE_DEVMAPPER passed through from the environment when set."""
+    libseccomp = tmp_path / "libseccomp"
+    libseccomp.mkdir()
+    (libseccomp / "libseccomp.a").write_bytes(b"!<arch>\n")
+    source = tmp_path / "src"
+    source.mkdir()
+    monkeypatch.setenv("INIT_DATA", "yes")
+    monkeypatch.delenv("USE_DEVMAPPER", raising=False)
+    for distro, libc in (("cbl-mariner", "gnu"), ("debian", "musl")):
+        options, _ = make_rootfs_options({"distro": distro, "init": "agent", "arch": "x86_64",
+                                          "agent_source": source, "libseccomp_lib_path": libseccomp})
+        assert options.agent_libc == (libc if distro == "cbl-mariner" else None)
+        from osbuilder.rootfs.agent import AgentBuild
+
+        build = AgentBuild(options.target, True, options.seccomp, False, libc=options.agent_libc,
+                           libseccomp_lib_path=options.libseccomp_lib_path,
+                           environment=options.agent_build_environment)
+        assert build.make_variables() == ["ARCH=x86_64", f"LIBC={libc}", "INIT=yes", "SECCOMP=yes", "AGENT_POLICY=no",
+                                          "LIBSECCOMP_LINK_TYPE=static", f"LIBSECCOMP_LIB_PATH={libseccomp}",
+                                          "INIT_DATA=yes"]
+    monkeypatch.setenv("LIBSECCOMP_LIB_PATH", str(libseccomp))  # Kata's own variable works too
+    options, _ = make_rootfs_options({"distro": "debian", "init": "agent", "agent_source": source})
+    assert options.libseccomp_lib_path == libseccomp
+    monkeypatch.delenv("LIBSECCOMP_LIB_PATH")
+    with pytest.raises(UserError, match="links libseccomp statically") as refused:
+        make_rootfs_options({"distro": "debian", "init": "agent", "agent_source": source})
+    assert "--libseccomp-lib-path" in refused.value.hint
+    with pytest.raises(UserError, match="holds no libseccomp.a"):
+        make_rootfs_options({"distro": "debian", "init": "agent", "agent_source": source,
+                             "libseccomp_lib_path": tmp_path})
 
 
 def test_a_failing_agent_build_is_one_error(tmp_path: Path):
@@ -200,5 +234,5 @@ def test_a_failing_agent_build_is_one_error(tmp_path: Path):
     source.mkdir()
     (source / "Makefile").write_text("all:\n\tfalse\n")
     with pytest.raises(CommandError, match="the agent's build failed"):
-        provision_from(tmp_path / "tree", "agent", agent_source=source)
+        provision_from(tmp_path / "tree", "agent", agent_source=source, seccomp=False)
 

@@ -55,7 +55,8 @@ def test_a_new_packer_and_init_mode_work_through_build_layout_inspect_check_and_
     assert os.readlink(share / "kata-containers-tar.img") == "kata-debian-bookworm.tar"
     listing = subprocess.run(["tar", "--zstd", "-tf", str(out / "kata-static-rootfs-tar.tar.zst")],
                              capture_output=True, text=True, check=True).stdout.split()
-    assert sorted(listing) == [f"{SHARE}/kata-containers-tar.img", f"{SHARE}/kata-debian-bookworm.tar"]
+    assert sorted(listing) == ["./", "./opt/", "./opt/kata/", "./opt/kata/share/", f"./{SHARE}/",
+                               f"./{SHARE}/kata-containers-tar.img", f"./{SHARE}/kata-debian-bookworm.tar"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(a["format"], a["init_mode"]) for a in manifest["artifacts"]] == [("guesttar", "script")]
     assert manifest["artifacts"][0]["members"] > 10  # the packer's own details record
