@@ -21,11 +21,13 @@ from osbuilder.foundation.templates import Templates
 PROBE_MARKER = "OSBUILDER-PROBE"
 PROBE_ERROR_MARKER = "OSBUILDER-PROBE-ERROR"
 PROBE_FIELDS = ("pid", "init_mode", "systemd", "cgroup", "host_cgroup_driver", "cgroup_driver", "arch",
-                "mem_used_kib")
+                "mem_used_kib", "run_kib")
 PROBE_PATTERN = (PROBE_MARKER + r" pid=\d+ init_mode=(?:true|false) systemd=(?:true|false) cgroup=(?:v1|v2|hybrid)"
                  r" host_cgroup_driver=(?:systemd|cgroupfs|none) cgroup_driver=(?:systemd|cgroupfs) arch=\S+"
                  # Probes in guests built before it was reported print no memory figure.
-                 r"(?: mem_used_kib=\d+)?")
+                 r"(?: mem_used_kib=\d+)?"
+                 # The size of /run (0: not a mounted filesystem); a confidential guest's is half the memory.
+                 r"(?: run_kib=\d+)?")
 PROBE_DESCRIPTION = "osbuilder probe agent (POSIX shell script)"
 DBUS_WAIT_SECONDS = 60
 
@@ -62,8 +64,9 @@ def parse_probe_line(line: str) -> dict[str, Any] | None:
         return None
     fields: dict[str, Any] = dict(item.split("=", 1) for item in match.group(0).split()[1:])
     fields["pid"] = int(fields["pid"])
-    if "mem_used_kib" in fields:
-        fields["mem_used_kib"] = int(fields["mem_used_kib"])
+    for key in ("mem_used_kib", "run_kib"):
+        if key in fields:
+            fields[key] = int(fields[key])
     for key in ("init_mode", "systemd"):
         fields[key] = fields[key] == "true"
     return fields

@@ -30,6 +30,7 @@ CHRONY_GID = 998
 PASSWD = f"root:x:0:0:root:/root:/bin/bash\nchrony:x:{CHRONY_GID}:{CHRONY_GID}::/var/lib/chrony:/sbin/nologin\n"
 GROUP = f"root:x:0:\nchrony:x:{CHRONY_GID}:\n"
 UNIT = "[Unit]\nDescription=stand-in\n"
+STAND_IN_CA = "-----BEGIN CERTIFICATE-----\nMIIBstandin\n-----END CERTIFICATE-----\n"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ STAND_INS = (
     StandIn("rpm", files={"/usr/bin/rpm": SCRIPT, "/usr/lib/rpm/macros": "%_dbpath /var/lib/rpm\n"}),
     StandIn("dnf", files={"/usr/bin/dnf": "#!/usr/bin/python3\n"}, requires=("filesystem", "python3", "rpm")),
     StandIn("e2fsprogs", files={"/usr/sbin/mkfs.ext4": SCRIPT}),
+    # The bundle where the recipes' [trust] table says RPM distributions keep it.
+    StandIn("ca-certificates", files={"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem": STAND_IN_CA},
+            links={"/etc/pki/tls/certs/ca-bundle.crt": "../../ca-trust/extracted/pem/tls-ca-bundle.pem"}),
     StandIn("kata-packages-uvm", files={"/usr/share/kata-packages-uvm/README": "meta package stand-in\n"},
             requires=("filesystem", "bash", "iptables", "chrony")),
 )

@@ -8,6 +8,7 @@ import gzip
 import io
 import lzma
 import struct
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -53,6 +54,23 @@ def test_the_probe_computes_memory_used_from_meminfo(tmp_path: Path):
     snippet = script[start:end].replace("/proc/meminfo", str(meminfo)) + "\necho $mem_used_kib\n"
     out = subprocess.run(["sh", "-c", snippet], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "41236"
+
+
+def test_the_probe_reports_the_size_of_run_when_it_is_a_mount(tmp_path: Path):
+    """A confidential guest's /run is half the memory: the probe measures it with statfs
+    (here the host's /run), and reports 0 when /proc/mounts has no /run."""
+    script = render_probe(Templates(), tmp_path / "probe").path.read_text()
+    start = script.index("run_kib=0")
+    end = script.index("run_kib=${run_kib:-0}") + len("run_kib=${run_kib:-0}")
+    host = os.statvfs("/run")
+    for mounts, expected in (("proc /proc proc rw 0 0\ntmpfs /run tmpfs rw,nosuid,nodev,mode=755 0 0\n",
+                              str(host.f_blocks * host.f_bsize // 1024)), ("proc /proc proc rw 0 0\n", "0")):
+        path = tmp_path / "mounts"
+        path.write_text(mounts)
+        snippet = script[start:end].replace("/proc/mounts", str(path)) + "\necho $run_kib\n"
+        assert subprocess.run(["sh", "-c", snippet], capture_output=True, text=True, check=True).stdout.strip() == expected
+    fields = parse_probe_line(LINE + " mem_used_kib=41236 run_kib=507264")
+    assert fields is not None and fields["run_kib"] == 507264
 
 
 @pytest.mark.parametrize("broken", [LINE.replace("cgroup=v1", "cgroup=v3"), LINE.replace("pid=1 ", ""),
