@@ -35,6 +35,19 @@ def debian_systemd_rootfs(workdir: Path) -> Path:
     return tree
 
 
+def timed_build(*args: str) -> float:
+    """Seconds an `osbuilder build` takes (SOURCE_DATE_EPOCH set, as a release pipeline sets it);
+    a failure ends the benchmark with the build's error output."""
+    argv = [sys.executable, "-m", "osbuilder", "-q", "build", *args]
+    start = time.monotonic()
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark build failed: {' '.join(argv)}\n{proc.stderr[-3000:]}")
+    return seconds
+
+
 def timed(argv: list[str], *, shell: bool = False, cwd: Path | None = None) -> tuple[float, int]:
     """Wall time in seconds and peak RSS in bytes of a command and its waited-for children."""
     start = time.monotonic()

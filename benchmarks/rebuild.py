@@ -24,7 +24,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compile_osbuilder  # noqa: E402
+from _common import compile_osbuilder, timed_build  # noqa: E402
 from bootstrap import debian_mirror  # noqa: E402
 
 AGENTS = (("--agent", "/bin/busybox"), ("--probe-agent",))
@@ -42,16 +41,9 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
 def build(out: Path, cache: Path, mirror: str, keyring: Path | None, agent: tuple[str, ...]) -> float:
-    argv = [sys.executable, "-m", "osbuilder", "-q", "build", "--distro", "debian", "--init", "agent", *agent,
-            "--mirror", mirror, *(["--keyring", str(keyring)] if keyring else []), "--cache-dir", str(cache),
-            "--format", "initrd,image", "-o", str(out)]
-    start = time.monotonic()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
-    seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark build failed: {' '.join(argv)}\n{proc.stderr[-3000:]}")
-    return seconds
+    return timed_build("--distro", "debian", "--init", "agent", *agent, "--mirror", mirror,
+                       *(["--keyring", str(keyring)] if keyring else []), "--cache-dir", str(cache),
+                       "--format", "initrd,image", "-o", str(out))
 
 
 def main() -> None:

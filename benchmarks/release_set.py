@@ -20,36 +20,22 @@ Usage: python benchmarks/release_set.py [--rounds N] [--workdir DIR] [--jobs N] 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compile_osbuilder  # noqa: E402
+from _common import compile_osbuilder, timed_build  # noqa: E402
 
 from tests.integration.test_kata_release import EXPECTED, for_this_machine, kata_tarball, write_matrix  # noqa: E402
 from tests.local_repos.rpm import served_rpm_mirror  # noqa: E402
 from tests.unit.test_agent_sources import EXTENSION_FILES, KATA_TARGET, KATA_UNIT  # noqa: E402
 
 AGENT = Path("/bin/busybox")
-
-
-def osbuilder(*args: str) -> float:
-    argv = [sys.executable, "-m", "osbuilder", "-q", "build", *args]
-    start = time.monotonic()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
-    seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark build failed: {' '.join(argv)}\n{proc.stderr[-3000:]}")
-    return seconds
 
 
 def inputs(work: Path) -> dict[str, Path]:
@@ -82,13 +68,13 @@ def main() -> None:
         for round_number in range(args.rounds):
             for name in EXPECTED:
                 cache = work / f"cache-{name}"
-                alone[name].append(osbuilder("--config", str(matrix), "--target", name, "-o", str(work / "alone"),
+                alone[name].append(timed_build("--config", str(matrix), "--target", name, "-o", str(work / "alone"),
                                              "--cache-dir", str(cache)))
                 shutil.rmtree(cache)
                 shutil.rmtree(work / "alone" / name)
                 print(f"round {round_number + 1}: {name} alone {alone[name][-1]:.1f} s", flush=True)
             cache = work / "cache-set"
-            together.append(osbuilder("--config", str(matrix), "-o", str(work / "set"), "--jobs", str(args.jobs),
+            together.append(timed_build("--config", str(matrix), "-o", str(work / "set"), "--jobs", str(args.jobs),
                                       "--cache-dir", str(cache)))
             shutil.rmtree(cache)
             shutil.rmtree(work / "set")
