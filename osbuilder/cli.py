@@ -19,13 +19,14 @@ from osbuilder import __version__
 from osbuilder.boot.session import BootRequest
 from osbuilder.foundation.cache import CacheOptions
 from osbuilder.matrix import DEFAULT_MATRIX_OUTPUT, MatrixFile, MatrixOptions, MatrixPrint
-from osbuilder.config import OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
+from osbuilder.config import BuildConfig, OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
 from osbuilder.foundation.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, InternalError,
                               Interrupted, OsbuilderError, UserError)
 from osbuilder.foundation.events import EventLogHandler, sink_from_environment
 from osbuilder.inspect_cli import CheckOptions, InspectOptions
 from osbuilder.pack.registry import PACKERS
 from osbuilder.rootfs.options import RecipeSource
+from osbuilder.rootfs.recipes import Recipe
 from osbuilder.host.runtime_fragment import FragmentOptions
 from osbuilder.foundation.progress import progress_for
 from osbuilder.foundation.privilege import Privilege
@@ -161,15 +162,18 @@ def matrix_target_values(matrix: MatrixFile, name: str, flags: dict[str, Any]) -
 
 
 def cmd_build_matrix(args: argparse.Namespace) -> int:
-    from osbuilder.matrix import MatrixBuild, MatrixDisplay, load_matrix, summary_table, write_summary
+    from osbuilder.matrix import (MatrixBuild, MatrixDisplay, bootstrap_first, load_matrix, summary_table,
+                                  write_summary)
     from osbuilder.foundation.staging import check_output_dir
 
     matrix = load_matrix(args.config)
     flags = values_from_args(args, _build_classes())
     options = build_options(MatrixOptions, values_from_args(args, (MatrixOptions,)))
     # Every target is checked before any is built: bad input stops the matrix with exit 2.
+    bootstraps = {}
     for target in matrix.targets:
-        make_config(matrix_target_values(matrix, target.name, flags))
+        config, recipe = make_config(matrix_target_values(matrix, target.name, flags))
+        bootstraps[target.name] = bootstrap_identity(config, recipe) or target.name
     output = Path(flags["output"])
     if output.is_dir():
         for target in matrix.targets:
@@ -179,11 +183,21 @@ def cmd_build_matrix(args: argparse.Namespace) -> int:
     passed = to_argv({k: v for k, v in flags.items() if k != "output"}, _build_classes())
     quiet = getattr(args, "quiet", False)
     build = MatrixBuild(matrix, output, options.jobs, options.fail_fast, passed,
-                        lambda runs: MatrixDisplay(sys.stderr, runs, enabled=not quiet))
+                        lambda runs: MatrixDisplay(sys.stderr, runs, enabled=not quiet),
+                        start_order=bootstrap_first([t.name for t in matrix.targets], bootstraps))
     runs = build.run()
     data = write_summary(runs, output)
     emit(args, data, summary_table(runs, output))
     return EXIT_BUILD_FAILED if data["failed"] else EXIT_OK
+
+
+def bootstrap_identity(config: BuildConfig, recipe: Recipe) -> str | None:
+    """What decides a target's cached bootstrap (None: it bootstraps nothing it could share)."""
+    from osbuilder.rootfs.bootstrap import install_request
+
+    if not config.rootfs.installs_packages or config.rootfs.cache_dir is None:
+        return None
+    return json.dumps(install_request(config.rootfs, recipe).identity(), sort_keys=True, default=str)
 
 
 def cmd_matrix(args: argparse.Namespace, runner: Runner) -> int:

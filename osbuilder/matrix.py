@@ -116,6 +116,19 @@ def load_matrix(path: Path) -> MatrixFile:
     return MatrixFile(Path(path), tuple(targets))
 
 
+def bootstrap_first(names: list[str], bootstrap_of: dict[str, str]) -> list[str]:
+    """The order targets start in: the first target of each bootstrap, then those that reuse
+    one. A job that waits for another's bootstrap (the cache's per-entry lock) holds a slot
+    doing nothing, so the distinct bootstraps go first, side by side, and the others then
+    find theirs in the cache."""
+    seen: set[str] = set()
+    first, rest = [], []
+    for name in names:
+        (rest if bootstrap_of[name] in seen else first).append(name)
+        seen.add(bootstrap_of[name])
+    return first + rest
+
+
 def target_command(config: Path, name: str, output: Path, extra: list[str] | None = None) -> list[str]:
     """The `osbuilder build` arguments that build one target of the file into OUT/NAME."""
     return ["build", "--config", str(config), "--target", name, "-o", str(output), *(extra or [])]
@@ -194,10 +207,11 @@ class MatrixBuild:
     """Build every target of a matrix file with at most `jobs` at once."""
 
     def __init__(self, matrix: MatrixFile, output: Path, jobs: int, fail_fast: bool, extra_args: list[str],
-                 display: Callable[[list[TargetRun]], MatrixDisplay]) -> None:
+                 display: Callable[[list[TargetRun]], MatrixDisplay], start_order: list[str] | None = None) -> None:
         self.matrix, self.output, self.jobs, self.fail_fast = matrix, output, jobs, fail_fast
         self.extra_args = extra_args
-        self.runs = [TargetRun(t.name) for t in matrix.targets]
+        self.runs = [TargetRun(t.name) for t in matrix.targets]  # reported in the file's order
+        self.start_order = start_order or [t.name for t in matrix.targets]
         self.display = display(self.runs)
         self.stop = threading.Event()
         self.processes: dict[str, subprocess.Popen[str]] = {}
@@ -206,7 +220,8 @@ class MatrixBuild:
     def run(self) -> list[TargetRun]:
         self.output.mkdir(parents=True, exist_ok=True)
         with self.display, concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = [pool.submit(self._build, run) for run in self.runs]
+            by_name = {run.name: run for run in self.runs}
+            futures = [pool.submit(self._build, by_name[name]) for name in self.start_order]
             try:
                 pending = set(futures)
                 while pending:  # wakes up now and then so that Ctrl-C and SIGTERM are seen

@@ -162,3 +162,26 @@ def test_add_to_unit_section_keeps_other_sections():
     text = "[Unit]\nDescription=x\n\n[Install]\nWantedBy=y\n"
     assert add_to_unit_section(text, "Requires=z\n") == "[Unit]\nDescription=x\nRequires=z\n\n[Install]\nWantedBy=y\n"
     assert add_to_unit_section("Description=x\n", "Requires=z\n") == "[Unit]\nRequires=z\nDescription=x\n"
+
+
+def test_a_matrix_starts_one_target_of_each_bootstrap_first(tmp_path: Path):
+    """Kata's release set: the variants that share a bootstrap wait for it, so the distinct
+    bootstraps start first, side by side; the file's order is kept within each group."""
+    from osbuilder.cli import bootstrap_identity, matrix_target_values
+    from osbuilder.matrix import bootstrap_first, load_matrix
+
+    matrix_file = tmp_path / "release.toml"
+    matrix_file.write_text('[defaults]\ndistro = "debian"\nagent = "/bin/busybox"\nca-certificates = true\n'
+                           '[[target]]\nname = "image"\ninit = "systemd"\n'
+                           '[[target]]\nname = "image-confidential"\ninit = "systemd"\nconfidential = true\n'
+                           '[[target]]\nname = "initrd"\ninit = "agent"\n'
+                           '[[target]]\nname = "initrd-confidential"\ninit = "systemd"\nconfidential = true\n'
+                           '[[target]]\nname = "uncached"\ninit = "agent"\nno-cache = true\n')
+    matrix = load_matrix(matrix_file)
+    groups = {}
+    for target in matrix.targets:
+        config, recipe = make_config(matrix_target_values(matrix, target.name, {"output": tmp_path / "out"}))
+        groups[target.name] = bootstrap_identity(config, recipe) or target.name
+    assert groups["image"] == groups["image-confidential"] == groups["initrd-confidential"] != groups["initrd"]
+    assert bootstrap_first([t.name for t in matrix.targets], groups) == [
+        "image", "initrd", "uncached", "image-confidential", "initrd-confidential"]
