@@ -1,7 +1,8 @@
 """Kata's release layout (reference section 11): a directory or tarball holding
 `kata-containers.img` / `kata-containers-initrd.img` links to the versioned artifacts, with
-`root_hash_<label>.txt` beside a verity image (older osbuilder wrote `root_hash.txt`). Reading one back for inspect and check, and writing
-one for `build --layout kata`."""
+`root_hash_<label>.txt` beside a verity image (older osbuilder wrote `root_hash.txt`).
+Reading one back for inspect and check, and writing one (and its tarballs, named as Kata's
+own) for `build --layout kata`."""
 
 from __future__ import annotations
 

@@ -39,4 +39,5 @@ def make_confidential(guest: GuestRoot, templates: Templates) -> None:
     else:
         guest.write_text(FSTAB, text)
     target = guest.read_text(AGENT_TARGET)
-    guest.replace_text(AGENT_TARGET, add_to_unit_section(target, templates.render("kata-containers.target.confidential.j2")))
+    lines = templates.render("kata-containers.target.confidential.j2")
+    guest.replace_text(AGENT_TARGET, add_to_unit_section(target, lines))

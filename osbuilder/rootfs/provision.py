@@ -133,7 +133,8 @@ class Provisioner:
             distro=self.recipe.name,
             release=options.release,
             # A copied or dracut-made tree was not installed from the recipe's package set.
-            default_packages=(self.recipe.packages_for(options.arch, options.init, options.seccomp, options.ca_certificates)
+            default_packages=(self.recipe.packages_for(options.arch, options.init, options.seccomp,
+                                                       options.ca_certificates)
                               if options.installs_packages else ()),
             extra_packages=options.extra_packages,
             init_mode=options.init,

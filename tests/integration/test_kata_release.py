@@ -152,7 +152,8 @@ def test_the_release_matrix_builds_every_variant_with_kata_s_names(kata_inputs, 
         assert set(os.listdir(share)) == expected, name
         assert os.readlink(share / link) == versioned
         names = tar_names(out / name / tarball)
-        assert names == sorted(names) and names[:5] == ["./", "./opt/", "./opt/kata/", "./opt/kata/share/", f"./{SHARE}/"]
+        assert names == sorted(names)
+        assert names[:5] == ["./", "./opt/", "./opt/kata/", "./opt/kata/share/", f"./{SHARE}/"]
         assert set(names[5:]) == {f"./{SHARE}/{n}" for n in expected}, name
     # Kata's root-hash collector, by the exact names it asks for.
     for name, label in (("rootfs-image", "base"), ("rootfs-image-confidential", "confidential")):

@@ -1,8 +1,9 @@
 """The Ubuntu recipe, proven against a local repository (Ubuntu's mirrors are out of reach).
 
 The repository is real and signed: Debian's packages for the recipe's package set, indexed
-under the suite name of the recipe's default release (`resolute`, 26.04) and clear-signed with a test key. mmdebstrap installs the
-recipe from it with `--keyring`, and the guest boots under qemu with the probe.
+under the suite of the recipe's default release (`resolute`, 26.04) and clear-signed with a
+test key. mmdebstrap installs the recipe from it with `--keyring`, and the guest boots under
+qemu with the probe.
 """
 
 from __future__ import annotations
