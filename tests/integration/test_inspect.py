@@ -221,7 +221,7 @@ def release_tree(guests, root: Path) -> Path:
     share = root / "opt/kata/share/kata-containers"
     share.mkdir(parents=True)
     pack(guests["systemd"], share / "kata-debian-bookworm.image", FORMATS["verity"])
-    (share / "kata-debian-bookworm.image").with_name("root_hash.txt").exists()
+    assert (share / "root_hash_base.txt").is_file()  # Kata's name for the measured plain image
     pack(guests["agent"], share / "kata-debian-bookworm.initrd", FORMATS["initrd"])
     os.symlink("kata-debian-bookworm.image", share / "kata-containers.img")
     os.symlink("kata-debian-bookworm.initrd", share / "kata-containers-initrd.img")
@@ -234,7 +234,7 @@ def test_a_release_directory_and_its_tarballs_give_one_report_per_artifact(guest
     assert code == 0, reports
     assert [(r["artifact"]["kind"], r["init_mode"]["value"]) for r in reports] == [("initrd", "agent"),
                                                                                     ("image", "systemd")]
-    assert reports[1]["layout"]["verity"]["root_hash_sidecar"].endswith("root_hash.txt")
+    assert reports[1]["layout"]["verity"]["root_hash_sidecar"].endswith("/root_hash_base.txt")
     for suffix, compress in ((".tar.zst", ["--zstd"]), (".tar.xz", ["--xz"]), (".tar", [])):
         tarball = tmp_path / f"kata-static-rootfs{suffix}"
         subprocess.run(["tar", "-cf", str(tarball), *compress, "-C", str(root), "."], check=True)
@@ -242,6 +242,12 @@ def test_a_release_directory_and_its_tarballs_give_one_report_per_artifact(guest
         assert code == 0, from_tar
         assert [r["agent"]["sha256"] for r in from_tar] == [r["agent"]["sha256"] for r in reports]
         assert from_tar[1]["layout"]["verity"]["root_hash_sidecar"] is not None
+    # A release from older osbuilder named the file root_hash.txt: still read.
+    share = root / "opt/kata/share/kata-containers"
+    os.replace(share / "root_hash_base.txt", share / "root_hash.txt")
+    code, old = inspect_json(root)
+    assert code == 0, old
+    assert old[1]["layout"]["verity"]["root_hash_sidecar"].endswith("/root_hash.txt")
 
 
 def test_a_release_link_that_leaves_the_release_is_refused(tmp_path: Path):

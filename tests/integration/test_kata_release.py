@@ -137,15 +137,22 @@ EXPECTED = {
 }
 
 
-def test_the_release_matrix_builds_every_variant_with_kata_s_names(kata_inputs, cache_dir, tmp_path):
-    with served_rpm_mirror(tmp_path / "rpm", ("cbl-mariner",)) as (mirror, keyring, _):
-        matrix = write_matrix(tmp_path / "kata-release.toml", for_this_machine(kata_inputs, mirror, keyring))
-        printed = run_cli("matrix", "--config", matrix, "--github", "-o", "out")
-        assert printed.returncode == 0, printed.stderr
-        assert [job["name"] for job in json.loads(printed.stdout)["include"]] == list(EXPECTED)
-        out = tmp_path / "out"
-        built = run_cli("build", "--config", matrix, "-o", out, "--jobs", "2", "--cache-dir", cache_dir, "--json")
-        assert built.returncode == 0, built.stderr + built.stdout
+@pytest.fixture(scope="module")
+def mariner_mirror(tmp_path_factory):
+    # A short directory: gpg-agent's socket path must fit in a sockaddr_un.
+    with served_rpm_mirror(tmp_path_factory.mktemp("rpm"), ("cbl-mariner",)) as served:
+        yield served
+
+
+def test_the_release_matrix_builds_every_variant_with_kata_s_names(kata_inputs, mariner_mirror, cache_dir, tmp_path):
+    mirror, keyring, _ = mariner_mirror
+    matrix = write_matrix(tmp_path / "kata-release.toml", for_this_machine(kata_inputs, mirror, keyring))
+    printed = run_cli("matrix", "--config", matrix, "--github", "-o", "out")
+    assert printed.returncode == 0, printed.stderr
+    assert [job["name"] for job in json.loads(printed.stdout)["include"]] == list(EXPECTED)
+    out = tmp_path / "out"
+    built = run_cli("build", "--config", matrix, "-o", out, "--jobs", "2", "--cache-dir", cache_dir, "--json")
+    assert built.returncode == 0, built.stderr + built.stdout
     for name, (versioned, link, root_hash, tarball) in EXPECTED.items():
         share = out / name / SHARE
         expected = {versioned, link} | ({root_hash} if root_hash else set())
@@ -164,6 +171,21 @@ def test_the_release_matrix_builds_every_variant_with_kata_s_names(kata_inputs, 
                        check=True)
         assert (collected / member).read_text().startswith("root_hash=")
     assert (out / "rootfs-image-mariner" / SHARE / EXPECTED["rootfs-image-mariner"][0]).stat().st_size % (2 << 20) == 0
+    # inspect reads the ./-named tarball and finds the variant's own root-hash file; the
+    # runtime fragment's kernel_params carry that file's line, and check accepts it.
+    inspected = run_cli("inspect", out / "rootfs-image-confidential" / EXPECTED["rootfs-image-confidential"][3],
+                        "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    verity = json.loads(inspected.stdout)["layout"]["verity"]
+    assert verity["hash_partition"] and verity["root_hash_sidecar"].endswith("/root_hash_confidential.txt")
+    for name in ("rootfs-image", "rootfs-image-confidential"):
+        fragment = (out / name / "kata-runtime.toml").read_text()
+        line = (out / name / SHARE / EXPECTED[name][2]).read_text().strip()
+        assert line in fragment, name
+        at_output = out / name / "kata-runtime-here.toml"  # the fragment points at /opt/kata, where it installs
+        at_output.write_text(fragment.replace("/opt/kata/share/kata-containers", str(out / name / SHARE)))
+        checked = run_cli("check", "--runtime-config", at_output)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     # Kata's merge step: every tarball untarred into one tree, no member twice.
     merged = tmp_path / "merged"
     merged.mkdir()
