@@ -12,7 +12,7 @@ from pathlib import Path
 
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot, sha256_file
-from osbuilder.rootfs.extract import safe_extract
+from osbuilder.rootfs.extract import guest_name, safe_extract
 from osbuilder.foundation.runner import FILESYSTEM, Runner
 from osbuilder.foundation.templates import Templates
 
@@ -69,12 +69,8 @@ def check_payload_layouts(options, runner: Runner) -> None:
         listing = runner.run(["tar", "-tf", str(tarball)], check=False, limit=FILESYSTEM)
         if listing.returncode != 0:
             raise UserError(f"{kind.flag} '{tarball}' is not a readable tarball", f"pass {kind.flag} a tar archive")
-        names = set()
-        for line in listing.stdout.splitlines():
-            parts = [p for p in line.split("/") if p not in ("", ".")]
-            if parts:
-                names.add("/" + "/".join(parts))
-        kind.check_layout(Path(tarball), names)
+        names = {guest_name(Path(tarball), line) for line in listing.stdout.splitlines()}
+        kind.check_layout(Path(tarball), {name for name in names if name is not None})
 
 
 def install_payloads(guest: GuestRoot, options, templates: Templates, workdir: Path,

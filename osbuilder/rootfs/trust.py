@@ -33,11 +33,15 @@ class TrustRecord:
 
 def install_trust(guest: GuestRoot, store: TrustStore, packages_installed: bool,
                   user_bundles: tuple[str, ...]) -> TrustRecord:
-    if packages_installed and not guest.exists(store.bundle):
+    present = guest.exists(store.bundle)
+    if packages_installed and not present:
         raise BuildError(f"the CA package ({', '.join(store.packages)}) left no bundle at {store.bundle}",
                          "fix the recipe's [trust] bundle path")
-    bundle = guest.resolve(store.bundle).read_bytes() if guest.exists(store.bundle) else b""
-    mode = stat.S_IMODE(guest.resolve(store.bundle).stat().st_mode) if guest.exists(store.bundle) else 0o644
+    # Where the bundle really is (RPM distributions link to it), written as a new inode: the
+    # old one may be the build cache's.
+    target = guest.guest_path_of(guest.resolve(store.bundle)) if present else store.bundle
+    bundle = guest.resolve(target).read_bytes() if present else b""
+    mode = stat.S_IMODE(guest.resolve(target).stat().st_mode) if present else 0o644
     added = []
     for index, source in enumerate(user_bundles):
         path = Path(source)
@@ -49,8 +53,6 @@ def install_trust(guest: GuestRoot, store: TrustStore, packages_installed: bool,
         bundle += data if data.endswith(b"\n") else data + b"\n"
         added.append(UserCa(path.name, sha256_file(path), anchor))
     if added:
-        # A new file in place of the old one: the old inode may be the build cache's.
-        target = guest.guest_path_of(guest.resolve(store.bundle)) if guest.exists(store.bundle) else store.bundle
         guest.write_bytes(target, bundle, mode)
     return TrustRecord(packages=store.packages if packages_installed else (), bundle=store.bundle,
                        bundle_sha256=hashlib.sha256(bundle).hexdigest(), user_cas=tuple(added))
