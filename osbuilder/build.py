@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from osbuilder.foundation.cache import BuildCache
 from osbuilder.config import BuildConfig
@@ -18,10 +20,15 @@ from osbuilder.rootfs.recipes import Recipe
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.release.layout import (ReleaseOptions, arrange_kata_layout, runtime_name, write_release_tarballs,
                                write_sha256sums)
-from osbuilder.rootfs.stage import build_rootfs_into, precheck_inputs, resolve_agent
+from osbuilder.rootfs.stage import base_view, build_rootfs_into, precheck_inputs, resolve_agent
 from osbuilder.rootfs.summary import Summary
 from osbuilder.foundation.runner import Runner
-from osbuilder.host.runtime_fragment import FRAGMENT_NAME, FragmentOptions, SlotArtifact, fragment_for
+from osbuilder.host.runtime_fragment import (FRAGMENT_NAME, ExtensionEntry, FragmentOptions, SlotArtifact, choose,
+                                             extension_entries, fragment_for, render_extension_fragment)
+from osbuilder.rootfs.initmode import get_init_mode
+from osbuilder.rootfs.bootstrap import install_request
+from osbuilder.rootfs.lock import LOCK_NAME, lock_of
+from osbuilder.release.provenance import PROVENANCE_NAME, ProvenanceInput, write_provenance
 from osbuilder.release.sbom import SbomInput, write_sbom
 from osbuilder.foundation.staging import Staging, check_output_dir
 from osbuilder.foundation.steps import step
@@ -34,15 +41,37 @@ class BuildResult:
     output: Path
     summary: Summary
     artifacts: list[Artifact]
+    provenance_sha256: str | None = None  # the statement's digest, to sign (--provenance)
+
+
+def planned_runtime_artifact(config: BuildConfig, recipe: Recipe) -> Path | None:
+    """Where a build of `config` will put the artifact a runtime names (what write_runtime_fragment
+    chooses), known before it runs; None when it packs neither an image nor an initrd."""
+    slotted = [PACKERS[name] for name in config.formats if PACKERS[name].runtime_slot is not None]
+    if not slotted:
+        return None
+    packer = min(slotted, key=lambda p: p.runtime_slot.preference)  # type: ignore[union-attr]
+    release = config.release
+    if release.layout != "kata":
+        return config.output.output / packer.default_file_name
+    link = packer.release.link_name(release.variant)
+    name = link or packer.release.file_name(recipe.name, config.rootfs.release, release.variant)
+    return config.output.output / release.share / name
 
 
 def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, directory: Path,
-                           release: ReleaseOptions) -> Path | None:
+                           release: ReleaseOptions, extension: str | None = None,
+                           extensions: list[ExtensionEntry] | None = None) -> Path | None:
     """kata-runtime.toml for the artifact a runtime boots, by the name the runtime uses, made
     from the artifacts as they read back (with their sidecars beside them), as `inspect
-    --runtime-config-fragment` would make it."""
+    --runtime-config-fragment` would make it; with the base's extensions. An extension
+    build (`extension`, its name) writes only its guest_extension_images table."""
     candidates = [SlotArtifact(recognise_artifact(a.path), runtime_name(a, release)) for a in artifacts]
-    text = fragment_for(candidates, options, Templates())
+    if extension is not None:
+        chosen = choose(candidates)
+        text = render_extension_fragment(chosen, extension, options, Templates()) if chosen else None
+    else:
+        text = fragment_for(candidates, options, Templates(), extensions)
     if text is None:
         return None
     path = directory / FRAGMENT_NAME
@@ -50,16 +79,28 @@ def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, 
     return path
 
 
-def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner) -> BuildResult:
+def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner,
+              command: Sequence[str] = ()) -> BuildResult:
     options = config.rootfs
     output = check_output_dir(config.output.output, config.output.force)
     # A wrong agent or payload is refused before any staging exists; the probe is rendered inside it.
     precheck_inputs(options, runner)
+    with tempfile.TemporaryDirectory(prefix="osbuilder-extensions-") as scratch:  # reading them needs room
+        extensions = extension_entries(config.fragment, Path(scratch), runner)
+    extension = options.extension_name if not get_init_mode(options.init).holds_agent else None
     with Staging(output) as stage:
         agent = resolve_agent(options, stage.work, runner)
         tree_path = stage.path / "rootfs"
         summary = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner, private_tree=True).summary
-        tree = open_guest_tree(tree_path, options.init, options.arch, runner.privilege)
+        lock = None
+        if options.installs_packages:  # what was installed, to install again with --lock
+            lock = lock_of(recipe.name, summary.release, options.target.name, recipe.backend.name, options.mirror,
+                           recipe.path, summary.creation_epoch, summary.installed,
+                           options.pinned_world or install_request(options, recipe).packages)
+        with base_view(options.base, stage.work, runner) as base:
+            tree = open_guest_tree(tree_path, options.init, options.arch, runner.privilege, base)
+        if summary.creation_epoch is not None:  # the build's settled epoch, which a flag may set
+            tree = dataclasses.replace(tree, epoch=summary.creation_epoch)
         artifacts_dir = stage.path / "artifacts"
         artifacts_dir.mkdir()
         pieces = PieceStore(BuildCache(options.cache_dir).pieces_dir()) if options.cache_dir is not None else None
@@ -76,7 +117,10 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         if release.layout == "kata":
             artifacts = arrange_kata_layout(artifacts_dir, artifacts, release, summary.distro, summary.release)
         sidecars = [(a.path.with_name(name), name) for a in artifacts for name in a.sidecars]
-        fragment = write_runtime_fragment(artifacts, config.fragment, artifacts_dir, release)
+        if lock is not None:
+            lock.write(artifacts_dir / LOCK_NAME)
+            sidecars.append((artifacts_dir / LOCK_NAME, "packages-lock"))
+        fragment = write_runtime_fragment(artifacts, config.fragment, artifacts_dir, release, extension, extensions)
         if fragment is not None:
             sidecars.append((fragment, "runtime-config"))
         if config.sbom.sbom:
@@ -84,14 +128,24 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
                 sbom = write_sbom(config.sbom.sbom, artifacts_dir,
                                   SbomInput(summary, artifacts, recipe.backend.purl_type, tree.epoch))
             sidecars.append((sbom, f"sbom-{config.sbom.sbom}"))
+        tarballs: list[Path] = []
         if release.tarball:
             with step("Packing the release tarballs"):
-                sidecars += [(t, "release-tarball")
-                             for t in write_release_tarballs(artifacts_dir, artifacts, release, tree.epoch, runner)]
-        write_manifest(artifacts_dir / MANIFEST_NAME, config.as_json(), summary, artifacts, tree.epoch, sidecars,
+                tarballs = write_release_tarballs(artifacts_dir, artifacts, release, tree.epoch, runner)
+            sidecars += [(t, "release-tarball") for t in tarballs]
+        # The output is the manifest's own directory: two builds of the same inputs into two
+        # directories write the same manifest (its files are named relative to it too).
+        recorded = {**config.as_json(), "output": "."}
+        provenance = None
+        if config.provenance.provenance:
+            provenance = write_provenance(artifacts_dir / PROVENANCE_NAME, ProvenanceInput(
+                artifacts, artifacts_dir, summary, recorded, command, recipe.path,
+                artifacts_dir / LOCK_NAME if lock is not None else None, None, tarballs))
+            sidecars.append((artifacts_dir / PROVENANCE_NAME, "provenance"))
+        write_manifest(artifacts_dir / MANIFEST_NAME, recorded, summary, artifacts, tree.epoch, sidecars,
                        relative_to=artifacts_dir)
         if release.layout == "kata":
             write_sha256sums(artifacts_dir)
         stage.commit(artifacts_dir)
     final = [dataclasses.replace(a, path=output / a.path.relative_to(artifacts_dir)) for a in artifacts]
-    return BuildResult(output, summary, final)
+    return BuildResult(output, summary, final, provenance)

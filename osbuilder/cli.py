@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -11,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
@@ -19,9 +21,10 @@ from osbuilder import __version__
 from osbuilder.boot.session import BootRequest
 from osbuilder.foundation.cache import CacheOptions
 from osbuilder.matrix import DEFAULT_MATRIX_OUTPUT, MatrixFile, MatrixOptions, MatrixPrint
-from osbuilder.config import BuildConfig, OutputOptions, PackSource, command_settings, make_config, make_rootfs_options
+from osbuilder.config import (BuildConfig, OutputOptions, PackSource, command_settings, extension_defaults,
+                              extension_variant, make_config, make_rootfs_options)
 from osbuilder.foundation.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, InternalError,
-                              Interrupted, OsbuilderError, UserError)
+                              Interrupted, OsbuilderError, Terminated, UserError)
 from osbuilder.foundation.events import EventLogHandler, sink_from_environment
 from osbuilder.inspect_cli import CheckOptions, InspectOptions
 from osbuilder.pack.registry import PACKERS
@@ -76,7 +79,8 @@ def _add_common(command: argparse.ArgumentParser, takes_config: bool) -> None:
                          help="log every command and its output")
     command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                          help="log only warnings and errors")
-    command.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    command.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                         help="print the result as JSON on stdout")
     if takes_config:
         command.add_argument("--config", metavar="FILE.toml", type=Path,
                              help="read settings from a TOML file whose keys are these flags' names "
@@ -88,6 +92,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"osbuilder {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every command and its output")
     parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     taking = settings()
@@ -131,13 +136,19 @@ def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
         root = Path(values["output"]).parent
         if not root.is_dir() and root.parent.is_dir():
             root.mkdir()
-    result = run_build(config, recipe, HostTools.probe(), runner)
+    result = run_build(config, recipe, HostTools.probe(), runner, command=["osbuilder", *sys.argv[1:]])
     lines = [f"{a.format}: {a.path} ({a.size} bytes, sha256 {a.sha256})" for a in result.artifacts]
     lines.append(f"manifest: {result.output / 'manifest.json'} (init mode {result.summary.init_mode}, "
                  f"cgroup driver {result.summary.cgroup_driver})")
+    provenance = None
+    if result.provenance_sha256 is not None:
+        from osbuilder.release.provenance import PROVENANCE_NAME
+
+        provenance = {"path": str(result.output / PROVENANCE_NAME), "sha256": result.provenance_sha256}
+        lines.append(f"provenance: {provenance['path']} (sha256 {provenance['sha256']}, the digest to sign)")
     emit(args, {"output": str(result.output), "manifest": str(result.output / "manifest.json"),
                 "init_mode": result.summary.init_mode, "cgroup_driver": result.summary.cgroup_driver,
-                "artifacts": [a.as_json() for a in result.artifacts]}, "\n".join(lines))
+                "artifacts": [a.as_json() for a in result.artifacts], "provenance": provenance}, "\n".join(lines))
     return EXIT_OK
 
 
@@ -158,6 +169,45 @@ def matrix_target_values(matrix: MatrixFile, name: str, flags: dict[str, Any]) -
     if values.get("output") is None:
         raise UserError("-o is required", "pass -o DIR: each target is written to DIR/<name>/")
     values["output"] = Path(values["output"]) / name
+    return resolve_target_references(matrix, name, values, flags)
+
+
+def resolve_target_references(matrix: MatrixFile, name: str, values: dict[str, Any],
+                              flags: dict[str, Any]) -> dict[str, Any]:
+    """A `base` or `with-extension` image that names another target becomes the path where that
+    target's build puts the artifact a runtime names (OUT/<target>/...): the matrix builds it
+    first, and a job of its own finds it there once that target's output is in place."""
+    from osbuilder.build import planned_runtime_artifact
+    from osbuilder.matrix import dependency_order
+    from osbuilder.rootfs.initmode import get_init_mode
+
+    depends = {n: matrix.dependencies(n) for n in matrix.names}
+    dependency_order(list(matrix.names), depends, matrix.path)  # refuses a cycle before resolving one
+    if not depends[name]:
+        return values
+    planned = {}
+    for dependency in depends[name]:
+        config, recipe = make_config(matrix_target_values(matrix, dependency, flags))
+        path = planned_runtime_artifact(config, recipe)
+        if path is None:
+            raise UserError(f"config file {matrix.path}: target '{name}' reads target '{dependency}', which "
+                            "builds no image or initrd", f"give '{dependency}' format = [\"image\"]")
+        planned[dependency] = (config, path)
+    if values.get("base") is not None and str(values["base"]) in planned:
+        values["base"] = planned[str(values["base"])][1]
+    resolved = []
+    for entry in values.get("with_extension", ()):
+        extension, sep, image = entry.partition("=")
+        if sep and image in planned:
+            config, path = planned[image]
+            if get_init_mode(config.rootfs.init).holds_agent:
+                raise UserError(f"config file {matrix.path}: target '{name}' has with-extension {entry}, but target "
+                                f"'{image}' is not an extension image", f'give \'{image}\' init = "none" and '
+                                f'extension = "{extension}"')
+            entry = f"{extension}={path}"
+        resolved.append(entry)
+    if "with_extension" in values:
+        values["with_extension"] = tuple(resolved)
     return values
 
 
@@ -184,7 +234,8 @@ def cmd_build_matrix(args: argparse.Namespace) -> int:
     quiet = getattr(args, "quiet", False)
     build = MatrixBuild(matrix, output, options.jobs, options.fail_fast, passed,
                         lambda runs: MatrixDisplay(sys.stderr, runs, enabled=not quiet),
-                        start_order=bootstrap_first([t.name for t in matrix.targets], bootstraps))
+                        start_order=bootstrap_first([t.name for t in matrix.targets], bootstraps),
+                        depends={t.name: matrix.dependencies(t.name) for t in matrix.targets})
     runs = build.run()
     data = write_summary(runs, output)
     emit(args, data, summary_table(runs, output))
@@ -214,7 +265,7 @@ def cmd_matrix(args: argparse.Namespace, runner: Runner) -> int:
         command = ["osbuilder", *target_command(args.config, target.name, output)]
         include.append({"name": target.name, "distro": config.rootfs.distro, "release": config.rootfs.release,
                         "arch": config.rootfs.arch, "init": config.rootfs.init, "format": ",".join(config.formats),
-                        "command": shlex.join(command)})
+                        "needs": list(matrix.dependencies(target.name)), "command": shlex.join(command)})
     if options.github:
         print(json.dumps({"include": include}, separators=(",", ":")))
     else:
@@ -234,7 +285,8 @@ def cmd_rootfs(args: argparse.Namespace, runner: Runner) -> int:
     result = build_rootfs(options, recipe, output.output, output.force, runner)
     emit(args, {"rootfs": str(result.path), "distro": recipe.name, "release": options.release, "arch": options.arch,
                 "init_mode": result.summary.init_mode, "cgroup_driver": result.summary.cgroup_driver,
-                "agent": {"sha256": result.agent.sha256, "probe": result.agent.probe}},
+                "agent": {"sha256": result.agent.sha256, "probe": result.agent.probe} if result.agent else None,
+                "extension": result.summary.extension.as_json() if result.summary.extension else None},
          f"rootfs: {result.path} (init mode {result.summary.init_mode}, "
          f"cgroup driver {result.summary.cgroup_driver})")
     return EXIT_OK
@@ -244,16 +296,25 @@ def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
     """initrd, image, iso: one packer of an existing tree, its sidecars beside the artifact."""
     from osbuilder.pack.base import PackContext
     from osbuilder.pack.guest_tree import open_guest_tree
+    from osbuilder.rootfs.stage import base_view
     from osbuilder.foundation.staging import StagedFile, check_output_file, work_directory
 
     packer = PACKERS[args.command]
     values = settings_values(args)
     source = build_options(PackSource, values)
     target = build_options(OutputOptions, values)
-    options = build_options(packer.Options, values)
-    packer.validate(options)
+    # The output is checked before the tree is read: a bad -o is the cheaper mistake to report.
     output = check_output_file(target.output, target.force)
-    tree = open_guest_tree(source.rootfs, source.init, source.arch, runner.privilege)
+    with tempfile.TemporaryDirectory(prefix="osbuilder-base-") as scratch:
+        with base_view(source.base, Path(scratch), runner) as base:
+            tree = open_guest_tree(source.rootfs, source.init, source.arch, runner.privilege, base)
+    if source.base is not None and tree.mode.holds_agent:
+        raise UserError("--base applies to an extension image (a tree built with --init none)", "drop --base")
+    extension = tree.extension_name
+    options = build_options(packer.Options, extension_defaults(values) if extension else values)
+    if extension:
+        options = packer.as_extension(options, extension_variant(extension))
+    packer.validate(options)
     with work_directory(output) as work, StagedFile(output) as staged:
         artifact = packer.pack(tree, staged, options, PackContext(runner, HostTools.probe(), work))
         for name, text in artifact.sidecars.items():
@@ -334,24 +395,29 @@ def cmd_check(args: argparse.Namespace, runner: Runner) -> int:
     import tempfile
 
     from osbuilder.check import check
-    from osbuilder.host.hostconfig import host_cgroup_driver, runtime_sections
+    from osbuilder.host.hostconfig import host_cgroup_drivers, runtime_sections
     from osbuilder.inspect_cli import findings_lines
 
     options = build_options(CheckOptions, settings_values(args))
     sections = runtime_sections(options.runtime_config) if options.runtime_config else []
-    host = host_cgroup_driver(options.host_cgroup_driver, options.containerd_config, options.crio_config,
-                              options.kubelet_config)
+    drivers = host_cgroup_drivers(options.host_cgroup_driver, options.containerd_config, options.crio_config,
+                                  options.kubelet_config)
     with tempfile.TemporaryDirectory(prefix="osbuilder-check-") as work:
-        result = check(options.artifact, sections, host, options.kernel_config, Path(work), runner)
+        result = check(options.artifact, sections, drivers, options.kernel_config, Path(work), runner,
+                       options.fail_on)
+    host = drivers.decided
     lines = [f"host cgroup driver: {host.value} (from {host.source})" if host else
              "host cgroup driver: unknown (pass --host-cgroup-driver or a containerd, CRI-O or kubelet config)"]
+    lines += [f"  also: {d.value} (from {d.source})" for d in drivers.found[1:]]
     lines += [f"checked: {s['artifact']} ({s['kind']}, init mode {s['init_mode']}, {s['arch']})"
               + (f" as hypervisor.{s['section']}" if s["section"] else "") for s in result.subjects]
     lines += findings_lines(result.findings)
-    lines.append(f"check: {'FAILED' if result.errors else 'OK'} ({result.errors} error(s), "
-                 f"{len(result.findings) - result.errors} other finding(s))")
+    failing = len(result.failing)
+    lines.append(f"check: {'FAILED' if failing else 'OK'} ({result.errors} error(s), "
+                 f"{len(result.findings) - result.errors} other finding(s); failing on {options.fail_on}"
+                 f"{' and worse' if options.fail_on != 'error' else ''}: {failing})")
     emit(args, result.as_json(), "\n".join(lines))
-    return EXIT_BUILD_FAILED if result.errors else EXIT_OK
+    return EXIT_BUILD_FAILED if failing else EXIT_OK
 
 
 def cmd_cache(args: argparse.Namespace, runner: Runner) -> int:
@@ -396,8 +462,30 @@ def handler(command: str) -> Callable[[argparse.Namespace, Runner], int]:
     return cmd_pack if command in PACKERS else HANDLERS[command]
 
 
-def _raise_interrupted(signum: int, frame: Any) -> NoReturn:
-    raise KeyboardInterrupt
+def _raise_terminated(signum: int, frame: Any) -> NoReturn:
+    raise Terminated
+
+
+# What an interrupted command says it left: the writers clean their staging up; boot stops
+# its guest; the others only read.
+WRITING_COMMANDS = ("build", "rootfs", *PACKERS, "cache")
+INTERRUPTED_BOOT = "the guest was stopped and its scratch files removed"
+INTERRUPTED_READER = "nothing was written"
+
+
+def interrupted(command: str | None, signum: int) -> Interrupted:
+    if command in WRITING_COMMANDS:
+        return Interrupted(signum)
+    return Interrupted(signum, INTERRUPTED_BOOT if command == "boot" else INTERRUPTED_READER)
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (`osbuilder distros | head -1`): stop quietly, as a Unix tool
+    that SIGPIPE stops does, its status 128 + SIGPIPE, with nothing more written to the pipe."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 def as_user_facing(exc: BaseException) -> OsbuilderError:
@@ -449,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="osbuilder: %(message)s", stream=sys.stderr)
     if not args.verbose:
         logging.getLogger("osbuilder.run").setLevel(max(level, logging.WARNING))
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     events = sink_from_environment(os.environ)  # a matrix build's parent listening (events.py)
     if events is not None:
         logging.getLogger("osbuilder").addHandler(EventLogHandler(events))
@@ -462,10 +550,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "owners and device nodes", "use osbuilder build, which packs in the same run and works "
                             "unprivileged, or run as root")
         with progress_for(sys.stderr, enabled=not args.quiet and not args.verbose) as progress:
-            return handler(args.command)(args, Runner(progress=progress, timeout_scale=timeout_scale(),
+            code = handler(args.command)(args, Runner(progress=progress, timeout_scale=timeout_scale(),
                                                  privilege=privilege))
-    except KeyboardInterrupt:
-        error: OsbuilderError = Interrupted()
+        sys.stdout.flush()  # here, where a reader that went away is handled, not at exit
+        return code
+    except KeyboardInterrupt as stop:
+        error: OsbuilderError = interrupted(args.command, signal.SIGTERM if isinstance(stop, Terminated) else
+                                            signal.SIGINT)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except Exception as exc:  # noqa: BLE001 - every failure reaches the user as one line, never a traceback
         log.debug("failure", exc_info=True)
         error = as_user_facing(exc)

@@ -19,12 +19,14 @@ from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.rootfs.recipes import Recipe, load_recipe
 from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.rootfs.dracut import HostSystem
+from osbuilder.rootfs.extension_mount import check_name
 from osbuilder.rootfs.options import DRACUT, RootfsOptions
 from osbuilder.release.layout import ReleaseOptions
 from osbuilder.host.runtime_fragment import FragmentOptions
+from osbuilder.release.provenance import ProvenanceOptions
 from osbuilder.release.sbom import SbomOptions
 from osbuilder.foundation.settings import as_path, build_options, setting, to_json
-from osbuilder.foundation.shared_settings import ArchSetting, OutputSetting
+from osbuilder.foundation.shared_settings import ArchSetting, BaseSetting, OutputSetting
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class OutputOptions(OutputSetting):
 
 
 @dataclass(frozen=True)
-class PackSource(InitSetting, ArchSetting):
+class PackSource(InitSetting, ArchSetting, BaseSetting):
     """What a packer of an existing tree is given."""
 
     rootfs: Path = setting(help="guest tree written by osbuilder rootfs", positional=True, metavar="ROOTFS",
@@ -56,6 +58,7 @@ class BuildConfig:
     fragment: FragmentOptions = FragmentOptions()
     sbom: SbomOptions = SbomOptions()
     release: ReleaseOptions = ReleaseOptions()
+    provenance: ProvenanceOptions = ProvenanceOptions()
 
     def as_json(self) -> dict[str, Any]:
         data = to_json(self.rootfs)
@@ -65,6 +68,7 @@ class BuildConfig:
         data.update(to_json(self.fragment))
         data.update(to_json(self.sbom))
         data.update(to_json(self.release))
+        data.update(to_json(self.provenance))
         data.update(to_json(self.output))
         return data
 
@@ -74,7 +78,7 @@ def command_settings() -> dict[str, tuple[type, ...]]:
     return {
         "rootfs": (RootfsOptions, OutputOptions),
         "build": (RootfsOptions, FormatOptions, *(packer.Options for packer in PACKERS.values()), FragmentOptions,
-                  SbomOptions, ReleaseOptions, OutputOptions),
+                  SbomOptions, ReleaseOptions, ProvenanceOptions, OutputOptions),
         **{name: (PackSource, packer.Options, OutputOptions) for name, packer in PACKERS.items()},
     }
 
@@ -84,11 +88,21 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
     for a build that runs with `privilege` (by default this process's)."""
     given = build_options(RootfsOptions, values)
     recipe = load_recipe(given.distro, given.recipes_dir)
+    if given.lock is not None:
+        given = _apply_lock(given, recipe)
     arch = get_arch(given.arch or host_arch().name).name
     if arch not in recipe.arches:
         raise UserError(f"distro '{recipe.name}' does not support arch '{arch}'",
                         f"use --arch {' or --arch '.join(recipe.arches)}")
-    if given.init not in recipe.init_modes:
+    mode = get_init_mode(given.init)
+    if not mode.holds_agent:
+        given = _check_extension(given)
+    elif given.extension or given.base or given.allow_setuid:
+        flag = "--extension" if given.extension else "--base" if given.base else "--allow-setuid"
+        modes = [name for name, m in INIT_MODES.items() if not m.holds_agent]
+        raise UserError(f"{flag} applies to an extension image (--init {' or '.join(modes)}), not init mode "
+                        f"{given.init}", f"drop {flag}, or pass --init {modes[0]}")
+    if mode.holds_agent and given.init not in recipe.init_modes:
         raise UserError(f"distro '{recipe.name}' supports only init mode "
                         f"'{' or '.join(recipe.init_modes)}' (got '{given.init}')",
                         f"pass --init {recipe.init_modes[0]}")
@@ -97,10 +111,10 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
                                               ("--probe-agent", given.probe_agent)) if given_value]
     if len(sources) > 1:
         raise UserError(f"{' and '.join(sources)} exclude each other", "pass one of them")
-    if not sources:
+    if not sources and mode.holds_agent:
         raise UserError("no agent given", "pass --agent FILE, or --probe-agent for a boot smoke test (or --agent "
                         "URL, or --agent-tarball)")
-    takes_launcher = get_init_mode(given.init).takes_launcher
+    takes_launcher = mode.takes_launcher
     if takes_launcher and given.launcher is None:
         raise UserError(f"init mode {given.init} needs the program that starts the agent", "pass --launcher FILE")
     if given.launcher is not None and not takes_launcher:
@@ -140,7 +154,10 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
         raise UserError("--cache-dir and --no-cache exclude each other", "pass one of them")
     cache_dir = None if given.no_cache or not given.installs_packages else given.cache_dir or default_cache_dir()
     options = dataclasses.replace(given, arch=arch, release=release, mirror=given.mirror or recipe.mirror_for(arch),
-                                  source_date_epoch=source_date_epoch_from_env(), cache_dir=cache_dir)
+                                  source_date_epoch=given.source_date_epoch if given.source_date_epoch is not None
+                                  else source_date_epoch_from_env(), cache_dir=cache_dir)
+    if options.lock is not None and not options.installs_packages:
+        raise UserError("--lock applies to a tree installed from a recipe", "drop --lock")
     if options.installs_packages:
         recipe.backend.preflight(install_request(options, recipe), privilege or Privilege.detect())
     return options, recipe
@@ -150,6 +167,53 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
 AGENT_BUILD_VARIABLES = ("INIT_DATA", "USE_DEVMAPPER")
 LIBSECCOMP_VARIABLE = "LIBSECCOMP_LIB_PATH"
 PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+# What an extension image cannot carry: the agent and what only the base's agent reads.
+EXTENSION_REFUSES = (("--agent", "agent"), ("--agent-tarball", "agent_tarball"), ("--agent-source", "agent_source"),
+                     ("--probe-agent", "probe_agent"), ("--launcher", "launcher"), ("--pause-image", "pause_image"),
+                     ("--agent-policy", "agent_policy"), ("--confidential", "confidential"),
+                     ("--ca-certificates", "ca_certificates"), ("--ca-bundle", "ca_bundle"),
+                     ("--agent-sha256", "agent_sha256"), ("--method dracut", "method"))
+
+
+def _apply_lock(given: RootfsOptions, recipe: Recipe) -> RootfsOptions:
+    """--lock FILE: its release, arch, mirror and epoch unless given, and its packages pinned."""
+    from osbuilder.rootfs.lock import PackageLock, check_recipe
+
+    lock = PackageLock.read(Path(given.lock))
+    for what, mine, locked in (("distro", recipe.name, lock.distro), ("release", given.release, lock.release),
+                               ("arch", given.arch and get_arch(given.arch).name, lock.arch)):
+        if mine and mine != locked:
+            raise UserError(f"--lock {given.lock} is for {what} {locked}, not {mine}",
+                            f"drop --{what}, or pass the lock of a {mine} build")
+    if given.extra_packages:
+        raise UserError("--extra-packages with --lock: the lock names every package the build installs",
+                        "drop --extra-packages, or build without --lock and lock that build")
+    if given.existing is not None or given.method == DRACUT:
+        raise UserError("--lock applies to a tree installed from a recipe", "drop --lock")
+    check_recipe(lock, recipe.path, Path(given.lock))
+    epoch = given.source_date_epoch if given.source_date_epoch is not None else source_date_epoch_from_env()
+    return dataclasses.replace(given, release=lock.release, arch=lock.arch, mirror=given.mirror or lock.mirror,
+                               pinned=lock.packages, pinned_world=lock.requested,
+                               source_date_epoch=epoch if epoch is not None else lock.source_date_epoch)
+
+
+def _check_extension(given: RootfsOptions) -> RootfsOptions:
+    """An extension image (--init none): named, with no agent and nothing only a base holds."""
+    if not given.extension:
+        raise UserError(f"init mode {given.init} builds an extension image, which needs a name",
+                        "pass --extension NAME (e.g. coco or devkit)")
+    if len(given.extension) > 1:
+        raise UserError(f"one build makes one extension image, and --extension names {len(given.extension)}",
+                        "build each extension on its own")
+    check_name(given.extension[0], "--extension")
+    for flag, field in EXTENSION_REFUSES:
+        value = getattr(given, field)
+        if value and not (field == "method" and value != DRACUT):
+            raise UserError(f"{flag} does not apply to an extension image (no agent, no init: the base holds "
+                            "those)", f"drop {flag}, or build it into the base")
+    return dataclasses.replace(given, seccomp=False)
 
 
 def _check_guest_features(given: RootfsOptions, recipe: Recipe) -> RootfsOptions:
@@ -218,6 +282,19 @@ def _check_dracut(given: RootfsOptions, recipe: Recipe, arch: str) -> str:
 
 
 CONFIDENTIAL_VARIANT = "confidential"
+EXTENSION_SUFFIX = "extension"
+
+
+def extension_variant(name: str) -> str:
+    """Kata's variant and root-hash label for an extension image: <name>-extension."""
+    return f"{name}-{EXTENSION_SUFFIX}"
+
+
+def extension_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """What an extension image is unless told otherwise: an erofs disk image with dm-verity
+    and no DAX header (Kata's extensions, reference section 11)."""
+    defaults = {"formats": ("image",), "fs": "erofs", "verity": True, "dax": False}
+    return {**defaults, **{k: v for k, v in values.items() if v is not None}}
 
 
 def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
@@ -229,16 +306,34 @@ def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
         if rootfs.confidential and release.variant is None:
             release = dataclasses.replace(release, variant=CONFIDENTIAL_VARIANT)
     release.validate()
+    extension = rootfs.extension_name if not get_init_mode(rootfs.init).holds_agent else None
+    if extension is not None:
+        values = extension_defaults(values)
+        if release.layout == "kata" and release.variant is None:
+            # Kata's names for an extension: kata-containers-<name>-extension.img, its label.
+            release = dataclasses.replace(release, variant=extension_variant(extension))
     formats = build_options(FormatOptions, values).formats
     packing = {}
     for name in formats:
         packer = PACKERS[name]
         options = packer.with_release_defaults(build_options(packer.Options, values), release.variant)
+        if extension is not None:
+            options = packer.as_extension(options, extension_variant(extension))
         packer.validate(options)
         packing[name] = options
     fragment = build_options(FragmentOptions, values)
+    # Checked here; read (each must exist and be an extension) when the build starts, which in a
+    # matrix comes after the targets that make them.
+    if fragment.extension_images(require_files=False):
+        mode = get_init_mode(rootfs.init)
+        if not mode.mounts_extensions:
+            able = [name for name, m in INIT_MODES.items() if m.mounts_extensions]
+            raise UserError(f"--with-extension needs a base that mounts extension images, and init mode "
+                            f"{rootfs.init} cannot (only {' or '.join(able)} runs Kata's extension mount)",
+                            f"build the base with --init {' or --init '.join(able)}, or drop --with-extension")
     if release.layout == "kata" and "install_path" not in values:
         # The runtime reads the artifacts where the layout puts them under the prefix.
         fragment = dataclasses.replace(fragment, install_path=release.prefix / "share" / "kata-containers")
     return BuildConfig(rootfs=rootfs, formats=formats, packing=packing, output=build_options(OutputOptions, values),
-                       fragment=fragment, sbom=build_options(SbomOptions, values), release=release), recipe
+                       fragment=fragment, sbom=build_options(SbomOptions, values), release=release,
+                       provenance=build_options(ProvenanceOptions, values)), recipe

@@ -17,13 +17,15 @@ from osbuilder.host.findings import Finding
 from osbuilder.foundation.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, UNIT_SEARCH_PATH
 from osbuilder.rootfs.initmode import INIT_MODES, UNKNOWN_MODE, modes_starting_agent_as_init, recognise_init_mode
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
-from osbuilder.pack.image import ROOT_HASH_PATTERN
+from osbuilder.pack.image import ROOT_HASH_PATTERN, verity_params_beside
+from osbuilder.pack.verity import BLOCK, parse_verity_params, read_root_hash
+from osbuilder.rootfs.extension_mount import mount_support
 from osbuilder.pack.registry import get_packer
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.read.summary import open_view, summary_of
 from osbuilder.read.view import GuestView
 from osbuilder.rootfs.probe import is_probe_script
-from osbuilder.rootfs.summary import installed_packages, recorded_agent
+from osbuilder.rootfs.summary import installed_packages, recorded_agent, recorded_extension
 from osbuilder.foundation.runner import Runner
 
 
@@ -46,7 +48,13 @@ class Report:
     packages: list[dict[str, str]] | None = None
     layout: dict[str, Any] = field(default_factory=dict)
     tree: dict[str, Any] = field(default_factory=dict)  # what check compares: units, D-Bus, init
+    extension: dict[str, Any] | None = None  # an extension image: its name, root hash and contents
     findings: list[Finding] = field(default_factory=list)
+    name: str = ""  # what the report calls the artifact: TARBALL:MEMBER for a tarball's (default its path)
+
+    @property
+    def shown(self) -> str:
+        return self.name or str(self.artifact.path)
 
     @property
     def init_mode(self) -> str:
@@ -58,11 +66,12 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "artifact": {"path": str(self.artifact.path), "kind": self.artifact.kind, "size": self.artifact.size},
+            "artifact": {"path": self.shown, "kind": self.artifact.kind, "size": self.artifact.size},
             **{name: fact.as_json() for name, fact in self.facts.items()},
             "agent": self.agent,
             "packages": {"count": len(self.packages), "list": self.packages} if self.packages is not None else None,
             "layout": self.layout,
+            "extension": self.extension,
             "findings": [f.as_json() for f in self.findings],
         }
 
@@ -170,7 +179,7 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
                 "error", code, f"{agent_path} is not the agent osbuilder.yaml records (sha256 "
                 f"{report.agent['sha256'][:12]}..., recorded {str(recorded['sha256'])[:12]}...)",
                 "rebuild the image, or find out who replaced the agent"))
-    elif agent_bytes is None and mode is not None:
+    elif agent_bytes is None and mode is not None and mode.holds_agent:
         report.findings.append(Finding("error", "agent-missing", f"there is no agent at {agent_path}",
                                        "rebuild the image with --agent"))
 
@@ -185,7 +194,12 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
         report.findings.append(Finding("warning", "verity-sidecar-missing",
                                        f"the image has a dm-verity hash partition but no {ROOT_HASH_PATTERN} beside it",
                                        f"keep the {ROOT_HASH_PATTERN} osbuilder wrote next to the image"))
+    if mode is not None and not mode.holds_agent:
+        report.extension = _extension_facts(artifact, summary)
     report.tree = {
+        # What a base lacks to mount extension images (None: it does not run the mount).
+        "extension_mount": list(mount_support(view).missing) if mode is not None and mode.mounts_extensions
+        else None,
         "observed_init": observed,
         "dbus_socket": any(view.stat(f"{d}/dbus.socket") is not None for d in UNIT_SEARCH_PATH),
         "dbus_wanted": _wanted_by(view, "kata-containers.target", "dbus.socket"),
@@ -194,14 +208,43 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
     return report
 
 
+def _extension_facts(artifact: ArtifactInfo, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """An extension image's name, size, measurement and contents, as recorded and as read."""
+    recorded = recorded_extension(summary)
+    facts: dict[str, Any] = {"name": recorded.get("name"), "size": artifact.size, "measured": bool(artifact.verity),
+                             "root_hash": None, "root_hash_verified": None, "files": recorded.get("files"),
+                             "bytes": recorded.get("bytes"), "top_level": recorded.get("top-level")}
+    params = verity_params_beside(artifact) if artifact.verity else None
+    if params is not None:
+        fields = parse_verity_params(params)
+        facts["root_hash"] = fields.get("root_hash")
+        if fields.get("salt") is not None and len(artifact.partitions) > 1:
+            try:
+                computed = read_root_hash(artifact.path, artifact.partitions[1][0], fields["salt"],
+                                          int(fields.get("hash_block_size", BLOCK)), artifact.partitions[0][0],
+                                          int(fields.get("data_blocks", 0)), int(fields.get("data_block_size", BLOCK)))
+            except ValueError:  # a hand-edited line: not hex, not numbers
+                computed = None
+            facts["root_hash_verified"] = computed == fields.get("root_hash")
+    return facts
+
+
 def inspect_many(path: Path, workdir: Path, runner: Runner) -> list[Report]:
     """One report per artifact: a Kata release (tarball or directory) holds several."""
-    from osbuilder.release.layout import release_artifacts
+    from osbuilder.release.layout import release_members
 
     path = Path(path)
     if not path.exists():
         raise UserError(f"artifact '{path}' does not exist", "pass an image, initrd, ISO, rootfs or Kata release")
-    found = release_artifacts(path, workdir, runner)
+    found = release_members(path, workdir, runner)
     if found is None:
         return [inspect_artifact(path, workdir, runner)]
-    return [inspect_artifact(p, workdir, runner) for p in found]
+    reports = []
+    for member, name in found:
+        report = inspect_artifact(member, workdir, runner)
+        report.name = name
+        verity = report.layout.get("verity") or {}
+        if name != str(member) and verity.get("root_hash_sidecar"):  # beside it in the tarball too
+            verity["root_hash_sidecar"] = f"{name.rsplit('/', 1)[0]}/{Path(verity['root_hash_sidecar']).name}"
+        reports.append(report)
+    return reports

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from osbuilder.host.findings import Finding
+from osbuilder.host.findings import SEVERITIES, Finding
 from osbuilder.inspect import Report
 from osbuilder.foundation.settings import as_path, setting
 from osbuilder.foundation.shared_settings import ArtifactSetting, HostCgroupDriverSetting
@@ -33,6 +33,8 @@ class CheckOptions(ArtifactSetting, HostCgroupDriverSetting):
     kubelet_config: Path | None = setting(None, help="the kubelet's config.yaml", metavar="FILE", parse=as_path)
     kernel_config: Path | None = setting(None, help="the guest kernel's .config (initrd compression, architecture)",
                                          metavar="FILE", parse=as_path)
+    fail_on: str = setting("error", help="the least severe finding that fails the check with exit 1 (default "
+                           "error; warning or info for a stricter gate)", choices=lambda: SEVERITIES)
 
 
 def _fact(report: Report, name: str, text: str | None = None) -> str:
@@ -47,7 +49,7 @@ def _size(value: int | None) -> str:
 
 def describe(report: Report) -> str:
     a = report.artifact
-    lines = [f"{a.path}: {a.kind}" + (f", {a.size} bytes" if a.size else "")]
+    lines = [f"{report.shown}: {a.kind}" + (f", {a.size} bytes" if a.size else "")]
 
     def row(label: str, value: str) -> None:
         lines.append(f"  {label + ':':<15}{value}")
@@ -58,7 +60,15 @@ def describe(report: Report) -> str:
     row("init mode", _fact(report, "init_mode"))
     row("cgroup driver", _fact(report, "cgroup_driver"))
     agent = report.agent
-    if agent.get("present"):
+    extension = report.extension
+    if extension is not None:
+        verified = {True: "verified against its hash partition", False: "DOES NOT MATCH its hash partition",
+                    None: "not measured" if not extension["measured"] else "no root-hash file beside it"}
+        row("extension", f"{extension['name'] or 'unnamed'}, {_size(extension['size'])}, "
+                         f"{extension['files']} files ({_size(extension['bytes'])}) in "
+                         f"{', '.join(extension['top_level'] or []) or 'nothing'}")
+        row("root hash", f"{extension['root_hash'] or 'none'} ({verified[extension['root_hash_verified']]})")
+    elif agent.get("present"):
         verified = {True: "verified", False: "DOES NOT MATCH the recorded digest", None: "no digest recorded"}
         row("agent", f"{agent.get('name') or 'agent'} {agent.get('version') or ''} at {agent['path']}, sha256 "
                      f"{agent['sha256'][:16]}... ({verified[agent['verified']]})"

@@ -79,12 +79,69 @@ class MatrixFile:
     path: Path
     targets: tuple[Target, ...]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.targets)
+
+    def dependencies(self, name: str) -> tuple[str, ...]:
+        """The targets whose artifacts target `name` reads: its `base`, and the images of its
+        `with-extension` entries, where they name a target of this file (NAME=TARGET)."""
+        return tuple(dict.fromkeys(reference for _, reference in target_references(self.target(name), self.names)))
+
     def target(self, name: str) -> Target:
         for target in self.targets:
             if target.name == name:
                 return target
         raise UserError(f"config file {self.path} has no target '{name}'",
                         f"use one of: {', '.join(t.name for t in self.targets)}")
+
+
+# The settings whose value may name another target of the file instead of a path: an
+# extension's --base, and a base's --with-extension NAME=IMAGE.
+REFERENCE_KEYS = ("base", "with-extension")
+
+
+def target_references(target: Target, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(setting key, target name) for each value of `target` that names a target in `names`.
+    A file of that name is written ./NAME."""
+    found = []
+    for key in REFERENCE_KEYS:
+        value = target.table.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str):
+                continue
+            image = item.partition("=")[2] if key == "with-extension" else item
+            if image in names and image != target.name:
+                found.append((key, image))
+            elif image == target.name:
+                raise UserError(f"target '{target.name}' names itself in {key}",
+                                "name another target (or a file, written ./NAME)")
+    return found
+
+
+def dependency_order(names: list[str], depends: dict[str, tuple[str, ...]], path: Path) -> list[str]:
+    """`names` reordered so that every target comes after the targets it reads, otherwise in
+    the given order; a cycle is refused."""
+    placed: list[str] = []
+    visiting: list[str] = []
+
+    def place(name: str) -> None:
+        if name in placed:
+            return
+        if name in visiting:
+            cycle = " -> ".join(visiting[visiting.index(name):] + [name])
+            raise UserError(f"config file {path}: the targets read each other's artifacts in a cycle ({cycle})",
+                            "break it: an extension's base and a base's extensions cannot both be targets "
+                            "that name each other")
+        visiting.append(name)
+        for dependency in depends.get(name, ()):
+            place(dependency)
+        visiting.pop()
+        placed.append(name)
+
+    for name in names:
+        place(name)
+    return placed
 
 
 def is_matrix_file(path: Path) -> bool:
@@ -207,11 +264,14 @@ class MatrixBuild:
     """Build every target of a matrix file with at most `jobs` at once."""
 
     def __init__(self, matrix: MatrixFile, output: Path, jobs: int, fail_fast: bool, extra_args: list[str],
-                 display: Callable[[list[TargetRun]], MatrixDisplay], start_order: list[str] | None = None) -> None:
+                 display: Callable[[list[TargetRun]], MatrixDisplay], start_order: list[str] | None = None,
+                 depends: dict[str, tuple[str, ...]] | None = None) -> None:
         self.matrix, self.output, self.jobs, self.fail_fast = matrix, output, jobs, fail_fast
         self.extra_args = extra_args
         self.runs = [TargetRun(t.name) for t in matrix.targets]  # reported in the file's order
-        self.start_order = start_order or [t.name for t in matrix.targets]
+        self.depends = depends or {}
+        self.start_order = dependency_order(start_order or [t.name for t in matrix.targets], self.depends,
+                                            matrix.path)
         self.display = display(self.runs)
         self.stop = threading.Event()
         self.processes: dict[str, subprocess.Popen[str]] = {}
@@ -221,15 +281,29 @@ class MatrixBuild:
         self.output.mkdir(parents=True, exist_ok=True)
         with self.display, concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
             by_name = {run.name: run for run in self.runs}
-            futures = [pool.submit(self._build, by_name[name]) for name in self.start_order]
+            waiting = list(self.start_order)
+            running: set[concurrent.futures.Future[None]] = set()
             try:
-                pending = set(futures)
-                while pending:  # wakes up now and then so that Ctrl-C and SIGTERM are seen
-                    _, pending = concurrent.futures.wait(pending, timeout=0.5)
+                while waiting or running:  # wakes up now and then so that Ctrl-C and SIGTERM are seen
+                    # A target starts once what it reads is built: a job never holds a slot waiting.
+                    for name in list(waiting):
+                        if len(running) >= self.jobs:
+                            break
+                        states = [by_name[d] for d in self.depends.get(name, ())]
+                        unbuilt = [d for d in states if d.state in ("failed", "cancelled", "skipped")]
+                        if unbuilt:
+                            waiting.remove(name)
+                            by_name[name].state = "skipped"
+                            by_name[name].error = f"target '{unbuilt[0].name}', whose artifact it reads, was not built"
+                        elif all(d.state == "ok" for d in states):
+                            waiting.remove(name)
+                            running.add(pool.submit(self._build, by_name[name]))
+                    _, running = concurrent.futures.wait(running, timeout=0.5,
+                                                         return_when=concurrent.futures.FIRST_COMPLETED)
             except BaseException:
                 self.stop.set()
                 self._terminate_all()
-                concurrent.futures.wait(futures)
+                concurrent.futures.wait(running)
                 raise
         return self.runs
 
@@ -277,7 +351,7 @@ class MatrixBuild:
             return
         # Terminated by a stop (fail-fast, Ctrl-C): the build removed its staging and said so,
         # or the signal came before it could (-SIGTERM: nothing was staged yet).
-        stopped = returncode in (Interrupted.exit_code, -signal.SIGTERM)
+        stopped = returncode in (*Interrupted.EXIT_CODES, -signal.SIGTERM)
         run.state = "cancelled" if self.stop.is_set() and stopped else "failed"
         run.error = run.error or f"exit code {returncode}"
         if self.fail_fast:

@@ -69,6 +69,10 @@ def fake_bootstrap(root: Path, with_systemd: bool) -> None:
     if with_systemd:
         (root / "usr/lib/systemd/systemd").write_bytes(b"\x7fELF-not-really")
         os.symlink("/lib/systemd/systemd", root / "usr/sbin/init")
+        # What a systemd base's extension mount runs: a shell (Debian's dash) and veritysetup.
+        shutil.copy("/bin/busybox", root / "usr/bin/sh")
+        (root / "usr/sbin/veritysetup").write_bytes(b"\x7fELF-not-really")
+        (root / "usr/sbin/veritysetup").chmod(0o755)
 
 
 def make_minimal_guest(root: Path, agent: Path, init_mode: str = "agent", epoch: int | None = 1700000000,

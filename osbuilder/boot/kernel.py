@@ -17,7 +17,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.foundation.arch import Arch
+import magic
+
+from osbuilder.foundation.arch import Arch, kernel_arch_of_header
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.foundation.runner import FILESYSTEM, Runner
@@ -87,9 +89,36 @@ def load_kernel(kernel: Path, modules: Path | None, arch: Arch, cache: Path, run
     if is_deb(kernel):
         kernel, deb_modules = kernel_from_deb(kernel, cache, runner)
         module_dir = module_dir or deb_modules
+    problem = kernel_problem(kernel)
+    if problem is not None:
+        raise UserError(f"kernel '{kernel}' is not a kernel: {problem}",
+                        "pass --kernel a vmlinuz or vmlinux file, a linux-image-*.deb, or debian")
     if arch.qemu.pvh and pvh and is_bzimage(kernel):
         return Kernel(image=pvh_vmlinux(kernel, cache), arch=arch, modules=module_dir, pvh=True)
     return Kernel(image=kernel, arch=arch, modules=module_dir, pvh=arch.qemu.pvh and has_pvh_note(kernel))
+
+
+# What libmagic calls the kernel images no boot header of ours names (s390's, among others).
+KERNEL_DESCRIPTIONS = ("Linux kernel", "Linux S390")
+
+
+def kernel_problem(path: Path) -> str | None:
+    """Why a file is no kernel qemu could boot, or None: refused before qemu starts, where it
+    would only time out. A kernel has a boot header or an ELF header, possibly under gzip
+    (arm64's vmlinuz), or is one libmagic knows as a Linux kernel."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 0x400)
+        except zlib.error:
+            return "its gzip data is damaged"
+    if kernel_arch_of_header(head) is not None:
+        return None
+    description = magic.from_buffer(head)
+    if any(words in description for words in KERNEL_DESCRIPTIONS):
+        return None
+    return f"it is {description or 'empty'}" if len(head) else "it is empty"
 
 
 def is_bzimage(path: Path) -> bool:

@@ -25,6 +25,7 @@ class QemuPlan:
     initrd: Path | None = None
     disk: Path | None = None  # on virtio-blk, read-only
     nvdimm: Path | None = None  # as an NVDIMM backed by the file, copy-on-write
+    extensions: tuple[tuple[str, Path], ...] = ()  # (serial, image): read-only virtio-blk disks after the root
 
     def argv(self) -> list[str]:
         machine = self.arch.qemu
@@ -47,4 +48,7 @@ class QemuPlan:
         if self.disk is not None:
             argv += ["-drive", f"file={self.disk},if=none,id=root,format=raw,readonly=on",
                      "-device", f"{machine.disk_device},drive=root"]
+        for number, (serial, image) in enumerate(self.extensions):
+            argv += ["-drive", f"file={str(image).replace(',', ',,')},if=none,id=ext{number},format=raw,readonly=on",
+                     "-device", f"{machine.disk_device},drive=ext{number},serial={serial}"]
         return argv

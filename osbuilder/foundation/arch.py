@@ -133,7 +133,11 @@ def kernel_arch(kernel: Path) -> Arch | None:
     """The architecture a kernel file is built for: a raw image's boot header (x86's bzImage,
     arm64's Image), else its ELF header; None when neither says."""
     with open(kernel, "rb") as f:
-        head = f.read(0x400)
+        return kernel_arch_of_header(f.read(0x400))
+
+
+def kernel_arch_of_header(head: bytes) -> Arch | None:
+    """kernel_arch of a kernel file's first bytes (at least 0x400 of them)."""
     for arch in ARCHES.values():
         sig = arch.kernel_signature
         if sig is not None and head[sig.offset:sig.offset + len(sig.magic)] == sig.magic:

@@ -71,13 +71,20 @@ class CommandError(BuildError):
         return "\n".join(lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt is, so that the same cleanup runs."""
+
+
 class Interrupted(OsbuilderError):
-    """Ctrl-C or SIGTERM: staging is cleaned up on the way out."""
+    """Ctrl-C or SIGTERM: staging is cleaned up on the way out. Exit 128 + the signal's
+    number, as a shell reports a command the signal stopped: 130 for SIGINT, 143 for SIGTERM."""
 
     exit_code = 130
+    EXIT_CODES = (130, 143)
 
-    def __init__(self) -> None:
-        super().__init__("interrupted", "staging files were removed; nothing was written")
+    def __init__(self, signum: int = 2, hint: str = "staging files were removed; nothing was written") -> None:
+        super().__init__("interrupted", hint)
+        self.exit_code = 128 + signum
 
 
 def lookup(table: Mapping[str, T], name: str, what: str) -> T:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
@@ -100,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type]) -> N
                 if f.default is not None:  # a None default's help says what decides it
                     kwargs["help"] = f"{s.help} (default: {'on' if f.default else 'off'})"
             else:
+                shown = _shown_default(f.default)
+                if shown is not None and "default" not in s.help:
+                    kwargs["help"] = f"{kwargs['help']} (default: {shown})"
                 choices = s.choice_list()
                 kwargs["metavar"] = s.metavar or ((",".join if s.many else "|".join)(choices) if choices
                                                   else f.name.upper())
@@ -111,6 +115,15 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type]) -> N
                     kwargs["choices"] = choices
                     kwargs["type"] = s.parse
             parser.add_argument(*names, **kwargs)
+
+
+def _shown_default(default: Any) -> str | None:
+    """A setting's default as --help shows it, or None when it has none worth showing."""
+    if default is None or default is dataclasses.MISSING or default in ((), ""):
+        return None
+    if isinstance(default, tuple):
+        return ",".join(str(item) for item in default)
+    return str(default)
 
 
 def _repeatable(f: dataclasses.Field[Any]) -> bool:
@@ -185,12 +198,16 @@ def values_from_mapping(data: dict[str, Any], path: Path | str, classes: Iterabl
     mine = {key_of(f, s): (f, s) for cls in classes for f, s in settings_of(cls)}
     known = {key_of(f, s) for cls in all_classes for f, s in settings_of(cls)}
     values = {}
-    for key, value in data.items():
+    for given, value in data.items():
+        # TOML's natural spelling (probe_agent) names the same setting as the flag's (probe-agent).
+        key = given.replace("_", "-")
         if key in mine:
             f, s = mine[key]
-            values[f.name] = _value_from_file(path, key, f, s, value)
+            values[f.name] = _value_from_file(path, given, f, s, value)
         elif key not in known:
-            raise UserError(f"config file {path}: unknown key '{key}'",
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            raise UserError(f"config file {path}: unknown key '{given}'",
+                            f"did you mean '{near[0]}'?" if near else
                             f"use the name of a flag without its dashes, e.g. {next(iter(sorted(mine)), 'distro')}")
     return values
 
@@ -200,6 +217,10 @@ def build_options(cls: type, values: dict[str, Any]) -> Any:
     Required settings must be present."""
     for f, s in settings_of(cls):
         if is_required(cls, f, s) and values.get(f.name) is None:
+            if s.positional and s.metavar and "|" in s.metavar:  # one of a few words: show them
+                words = s.metavar.split("|")
+                raise UserError(f"{f.name.upper()} is missing: {' or '.join(words)} ({s.help})",
+                                f"pass one of them, e.g. {words[0]}")
             what = f.name.upper() if s.positional else flag_of(f, s)
             raise UserError(f"{what} is required", f"pass {what}, or set '{key_of(f, s)}' in the --config file")
     known = {f.name for f in dataclasses.fields(cls)}

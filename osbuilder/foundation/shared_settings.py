@@ -45,3 +45,23 @@ class OutputSetting:
     output: Path | None = setting(None, help="where to write: a directory for rootfs and build, a file for a "
                                   "packer (matrix: the -o of the commands it prints, default out)", flag="--output",
                                   short="-o", metavar="PATH", parse=as_path)
+
+
+@dataclass(frozen=True)
+class ExtensionSetting:
+    """Extension images (reference section 13): the one a build makes, or those a boot attaches."""
+
+    extension: tuple[str, ...] = setting((), help="an extension image: with build or rootfs --init none, its NAME "
+                                         "(letters, digits, '_', '-'; at most 10: its disk serial is "
+                                         "extension-NAME), named kata-containers-NAME-extension.img in the kata "
+                                         "layout; with boot, NAME=IMAGE to attach, as Kata's runtime does, a "
+                                         "virtio-blk disk with the serial extension-NAME and "
+                                         "kata.extension.NAME.verity_params on the kernel command line "
+                                         "(repeatable)", metavar="NAME|NAME=IMAGE", many=True, repeatable=True)
+
+
+@dataclass(frozen=True)
+class BaseSetting:
+    base: Path | None = setting(None, help="for an extension image (--init none): the base image or tree it is "
+                                "mounted into; its ELF files and scripts may find their libraries and interpreters "
+                                "there (the closure check reads both)", metavar="IMAGE|DIR", parse=as_path)

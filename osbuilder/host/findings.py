@@ -4,6 +4,7 @@ an explanation and a fix. Codes never change meaning; scripts may match on them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -15,9 +16,13 @@ class Finding:
     message: str
     fix: str
     subject: str = ""  # the artifact or hypervisor section it is about
+    # The settings it rests on, each {"source": where it is set, "value": what it says}.
+    sources: tuple[dict[str, str], ...] = ()
 
-    def as_json(self) -> dict[str, str]:
-        return asdict(self)
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sources"] = [dict(source) for source in self.sources]
+        return data
 
     def line(self) -> str:
         where = f" [{self.subject}]" if self.subject else ""
@@ -26,3 +31,9 @@ class Finding:
 
 def has_errors(findings: list[Finding]) -> bool:
     return any(f.severity == "error" for f in findings)
+
+
+def at_or_above(findings: list[Finding], threshold: str) -> list[Finding]:
+    """The findings a gate of `threshold` (a severity) fails on: that severity and worse."""
+    rank = SEVERITIES.index(threshold)
+    return [f for f in findings if SEVERITIES.index(f.severity) <= rank]

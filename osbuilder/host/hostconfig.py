@@ -77,6 +77,16 @@ class HypervisorSection:
     def kernel(self) -> str | None:
         return self.value("kernel")
 
+    @property
+    def extension_images(self) -> list[dict[str, Any]]:
+        """The [[hypervisor.<name>.guest_extension_images]] tables (reference section 13)."""
+        tables = self.table.get("guest_extension_images") or []
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise UserError(f"[hypervisor.{self.name}] guest_extension_images is not a list of tables",
+                            "write each as [[hypervisor.<name>.guest_extension_images]] with name, path, "
+                            "verity_params")
+        return tables
+
 
 def runtime_sections(path: Path) -> list[HypervisorSection]:
     data = load_toml(path, "runtime config")
@@ -140,18 +150,33 @@ def kubelet_driver(path: Path) -> HostDriver | None:
     return _driver_setting(path, "kubelet", "cgroupDriver", driver, CGROUPFS_DRIVER)
 
 
-def host_cgroup_driver(flag: str | None, containerd: Path | None, crio: Path | None,
-                       kubelet: Path | None) -> HostDriver | None:
-    """The host's driver, from the first source that decides: the flag, the containerd
-    handler that runs Kata, CRI-O, the kubelet. None: no source says."""
-    if flag:
-        return HostDriver(flag, "--host-cgroup-driver")
+@dataclass(frozen=True)
+class HostDrivers:
+    """Every source that names the host's driver, in the order they are asked: the flag, the
+    containerd handler that runs Kata, CRI-O, the kubelet."""
+
+    found: tuple[HostDriver, ...]
+
+    @property
+    def decided(self) -> HostDriver | None:
+        """The driver the comparisons use: the first source's (None: no source says)."""
+        return self.found[0] if self.found else None
+
+    @property
+    def conflict(self) -> bool:
+        return len({driver.value for driver in self.found}) > 1
+
+
+def host_cgroup_drivers(flag: str | None, containerd: Path | None, crio: Path | None,
+                        kubelet: Path | None) -> HostDrivers:
+    """What each given source says of the host's driver."""
+    found = [HostDriver(flag, "--host-cgroup-driver")] if flag else []
     for path, read in ((containerd, containerd_driver), (crio, crio_driver), (kubelet, kubelet_driver)):
         if path is not None:
-            found = read(path)
-            if found is not None:
-                return found
-    return None
+            driver = read(path)
+            if driver is not None:
+                found.append(driver)
+    return HostDrivers(tuple(found))
 
 
 def kernel_config(path: Path) -> dict[str, str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, ClassVar
 
+from osbuilder.foundation.errors import UserError
 from osbuilder.pack.artifact import Artifact, ArtifactInfo
 from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.pack.guest_tree import GuestTree
@@ -104,6 +105,12 @@ class Packer(ABC):
     def with_release_defaults(self, options: Any, variant: str | None) -> Any:
         """The options with what a release variant implies for this format filled in."""
         return options
+
+    def as_extension(self, options: Any, label: str) -> Any:
+        """The options for an extension image labelled `label`, or a UserError when this
+        format cannot be one (the runtime attaches extensions as disks)."""
+        raise UserError(f"an extension image is an erofs disk image that the runtime attaches as a disk, not "
+                        f"{self.noun}", "pack it as a disk image (osbuilder image, or build --format image)")
 
     @abstractmethod
     def pack(self, tree: GuestTree, out: Path, options: Any, context: PackContext) -> Artifact:

@@ -18,6 +18,7 @@ from osbuilder.foundation.fsutil import GuestRoot, first_unreadable
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.guest_layout import INIT_PATH, SUMMARY_PATH
 from osbuilder.rootfs.initmode import INIT_MODES, InitMode, get_init_mode
+from osbuilder.read.view import GuestView
 from osbuilder.rootfs.summary import recorded_agent
 from osbuilder.rootfs.validate import read_tree_summary, validate_tree
 
@@ -38,6 +39,18 @@ class GuestTree:
     def cgroup_driver(self) -> str:
         return self.mode.cgroup_driver
 
+    @property
+    def extension_name(self) -> str | None:
+        """The name an extension image records (None for a base)."""
+        if self.mode.holds_agent:
+            return None
+        recorded = (self.summary or {}).get("extension")
+        name = recorded.get("name") if isinstance(recorded, dict) else None
+        if not isinstance(name, str) or not name:
+            raise UserError(f"rootfs '{self.root}' is an extension image that records no name",
+                            "rebuild it with osbuilder rootfs --init none --extension NAME")
+        return name
+
 
 def _tree_arch(guest: GuestRoot, summary: dict[str, Any] | None, given: str | None) -> Arch:
     """--arch, else the recorded architecture, else the ELF header of what /sbin/init runs."""
@@ -50,14 +63,15 @@ def _tree_arch(guest: GuestRoot, summary: dict[str, Any] | None, given: str | No
         return arch
     if isinstance(recorded, str) and recorded:
         return get_arch(recorded)
-    found = arch_of_elf(read_elf_header(guest.resolve(INIT_PATH)))
+    found = arch_of_elf(read_elf_header(guest.resolve(INIT_PATH))) if guest.resolve(INIT_PATH).is_file() else None
     if found is None:
         raise UserError(f"rootfs '{guest.root}' does not record its architecture ({SUMMARY_PATH} is missing)",
                         "pass --arch")
     return found
 
 
-def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privilege: Privilege) -> GuestTree:
+def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privilege: Privilege,
+                    base: GuestView | None = None) -> GuestTree:
     """Check a tree for packing. The init mode comes from --init or the tree's osbuilder.yaml."""
     root = Path(root)
     if not root.is_dir():
@@ -67,10 +81,12 @@ def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privile
         raise UserError(f"rootfs '{root}': cannot read {unreadable} (permission denied)",
                         "pack the tree as root, or as a user who can read all of it")
     guest = GuestRoot(root)
-    if not guest.resolve(INIT_PATH).is_file():
-        raise UserError(f"rootfs '{root}' has no {INIT_PATH}", "the tree cannot boot; build it with osbuilder rootfs")
     summary = read_tree_summary(guest)
     recorded = recorded_agent(summary).get("init-mode")
+    holds_agent = get_init_mode(str(init_mode or recorded)).holds_agent if (init_mode or recorded) in INIT_MODES \
+        else True
+    if holds_agent and not guest.resolve(INIT_PATH).is_file():
+        raise UserError(f"rootfs '{root}' has no {INIT_PATH}", "the tree cannot boot; build it with osbuilder rootfs")
     if init_mode is None:
         if recorded not in INIT_MODES:
             raise UserError(f"rootfs '{root}' does not record its init mode ({SUMMARY_PATH} is missing)",
@@ -83,7 +99,7 @@ def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privile
     try:
         # Only osbuilder's own summary records the init mode; upstream's (agent-is-init-daemon
         # alone) is packed like a tree without one.
-        validate_tree(guest, init_mode, target, require_summary=recorded is not None)
+        validate_tree(guest, init_mode, target, require_summary=recorded is not None, base=base)
     except BuildError as exc:
         raise UserError(f"rootfs '{root}': {exc.message}", exc.hint) from None
     return GuestTree(root=root, mode=get_init_mode(init_mode), arch=target, summary=summary,

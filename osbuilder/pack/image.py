@@ -38,6 +38,7 @@ ROOT_HASH_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def root_hash_file_name(label: str) -> str:
     return f"root_hash_{label}.txt"
 VERITY_MODULES = ("dm_verity",)
+EXTENSION_FS = "erofs"
 DAX_ALIGN_MIB = 128  # the NVDIMM mapping is hot-plugged in 128 MiB memory sections
 PLAIN_ALIGN_MIB = 1
 
@@ -51,10 +52,15 @@ class ImageOptions:
     align: int | None = setting(None, help="round the image up to this many MiB (default: 128 with DAX, "
                                 "1 without)", metavar="MiB", parse=int)
     block_size: int = setting(4096, help="filesystem block size in bytes", metavar="BYTES", parse=int)
-    verity: bool = setting(False, help="add a dm-verity hash partition after the data partition (its kernel "
-                           f"parameters go to {ROOT_HASH_PATTERN} beside the image)", boolean=True)
+    # None (not given) is off, except for an extension image (config.extension_defaults).
+    verity: bool | None = setting(None, help="add a dm-verity hash partition after the data partition (its kernel "
+                                  f"parameters go to {ROOT_HASH_PATTERN} beside the image; default: on for an "
+                                  "extension image, else off)", boolean=True)
     root_hash_label: str | None = setting(None, help="the label of a verity image's root_hash_<label>.txt (Kata's "
                                           "ROOT_HASH_VARIANT; default: the --variant, else base)", metavar="LABEL")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verity", bool(self.verity))
 
     def validate(self) -> None:
         filesystem = get_filesystem(self.fs)
@@ -170,6 +176,14 @@ class ImagePacker(Packer):
             return dataclasses.replace(options, root_hash_label=variant)
         return options
 
+    def as_extension(self, options: ImageOptions, label: str) -> ImageOptions:
+        if options.fs != EXTENSION_FS:
+            raise UserError(f"an extension image is {EXTENSION_FS} (Kata's extension mount reads nothing else), "
+                            f"not {options.fs}", f"drop --fs {options.fs}")
+        if options.verity and options.root_hash_label is None:
+            return dataclasses.replace(options, root_hash_label=label)
+        return options
+
     def pack(self, tree: GuestTree, out: Path, options: ImageOptions, context: PackContext) -> Artifact:
         return pack_image(tree, out, options, context.workdir, context.runner)
 
@@ -280,7 +294,8 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
     fs_image = workdir / f"rootfs.{filesystem.name}"
     fs_uuid = str(uuid.UUID(bytes=_derived(tree, options, "fs-uuid")[:16], version=4))
     request = FsRequest(tree=tree.root, image=fs_image, size=None, epoch=tree.epoch, uuid=fs_uuid,
-                        block_size=options.block_size, stats=stats, workdir=workdir)
+                        block_size=options.block_size, stats=stats, workdir=workdir,
+                        machine_id=tree.mode.holds_agent)
     free = options.free_space * MiB
     signature = int.from_bytes(_derived(tree, options, "disk-signature")[:4], "little")
     if filesystem.content_sized:

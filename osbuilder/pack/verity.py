@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,3 +56,22 @@ def format_verity(data: Path, hash_file: Path, salt: str, runner: Runner) -> Ver
     if match is None:
         raise BuildError("veritysetup printed no root hash", "rerun with --verbose to see its output")
     return VerityTree(root_hash=match.group(1), salt=salt, data_blocks=size // BLOCK)
+
+
+def root_hash_of(hash_area: bytes, salt: str) -> str:
+    """The root hash of a hash tree made with --no-superblock: veritysetup stores the top
+    level first, so the root is sha256(salt || the first hash block)."""
+    return hashlib.sha256(bytes.fromhex(salt) + hash_area).hexdigest()
+
+
+def read_root_hash(image: Path, hash_offset: int, salt: str, hash_block_size: int = BLOCK,
+                   data_offset: int | None = None, data_blocks: int | None = None,
+                   data_block_size: int = BLOCK) -> str:
+    """The root hash of the hash partition at `hash_offset` of `image`, for `salt`. A tree of
+    one data block has no hash level: its root is that block's hash."""
+    with open(image, "rb") as f:
+        if data_blocks == 1 and data_offset is not None:
+            f.seek(data_offset)
+            return root_hash_of(f.read(data_block_size), salt)
+        f.seek(hash_offset)
+        return root_hash_of(f.read(hash_block_size), salt)

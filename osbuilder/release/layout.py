@@ -54,10 +54,14 @@ def _is_rootfs(path: Path) -> bool:
 
 
 def _links_in(root: Path) -> list[Path]:
+    """The links of a release directory: at its top (a plain build's output, or the share
+    directory itself), or in <prefix>/share/kata-containers/ below it (the kata layout, a
+    tarball's tree). Images elsewhere in the tree are not the release's."""
     found = []
-    for depth in range(MAX_DEPTH + 1):
-        for glob in _link_globs():
-            found += root.glob("/".join(["*"] * depth + [glob]))
+    for glob in _link_globs():
+        found += root.glob(glob)
+        for depth in range(MAX_DEPTH - 1):
+            found += root.glob("/".join(["*"] * depth + ["share", "kata-containers", glob]))
     return sorted(set(found))
 
 
@@ -71,7 +75,7 @@ def _inside(root: Path, link: Path) -> Path:
     return link
 
 
-def _extract(tarball: Path, workdir: Path, runner: Runner) -> Path | None:
+def _extract(tarball: Path, workdir: Path, runner: Runner) -> tuple[Path, set[str]] | None:
     """The release's artifacts, links and sidecars out of a tarball, or None when the file is
     no tarball (GNU tar reads any compression it is in; listing stops at the first header).
     Only the needed members are extracted, through tarfile's 'data' filter: no absolute
@@ -103,13 +107,21 @@ def _extract(tarball: Path, workdir: Path, runner: Runner) -> Path | None:
     finally:
         if plain != tarball:
             plain.unlink(missing_ok=True)
-    return root
+    return root, names
 
 
 def release_artifacts(path: Path, workdir: Path, runner: Runner) -> list[Path] | None:
     """The artifacts a Kata release holds (through its links), or None when `path` is not a
     release (a single artifact or a rootfs)."""
+    members = release_members(path, workdir, runner)
+    return None if members is None else [link for link, _ in members]
+
+
+def release_members(path: Path, workdir: Path, runner: Runner) -> list[tuple[Path, str]] | None:
+    """release_artifacts, each with the name a report gives it: its path in a directory, or
+    TARBALL:MEMBER for one read out of a tarball (whose extracted copy is gone afterwards)."""
     path = Path(path)
+    tar_names: set[str] = set()
     if path.is_dir():
         if _is_rootfs(path):
             return None
@@ -118,12 +130,21 @@ def release_artifacts(path: Path, workdir: Path, runner: Runner) -> list[Path] |
         extracted = _extract(path, workdir, runner)
         if extracted is None:
             return None
-        root = extracted
+        root, tar_names = extracted
     links = _links_in(root)
     if not links:
-        raise UserError(f"'{path}' is neither a rootfs nor a Kata release (no {' or '.join(release_links())} in it)",
+        raise UserError(f"'{path}' is neither a rootfs nor a Kata release (no {' or '.join(release_links())} at "
+                        "its top or in <prefix>/share/kata-containers/)",
                         "pass a rootfs directory, an artifact, or a Kata release directory or tarball")
-    return [_inside(root, link) for link in links]
+    members = []
+    for link in links:
+        _inside(root, link)
+        if not tar_names:
+            members.append((link, str(link)))
+            continue
+        relative = link.relative_to(root).as_posix()
+        members.append((link, f"{path}:{f'./{relative}' if f'./{relative}' in tar_names else relative}"))
+    return members
 
 
 # -- writing the layout ------------------------------------------------------------------

@@ -30,11 +30,14 @@ def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
         distro=recipe.name,
         release=options.release,
         arch=options.target,
-        packages=recipe.packages_for(options.arch, options.init, options.seccomp, options.ca_certificates)
+        # --lock: every package at its locked version, which the package manager resolves among.
+        packages=tuple(recipe.backend.pin(p) for p in options.pinned) if options.pinned else
+        recipe.packages_for(options.arch, options.init, options.seccomp, options.ca_certificates)
         + options.extra_packages,
         mirror=options.mirror,
         section=recipe.backend.apply_overrides(recipe.backend_section, options.backend_overrides()),
         source_date_epoch=options.source_date_epoch,
+        world=options.pinned_world,
     )
 
 
@@ -44,6 +47,9 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
     packing, so it may share inodes with the cache's unpacked copy (see cache.py)."""
     if options.existing is not None:
         copy_existing(Path(options.existing), tree, runner)
+        return
+    if options.starts_empty:
+        tree.mkdir(parents=True, exist_ok=True)
         return
     if options.method == DRACUT:
         tree.mkdir(parents=True, exist_ok=True)

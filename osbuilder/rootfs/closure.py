@@ -19,7 +19,8 @@ from struct import error as struct_error
 from osbuilder.foundation.elf import parse_elf_header, read_dynamic
 from osbuilder.foundation.errors import BuildError, UserError
 from osbuilder.foundation.fsutil import GuestRoot
-from osbuilder.rootfs.libraries import library_dirs, search_path
+from osbuilder.read.view import GuestView
+from osbuilder.rootfs.libraries import library_dirs, search_path, view_library_dirs
 
 # Not part of what runs: kernel modules are relocatable objects loaded by the kernel, and the
 # API file systems are mounted over at boot.
@@ -44,9 +45,13 @@ class Missing:
 
 
 class ClosureScan:
-    def __init__(self, guest: GuestRoot) -> None:
+    """`base`: the tree an extension image is mounted into; what the extension's files need
+    may be found there as well."""
+
+    def __init__(self, guest: GuestRoot, base: GuestView | None = None) -> None:
         self.guest = guest
-        self.dirs = library_dirs(guest)
+        self.base = base
+        self.dirs = list(dict.fromkeys(library_dirs(guest) + (view_library_dirs(base) if base else [])))
         self._exists: dict[str, bool] = {}
 
     def exists(self, guest_path: str) -> bool:
@@ -56,6 +61,12 @@ class ClosureScan:
                 known = self.guest.resolve(guest_path).is_file()
             except BuildError:  # a link loop inside the guest: nothing is there
                 known = False
+            if not known and self.base is not None:
+                try:
+                    node = self.base.stat(guest_path)
+                except (BuildError, UserError):  # a link loop in the base
+                    node = None
+                known = node is not None and node.kind == "file"
             self._exists[guest_path] = known
         return known
 
@@ -129,9 +140,9 @@ class ClosureScan:
         return []
 
 
-def check_closure(guest: GuestRoot, tools: tuple[str, ...] = ()) -> None:
+def check_closure(guest: GuestRoot, tools: tuple[str, ...] = (), base: GuestView | None = None) -> None:
     """Refuse a tree in which something cannot run, or that lacks a tool it must have."""
-    scan = ClosureScan(guest)
+    scan = ClosureScan(guest, base)
     absent = [tool for tool in tools if not (scan.exists(tool) if "/" in tool else scan.command(tool))]
     if absent:
         raise UserError(f"the guest lacks {', '.join(absent)}, which the recipe says it needs",
@@ -140,6 +151,7 @@ def check_closure(guest: GuestRoot, tools: tuple[str, ...] = ()) -> None:
     if missing:
         shown = "; ".join(f"{m.path} needs {m.needs}" for m in missing[:MAX_REPORTED])
         more = f" (and {len(missing) - MAX_REPORTED} more)" if len(missing) > MAX_REPORTED else ""
-        raise UserError(f"the guest would fail at run time: {shown}{more}",
+        where = f" (looked up in the extension and its base, {base.where})" if base is not None else ""
+        raise UserError(f"the guest would fail at run time: {shown}{more}{where}",
                         "keep or add what they need (check the recipe's removals, --overlay and the tree), "
                         "or remove them")

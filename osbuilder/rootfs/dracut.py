@@ -26,7 +26,8 @@ from osbuilder.foundation.templates import Templates
 # What the agent and the probe call at start-up; dracut fails if the host lacks one.
 REQUIRED_TOOLS = ("mount", "umount", "mkdir", "cat", "ls", "ln", "rm", "sleep", "sync", "stat", "uname")
 # The guest's usual tools (reference section 3), taken from the host when it has them.
-OPTIONAL_TOOLS = ("chronyd", "iptables", "ip6tables", "cryptsetup", "mkfs.ext4", "busctl")
+# veritysetup: a systemd guest mounts extension images with it (validation requires it there).
+OPTIONAL_TOOLS = ("chronyd", "iptables", "ip6tables", "cryptsetup", "veritysetup", "mkfs.ext4", "busctl")
 # Libraries dracut's modules leave out although what they install needs them (glibc's NSS
 # modules need libresolv); taken from the host's library directories when present.
 OPTIONAL_LIBRARIES = ("libresolv.so.2",)

@@ -25,6 +25,7 @@ from osbuilder.foundation.guest_layout import (AGENT_PATH, ETC_UNIT_DIR, INIT_PA
                                     SYSTEMD_BINARY, UNIT_DIR)
 from osbuilder.read.view import GuestView
 from osbuilder.rootfs.agent import AgentBinary, check_agent
+from osbuilder.rootfs.extension_mount import check_extension_mount, install_extension_mount
 from osbuilder.rootfs.libraries import check_libraries
 from osbuilder.rootfs.probe import check_probe, is_probe_script
 from osbuilder.rootfs.systemd_units import pulls_in, unit_exists
@@ -84,6 +85,10 @@ class InitMode(ABC):
     # dracut modules that give a tree built from the host (--method dracut) what this mode runs.
     dracut_modules: ClassVar[tuple[str, ...]] = ("bash", "base")
     takes_launcher: ClassVar[bool] = False  # installs --launcher as /sbin/init
+    holds_agent: ClassVar[bool] = True  # False: an extension image, mounted by a base (no agent, no init)
+    # The base mounts extension images (reference section 13): its systemd runs Kata's
+    # generator and kata-extension-mount@.service before the agent.
+    mounts_extensions: ClassVar[bool] = False
     # The order in which modes are asked to recognise a tree that records none: the lowest
     # first, so a mode whose mark is specific goes before one that takes what is left.
     recognition_rank: ClassVar[int] = 50
@@ -290,6 +295,8 @@ class SystemdInit(InitMode):
         return frozenset({f"{unit}{suffix}" for unit in cls.TRIMMABLE_UNITS for suffix in (".service", ".socket")}
                          | set(cls.TRIMMABLE_FILES))
 
+    mounts_extensions = True
+
     def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
         guest.copy_file(agent.path, self.agent_path, 0o755)
         # Units that came with the agent (Kata's agent tarball) win over osbuilder's templates.
@@ -309,6 +316,7 @@ class SystemdInit(InitMode):
             guest.symlink(f"{ETC_UNIT_DIR}/default.target", f"{UNIT_DIR}/multi-user.target")
         if inputs.trim_systemd:
             trim_tree(guest, self.trimmed_names())
+        install_extension_mount(guest, templates)
 
     def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
         systemd = installed_systemd(guest)
@@ -326,6 +334,48 @@ class SystemdInit(InitMode):
         if not unit_exists(guest, "dbus.socket"):
             raise BuildError("systemd mode needs D-Bus for the agent's systemd cgroup driver, but dbus.socket "
                              "is missing", "add dbus to the recipe's packages")
+        check_extension_mount(guest)
+
+
+class ExtensionInit(InitMode):
+    """Kata's extension images (reference section 13): files a systemd base mounts read-only
+    at /run/kata-extensions/<name> before its agent starts. Nothing in them runs as init, and
+    they hold no agent, so no cgroup driver follows from them."""
+
+    name = "none"
+    help = "an extension image (--extension NAME): no agent and no init; a systemd base mounts it"
+    agent_is_init = False
+    runs_systemd = False
+    holds_agent = False
+    agent_path = AGENT_PATH  # where an agent must not be
+    initrd_init_target = INIT_PATH
+    recognition_rank = 95  # what is left: a tree with neither init nor agent
+    CGROUP_DRIVER = "none"
+
+    @property
+    def cgroup_driver(self) -> str:
+        return self.CGROUP_DRIVER
+
+    def guest_cgroup_driver(self, host_driver: str | None) -> str:
+        return self.CGROUP_DRIVER
+
+    def probe_mismatch(self, probe: dict[str, object]) -> str | None:
+        return None
+
+    def observed_in(self, view: GuestView) -> str | None:
+        if view.lstat(INIT_PATH) is None and view.lstat(AGENT_PATH) is None:
+            return f"there is neither {INIT_PATH} nor an agent ({AGENT_PATH}): an extension image"
+        return None
+
+    def install(self, guest: GuestRoot, agent: AgentBinary, templates: Templates, inputs: InitInputs) -> None:
+        raise BuildError("an extension image installs no agent", "build it with --init none and no agent")
+
+    def validate(self, guest: GuestRoot, target: Arch, expected: InstalledAgent) -> None:
+        for path, what in ((INIT_PATH, "an init"), (AGENT_PATH, "an agent")):
+            if guest.lexists(path):
+                raise UserError(f"an extension image holds no init and no agent, but the tree has {path} "
+                                f"({what})", f"remove {path} from the tree or overlay, or build a base instead "
+                                "of --init none")
 
 
 def trim_tree(guest: GuestRoot, names: frozenset[str]) -> tuple[str, ...]:
@@ -341,7 +391,8 @@ def trim_tree(guest: GuestRoot, names: frozenset[str]) -> tuple[str, ...]:
     return tuple(sorted(removed))
 
 
-INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), SystemdInit(), LauncherInit())}
+INIT_MODES: dict[str, InitMode] = {mode.name: mode for mode in (AgentInit(), SystemdInit(), LauncherInit(),
+                                                                  ExtensionInit())}
 
 
 def get_init_mode(name: str) -> InitMode:
@@ -350,18 +401,18 @@ def get_init_mode(name: str) -> InitMode:
 
 def recognise_init_mode(view: GuestView) -> tuple[InitMode | None, str]:
     """The mode a tree's /sbin/init shows, and why; (None, why) when no mode recognises it."""
-    if view.stat(INIT_PATH) is None:
-        return None, f"{INIT_PATH} is missing"
     for mode in sorted(INIT_MODES.values(), key=lambda m: m.recognition_rank):
         why = mode.observed_in(view)
         if why is not None:
             return mode, why
+    if view.stat(INIT_PATH) is None:
+        return None, f"{INIT_PATH} is missing"
     return None, f"{INIT_PATH} is neither an ELF executable nor systemd, nor what any init mode installs"
 
 
 def modes_starting_agent_as_init(agent_is_init: bool) -> list[InitMode]:
     """The modes that agree with Kata's `agent-is-init-daemon` record, the most likely first."""
-    return sorted((m for m in INIT_MODES.values() if m.agent_is_init == agent_is_init),
+    return sorted((m for m in INIT_MODES.values() if m.holds_agent and m.agent_is_init == agent_is_init),
                   key=lambda m: m.recognition_rank)
 
 
@@ -369,5 +420,5 @@ def modes_starting_agent_as_init(agent_is_init: bool) -> list[InitMode]:
 @dataclass(frozen=True)
 class InitSetting:
     init: str | None = setting(None, help="how the agent starts (agent: it is PID 1; systemd: a systemd service; "
-                               "launcher: started by --launcher); packing a tree, by default the mode its "
+                               "launcher: started by --launcher; none: an extension image, no agent and no init); packing a tree, by default the mode its "
                                "osbuilder.yaml records", choices=lambda: INIT_MODES)

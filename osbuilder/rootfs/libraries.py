@@ -4,12 +4,17 @@ the way the guest's dynamic linker looks, without running anything."""
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import posixpath
+from typing import TYPE_CHECKING
 
 from osbuilder.foundation.elf import read_dynamic
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot
+
+if TYPE_CHECKING:
+    from osbuilder.read.view import GuestView
 
 # The dynamic linker's defaults, and the multiarch directories Debian-family guests use.
 DEFAULT_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64")
@@ -41,6 +46,24 @@ def _ld_so_conf(guest: GuestRoot, conf: str, depth: int = 0) -> list[str]:
 
 def library_dirs(guest: GuestRoot) -> list[str]:
     return list(dict.fromkeys(_ld_so_conf(guest, LD_SO_CONF) + list(DEFAULT_DIRS)))
+
+
+def view_library_dirs(view: "GuestView", conf: str = LD_SO_CONF, depth: int = 0) -> list[str]:
+    """library_dirs for a tree read through a GuestView (a packed base image)."""
+    data = view.read_file(conf) if depth <= MAX_INCLUDE_DEPTH else None
+    dirs: list[str] = []
+    for line in (data or b"").decode(errors="replace").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("include "):
+            pattern = line.split(None, 1)[1]
+            if not pattern.startswith("/"):
+                pattern = posixpath.join(posixpath.dirname(conf), pattern)
+            directory = posixpath.dirname(pattern)
+            for name in sorted(fnmatch.filter(view.listdir(directory), posixpath.basename(pattern))):
+                dirs += view_library_dirs(view, posixpath.join(directory, name), depth + 1)
+        elif line:
+            dirs.append(line)
+    return list(dict.fromkeys(dirs + (list(DEFAULT_DIRS) if depth == 0 else [])))
 
 
 def search_path(search: tuple[str, ...], origin: str, dirs: list[str]) -> list[str]:

@@ -9,13 +9,19 @@ from typing import Any, ClassVar
 from osbuilder.foundation.arch import Arch, get_arch
 from osbuilder.rootfs.initmode import InitSetting
 from osbuilder.foundation.settings import as_path, setting
-from osbuilder.foundation.shared_settings import ArchSetting, CacheDirSetting
+from osbuilder.foundation.shared_settings import ArchSetting, BaseSetting, CacheDirSetting, ExtensionSetting
 
 
 # How the tree is made: the recipe's packages through its package manager, or the build
 # host's own system through dracut.
 DISTRO, DRACUT = "distro", "dracut"
 METHODS = (DISTRO, DRACUT)
+
+
+def _epoch(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"'{text}' is not a whole number of seconds since 1970")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class RecipeSource:
 
 
 @dataclass(frozen=True)
-class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting):
+class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting, ExtensionSetting, BaseSetting):
     required_settings: ClassVar[tuple[str, ...]] = ("init",)
     distro: str = setting(help="distribution recipe to build from (see `osbuilder distros`)", required=True)
     agent: str | None = setting(None, help="agent executable to install (an ELF for --arch): a file, or an "
@@ -101,18 +107,43 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting):
                                                "a static libseccomp.a for the agent's target (Kata's "
                                                "LIBSECCOMP_LIB_PATH; default: that environment variable)",
                                                metavar="DIR", parse=as_path)
+    allow_setuid: bool = setting(False, help="with --init none: allow setuid and setgid files in the extension "
+                                 "(refused by default: what an extension adds to a guest runs with no raised privileges)",
+                                 boolean=True)
     no_cache: bool = setting(False, help="bootstrap from scratch and keep nothing", boolean=True)
-    # Not a flag: the reproducible-builds convention is the environment variable.
-    source_date_epoch: int | None = None
+    lock: Path | None = setting(None, help="install exactly the packages, versions, mirror, release and epoch of "
+                                "this packages.lock (an earlier build's); a version the mirror no longer has is "
+                                "refused, naming it", metavar="FILE", parse=as_path)
+    # Not a flag: what --lock names, read by config (the versions to install, then to verify).
+    pinned: tuple[Any, ...] = ()
+    pinned_world: tuple[str, ...] = ()  # what the locked build asked for (its package manager's world)
+    source_date_epoch: int | None = setting(None, help="clamp every timestamp to this time, in seconds since 1970 "
+                                            "(default: SOURCE_DATE_EPOCH, else derived from the inputs: the package "
+                                            "index's date, or the newest time the given tree records; never the "
+                                            "clock)", metavar="N", parse=_epoch)
     # Not flags: Kata's agent build takes INIT_DATA and USE_DEVMAPPER from the environment,
     # and osbuilder passes them through when they are set (name -> value).
     agent_build_environment: tuple[tuple[str, str], ...] = ()
     agent_libc: str | None = None  # the recipe's [agent] libc, for --agent-source
 
     @property
+    def extension_name(self) -> str | None:
+        """The extension image's name (--extension NAME; config checks there is one at most)."""
+        return self.extension[0] if self.extension else None
+
+    @property
+    def starts_empty(self) -> bool:
+        """An extension image with nothing to install and no tree of yours starts from an empty
+        tree and holds its payloads and overlay alone (a CoCo extension of --coco-components):
+        the recipe's bootstrap would only repeat the base."""
+        return self.extension_name is not None and self.existing is None and self.method == DISTRO \
+            and not self.extra_packages and not self.pinned
+
+    @property
     def installs_packages(self) -> bool:
-        """Whether the tree is installed from the recipe's package set (not copied or made by dracut)."""
-        return self.existing is None and self.method == DISTRO
+        """Whether the tree is installed from the recipe's package set (not copied, made by
+        dracut, or started empty)."""
+        return self.existing is None and self.method == DISTRO and not self.starts_empty
 
     def backend_overrides(self) -> dict[str, Any]:
         """Command-line values for the package manager's recipe table, by its field names."""

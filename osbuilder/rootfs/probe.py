@@ -16,18 +16,22 @@ from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.foundation.guest_layout import AGENT_PATH, INIT_PATH, SHELL
 from osbuilder.rootfs.agent import AgentBinary
+from osbuilder.rootfs.extension_mount import MOUNT_ROOT
 from osbuilder.foundation.templates import Templates
 
 PROBE_MARKER = "OSBUILDER-PROBE"
 PROBE_ERROR_MARKER = "OSBUILDER-PROBE-ERROR"
 PROBE_FIELDS = ("pid", "init_mode", "systemd", "cgroup", "host_cgroup_driver", "cgroup_driver", "arch",
-                "mem_used_kib", "run_kib")
+                "mem_used_kib", "run_kib", "extensions")
 PROBE_PATTERN = (PROBE_MARKER + r" pid=\d+ init_mode=(?:true|false) systemd=(?:true|false) cgroup=(?:v1|v2|hybrid)"
                  r" host_cgroup_driver=(?:systemd|cgroupfs|none) cgroup_driver=(?:systemd|cgroupfs) arch=\S+"
                  # Probes in guests built before it was reported print no memory figure.
                  r"(?: mem_used_kib=\d+)?"
                  # The size of /run (0: not a mounted filesystem); a confidential guest's is half the memory.
-                 r"(?: run_kib=\d+)?")
+                 r"(?: run_kib=\d+)?"
+                 # The extension images mounted under /run/kata-extensions, name:files each, or none.
+                 r"(?: extensions=(?:none|[A-Za-z0-9_-]+:\d+(?:,[A-Za-z0-9_-]+:\d+)*))?")
+NO_EXTENSIONS = "none"  # the probe's extensions= when nothing is mounted
 PROBE_DESCRIPTION = "osbuilder probe agent (POSIX shell script)"
 DBUS_WAIT_SECONDS = 60
 
@@ -35,7 +39,8 @@ DBUS_WAIT_SECONDS = 60
 def render_probe(templates: Templates, into: Path) -> AgentBinary:
     """Write the probe script to `into` and describe it like an agent binary."""
     text = templates.render("osbuilder-probe.sh.j2", marker=PROBE_MARKER, error_marker=PROBE_ERROR_MARKER,
-                            init_path=INIT_PATH, agent_path=AGENT_PATH, dbus_wait_seconds=DBUS_WAIT_SECONDS)
+                            init_path=INIT_PATH, agent_path=AGENT_PATH, dbus_wait_seconds=DBUS_WAIT_SECONDS,
+                            extension_root=MOUNT_ROOT, no_extensions=NO_EXTENSIONS)
     into.write_text(text)
     into.chmod(0o755)
     return AgentBinary(path=into, sha256=sha256_file(into), description=PROBE_DESCRIPTION, probe=True)
@@ -69,4 +74,8 @@ def parse_probe_line(line: str) -> dict[str, Any] | None:
             fields[key] = int(fields[key])
     for key in ("init_mode", "systemd"):
         fields[key] = fields[key] == "true"
+    if "extensions" in fields:
+        listed = fields["extensions"]
+        fields["extensions"] = {} if listed == NO_EXTENSIONS else {
+            name: int(count) for name, _, count in (item.partition(":") for item in listed.split(","))}
     return fields

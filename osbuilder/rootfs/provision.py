@@ -28,7 +28,7 @@ from osbuilder.rootfs.options import RootfsOptions
 from osbuilder.rootfs.payloads import PayloadRecord, install_payloads
 from osbuilder.rootfs.closure import GUEST_PATH
 from osbuilder.rootfs.slim import SlimRecord, Slimmer
-from osbuilder.rootfs.summary import Summary
+from osbuilder.rootfs.summary import NO_AGENT, ExtensionRecord, Summary, describe_extension, own_by_root
 from osbuilder.rootfs.trust import TrustRecord, install_trust
 from osbuilder.rootfs.systemd_units import first_existing_unit
 from osbuilder.foundation.runner import Runner
@@ -42,7 +42,7 @@ class Provisioner:
     guest: GuestRoot
     options: RootfsOptions
     recipe: Recipe
-    agent: AgentBinary
+    agent: AgentBinary | None  # None: an extension image
     templates: Templates
     packages: tuple[Package, ...] = ()  # what the package database recorded before provisioning
     workdir: Path | None = None  # scratch space for payload tarballs
@@ -50,6 +50,8 @@ class Provisioner:
     slim_files: dict[str, tuple[str, ...]] | None = None  # --slim: the files of the packages that go
 
     def run(self) -> Summary:
+        if self.agent is None:
+            return self.run_extension()
         self.remove_unneeded()
         self.write_resolv_conf()
         self.guest.write_text(HOSTNAME, self.templates.render("hostname.j2"))
@@ -68,6 +70,20 @@ class Provisioner:
                                     self.workdir or self.guest.root.parent, self.runner)
         return self.write_summary(payloads, slimmed, trust)
 
+    def run_extension(self) -> Summary:
+        """An extension image: the bootstrapped or given files, the payloads and overlay over
+        them, and nothing a base provides (no agent, init, hostname or resolv.conf). Every
+        file becomes root's: the base mounts it as part of its own system."""
+        self.remove_unneeded()
+        if self.options.kernel_modules is not None:
+            self.guest.copy_tree(self.options.kernel_modules, f"{MODULES_DIR}/{self.options.kernel_modules.name}")
+        slimmed = self.slim() if self.slim_files is not None else None
+        payloads = install_payloads(self.guest, self.options, self.templates,
+                                    self.workdir or self.guest.root.parent, self.runner)
+        own_by_root(self.guest)
+        return self.write_summary(payloads, slimmed, None, describe_extension(self.guest, str(self.options.extension_name),
+                                                                         self.options.allow_setuid))
+
     def install_trust(self) -> TrustRecord | None:
         if not (self.options.ca_certificates or self.options.ca_bundle):
             return None
@@ -85,8 +101,9 @@ class Provisioner:
 
     def slim(self) -> SlimRecord:
         mode = get_init_mode(self.options.init)
+        tools = self.recipe.tools if mode.holds_agent else ()
         protected = (INIT_PATH, mode.agent_path, SUMMARY_PATH) + tuple(
-            path for tool in self.recipe.tools for path in (f"{d}/{tool}" for d in GUEST_PATH))
+            path for tool in tools for path in (f"{d}/{tool}" for d in GUEST_PATH))
         return Slimmer(self.guest, protected).run(self.slim_files or {}, self.recipe.slim_paths)
 
     def remove_unneeded(self) -> None:
@@ -118,13 +135,15 @@ class Provisioner:
 
     def agent_url(self) -> str:
         """Where the agent came from: its URL, or the name of the file or tarball it was given as."""
+        if self.agent is None:
+            return NO_AGENT
         if self.options.agent_source is not None:
             return f"source:{Path(self.options.agent_source).name}"
         source = self.options.agent_tarball or self.options.agent
         return _agent_source_url(source, self.agent.probe, self.agent.path)
 
     def write_summary(self, payloads: tuple[PayloadRecord, ...] = (), slimmed: SlimRecord | None = None,
-                      trust: TrustRecord | None = None) -> Summary:
+                      trust: TrustRecord | None = None, extension: ExtensionRecord | None = None) -> Summary:
         options = self.options
         gone = set(slimmed.packages) if slimmed is not None else set()
         installed = tuple(dataclasses.replace(p, files_removed=p.name in gone) for p in self.packages)
@@ -139,17 +158,18 @@ class Provisioner:
             extra_packages=options.extra_packages,
             init_mode=options.init,
             agent_url=self.agent_url(),
-            agent_version=options.agent_version,
-            agent_sha256=self.agent.sha256,
+            agent_version=options.agent_version if self.agent is not None else NO_AGENT,
+            agent_sha256=self.agent.sha256 if self.agent is not None else "",
             creation_epoch=options.source_date_epoch,
-            probe=self.agent.probe,
+            probe=self.agent is not None and self.agent.probe,
             installed=installed,
             slim=slimmed,
             launcher_sha256=sha256_file(self.options.launcher) if self.options.launcher else None,
             payloads=payloads,
-            agent_tarball_files=self.agent.tarball_files,
+            agent_tarball_files=self.agent.tarball_files if self.agent is not None else (),
             confidential=options.confidential,
             trust=trust,
+            extension=extension,
         )
         self.guest.write_text(SUMMARY_PATH, summary.render(self.templates))
         return summary

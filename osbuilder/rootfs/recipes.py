@@ -15,7 +15,7 @@ from typing import Any
 
 from osbuilder.foundation.arch import ARCHES
 from osbuilder.foundation.errors import UserError
-from osbuilder.rootfs.initmode import INIT_MODES
+from osbuilder.rootfs.initmode import INIT_MODES, get_init_mode
 from osbuilder.foundation.resources import recipes_dir
 from osbuilder.rootfs.backends import Backend, get_backend
 
@@ -57,7 +57,10 @@ class Recipe:
     agent_libc: str | None = None  # [agent] libc: the C library Kata's release builds its agent with here
 
     def packages_for(self, arch: str, init_mode: str, seccomp: bool, ca_certificates: bool = False) -> tuple[str, ...]:
-        """The recipe's own package set for one target, in declaration order."""
+        """The recipe's own package set for one target, in declaration order. An extension
+        image takes none of it: its packages are the ones it is given (--extra-packages)."""
+        if not get_init_mode(init_mode).holds_agent:
+            return ()
         chosen = list(self.packages_always)
         chosen += self.packages_init.get(init_mode, ())
         if seccomp:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from osbuilder.foundation.fsutil import GuestRoot, clamp_mtimes
 from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.rootfs.recipes import Recipe
-from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.errors import CommandError, UserError
+from osbuilder.rootfs.lock import SNAPSHOT_FIX, missing_pin, verify_installed
+from osbuilder.rootfs.input_epoch import epoch_after_bootstrap, epoch_before_bootstrap
 from osbuilder.foundation.fetch import fetch, is_url
 from osbuilder.rootfs.agent import AgentBinary, AgentBuild, agent_from_source, agent_from_tarball, check_agent, check_pinned
 from osbuilder.rootfs.bootstrap import bootstrap
@@ -22,6 +26,9 @@ from osbuilder.rootfs.probe import render_probe
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.validate import validate_tree
+from osbuilder.read.kind import recognise_artifact
+from osbuilder.read.summary import open_view
+from osbuilder.read.view import GuestView
 from osbuilder.foundation.runner import FILESYSTEM, Runner
 from osbuilder.foundation.staging import Staging, check_output_dir
 from osbuilder.foundation.steps import step
@@ -37,6 +44,11 @@ def precheck_inputs(options: RootfsOptions, runner: Runner) -> None:
     """Refuse a wrong local agent or payload before any staging exists (downloads, tarballs and
     the probe are checked where they are made, inside staging)."""
     check_payload_layouts(options, runner)
+    if options.base is not None:
+        # Here, not with the other settings: in a matrix the base may be a target built first.
+        if not Path(options.base).exists():
+            raise UserError(f"--base '{options.base}' does not exist", "pass the base image or rootfs directory")
+        recognise_artifact(Path(options.base))  # a base that is no artifact is refused before any work
     source = options.agent
     if options.probe_agent or options.agent_tarball or options.agent_source or source is None or is_url(source):
         return
@@ -47,9 +59,12 @@ def precheck_inputs(options: RootfsOptions, runner: Runner) -> None:
     check_agent(path, options.target)
 
 
-def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> AgentBinary:
+def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> AgentBinary | None:
     """The agent to install: the user's ELF (a file or a download, pinned by --agent-sha256),
-    Kata's agent tarball, or the probe; checked against the target (build_rootfs_into strips it)."""
+    Kata's agent tarball, or the probe; checked against the target (build_rootfs_into strips it).
+    None for an extension image, which holds no agent."""
+    if not get_init_mode(options.init).holds_agent:
+        return None
     if options.probe_agent:
         log.warning("warning: %s", PROBE_WARNING)
         return render_probe(Templates(), workdir / "osbuilder-probe")
@@ -75,8 +90,9 @@ def resolve_agent(options: RootfsOptions, workdir: Path, runner: Runner) -> Agen
     return check_agent(path, options.target)
 
 
-def strip_agent(agent: AgentBinary, options: RootfsOptions, workdir: Path, runner: Runner) -> AgentBinary:
-    if not options.strip or agent.probe:
+def strip_agent(agent: AgentBinary | None, options: RootfsOptions, workdir: Path,
+                runner: Runner) -> AgentBinary | None:
+    if agent is None or not options.strip or agent.probe:
         return agent
     # binutils-multiarch's strip reads all four architectures; the installed bytes are recorded.
     stripped = workdir / "kata-agent.stripped"
@@ -87,17 +103,25 @@ def strip_agent(agent: AgentBinary, options: RootfsOptions, workdir: Path, runne
                                description=agent.description + ", stripped")
 
 
-def bootstrap_and_strip(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path, agent: AgentBinary,
-                        runner: Runner, private_tree: bool = False) -> AgentBinary:
+def bootstrap_and_strip(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
+                        agent: AgentBinary | None, runner: Runner, private_tree: bool = False) -> AgentBinary | None:
     """Bootstrap the tree; returns the agent as it will be installed. Stripping reads the agent
     and writes only into the work directory, so it runs in a thread while the package manager
     does, instead of adding its time to every build."""
     with ThreadPoolExecutor(max_workers=1) as background:
         stripping = background.submit(strip_agent, agent, options, workdir, runner)
         with step(f"Copying {options.existing}" if options.existing else
+                  "Starting the extension from an empty tree" if options.starts_empty else
                   "Building from this host's system with dracut" if not options.installs_packages else
                   f"Bootstrapping {recipe.name} {options.release} for {options.arch}"):
-            bootstrap(options, recipe, tree, workdir, runner, private_tree)
+            try:
+                bootstrap(options, recipe, tree, workdir, runner, private_tree)
+            except (CommandError, UserError) as exc:
+                missing = missing_pin(exc.stderr_tail if isinstance(exc, CommandError) else exc.message,
+                                      recipe.backend.missing_pin_patterns) if options.pinned else None
+                if missing is None:
+                    raise
+                raise UserError(f"--lock {options.lock}: the mirror no longer has {missing}", SNAPSHOT_FIX) from None
         return stripping.result()
 
 
@@ -105,33 +129,51 @@ def bootstrap_and_strip(options: RootfsOptions, recipe: Recipe, tree: Path, work
 class RootfsResult:
     path: Path
     summary: Summary
-    agent: AgentBinary  # as installed (stripped)
+    agent: AgentBinary | None  # as installed (stripped); None in an extension image
 
 
-def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe: Recipe, agent: AgentBinary,
-                      runner: Runner, private_tree: bool = False) -> RootfsResult:
+def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe: Recipe,
+                      agent: AgentBinary | None, runner: Runner, private_tree: bool = False) -> RootfsResult:
     """Build a guest tree at `tree` (a fresh directory inside some staging area) with `agent`
     (from resolve_agent: checked, not yet stripped). `private_tree`: the tree is only packed
     and then removed, never handed over, so it may share inodes with the build cache."""
+    options = epoch_before_bootstrap(options, recipe, workdir, runner)
     agent = bootstrap_and_strip(options, recipe, tree, workdir, agent, runner, private_tree)
+    options = epoch_after_bootstrap(options, tree, workdir, runner)
     guest = GuestRoot(tree)
     # Provisioning removes /var/lib, and the package database with it: read it first.
     packages = recipe.backend.installed_packages(guest, runner, recipe.backend_section)
+    if options.pinned:
+        verify_installed(options.pinned, packages, options.lock)
     slim_files = None
     if options.slim:
         doomed = tuple(p.name for p in packages if any(fnmatch.fnmatchcase(p.name, pattern)
                                                        for pattern in recipe.slim_packages))
         slim_files = recipe.backend.package_files(guest, runner, recipe.backend_section, doomed)
-    with step(f"Provisioning for init mode '{options.init}'"):
+    mode = get_init_mode(options.init)
+    with step(f"Provisioning for init mode '{options.init}'" if mode.holds_agent else
+              f"Provisioning the extension image '{options.extension_name}'"):
         summary = Provisioner(guest, options, recipe, agent, Templates(), packages, workdir, runner,
                               slim_files).run()
     with step("Validating the guest"):
         # The recipe's tools are required of trees installed from its package set.
-        validate_tree(guest, options.init, options.target, agent,
-                      tools=recipe.tools if options.installs_packages else ())
+        with base_view(options.base, workdir, runner) as base:
+            validate_tree(guest, options.init, options.target, agent,
+                          tools=recipe.tools if options.installs_packages and mode.holds_agent else (),
+                          allow_setuid=options.allow_setuid, base=base)
     if options.source_date_epoch is not None:
         clamp_mtimes(tree, options.source_date_epoch)
     return RootfsResult(tree, summary, agent)
+
+
+@contextlib.contextmanager
+def base_view(base: Path | None, workdir: Path, runner: Runner) -> Iterator[GuestView | None]:
+    """The tree of an extension's --base (an image or a directory), read-only, or None."""
+    if base is None:
+        yield None
+        return
+    with open_view(recognise_artifact(Path(base)), workdir, runner) as view:
+        yield view
 
 
 def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bool, runner: Runner) -> RootfsResult:

@@ -6,7 +6,11 @@ mode implies, so an image can be checked against a host before it is deployed.
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +19,66 @@ import yaml
 from osbuilder import __version__
 from osbuilder.foundation.epoch import format_time
 from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.rootfs.backends.base import Package
 from osbuilder.foundation.templates import Templates
 
 OSBUILDER_URL = "osbuilder"
+NO_AGENT = "none"  # what an extension image records for its agent
+
+
+@dataclass(frozen=True)
+class ExtensionRecord:
+    """What an extension image holds, recorded in its osbuilder.yaml and shown by inspect."""
+
+    name: str
+    files: int  # regular files, its osbuilder.yaml included
+    bytes: int  # their sizes
+    top_level: tuple[str, ...]  # the directories at its root
+    allow_setuid: bool = False  # built with --allow-setuid: packing it later allows them too
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "files": self.files, "bytes": self.bytes, "top_level": list(self.top_level),
+                "allow_setuid": self.allow_setuid}
+
+
+def recorded_extension(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The summary's extension table (empty for a base, or when malformed)."""
+    extension = (summary or {}).get("extension")
+    return extension if isinstance(extension, dict) else {}
+
+
+def describe_extension(guest: GuestRoot, name: str, allow_setuid: bool) -> ExtensionRecord:
+    """Count what the tree holds; the summary about to be written counts as one file."""
+    files = total = 0
+    for directory, _, names in os.walk(guest.root):
+        for entry in names:
+            path = os.path.join(directory, entry)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and guest.guest_path_of(Path(path)) != SUMMARY_PATH:
+                files += 1
+                total += info.st_size
+    top = tuple(sorted(entry.name for entry in guest.root.iterdir() if entry.is_dir() and not entry.is_symlink()))
+    return ExtensionRecord(name, files + 1, total, top, allow_setuid)
+
+
+def own_by_root(guest: GuestRoot) -> None:
+    """Every file root's (recorded by fakeroot in a rootless build); chown clears setuid and
+    setgid bits, so they are set again (validation refuses them unless allowed)."""
+    for directory, dirs, names in os.walk(guest.root):
+        for entry in [directory] + [os.path.join(directory, n) for n in dirs + names]:
+            info = os.lstat(entry)
+            if (info.st_uid, info.st_gid) != (0, 0):
+                if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                    # A hard link may be shared with the build cache's copy: own a copy instead.
+                    copy = f"{entry}.osbuilder-own"
+                    shutil.copy2(entry, copy, follow_symlinks=False)
+                    os.replace(copy, entry)
+                os.chown(entry, 0, 0, follow_symlinks=False)
+                if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o6000:
+                    os.chmod(entry, stat.S_IMODE(info.st_mode))
 
 
 @dataclass(frozen=True)
@@ -43,6 +101,7 @@ class Summary:
     agent_tarball_files: tuple[str, ...] = ()  # what --agent-tarball brought into the guest
     confidential: bool = False
     trust: Any = None  # rootfs.trust.TrustRecord with --ca-certificates or --ca-bundle
+    extension: ExtensionRecord | None = None  # an extension image (init mode none)
 
     @property
     def cgroup_driver(self) -> str:
@@ -56,7 +115,8 @@ class Summary:
             osbuilder_url=OSBUILDER_URL,
             osbuilder_version=__version__,
             creation_time=format_time(when),
-            description=f"osbuilder {self.distro} {self.release} guest ({self.init_mode} init)",
+            description=(f"osbuilder {self.distro} {self.release} extension image '{self.extension.name}'"
+                         if self.extension else f"osbuilder {self.distro} {self.release} guest ({self.init_mode} init)"),
             architecture=self.architecture,
             distro=self.distro,
             release=self.release,
@@ -66,7 +126,7 @@ class Summary:
             agent_version=self.agent_version,
             init=get_init_mode(self.init_mode).summary_fields(),
             agent_sha256=self.agent_sha256,
-            agent_name="osbuilder-probe" if self.probe else "kata-agent",
+            agent_name="osbuilder-probe" if self.probe else NO_AGENT if self.extension else "kata-agent",
             probe=self.probe,
             installed=self.installed,
             launcher_sha256=self.launcher_sha256,
@@ -75,6 +135,7 @@ class Summary:
             agent_tarball_files=self.agent_tarball_files,
             confidential=self.confidential,
             trust=self.trust,
+            extension=self.extension,
         )
 
 

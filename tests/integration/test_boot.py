@@ -298,14 +298,22 @@ def test_a_launcher_guest_follows_the_host_and_fails_with_systemd(boot_cache, tm
 
 
 # -- Debian guests for ppc64le and s390x ----------------------------------------------------
-@pytest.mark.parametrize("arch", ["ppc64le", "s390x"])
-def test_debian_agent_mode_guests_for_ppc64le_and_s390x_boot(rootfs, boot_cache, tmp_path, arch):
-    """A real Debian rootfs bootstrapped for the arch through qemu-user binfmt on this x86_64
-    host, packed as an initrd and booted under its qemu-system with Debian's kernel."""
-    tree = probe_tree(rootfs, "agent", arch)
-    initrd = pack("initrd", tree, tmp_path / "initrd.img")
-    result, report = boot(initrd, boot_cache, "--host-cgroup-driver", "systemd", timeout=240)
-    assert_probe(result, report, tree, "systemd", arch=arch)
+def test_debian_agent_mode_guests_for_ppc64le_and_s390x_boot(rootfs, boot_cache, tmp_path):
+    """A real Debian rootfs bootstrapped for each arch through qemu-user binfmt on this x86_64
+    host, packed as an initrd and booted under its qemu-system with Debian's kernel. The two
+    arches run side by side: each is one emulated CPU's work, and the machine has two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def build_and_boot(arch: str):
+        tree = probe_tree(rootfs, "agent", arch)
+        initrd = pack("initrd", tree, tmp_path / f"initrd-{arch}.img")
+        return tree, *boot(initrd, boot_cache, "--host-cgroup-driver", "systemd", timeout=240)
+
+    arches = ["ppc64le", "s390x"]
+    with ThreadPoolExecutor(max_workers=len(arches)) as pool:
+        outcomes = dict(zip(arches, pool.map(build_and_boot, arches)))
+    for arch, (tree, result, report) in outcomes.items():
+        assert_probe(result, report, tree, "systemd", arch=arch)
 
 
 def test_auto_accel_falls_back_to_tcg_when_kvm_shows_no_progress(tmp_path: Path):
@@ -322,3 +330,36 @@ def test_auto_accel_falls_back_to_tcg_when_kvm_shows_no_progress(tmp_path: Path)
     began = time.monotonic()
     assert probe_kvm(host_arch(), Kernel(image=junk, arch=host_arch(), modules=None, pvh=False), Runner()) is False
     assert time.monotonic() - began < 8 + 15
+
+
+def test_the_kvm_probe_s_verdict_is_remembered_per_kernel_and_host(tmp_path: Path, caplog):
+    """On this host /dev/kvm cannot boot a kernel: the probe's seconds are paid once per kernel
+    and host; the verdict kept in the cache answers the next boot, and another kernel asks again."""
+    import logging
+    import os
+
+    from osbuilder.boot.kernel import Kernel
+    from osbuilder.boot.session import KVM_VERDICTS, kvm_verdict_key, remembered_kvm_probe
+    from osbuilder.foundation.arch import host_arch
+    from osbuilder.foundation.runner import Runner
+
+    kernels = []
+    for name in ("one", "two"):
+        junk = tmp_path / f"vmlinuz-{name}"
+        junk.write_bytes(f"not a kernel at all ({name})".encode())
+        kernels.append(Kernel(image=junk, arch=host_arch(), modules=None, pvh=False))
+    cache = tmp_path / "cache"
+    assert remembered_kvm_probe(host_arch(), kernels[0], Runner(), cache) is False
+    [verdict] = (cache / KVM_VERDICTS).iterdir()
+    recorded = json.loads(verdict.read_text())
+    assert recorded == {"key": kvm_verdict_key(kernels[0].image), "kvm": False}
+    assert recorded["key"]["host_kernel"] == os.uname().release and recorded["key"]["kernel_sha256"]
+    caplog.set_level(logging.INFO, logger="osbuilder")
+    caplog.clear()
+    assert remembered_kvm_probe(host_arch(), kernels[0], Runner(), cache) is False
+    assert "KVM probe: remembered" in caplog.text and "$ qemu-system" not in caplog.text  # no qemu started
+    caplog.clear()
+    assert kvm_verdict_key(kernels[1].image) != kvm_verdict_key(kernels[0].image)
+    assert remembered_kvm_probe(host_arch(), kernels[1], Runner(), cache) is False
+    assert "$ qemu-system" in caplog.text and "remembered" not in caplog.text
+    assert len(list((cache / KVM_VERDICTS).iterdir())) == 2

@@ -54,7 +54,10 @@ def check(*args: object) -> tuple[int, dict]:
 
 
 def codes(report: dict) -> list[str]:
-    return sorted(f["code"] for f in report["findings"])
+    """The findings' codes, less host-driver-unknown: that info is reported whenever no source
+    names the host's driver, and these tests compare an image with its runtime config alone
+    (test_the_host_driver_sources_conflict_or_are_unknown asserts it)."""
+    return sorted(f["code"] for f in report["findings"] if f["code"] != "host-driver-unknown")
 
 
 def test_agent_mode_with_a_systemd_host_is_a_warning(artifacts, tmp_path: Path):
@@ -221,17 +224,51 @@ def test_the_host_driver_sources_in_order(artifacts, tmp_path: Path):
     kubelet.write_text("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: cgroupfs\n")
     no_kata = tmp_path / "containerd.toml"
     no_kata.write_text(CONTAINERD_V1.split("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.kata]")[0])
-    report = check(initrd, "--crio-config", crio, "--kubelet-config", kubelet)[1]
+    code, report = check(initrd, "--crio-config", crio, "--kubelet-config", kubelet)
     assert report["host_cgroup_driver"]["value"] == "systemd" and "cgroup_manager" in report["host_cgroup_driver"]["source"]
+    # CRI-O and the kubelet disagree: an error naming each source and its value.
+    assert code == 1 and codes(report) == ["agent-init-host-systemd", "host-driver-conflict"]
+    conflict = next(f for f in report["findings"] if f["code"] == "host-driver-conflict")
+    assert conflict["severity"] == "error" and conflict["sources"] == [
+        {"source": f"{crio}: [crio.runtime] cgroup_manager = systemd", "value": "systemd"},
+        {"source": f"{kubelet}: cgroupDriver = cgroupfs", "value": "cgroupfs"}]
+    assert str(crio) in conflict["message"] and str(kubelet) in conflict["message"]
     # containerd without a Kata handler does not decide; CRI-O does.
     report = check(initrd, "--containerd-config", no_kata, "--crio-config", crio)[1]
     assert "crio.conf" in report["host_cgroup_driver"]["source"]
     report = check(initrd, "--kubelet-config", kubelet)[1]
-    assert report["host_cgroup_driver"] == {"value": "cgroupfs", "source": f"{kubelet}: cgroupDriver = cgroupfs"}
-    report = check(initrd, "--host-cgroup-driver", "cgroupfs", "--crio-config", crio)[1]
-    assert report["host_cgroup_driver"]["source"] == "--host-cgroup-driver" and codes(report) == []
+    source = {"value": "cgroupfs", "source": f"{kubelet}: cgroupDriver = cgroupfs"}
+    assert report["host_cgroup_driver"] == {**source, "sources": [source]}
+    code, report = check(initrd, "--host-cgroup-driver", "cgroupfs", "--crio-config", crio)
+    assert report["host_cgroup_driver"]["source"] == "--host-cgroup-driver"
+    assert code == 1 and codes(report) == ["host-driver-conflict"]  # the flag decides, and the conflict is said
+    assert check(initrd, "--host-cgroup-driver", "cgroupfs", "--kubelet-config", kubelet)[1]["findings"] == []
     text = run_cli("check", initrd, "--crio-config", crio)
     assert f"host cgroup driver: systemd (from {crio}" in text.stdout
+
+
+def test_the_gate_fails_on_the_severity_asked_for(artifacts, tmp_path: Path):
+    """The seed's case, an agent-as-init image on a host asking for systemd, is a warning:
+    a pipeline gating with --fail-on warning stops it; no host driver at all is an info."""
+    initrd = artifacts["agent-initrd"]
+    assert check(initrd, "--host-cgroup-driver", "systemd")[0] == 0
+    code, report = check(initrd, "--host-cgroup-driver", "systemd", "--fail-on", "warning")
+    assert code == 1 and report["ok"] is False and report["fail_on"] == "warning"
+    warning = report["findings"][0]
+    assert (warning["severity"], warning["code"]) == ("warning", "agent-init-host-systemd")
+    assert warning["sources"] == [{"source": "--host-cgroup-driver", "value": "systemd"}]
+    text = run_cli("check", initrd, "--host-cgroup-driver", "systemd", "--fail-on", "warning")
+    assert text.returncode == 1 and "check: FAILED" in text.stdout
+    # No source for the host's driver: an info that names what to pass; --fail-on info demands it.
+    code, report = check(initrd)
+    assert code == 0 and [f["code"] for f in report["findings"]] == ["host-driver-unknown"]
+    unknown = report["findings"][0]
+    assert unknown["severity"] == "info" and "--host-cgroup-driver" in unknown["fix"]
+    assert check(initrd, "--fail-on", "warning")[0] == 0
+    assert check(initrd, "--fail-on", "info")[0] == 1
+    assert check(initrd, "--host-cgroup-driver", "cgroupfs", "--fail-on", "info")[0] == 0
+    refused = run_cli("check", initrd, "--fail-on", "fatal")
+    assert refused.returncode == 2 and "--fail-on" in refused.stderr
 
 
 @pytest.mark.parametrize("mode", ["agent", "systemd"])

@@ -52,7 +52,7 @@ def test_interrupted_bootstrap_writing_the_cache(tmp_path, agent_x86_64, signum)
     build.wait_for(lambda lines: seen("mmdebstrap: downloading packages")(lines)
                    and any(work.glob(".out.osbuilder-*/rootfs/var/cache/apt/archives/*.deb")))
     log = build.interrupt(signum)
-    assert build.proc.returncode == 130, log
+    assert build.proc.returncode == 128 + signum, log  # 130 for SIGINT, 143 for SIGTERM
     assert "osbuilder: error: interrupted" in log
     assert_nothing_left(work, [])
     assert_cache_intact(cache)
@@ -66,7 +66,7 @@ def test_interrupted_agent_download(tmp_path, server):
                   "--agent-sha256", AGENT_SHA, "--cache-dir", cache_dir, "--format", "initrd", "-o", work / "out")
     build.wait_for(lambda _: Handler.hits.get("/slow-agent:sent", 0) >= 3)
     log = build.interrupt(signal.SIGTERM)
-    assert build.proc.returncode == 130, log
+    assert build.proc.returncode == 143, log
     assert_nothing_left(work, [])
     assert not (cache_dir / "downloads" / AGENT_SHA).exists()
     assert_cache_intact(cache_dir)
@@ -114,7 +114,7 @@ fs = "erofs"
     build.wait_for(lambda lines: seen("[systemd-mode] osbuilder: Packing the initrd")(lines)
                    and (seen("[agent-mode] osbuilder:")(lines) or seen("[later] osbuilder:")(lines)))
     log = build.interrupt(signal.SIGTERM)
-    assert build.proc.returncode == 130, log
+    assert build.proc.returncode == 143, log
     out = work / "out"
     assert "osbuilder: error: interrupted" in (out / "systemd-mode.log").read_text()
     assert not (out / "systemd-mode").exists()
@@ -132,3 +132,21 @@ fs = "erofs"
                     "--force", "-o", work / "out")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["artifacts"]
+
+
+def test_an_interrupted_boot_says_what_it_stopped(tmp_path, boot_cache):
+    """Not a build's words: a boot stops its guest and removes its scratch files; nothing of
+    qemu is left running."""
+    from tests.helpers import make_busybox_probe_guest
+
+    tree = make_busybox_probe_guest(tmp_path / "tree", "x86_64", Path("/bin/busybox"))
+    initrd = tmp_path / "probe.initrd"
+    assert run_cli("initrd", tree, "-o", initrd).returncode == 0
+    boot = Build("boot", initrd, "--kernel", "debian", "--cache-dir", boot_cache, "--accel", "tcg", "-v")
+    boot.wait_for(seen("$ qemu-system-x86_64"), timeout=600)
+    log = boot.interrupt(signal.SIGINT)
+    assert boot.proc.returncode == 130, log
+    assert "osbuilder: error: interrupted; the guest was stopped and its scratch files removed" in log
+    assert "staging" not in log.splitlines()[-1]
+    leftover = subprocess.run(["pgrep", "-f", str(initrd)], capture_output=True, text=True).stdout
+    assert leftover == "", "qemu outlived the interrupt"

@@ -104,7 +104,7 @@ def for_this_machine(inputs: dict[str, Path], mirror: str, keyring: Path) -> dic
             defaults[key] = str(inputs[name])
     targets = []
     for target in data["target"]:
-        for key, name in (("pause-image", "pause"), ("coco-components", "coco")):
+        for key, name in (("agent-tarball", "agent"), ("pause-image", "pause"), ("coco-components", "coco")):
             if key in target:
                 assert target[key] == inputs[name].name  # Kata's file names, in the working directory
                 target[key] = str(inputs[name])
@@ -134,6 +134,15 @@ EXPECTED = {
     "rootfs-initrd-confidential": ("kata-debian-bookworm-confidential.initrd",
                                    "kata-containers-initrd-confidential.img", None,
                                    "kata-static-rootfs-initrd-confidential.tar.zst"),
+    # The composed guest (reference section 13): two extensions and the base that names them.
+    "rootfs-image-coco-extension": ("kata-debian-bookworm-coco-extension.image", "kata-containers-coco-extension.img",
+                                    "root_hash_coco-extension.txt", "kata-static-rootfs-image-coco-extension.tar.zst"),
+    "rootfs-image-devkit-extension": ("kata-debian-bookworm-devkit-extension.image",
+                                      "kata-containers-devkit-extension.img", "root_hash_devkit-extension.txt",
+                                      "kata-static-rootfs-image-devkit-extension.tar.zst"),
+    "rootfs-image-confidential-base": ("kata-debian-bookworm-confidential-base.image",
+                                       "kata-containers-confidential-base.img", "root_hash_confidential-base.txt",
+                                       "kata-static-rootfs-image-confidential-base.tar.zst"),
 }
 
 
@@ -194,12 +203,35 @@ def test_the_release_matrix_builds_every_variant_with_kata_s_names(kata_inputs, 
                        check=True)
     assert set(os.listdir(merged / SHARE)) == set().union(
         *({v, l} | ({r} if r else set()) for v, l, r, _ in EXPECTED.values()))
+    check_composed_fragment(out, merged / SHARE)
     # The systemd variants of one distribution share one bootstrap (Kata's Ubuntu carries ca-certificates).
     logs = [(out / f"{name}.log").read_text() for name in
             ("rootfs-image", "rootfs-image-confidential", "rootfs-initrd-confidential")]
     assert sum("using cached bootstrap" in log for log in logs) >= 2
     check_confidential_initrd(out / "rootfs-initrd-confidential" / SHARE / EXPECTED["rootfs-initrd-confidential"][1],
                               tmp_path)
+
+
+def check_composed_fragment(out: Path, installed: Path) -> None:
+    """The composed base's kata-runtime.toml names its image and both extensions, by their
+    links and root-hash lines; installed as Kata's merge installs them, `check` passes it."""
+    text = (out / "rootfs-image-confidential-base" / "kata-runtime.toml").read_text()
+    qemu = tomllib.loads(text)["hypervisor"]["qemu"]
+    assert qemu["image"] == f"/{SHARE}/kata-containers-confidential-base.img"
+    tables = qemu["guest_extension_images"]
+    assert [(t["name"], t["path"]) for t in tables] == [
+        ("coco", f"/{SHARE}/kata-containers-coco-extension.img"),
+        ("devkit", f"/{SHARE}/kata-containers-devkit-extension.img")]
+    for table, name in zip(tables, ("rootfs-image-coco-extension", "rootfs-image-devkit-extension")):
+        assert table["verity_params"] == (out / name / SHARE / EXPECTED[name][2]).read_text().strip()
+    # The devkit is Debian's own userland, its setuid files allowed and recorded.
+    devkit = json.loads(run_cli("inspect", installed / "kata-containers-devkit-extension.img", "--json").stdout)
+    assert devkit["extension"]["name"] == "devkit" and devkit["extension"]["root_hash_verified"] is True
+    at_install = out / "kata-runtime-installed.toml"
+    at_install.write_text(text.replace(f"/{SHARE}", str(installed)))
+    checked = run_cli("check", "--runtime-config", at_install, "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert not [f for f in json.loads(checked.stdout)["findings"] if f["code"].startswith("extension-")]
 
 
 def check_confidential_initrd(link: Path, workdir: Path) -> None:

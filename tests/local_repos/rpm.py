@@ -67,6 +67,10 @@ STAND_INS = (
     StandIn("python3", files={"/usr/bin/python3": "#!/usr/bin/bash\n"}),
     StandIn("rpm", files={"/usr/bin/rpm": SCRIPT, "/usr/lib/rpm/macros": "%_dbpath /var/lib/rpm\n"}),
     StandIn("dnf", files={"/usr/bin/dnf": "#!/usr/bin/python3\n"}, requires=("filesystem", "python3", "rpm")),
+    # veritysetup, which a systemd base's extension mount runs: its own package on CentOS and
+    # Fedora, part of cryptsetup on Azure Linux.
+    StandIn("veritysetup", files={"/usr/sbin/veritysetup": SCRIPT}),
+    StandIn("cryptsetup", files={"/usr/sbin/veritysetup": SCRIPT, "/usr/sbin/cryptsetup": SCRIPT}),
     StandIn("e2fsprogs", files={"/usr/sbin/mkfs.ext4": SCRIPT}),
     # The bundle where the recipes' [trust] table says RPM distributions keep it.
     StandIn("ca-certificates", files={"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem": STAND_IN_CA},

@@ -41,7 +41,7 @@ def test_every_field_of_the_install_request_is_in_the_key():
     others = {"distro": "ubuntu", "release": "trixie", "arch": get_arch("aarch64"), "packages": ("a", "c"),
               "mirror": "http://mirror.example/debian", "source_date_epoch": 1700000001,
               "section": dataclasses.replace(load_recipe("debian", None).backend_section, components=("main", "x")),
-              "kernel_flavour": "rt"}
+              "world": ("a",), "kernel_flavour": "rt"}
     assert set(others) == {f.name for f in dataclasses.fields(WiderRequest)}, "a field has no changed value here"
     for name, value in others.items():
         assert key(request(**{name: value})) != key(request()), f"{name} is not in the key"

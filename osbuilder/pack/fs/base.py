@@ -60,6 +60,13 @@ class FsRequest:
     stats: TreeStats  # what the tree needs; sizes the filesystem's internals
     workdir: Path
     offset: int = 0  # where in `image` the filesystem starts (filesystems that can write in place)
+    # An empty /etc/machine-id (systemd fills it at boot) is added where the tree lacks one;
+    # an extension image, mounted below /run/kata-extensions, gets none.
+    machine_id: bool = True
+
+    @property
+    def adds_machine_id(self) -> bool:
+        return self.machine_id and not has_empty_machine_id(self.tree)
 
     @property
     def device(self) -> str:

@@ -6,7 +6,7 @@ import struct
 
 from osbuilder.foundation.fsutil import GuestRoot, remove_tree
 from osbuilder.foundation.guest_layout import MACHINE_ID
-from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
+from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import DirView, GuestView
 from osbuilder.foundation.runner import FILESYSTEM, Runner
@@ -25,7 +25,7 @@ class Erofs(Filesystem):
     def make(self, request: FsRequest, runner: Runner) -> None:
         mkfs = ["mkfs.erofs", "--quiet", "-zlz4hc", "-Enoinline_data", f"-T{request.epoch}", f"-U{request.uuid}",
                 str(request.image)]
-        if has_empty_machine_id(request.tree):
+        if not request.adds_machine_id:
             runner.run([*mkfs, str(request.tree)], limit=FILESYSTEM)
             return
         # mkfs.erofs 1.5 cannot add a file, and the user's tree is never touched: pack a copy

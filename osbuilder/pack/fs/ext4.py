@@ -9,7 +9,7 @@ from pathlib import Path
 
 from osbuilder.foundation.errors import InternalError, UserError
 from osbuilder.foundation.guest_layout import MACHINE_ID
-from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource, has_empty_machine_id
+from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import GuestView, Node
 from osbuilder.foundation.runner import FILESYSTEM, PROBE, Runner
@@ -83,7 +83,7 @@ class Ext4(Filesystem):
                           f"offset={request.offset}",
                     "-d", str(request.tree), str(request.image), str(blocks)], env=env, limit=FILESYSTEM)
         script = []
-        if not has_empty_machine_id(request.tree):
+        if request.adds_machine_id:
             empty = request.workdir / "empty"
             empty.write_bytes(b"")
             script += [f"rm {MACHINE_ID}", f"write {empty} {MACHINE_ID}", f"sif {MACHINE_ID} mode 0100444",

@@ -54,7 +54,7 @@ class Xfs(Filesystem):
         sticky: list[tuple[str, int]] = []
         with open(proto, "w") as out:
             out.write("/dev/null\n0 0\n")
-            write_protofile(request.tree, out, empty, sticky)
+            write_protofile(request.tree, out, empty, sticky, machine_id=request.machine_id)
         when = datetime.datetime.fromtimestamp(request.epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         # mkfs.xfs 6.1 corrupts the filesystem when a protofile source is larger than an
         # allocation group, so the groups are made large enough (2 to 4 of them).
@@ -81,13 +81,13 @@ def _proto_mode(st: os.stat_result) -> str:
 
 
 def write_protofile(root: Path, out: TextIO, empty: Path, sticky: list[tuple[str, int]], guest_dir: str = "",
-                    depth: int = 0) -> None:
+                    depth: int = 0, machine_id: bool = True) -> None:
     """One protofile block per directory, entries sorted; recursion follows the tree."""
     st = os.lstat(root)
     if depth == 0:
         out.write(_proto_mode(st) + "\n")
     names = sorted(os.listdir(root), key=os.fsencode)
-    if guest_dir == "/etc" and "machine-id" not in names:
+    if machine_id and guest_dir == "/etc" and "machine-id" not in names:
         names = sorted(names + ["machine-id"], key=os.fsencode)
     indent = " " * (depth + 1)
     for name in names:
@@ -96,7 +96,7 @@ def write_protofile(root: Path, out: TextIO, empty: Path, sticky: list[tuple[str
         if any(c.isspace() for c in name):
             raise UserError(f"xfs cannot hold the name {guest_path!r}: mkfs.xfs protofiles split names at spaces",
                             "rename it, or use --fs ext4 or --fs erofs")
-        if guest_path == MACHINE_ID:
+        if machine_id and guest_path == MACHINE_ID:
             out.write(f"{indent}machine-id ---444 0 0 {empty}\n")
             continue
         st = os.lstat(path)
@@ -105,7 +105,7 @@ def write_protofile(root: Path, out: TextIO, empty: Path, sticky: list[tuple[str
             sticky.append((guest_path, stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)))
         if stat.S_ISDIR(st.st_mode):
             out.write(f"{indent}{name} {mode}\n")
-            write_protofile(path, out, empty, sticky, guest_path, depth + 1)
+            write_protofile(path, out, empty, sticky, guest_path, depth + 1, machine_id)
         elif stat.S_ISREG(st.st_mode):
             if st.st_size > Xfs.MAX_FILE:
                 raise UserError(f"xfs cannot hold {guest_path} ({st.st_size} bytes): mkfs.xfs 6.1 protofiles "

@@ -8,6 +8,7 @@ It writes a tarball whose entries are owned 0/0, unpacked into the root with tho
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import logging
 import os
 import re
@@ -20,7 +21,9 @@ from typing import Any, Iterator
 
 from osbuilder.foundation.cache import downloads_lock, keep_downloads
 from osbuilder.foundation.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
-from osbuilder.rootfs.backends.base import Backend, InstallRequest, Package, check_keyring, recipe_path
+from osbuilder.foundation.errors import UserError
+from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring, read_index_file,
+                                       recipe_path)
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
@@ -46,8 +49,37 @@ class AptBackend(Backend):
     Section = AptSection
 
     def preflight(self, request: InstallRequest, privilege: Privilege) -> None:
+        # mmdebstrap's unshare mode maps them; without, it fails deep inside with a mirror hint.
+        privilege.require_user_namespace(f"installing {request.distro} with mmdebstrap",
+                                         "mmdebstrap's unshare mode sets the guest files' owners")
         check_keyring(request.section.keyring,
                       f"pass --keyring the {request.distro} archive keyring (a .gpg or .asc file)")
+
+    missing_pin_patterns = (r"Version '(?P<version>[^']+)' for '(?P<name>[^']+)' was not found",
+                            r"Unable to locate package (?P<name>\S+)")
+
+    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
+        """The Date: of the suite's InRelease (or Release) file: when the archive last changed."""
+        if not request.mirror.startswith(("http://", "https://", "file://", "/")):
+            return None  # a mirror given as sources lines: mmdebstrap reads it, osbuilder cannot
+        base = f"{request.mirror.rstrip('/')}/dists/{request.release}"
+        missing: UserError | None = None
+        for name in ("InRelease", "Release"):
+            try:
+                text = read_index_file(f"{base}/{name}", workdir / f"apt-{name}", runner).decode(errors="replace")
+            except UserError as exc:  # a mirror may publish only one of them
+                missing = exc
+                continue
+            match = re.search(r"^Date: (.+)$", text, re.M)
+            if match is None:
+                raise UserError(f"{base}/{name} gives no Date:", "check --mirror and --release")
+            try:
+                return int(email.utils.parsedate_to_datetime(match[1].strip()).timestamp())
+            except (TypeError, ValueError):
+                raise UserError(f"{base}/{name}: Date '{match[1].strip()}' is not a date",
+                                "check --mirror, or pass --source-date-epoch") from None
+        assert missing is not None
+        raise missing
 
     def tool_version(self, runner: Runner) -> str:
         # What `mmdebstrap --version` prints, read from the script where it says so plainly:

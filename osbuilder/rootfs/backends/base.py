@@ -33,6 +33,9 @@ class InstallRequest:
     mirror: str
     section: Any  # the backend's Section, recipe values with command-line overrides applied
     source_date_epoch: int | None
+    # With --lock, `packages` pins every package; these are the ones the locked build asked
+    # for, which a package manager that records its world (apk) records.
+    world: tuple[str, ...] = ()
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
@@ -142,6 +145,19 @@ class Backend(ABC):
         """Refuse, before any work, what this package manager cannot do for the request
         (a keyring that is not there, an arch it cannot install)."""
 
+    # What the package manager prints when a pinned version is gone (named groups name, version).
+    missing_pin_patterns: ClassVar[tuple[str, ...]] = ()
+
+    def pin(self, package: Package) -> str:
+        """How the package manager is asked for exactly this version (--lock)."""
+        return f"{package.name}={package.version}"
+
+    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
+        """The newest time the repositories' indexes record (their date, or their newest
+        package's), read before installing: the epoch of a build that is given none, so the
+        same indexes give the same bytes. None: the indexes record no time."""
+        return None
+
     @abstractmethod
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
                 downloads: Path | None = None) -> None:
@@ -182,3 +198,17 @@ def install_through_user_namespace(install: Callable[[Path], None], installroot:
         extract_tarball(tarball, root, runner)
     finally:
         remove_tree(tarball)
+
+
+def read_index_file(url: str, into: Path, runner: Runner) -> bytes:
+    """One small index file of a repository, over HTTP(S) or from a file:// or local mirror.
+    Only its time is read here; the package manager verifies what it installs."""
+    from osbuilder.foundation.fetch import fetch, is_url
+
+    if is_url(url):
+        into.unlink(missing_ok=True)
+        return fetch(url, None, into, progress=runner.progress, signed=True).read_bytes()
+    path = Path(url.removeprefix("file://"))
+    if not path.is_file():
+        raise UserError(f"the repository index {url} does not exist", "check --mirror and --release")
+    return path.read_bytes()

@@ -14,6 +14,7 @@ chroot there); the tree it wrote, owned on disk by those ids, is handed over as 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,7 +23,7 @@ from osbuilder.foundation.cache import downloads_lock
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
-                                            install_through_user_namespace, recipe_path)
+                                            install_through_user_namespace, read_index_file, recipe_path)
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
 from osbuilder.foundation.templates import Templates
@@ -55,6 +56,26 @@ class DnfBackend(Backend):
                             "pass --keyring the distribution's RPM-GPG-KEY file")
         check_keyring(section.keyring, f"pass --keyring the {request.distro} RPM-GPG-KEY file")
         privilege.require_user_namespace(f"installing {request.distro} with dnf", "rpm sets the guest files' owners")
+
+    missing_pin_patterns = (r"No match for argument: (?P<name>\S+)", r"Unable to find a match: (?P<name>\S+)")
+
+    def pin(self, package: Package) -> str:
+        return f"{package.name}-{package.version}.{package.architecture}"  # dnf's NEVRA
+
+    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
+        """The newest <timestamp> of the repositories' repomd.xml: when their metadata last changed."""
+        newest = None
+        for index, url in enumerate(self.base_urls(request)):
+            text = read_index_file(f"{url}/repodata/repomd.xml", workdir / f"repomd-{index}.xml", runner)
+            stamps = [int(found) for found in re.findall(rb"<timestamp>\s*(\d+)\s*</timestamp>", text)]
+            if stamps:
+                newest = max(stamps + ([newest] if newest is not None else []))
+        return newest
+
+    def base_urls(self, request: InstallRequest) -> list[str]:
+        """The repositories' URLs with dnf's variables expanded, as dnf will fetch them."""
+        return [url.replace("{mirror}", request.mirror.rstrip("/")).replace("$releasever", self.releasever(request))
+                .replace("$basearch", request.arch.rpm).rstrip("/") for url in request.section.repositories]
 
     def releasever(self, request: InstallRequest) -> str:
         pairs = dict(pair.partition("=")[::2] for pair in request.section.releasevers)

@@ -33,7 +33,7 @@ from osbuilder.rootfs.backends.apk.resolve import Resolver
 from osbuilder.rootfs.backends.apk.segments import TrustedKeys, gzip_streams, tar_members
 from osbuilder.rootfs.backends.apk.version import Atom
 from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
-                                            install_through_user_namespace, recipe_path)
+                                            install_through_user_namespace, read_index_file, recipe_path)
 from osbuilder.rootfs.extract import check_member, guest_name
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, Runner
@@ -112,7 +112,7 @@ class ApkBackend(Backend):
         owners: dict[str, str] = {}
         installed = [self._unpack(package, guest, owners, request, runner) for package in verified]
         used_keys = {name: path.read_bytes() for name, path in keys.keys.items()}
-        write_database(guest, installed, [atom.name for atom in world], repositories, request.arch.apk, used_keys,
+        write_database(guest, installed, list(request.world) or [atom.name for atom in world], repositories, request.arch.apk, used_keys,
                        request.source_date_epoch or 0)
 
     def _install_unprivileged(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
@@ -141,6 +141,23 @@ class ApkBackend(Backend):
                     log.info("%s", line.removeprefix("osbuilder: "))
 
         install_through_user_namespace(install, workdir / "apk-root", root, workdir / "apk-root.tar", env, runner)
+
+    missing_pin_patterns = (r"nothing satisfies '(?P<name>[^'=]+)=(?P<version>[^']+)'",)
+
+    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
+        """The newest build time (t:) of the packages the repositories' APKINDEX lists."""
+        newest = None
+        for index, repository in enumerate(self.repositories(request)):
+            url = f"{repository}/{request.arch.apk}/APKINDEX.tar.gz"
+            data = read_index_file(url, workdir / f"APKINDEX-date.{index}.tar.gz", runner)
+            members = {m.name: body for stream in gzip_streams(data, url)[1:] for m, body in tar_members(stream.data, url)}
+            if members.get("APKINDEX") is None:
+                raise UserError(f"{url} holds no APKINDEX", "check --mirror and --release")
+            times = [int(entry.get("t")) for entry in parse_apkindex(members["APKINDEX"].decode(errors="replace"),
+                                                                       repository, url) if entry.get("t").isdigit()]
+            if times:
+                newest = max(times + ([newest] if newest is not None else []))
+        return newest
 
     def _index(self, repository: str, request: InstallRequest, keys: TrustedKeys, scratch: Path,
                runner: Runner) -> list[IndexEntry]:
