@@ -428,6 +428,12 @@ def cmd_cache(args: argparse.Namespace, runner: Runner) -> int:
         raise UserError(f"unknown cache action '{options.action}'", f"use {' or '.join(CACHE_ACTIONS)}")
     if options.older_than is not None and options.action != "clean":
         raise UserError("--older-than applies to clean", "drop --older-than, or use 'osbuilder cache clean'")
+    if options.all and options.action != "clean":
+        raise UserError("--all applies to clean", "drop --all, or use 'osbuilder cache clean --all'")
+    if options.action == "clean" and options.all == (options.older_than is not None):
+        # One cache serves every job of a user: emptying it is asked for, not a default.
+        raise UserError("cache clean needs --all (every entry, other jobs' too) or --older-than DAYS",
+                        "pass one of them")
     cache = BuildCache(options.cache_dir or default_cache_dir())
     if options.action == "list":
         entries = cache.entries()

@@ -77,6 +77,8 @@ class CacheOptions(CacheDirSetting):
                           metavar="|".join(CACHE_ACTIONS), required=True)
     older_than: float | None = setting(None, help="clean only entries unused for this many days", metavar="DAYS",
                                        parse=_days)
+    all: bool = setting(False, help="clean every entry, other jobs' included (clean asks for this or --older-than)",
+                        boolean=True)
 
 
 def default_cache_dir() -> Path:

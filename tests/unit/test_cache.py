@@ -184,7 +184,12 @@ def test_cache_cli_lists_and_cleans(tmp_path):
     assert "debian-bookworm-x86_64-k" in text.stdout
     kept = run_cli("cache", "clean", "--older-than", "1", "--cache-dir", tmp_path / "cache", "--json")
     assert json.loads(kept.stdout)["removed"] == []
-    cleaned = run_cli("cache", "clean", "--cache-dir", tmp_path / "cache")
+    unasked = run_cli("cache", "clean", "--cache-dir", tmp_path / "cache")
+    assert unasked.returncode == 2 and "--all" in unasked.stderr and "--older-than" in unasked.stderr
+    assert len(BuildCache(tmp_path / "cache").entries()) == 1  # refused: nothing removed
+    both = run_cli("cache", "clean", "--all", "--older-than", "1", "--cache-dir", tmp_path / "cache")
+    assert both.returncode == 2
+    cleaned = run_cli("cache", "clean", "--all", "--cache-dir", tmp_path / "cache")
     assert cleaned.returncode == 0 and "removed 1 entry" in cleaned.stdout
     assert BuildCache(tmp_path / "cache").entries() == []
     bad = run_cli("cache", "clean", "--older-than", "-3", "--cache-dir", tmp_path / "cache")
@@ -193,7 +198,7 @@ def test_cache_cli_lists_and_cleans(tmp_path):
 
 def test_cache_clean_refuses_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
-    result = run_cli("cache", "clean", "--cache-dir", tmp_path / "file")
+    result = run_cli("cache", "clean", "--all", "--cache-dir", tmp_path / "file")
     assert result.returncode == 2 and "is not a directory" in result.stderr
 
 
