@@ -15,6 +15,7 @@ from pathlib import Path
 from osbuilder.foundation.arch import Arch
 from osbuilder.foundation.errors import InternalError, UserError
 from osbuilder.foundation.runner import DOWNLOAD, PROBE, Runner
+from osbuilder.foundation.steps import step
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -53,14 +54,23 @@ class DebianArchive:
         # The release suite only: its kernels are the point release's, and the security
         # archive's per-arch indexes are often mid-sync on mirrors, which fails the update.
         (state / "sources.list").write_text(f"deb [arch={self.arch.debian}] {self.mirror} {self.release} main\n")
-        runner.run(["apt-get", *self._apt_options(), "-q", "update"], limit=DOWNLOAD,
-                   hint=f"check that {self.mirror} is reachable")
+        with step(f"Fetching Debian {self.release}'s package lists for {self.arch.debian} from {self.mirror} "
+                  "(once per cache)"):
+            runner.run(["apt-get", *self._apt_options(), "-q", "update"], limit=DOWNLOAD,
+                       hint=f"check that {self.mirror} is reachable")
         marker.touch()
 
     def depends_of(self, package: str, runner: Runner) -> list[str]:
         out = runner.run(["apt-cache", *self._apt_options(), "depends", package],
                          hint=f"no package '{package}' for {self.arch.debian}", limit=PROBE).stdout
         return re.findall(r"^\s+Depends: (\S+)$", out, re.M)
+
+    def download_size(self, package: str, runner: Runner) -> int | None:
+        """The candidate's size as the index records it, for the progress line."""
+        out = runner.run(["apt-cache", *self._apt_options(), "show", "--no-all-versions", package],
+                         hint=f"no package '{package}' for {self.arch.debian}", limit=PROBE).stdout
+        found = re.search(r"^Size: (\d+)$", out, re.M)
+        return int(found.group(1)) if found else None
 
     def download(self, package: str, runner: Runner) -> Path:
         """The .deb of `package` (its candidate version), downloaded once into the cache."""
@@ -72,8 +82,11 @@ class DebianArchive:
             return existing[-1]
         partial = into / f".download-{os.getpid()}"
         partial.mkdir(exist_ok=True)
-        runner.run(["apt-get", *self._apt_options(), "-q", "download", package], cwd=partial, limit=DOWNLOAD,
-                   hint=f"check that {self.mirror} has {package} for {self.arch.debian}")
+        size = self.download_size(package, runner)
+        with step(f"Downloading {package} for {self.arch.debian}"
+                  + (f" ({size / 2**20:.0f} MiB, once per cache)" if size else " (once per cache)")):
+            runner.run(["apt-get", *self._apt_options(), "-q", "download", package], cwd=partial, limit=DOWNLOAD,
+                       hint=f"check that {self.mirror} has {package} for {self.arch.debian}")
         debs = list(partial.glob("*.deb"))
         if len(debs) != 1:
             raise InternalError(f"apt-get download {package} gave {len(debs)} packages, not one")

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 import time
 from pathlib import Path
 
 import pytest
 
+from osbuilder.boot.debian_archive import DebianArchive
+from osbuilder.foundation.arch import host_arch
+from osbuilder.foundation.runner import Runner
 from tests.conftest import run_cli
 from tests.integration.booting import BOOT_TIMEOUT, assert_probe, boot, pack, probe_tree
 from tests.helpers import validate_manifest
@@ -156,6 +160,11 @@ def test_readme_first_command_builds_and_boots_a_probe_image(cache_dir, boot_cac
 
 
 # -- the harness itself -------------------------------------------------------------------
+def _download_seconds(stderr: str) -> float:
+    found = re.search(r"^osbuilder: Downloading .*: done in ([\d.]+) s$", stderr, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def hanging_initrd(tmp_path: Path) -> Path:
     """An initrd whose /init never finishes and never powers off, so only the timeout can end
     the boot (the probe guest powers off within seconds, which raced a short timeout)."""
@@ -177,10 +186,16 @@ def hanging_initrd(tmp_path: Path) -> Path:
 
 def test_expect_that_never_appears_fails_on_timeout_with_the_console_tail(boot_cache, tmp_path):
     initrd = hanging_initrd(tmp_path)
+    # A cache with the package lists but not the kernel: the download is shown, not silent.
+    DebianArchive(host_arch(), boot_cache).kernel_package(Runner())
+    fresh = tmp_path / "cache"
+    shutil.copytree(boot_cache / "apt", fresh / "apt")
     began = time.monotonic()
-    result = run_cli("boot", initrd, "--kernel", "debian", "--cache-dir", boot_cache, "--accel", "tcg",
+    result = run_cli("boot", initrd, "--kernel", "debian", "--cache-dir", fresh, "--accel", "tcg",
                      "--expect", "THIS-NEVER-APPEARS", "--timeout", "4")
-    elapsed = time.monotonic() - began
+    elapsed = time.monotonic() - began - _download_seconds(result.stderr)
+    assert re.search(r"^osbuilder: Downloading linux-image-\S+ for amd64 \(\d+ MiB, once per cache\)\.\.\.$", result.stderr,
+                     re.M), result.stderr
     assert result.returncode == 1
     assert "boot failed (timeout): 'THIS-NEVER-APPEARS' did not appear within 4 s" in result.stderr
     tail = result.stderr.split("--- console tail ---\n", 1)[1]
