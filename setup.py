@@ -2,6 +2,7 @@
 at the top of the repository and ship inside the package as osbuilder/data/, so a wheel works
 from anywhere."""
 
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -10,15 +11,27 @@ DATA = {"osbuilder.data.distros": "distros", "osbuilder.data.templates": "templa
         "osbuilder.data.schemas": "schemas"}
 
 
-def files_under(directory: str) -> list[str]:
-    """Every file of a data directory, whatever its name: a recipe may keep keyrings of any
-    kind beside it (.gpg, .asc, .pub), and what works from a checkout must work installed."""
-    root = Path(__file__).resolve().parent / directory
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+def data_packages() -> dict[str, list[str]]:
+    """Every directory of the data trees as a package, with the files directly in it: a recipe
+    may keep keyrings of any kind beside it (.gpg, .asc, .pub, in subdirectories), and what
+    works from a checkout must work installed. setuptools treats every directory as a
+    package, so each one is declared (an undeclared one is warned about on every install)."""
+    packages: dict[str, list[str]] = {}
+    top = Path(__file__).resolve().parent
+    for package, directory in DATA.items():
+        root = top / directory
+        for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir() and p.name != "__pycache__")]):
+            name = ".".join([package, *folder.relative_to(root).parts])
+            packages[name] = sorted(p.name for p in folder.iterdir() if p.is_file())
+    return packages
 
 
-setup(
-    packages=find_packages(include=["osbuilder", "osbuilder.*"]) + list(DATA),
-    package_dir=DATA,
-    package_data={package: files_under(directory) for package, directory in DATA.items()},
-)
+if "editable_wheel" in sys.argv:
+    # A checkout's install (setup.sh's `pip install -e`) imports the package from here, and
+    # the package finds distros/ and templates/ beside it (foundation/resources.py): a plain
+    # .pth entry, the one editable mode setuptools installs without warnings.
+    setup(packages=find_packages(include=["osbuilder", "osbuilder.*"]), package_dir={"": "."})
+else:
+    DATA_PACKAGES = data_packages()
+    setup(packages=find_packages(include=["osbuilder", "osbuilder.*"]) + list(DATA_PACKAGES),
+          package_dir=DATA, package_data=DATA_PACKAGES)

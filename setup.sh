@@ -2,6 +2,9 @@
 # Installs everything osbuilder and its test suite need on a Debian 12 machine:
 # the Debian tools it drives, and a virtualenv in .venv with the package installed.
 # Safe to re-run; it only installs what is missing.
+#   ./setup.sh             osbuilder, its tools and the test suite's tools
+#   ./setup.sh --runtime   only what osbuilder drives, and the package without the test extras
+#   ./setup.sh --packages  print the Debian packages osbuilder drives (the builder container's list)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,11 +20,14 @@ RUNTIME_PACKAGES=(
 # What only the test suite and this venv need: local package repositories, test binaries,
 # podman for the builder container's test.
 TEST_PACKAGES=(createrepo-c gcc libc6-dev python3-venv podman runc)
-if [ "${1:-}" = "--packages" ]; then
-    echo "${RUNTIME_PACKAGES[*]}"
-    exit 0
-fi
 APT_PACKAGES=("${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
+EXTRAS="[test]"
+case "${1:-}" in
+    "") ;;
+    --packages) echo "${RUNTIME_PACKAGES[*]}"; exit 0 ;;
+    --runtime) APT_PACKAGES=("${RUNTIME_PACKAGES[@]}"); EXTRAS="" ;;
+    *) echo "setup: unknown option '$1'; use --runtime, --packages or nothing" >&2; exit 2 ;;
+esac
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -42,5 +48,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e ".$EXTRAS"
 echo "setup: ready (.venv/bin/osbuilder)" >&2
