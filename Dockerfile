@@ -1,13 +1,18 @@
 # osbuilder's builder image: Debian 12, the Debian tools osbuilder drives (the list in
 # setup.sh, printed by `./setup.sh --packages`), osbuilder installed from its wheel, and an
-# unprivileged user with subordinate id ranges, which builds without root.
+# unprivileged user with subordinate id ranges, which builds without root. The README's
+# recipe (the one the tests run):
 #
 #   podman build -t osbuilder .
-#   podman run --rm --user builder --security-opt systempaths=unconfined -v "$PWD/out:/out" \
-#       osbuilder build --distro debian --init agent --agent /out/kata-agent --format initrd,image -o /out/guest
+#   mkdir -p out && chmod 777 out && cp kata-agent out/
+#   podman run --rm --cap-add SYS_ADMIN -v "$PWD/out:/out" osbuilder build --distro debian --init agent --agent /out/kata-agent --format initrd,image -o /out/guest
 #
-# BASE: any Debian 12 image (a registry's debian:bookworm-slim, or one made with mmdebstrap and
-# `podman import`).
+# BASE: any Debian 12 image: a registry's debian:bookworm-slim, or, with no registry
+# reachable, one made from Debian's mirror:
+#
+#   mmdebstrap --variant=apt --include=ca-certificates bookworm debian-bookworm.tar http://deb.debian.org/debian
+#   podman import debian-bookworm.tar localhost/debian:bookworm
+#   podman build --build-arg BASE=localhost/debian:bookworm -t osbuilder .
 ARG BASE=docker.io/library/debian:bookworm-slim
 
 FROM ${BASE} AS wheel

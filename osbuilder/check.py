@@ -1,5 +1,6 @@
 """`osbuilder check`: an artifact against the host that will run it. What upstream leaves to
-a panic at the first container, reported before the image ships (reference sections 2, 8)."""
+a panic at the first container, reported before the image ships (docs/kata-contract.md:
+the cgroup-driver rule, runtime configuration)."""
 
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ def _kernel_findings(report: Report, kernel_options: dict[str, str] | None, kern
 
 def _extension_findings(section: HypervisorSection, base_reports: list[Report], workdir: Path,
                         runner: Runner) -> list[Finding]:
-    """The section's guest_extension_images (reference section 13) against the images they
+    """The section's guest_extension_images (docs/kata-contract.md, composable guests) against the images they
     name and the base that must mount them."""
     entries = section.extension_images
     if not entries:

@@ -329,6 +329,17 @@ def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
     return EXIT_OK
 
 
+def _probe_value(value: Any) -> str:
+    """A probe field as the guest printed it: booleans in lower case, extensions as NAME:FILES."""
+    from osbuilder.rootfs.probe import NO_EXTENSIONS
+
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return ",".join(f"{name}:{files}" for name, files in value.items()) or NO_EXTENSIONS
+    return str(value)
+
+
 def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
     from osbuilder.boot.session import boot_artifact
     from osbuilder.foundation.fsutil import check_output_path
@@ -348,8 +359,7 @@ def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
         how = f"{result.accel}, {'PVH vmlinux' if result.pvh else 'kernel as given'}"
         print(f"boot: OK in {result.seconds:.1f} s ({how}{', ' + result.device if result.device else ''})")
         if result.probe:
-            print("probe: " + " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                                       for k, v in result.probe.items()))
+            print("probe: " + " ".join(f"{k}={_probe_value(v)}" for k, v in result.probe.items()))
     if not result.ok:
         print(f"osbuilder: boot failed ({result.outcome}): {result.reason}", file=sys.stderr)
         print("--- console tail ---\n" + result.console_tail, file=sys.stderr)

@@ -292,7 +292,7 @@ def extension_variant(name: str) -> str:
 
 def extension_defaults(values: dict[str, Any]) -> dict[str, Any]:
     """What an extension image is unless told otherwise: an erofs disk image with dm-verity
-    and no DAX header (Kata's extensions, reference section 11)."""
+    and no DAX header (Kata's extensions, docs/kata-contract.md, release packaging)."""
     defaults = {"formats": ("image",), "fs": "erofs", "verity": True, "dax": False}
     return {**defaults, **{k: v for k, v in values.items() if v is not None}}
 

@@ -141,7 +141,7 @@ def _inspect_view(artifact: ArtifactInfo, view: GuestView) -> Report:
         facts["init_mode"] = Fact(observed, why, True)
     mode = INIT_MODES.get(report.init_mode)
     facts["cgroup_driver"] = Fact(mode.cgroup_driver if mode else UNKNOWN_MODE,
-                                  "the agent's rule for this init mode (reference section 2)",
+                                  "the agent's rule for this init mode: cgroupfs as PID 1, else the host's driver",
                                   facts["init_mode"].inferred)
 
     agent_path = mode.agent_path if mode else AGENT_PATH

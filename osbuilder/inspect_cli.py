@@ -33,7 +33,7 @@ class CheckOptions(ArtifactSetting, HostCgroupDriverSetting):
     kubelet_config: Path | None = setting(None, help="the kubelet's config.yaml", metavar="FILE", parse=as_path)
     kernel_config: Path | None = setting(None, help="the guest kernel's .config (initrd compression, architecture)",
                                          metavar="FILE", parse=as_path)
-    fail_on: str = setting("error", help="the least severe finding that fails the check with exit 1 (default "
+    fail_on: str = setting("error", help="the least severe finding that fails the check with exit 1 (default: "
                            "error; warning or info for a stricter gate)", choices=lambda: SEVERITIES)
 
 

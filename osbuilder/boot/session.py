@@ -77,10 +77,10 @@ class BootRequest(ArtifactSetting, ArchSetting, HostCgroupDriverSetting, CacheDi
     append: str = setting("", help="more kernel parameters", metavar="ARGS")
     expect: str | None = setting(None, help="console text that means success (default: the probe's line, or the "
                                  "real agent's start-up line)", metavar="REGEX")
-    timeout: float = setting(120.0, help="give up after S seconds (default 120)", metavar="S", parse=float)
+    timeout: float = setting(120.0, help="give up after S seconds (default: 120)", metavar="S", parse=float)
     accel: str = setting("auto", help="auto: KVM when a short probe shows it booting the kernel, else TCG",
                          choices=lambda: ACCELS)
-    memory_mib: int = setting(1024, flag="--memory", help="guest RAM (default 1024)", metavar="MiB", parse=int)
+    memory_mib: int = setting(1024, flag="--memory", help="guest RAM (default: 1024)", metavar="MiB", parse=int)
     pvh: bool = setting(True, help="boot an x86_64 bzImage's vmlinux through PVH (--no-pvh: the bzImage as is)",
                         boolean=True)
     console_log: Path | None = setting(None, help="write everything the console printed here", metavar="FILE",
@@ -156,7 +156,7 @@ def _choose_device(request: BootRequest, artifact: ArtifactInfo, arch: Arch) -> 
 
 def probe_kvm(arch: Arch, kernel: Kernel, runner: Runner) -> bool:
     """Whether KVM really runs this kernel: a few seconds of boot must print its banner.
-    Some hosts expose a /dev/kvm that cannot boot stock kernels (reference section 10)."""
+    Some hosts expose a /dev/kvm that cannot boot stock kernels (docs/kata-contract.md, measured facts)."""
     if arch != host_arch() or not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     plan = QemuPlan(arch=arch, accel="kvm", kernel=kernel.image, memory_mib=256,

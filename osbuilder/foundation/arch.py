@@ -1,5 +1,5 @@
 """The one architecture table: one row per architecture holds every name and number the
-stages need (reference section 5), so a new architecture is one row plus recipe lines."""
+stages need (docs/kata-contract.md, distributions), so a new architecture is one row plus recipe lines."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The cgroup drivers a host's container manager asks for, and what a guest records when
-its agent follows the host (reference section 2). Comparisons name these constants, never
+its agent follows the host (docs/kata-contract.md, the cgroup-driver rule). Comparisons name these constants, never
 the words, so a driver is never mistaken for the init mode of the same name."""
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class OutputSetting:
 
 @dataclass(frozen=True)
 class ExtensionSetting:
-    """Extension images (reference section 13): the one a build makes, or those a boot attaches."""
+    """Extension images (docs/kata-contract.md, composable guests): the one a build makes, or those a boot attaches."""
 
     extension: tuple[str, ...] = setting((), help="an extension image: with build or rootfs --init none, its NAME "
                                          "(letters, digits, '_', '-'; at most 10: its disk serial is "

@@ -79,7 +79,7 @@ class HypervisorSection:
 
     @property
     def extension_images(self) -> list[dict[str, Any]]:
-        """The [[hypervisor.<name>.guest_extension_images]] tables (reference section 13)."""
+        """The [[hypervisor.<name>.guest_extension_images]] tables (docs/kata-contract.md, composable guests)."""
         tables = self.table.get("guest_extension_images") or []
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise UserError(f"[hypervisor.{self.name}] guest_extension_images is not a list of tables",

@@ -29,7 +29,7 @@ class FragmentOptions:
     hypervisor: str = setting("qemu", help="the hypervisor section of kata-runtime.toml ([hypervisor.<name>])",
                               metavar="NAME")
     install_path: Path = setting(KATA_INSTALL_PATH, help="where the artifacts will live on the host, for the paths "
-                                 f"kata-runtime.toml names (default {KATA_INSTALL_PATH})", metavar="DIR",
+                                 f"kata-runtime.toml names (default: {KATA_INSTALL_PATH})", metavar="DIR",
                                  parse=as_path)
     with_extension: tuple[str, ...] = setting((), help="an extension image (osbuilder build --init none) this base "
                                               "boots with, as NAME=IMAGE (repeatable): kata-runtime.toml lists it "
@@ -43,7 +43,7 @@ class FragmentOptions:
 
 @dataclass(frozen=True)
 class ExtensionEntry:
-    """One [[hypervisor.<name>.guest_extension_images]] table (reference section 13)."""
+    """One [[hypervisor.<name>.guest_extension_images]] table (docs/kata-contract.md, composable guests)."""
 
     name: str
     path: str  # where the runtime finds the image on the host

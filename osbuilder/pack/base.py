@@ -34,7 +34,7 @@ BOOTS_AS_DISK = "disk"
 
 @dataclass(frozen=True)
 class ReleaseNames:
-    """Kata's names for a format's artifacts in a release (reference section 11)."""
+    """Kata's names for a format's artifacts in a release (docs/kata-contract.md, release packaging)."""
 
     suffix: str  # the versioned file: kata-<distro>-<release>[-<variant>].<suffix>
     # The link the runtime's configuration names ("kata-containers{variant}.img"); None: the

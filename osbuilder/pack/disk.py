@@ -1,6 +1,6 @@
 """Disk layout: MBR partition tables, the NVDIMM "pfn info" block, sizing and alignment.
 
-With the DAX header (reference section 7) the image reads correctly both as a plain
+With the DAX header (docs/kata-contract.md, disk layout) the image reads correctly both as a plain
 disk (MBR #1, partition at 3 MiB) and as an fsdax NVDIMM namespace, which the kernel
 sees from 2 MiB on (MBR #2, partition 1 MiB after it). Both tables describe the same
 bytes and end at the end of the image.

@@ -27,8 +27,8 @@ from osbuilder.read.view import GuestView
 from osbuilder.foundation.runner import Runner
 from osbuilder.foundation.settings import setting
 
-# Kata's names for the kernel parameters of a measured rootfs, beside the image (reference
-# section 11): root_hash_<label>.txt, the label being the variant, `base` for the plain image.
+# Kata's names for the kernel parameters of a measured rootfs, beside the image (docs/kata-contract.md,
+# release packaging): root_hash_<label>.txt, the label being the variant, `base` for the plain image.
 DEFAULT_ROOT_HASH_LABEL = "base"
 ROOT_HASH_PATTERN = "root_hash_<label>.txt"
 LEGACY_ROOT_HASH_NAME = "root_hash.txt"  # what osbuilder wrote before it used Kata's names

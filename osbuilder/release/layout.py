@@ -1,4 +1,4 @@
-"""Kata's release layout (reference section 11): a directory or tarball holding
+"""Kata's release layout (docs/kata-contract.md, release packaging): a directory or tarball holding
 `kata-containers.img` / `kata-containers-initrd.img` links to the versioned artifacts, with
 `root_hash_<label>.txt` beside a verity image (older osbuilder wrote `root_hash.txt`).
 Reading one back for inspect and check, and writing one (and its tarballs, named as Kata's
@@ -154,7 +154,7 @@ class ReleaseOptions:
     layout: str = setting("plain", help="plain: the artifacts at the top of -o; kata: Kata's release tree "
                           "(<prefix>/share/kata-containers/kata-<distro>-<release>.image and the "
                           "kata-containers*.img links)", choices=lambda: LAYOUTS)
-    prefix: Path = setting(Path("/opt/kata"), help="the install prefix of the kata layout (default /opt/kata)",
+    prefix: Path = setting(Path("/opt/kata"), help="the install prefix of the kata layout (default: /opt/kata)",
                            metavar="DIR", parse=as_path)
     tarball: bool = setting(False, help="also pack the kata layout as Kata's release tarballs "
                             "(kata-static-rootfs-image.tar.zst, ...-initrd.tar.zst)", boolean=True)
@@ -214,7 +214,7 @@ def arrange_kata_layout(directory: Path, artifacts: list[Artifact], options: Rel
 
 
 # Kata unpacks every component tarball with `tar -C /` and refuses one holding any of these
-# (reference section 11, scripts/assert-tarball-host-safe.sh).
+# (docs/kata-contract.md, release packaging, scripts/assert-tarball-host-safe.sh).
 HOST_UNSAFE_FILES = (".dockerenv", "etc/hostname", "etc/hosts", "etc/mtab", "etc/resolv.conf")
 HOST_UNSAFE_DIRS = ("dev", "proc", "sys")
 

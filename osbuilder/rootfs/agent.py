@@ -61,7 +61,7 @@ def check_pinned(path: Path, sha256: str | None) -> None:
 
 
 def agent_from_tarball(tarball: Path, into: Path, target: Arch, workdir: Path, runner: "Runner") -> AgentBinary:
-    """Kata's agent release tarball (reference section 11), unpacked safely into `into` to be
+    """Kata's agent release tarball (docs/kata-contract.md, release packaging), unpacked safely into `into` to be
     checked: usr/bin/kata-agent, and the units it ships, which then replace osbuilder's. The
     provisioner unpacks the whole tarball over the guest."""
     into.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def agent_from_tree(root: Path, target: Arch, what: str, origin: str) -> AgentBi
 
 @dataclass(frozen=True)
 class AgentBuild:
-    """What Kata's release passes its agent Makefile (reference section 11)."""
+    """What Kata's release passes its agent Makefile (docs/kata-contract.md, release packaging)."""
 
     target: Arch
     agent_is_init: bool

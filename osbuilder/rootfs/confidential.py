@@ -1,4 +1,4 @@
-"""A confidential guest's changes (Kata's CONFIDENTIAL_GUEST=yes, reference section 11): /run
+"""A confidential guest's changes (Kata's CONFIDENTIAL_GUEST=yes, docs/kata-contract.md, release packaging): /run
 as a tmpfs of half the memory, because systemd's default is too small for pulling images
 inside the guest, and kata-containers.target requiring systemd-remount-fs.service, which
 applies that fstab line (the fstab generator is trimmed away)."""

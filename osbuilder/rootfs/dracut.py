@@ -1,5 +1,5 @@
-"""`--method dracut`: a guest made from the build host's own system by dracut (reference
-section 4), with osbuilder's agent files provisioned over it like any other tree.
+"""`--method dracut`: a guest made from the build host's own system by dracut (docs/kata-contract.md,
+distributions), with osbuilder's agent files provisioned over it like any other tree.
 
 dracut runs with osbuilder's configuration only (the host's dracut.conf is never read), no
 kernel modules, no compression, and the modules the init mode needs. Its newc archive is
@@ -25,7 +25,7 @@ from osbuilder.foundation.templates import Templates
 
 # What the agent and the probe call at start-up; dracut fails if the host lacks one.
 REQUIRED_TOOLS = ("mount", "umount", "mkdir", "cat", "ls", "ln", "rm", "sleep", "sync", "stat", "uname")
-# The guest's usual tools (reference section 3), taken from the host when it has them.
+# The guest's usual tools (docs/kata-contract.md, guest contents), taken from the host when it has them.
 # veritysetup: a systemd guest mounts extension images with it (validation requires it there).
 OPTIONAL_TOOLS = ("chronyd", "iptables", "ip6tables", "cryptsetup", "veritysetup", "mkfs.ext4", "busctl")
 # Libraries dracut's modules leave out although what they install needs them (glibc's NSS

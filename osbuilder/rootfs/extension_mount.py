@@ -1,4 +1,4 @@
-"""Kata's extension-mount contract (reference section 13), in one place: the names a systemd
+"""Kata's extension-mount contract (docs/kata-contract.md, composable guests), in one place: the names a systemd
 base needs to mount extension images, osbuilder's own implementation of it (rendered from
 templates/, installed when the agent tarball brought none), and the checks that a base holds
 what it needs, on a tree being built (GuestRoot) and on a packed artifact (GuestView)."""

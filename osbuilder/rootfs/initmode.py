@@ -1,7 +1,7 @@
 """Init modes as objects: how the agent starts, and everything that follows from it.
 
 Each mode owns what it installs and where, how a tree is checked against it, what an
-initrd's /init points at, the cgroup driver it implies (reference section 2), the fields
+initrd's /init points at, the cgroup driver it implies (docs/kata-contract.md, the cgroup-driver rule), the fields
 it records in osbuilder.yaml, how it is recognised in a tree that does not record it, and
 what the probe must report when it boots. Nothing else in osbuilder compares a mode's name
 (tests/unit/test_structure.py enforces it).
@@ -86,7 +86,7 @@ class InitMode(ABC):
     dracut_modules: ClassVar[tuple[str, ...]] = ("bash", "base")
     takes_launcher: ClassVar[bool] = False  # installs --launcher as /sbin/init
     holds_agent: ClassVar[bool] = True  # False: an extension image, mounted by a base (no agent, no init)
-    # The base mounts extension images (reference section 13): its systemd runs Kata's
+    # The base mounts extension images (docs/kata-contract.md, composable guests): its systemd runs Kata's
     # generator and kata-extension-mount@.service before the agent.
     mounts_extensions: ClassVar[bool] = False
     # The order in which modes are asked to recognise a tree that records none: the lowest
@@ -204,7 +204,7 @@ class AgentInit(InitMode):
 
 
 class LauncherInit(InitMode):
-    """Kata's GPU guests (reference section 2): a small init such as NVIDIA's NVRC is PID 1,
+    """Kata's GPU guests (docs/kata-contract.md, the cgroup-driver rule): a small init such as NVIDIA's NVRC is PID 1,
     prepares devices and starts the agent; there is no systemd. The agent is not PID 1, so it
     follows the host's cgroup driver, and only cgroupfs can work."""
 
@@ -278,7 +278,7 @@ class SystemdInit(InitMode):
 
     def observed_in(self, view: GuestView) -> str | None:
         return f"{INIT_PATH} is systemd" if _is_systemd(view) else None
-    # Units a sandbox guest never needs (reference section 11), by base name: Kata's trimming
+    # Units a sandbox guest never needs (docs/kata-contract.md, release packaging), by base name: Kata's trimming
     # removes every <unit>.service and <unit>.socket, and these files, wherever they are.
     TRIMMABLE_UNITS = (
         "systemd-coredump@", "systemd-journald", "systemd-journald-dev-log", "systemd-journal-flush",
@@ -338,7 +338,7 @@ class SystemdInit(InitMode):
 
 
 class ExtensionInit(InitMode):
-    """Kata's extension images (reference section 13): files a systemd base mounts read-only
+    """Kata's extension images (docs/kata-contract.md, composable guests): files a systemd base mounts read-only
     at /run/kata-extensions/<name> before its agent starts. Nothing in them runs as init, and
     they hold no agent, so no cgroup driver follows from them."""
 

@@ -24,7 +24,7 @@ ALLOW_ALL = "default"  # --agent-policy default: an allow-all policy from templa
 @dataclass(frozen=True)
 class PayloadKind:
     """A tarball payload: the setting it comes from, and what it must and may hold. Kata's
-    rootfs builder unpacks every one over / (reference section 11): each carries its own paths."""
+    rootfs builder unpacks every one over / (docs/kata-contract.md, release packaging): each carries its own paths."""
 
     setting: str  # the RootfsOptions field
     flag: str

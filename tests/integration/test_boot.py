@@ -157,6 +157,10 @@ def test_readme_first_command_builds_and_boots_a_probe_image(cache_dir, boot_cac
     booted = run_cli(*boot_args, "--cache-dir", boot_cache, "--accel", "tcg")
     assert booted.returncode == 0, booted.stderr
     assert re.match(r"boot: OK in \d+\.\d s \(tcg, PVH vmlinux, nvdimm\)\nprobe: pid=1 init_mode=true ", booted.stdout)
+    # The README's sample output is this run's, but for its measured numbers.
+    sample = re.search(r"prints what the guest reported:\n\n```\n(.*?)```", readme, re.S).group(1)
+    shape = re.sub(r"\d+(?:\\\.\d+)?", r"\\d+(?:\\.\\d+)?", re.escape(sample))  # 3\.6 and 115524 alike
+    assert re.fullmatch(shape, booted.stdout), f"README:\n{sample}\nthis run:\n{booted.stdout}"
 
 
 # -- the harness itself -------------------------------------------------------------------
@@ -194,8 +198,8 @@ def test_expect_that_never_appears_fails_on_timeout_with_the_console_tail(boot_c
     result = run_cli("boot", initrd, "--kernel", "debian", "--cache-dir", fresh, "--accel", "tcg",
                      "--expect", "THIS-NEVER-APPEARS", "--timeout", "4")
     elapsed = time.monotonic() - began - _download_seconds(result.stderr)
-    assert re.search(r"^osbuilder: Downloading linux-image-\S+ for amd64 \(\d+ MiB, once per cache\)\.\.\.$", result.stderr,
-                     re.M), result.stderr
+    progress = r"^osbuilder: Downloading linux-image-\S+ for amd64 \(\d+ MiB, once per cache\)\.\.\.$"
+    assert re.search(progress, result.stderr, re.M), result.stderr
     assert result.returncode == 1
     assert "boot failed (timeout): 'THIS-NEVER-APPEARS' did not appear within 4 s" in result.stderr
     tail = result.stderr.split("--- console tail ---\n", 1)[1]
@@ -245,7 +249,7 @@ def test_kernel_modules_resolve_to_the_set_reference_section_10_measured_in_a_lo
             assert order.index("crc32c_generic") < order.index("jbd2")
 
     order = [module_name(p) for p in index.resolve(DEVICE_MODULES["virtio-blk"] + (FILESYSTEMS["ext4"].kernel_module,))]
-    # The set reference section 10 measured; independent modules may come in either order.
+    # The set docs/kata-contract.md, measured facts measured; independent modules may come in either order.
     assert sorted(order) == sorted(["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
                                     "virtio_pci", "virtio_blk", "crc32c_generic", "jbd2", "mbcache", "crc16",
                                     "ext4"])

@@ -12,12 +12,17 @@ No registry is reachable, so the base image is Debian 12 bootstrapped with mmdeb
   goes through a proxy whose certificate authority Debian's bundle does not hold.
 The run itself needs only `--cap-add SYS_ADMIN` (newuidmap may not write a user namespace's
 id map from inside the container without it): no --privileged, no /dev mount.
+
+The commands are the README's, read from it: its no-registry base and build, and its
+`podman run` line, with the test's storage, paths and pinned epoch put in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,18 +59,28 @@ def podman(tmp_path_factory):
     subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
 
 
+def readme_commands(after: str) -> list[list[str]]:
+    """The shell commands of the README's first code block after `after`, each split into words."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", readme[readme.index(after):], re.S).group(1)
+    return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
 @pytest.fixture(scope="module")
 def builder_image(podman):
     run, work = podman
-    base = work / "base.tar"
-    subprocess.run(["mmdebstrap", "--variant=apt", "--include=ca-certificates", "bookworm", str(base),
-                    "http://deb.debian.org/debian"], check=True, capture_output=True)
-    run("import", base, "localhost/debian:bookworm")
-    built = run("build", "--build-arg", "BASE=localhost/debian:bookworm",
-                "--volume", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro",
-                "-t", "localhost/osbuilder:test", REPO)
-    assert "Successfully tagged localhost/osbuilder:test" in built.stdout + built.stderr
-    return "localhost/osbuilder:test"
+    [bootstrap, imported, built] = readme_commands("**With no registry reachable**")
+    assert bootstrap[0] == "mmdebstrap" and imported[:2] == ["podman", "import"] and built[:2] == ["podman", "build"]
+    base = work / bootstrap[-2]
+    subprocess.run([*bootstrap[:-2], str(base), bootstrap[-1]], check=True, capture_output=True)
+    run("import", base, imported[-1])
+    # This machine's proxy CA, for pip inside the image build (see the module's docstring).
+    ca = ["--volume", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"]
+    tag = built[built.index("-t") + 1]
+    assert built[-1] == "." and tag == "osbuilder"
+    output = run(*built[1:-1], *ca, REPO)
+    assert f"Successfully tagged localhost/{tag}:latest" in output.stdout + output.stderr
+    return tag
 
 
 def digests(directory: Path) -> dict[str, str]:
@@ -90,13 +105,16 @@ def test_a_build_inside_the_container_gives_the_hosts_bytes(podman, builder_imag
     out.mkdir()
     os.chmod(out, 0o777)  # the container's builder writes here
     shutil.copyfile(agent_x86_64, out / "kata-agent")
-    build = ["build", "--distro", "debian", "--init", "agent", "--format", "initrd,image"]
-    inside = run("run", "--rm", "--cap-add", "SYS_ADMIN", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
-                 "--volume", f"{out}:/out", builder_image, *build, "--agent", "/out/kata-agent", "-o", "/out/guest",
-                 check=False)
+    [_, _, command] = readme_commands("## The builder container")
+    assert command[:2] == ["podman", "run"]
+    words = [f"{out}:/out" if word == "$PWD/out:/out" else word for word in command[2:]]
+    image = words.index(builder_image)
+    build = words[image + 1:]
+    assert build[:1] == ["build"] and build[-2:] == ["-o", "/out/guest"]
+    inside = run("run", *words[:image], "-e", f"SOURCE_DATE_EPOCH={EPOCH}", *words[image:], check=False)
     assert inside.returncode == 0, inside.stderr[-4000:]
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging left
-    host = run_cli(*build, "--agent", out / "kata-agent", "--no-cache", "-o", tmp_path / "host",
-                   env={"SOURCE_DATE_EPOCH": EPOCH})
+    on_host = [str(out / "kata-agent") if word == "/out/kata-agent" else word for word in build[:-2]]
+    host = run_cli(*on_host, "--no-cache", "-o", tmp_path / "host", env={"SOURCE_DATE_EPOCH": EPOCH})
     assert host.returncode == 0, host.stderr
     assert digests(out / "guest") == digests(tmp_path / "host")

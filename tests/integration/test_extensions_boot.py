@@ -23,7 +23,7 @@ from tests.integration.test_kata_release import kata_tarball
 pytestmark = pytest.mark.slow
 
 # A Kata-layout agent tarball's extension mount, written for this test in bash (as Kata's is),
-# so the base runs files osbuilder did not write. The contract is reference section 13's.
+# so the base runs files osbuilder did not write. The contract is docs/kata-contract.md, composable guests.
 KATA_STYLE_UNIT = b"""[Unit]
 Description=Mount Kata extension image %i
 DefaultDependencies=no

@@ -217,7 +217,7 @@ def test_a_launcher_image_is_reported_as_such(guests, tmp_path: Path):
 
 
 def release_tree(guests, root: Path) -> Path:
-    """Kata's release layout (reference section 11)."""
+    """Kata's release layout (docs/kata-contract.md, release packaging)."""
     share = root / "opt/kata/share/kata-containers"
     share.mkdir(parents=True)
     pack(guests["systemd"], share / "kata-debian-bookworm.image", FORMATS["verity"])

@@ -134,7 +134,7 @@ EXPECTED = {
     "rootfs-initrd-confidential": ("kata-debian-bookworm-confidential.initrd",
                                    "kata-containers-initrd-confidential.img", None,
                                    "kata-static-rootfs-initrd-confidential.tar.zst"),
-    # The composed guest (reference section 13): two extensions and the base that names them.
+    # The composed guest (docs/kata-contract.md, composable guests): two extensions and the base that names them.
     "rootfs-image-coco-extension": ("kata-debian-bookworm-coco-extension.image", "kata-containers-coco-extension.img",
                                     "root_hash_coco-extension.txt", "kata-static-rootfs-image-coco-extension.tar.zst"),
     "rootfs-image-devkit-extension": ("kata-debian-bookworm-devkit-extension.image",

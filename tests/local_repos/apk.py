@@ -1,5 +1,5 @@
 """A signed Alpine-format (apk v2) repository made by the tests, written independently of
-osbuilder's installer from the format's description (reference section 12).
+osbuilder's installer from the format's description (docs/kata-contract.md, the apk format).
 
 The packages are stand-ins for the Alpine recipe's package set, plus one real thing: Debian's
 busybox-static for the arch as /bin/busybox with its applet links, so the resulting

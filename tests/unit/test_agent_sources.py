@@ -32,8 +32,8 @@ KATA_TARGET = b"[Unit]\nDescription=Kata target (from the release tarball)\nRequ
               b"Requires=kata-agent.service\n"
 
 
-# What Kata's 2026 agent tarball carries besides the agent and its two units (reference
-# section 11): extension images are mounted by these.
+# What Kata's 2026 agent tarball carries besides the agent and its two units (docs/kata-contract.md,
+# release packaging): extension images are mounted by these.
 EXTENSION_FILES = {
     "./usr/lib/systemd/system/kata-extension-mount@.service": (b"[Unit]\nDescription=Mount extension %i\n", 0o644),
     "./usr/libexec/kata-extension-mount.sh": (b"#!/bin/sh\necho mount \"$1\"\n", 0o755),

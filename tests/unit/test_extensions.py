@@ -1,4 +1,4 @@
-"""Extension images (reference section 13): built from a tree, checked with and without a
+"""Extension images (docs/kata-contract.md, composable guests): built from a tree, checked with and without a
 base, packed as erofs with dm-verity and no DAX header, listed in the runtime fragment, and
 compared by `check`. Real trees, real mkfs.erofs and veritysetup, real ELFs from this host."""
 

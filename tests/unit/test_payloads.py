@@ -122,7 +122,7 @@ def test_the_overlay_wins_and_keeps_or_forces_owners(tmp_path: Path, owner: str)
     assert record["name"] == "overlay" and record["source"] == "overlay" and len(record["sha256"]) == 64
 
 
-# Reference section 11: the requests Kata's allow-all.rego defines; the agent refuses any other.
+# docs/kata-contract.md, release packaging: the requests Kata's allow-all.rego defines; the agent refuses any other.
 KATA_POLICY_RULES = """AddARPNeighborsRequest AddSwapRequest CloseStdinRequest CopyFileRequest CreateContainerRequest
 CreateSandboxRequest DestroySandboxRequest ExecProcessRequest GetDiagnosticDataRequest GetMetricsRequest
 GetOOMEventRequest GuestDetailsRequest ListInterfacesRequest ListRoutesRequest MemAgentCompactConfig

@@ -240,7 +240,7 @@ def test_a_literal_name_comparison_is_found():
     assert literal_comparisons(source, {"systemd", "image", "iso"}) == [(1, "systemd"), (2, "image"), (3, "iso")]
 
 
-# The layers, lowest first (../shared/design.md): a module may import its own layer and those
+# The layers, lowest first (docs/design.md): a module may import its own layer and those
 # below, never one above. A top-level module that is not named here is a command.
 LAYERS = (
     ("foundation", ("osbuilder", "osbuilder.foundation")),

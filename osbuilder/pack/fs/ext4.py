@@ -38,7 +38,7 @@ class Ext4(Filesystem):
     name = "ext4"
     magic = (1024 + 0x38, struct.pack("<H", 0xEF53))
     kernel_module = "ext4"
-    dax_rootflags = "dax,data=ordered,errors=remount-ro"  # reference section 7
+    dax_rootflags = "dax,data=ordered,errors=remount-ro"  # docs/kata-contract.md, disk layout
     block_sizes = (1024, 2048, 4096)
     writes_at_offset = True
     RESERVED_PERCENT = 3

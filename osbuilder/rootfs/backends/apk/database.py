@@ -1,4 +1,4 @@
-"""The installed-package database apk keeps in a tree (reference section 12), so the guest's
+"""The installed-package database apk keeps in a tree (docs/kata-contract.md, the apk format), so the guest's
 own apk can manage what osbuilder installed: /lib/apk/db/{installed,scripts.tar,triggers,lock}
 and /etc/apk/{world,repositories,arch,keys/}."""
 

@@ -1,4 +1,4 @@
-"""APKINDEX records and .PKGINFO files (reference section 12)."""
+"""APKINDEX records and .PKGINFO files (docs/kata-contract.md, the apk format)."""
 
 from __future__ import annotations
 

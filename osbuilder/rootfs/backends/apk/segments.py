@@ -1,4 +1,4 @@
-"""Alpine's apk v2 container format (reference section 12): concatenated gzip streams, the
+"""Alpine's apk v2 container format (docs/kata-contract.md, the apk format): concatenated gzip streams, the
 first a signature over the next stream's compressed bytes.
 
 Signatures are checked with openssl against trusted public keys found by the name the
