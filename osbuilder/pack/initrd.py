@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -85,14 +87,43 @@ class InitrdPacker(Packer):
         codec = artifact.codec
         if not codec.decompress:
             return NewcView(artifact.path, str(artifact.path))
-        archive = workdir / "initrd.cpio"
+        store = workdir / "initrd-members"
+        # The decompressor's output is read as it comes (a pipe, read by a thread while this
+        # one feeds it), and only the members a view may need are kept: what a small initrd
+        # unpacks to never lands on the disk whole.
+        read_end, write_end = os.pipe()
+        indexed: list[NewcView] = []
+        failure: list[BaseException] = []
+
+        def index() -> None:
+            with open(read_end, "rb") as stream:
+                try:
+                    indexed.append(NewcView(store, str(artifact.path), scratch=store, stream=stream))
+                except BaseException as exc:  # reported by the feeding thread
+                    failure.append(exc)
+                    return  # closing the pipe stops the decompressor
+                while stream.read(1 << 20):  # what follows the trailer (padding), read to the end
+                    pass
+
+        consumer = threading.Thread(target=index, daemon=True)
+        consumer.start()
         try:
-            with open(archive, "wb") as out, open(artifact.path, "rb") as src, \
-                    runner.pipe_to(codec.decompress, out, hint=f"'{artifact.path}' is not a valid {codec.name} "
-                                                               "stream", limit=FILESYSTEM) as stdin:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    stdin.write(chunk)
-            return NewcView(archive, str(artifact.path), scratch=archive)
+            try:
+                with open(write_end, "wb") as out, open(artifact.path, "rb") as src, \
+                        runner.pipe_to(codec.decompress, out, hint=f"'{artifact.path}' is not a valid {codec.name} "
+                                                                   "stream", limit=FILESYSTEM) as stdin:
+                    out.close()  # the decompressor holds the pipe now; EOF comes when it exits
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        stdin.write(chunk)
+            except BaseException:
+                consumer.join(timeout=5)
+                if failure:  # the archive's own fault explains the decompressor's broken pipe
+                    raise failure[0] from None
+                raise
+            consumer.join()
+            if failure:
+                raise failure[0]
+            return indexed[0]
         except BaseException:
-            archive.unlink(missing_ok=True)
+            store.unlink(missing_ok=True)
             raise

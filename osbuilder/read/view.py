@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import remove_tree, resolve_in_guest
 from osbuilder.read.newc import NewcReader
 
@@ -125,22 +126,51 @@ class DirView(GuestView):
 
 
 class NewcView(GuestView):
-    """An uncompressed newc archive, indexed once; members are read where they lie."""
+    """A newc archive, indexed in one pass; members are read where they lie. A file is read
+    in place; a stream (a decompressor's output) is read once, and the data of the members
+    a view may need is kept in `store`: each up to MEMBER_KEEP_LIMIT bytes, all together up
+    to STORE_LIMIT, so a small compressed initrd cannot fill the disk with what it unpacks to."""
 
-    def __init__(self, archive: Path, source: str, scratch: Path | None = None) -> None:
+    MEMBER_KEEP_LIMIT = 256 << 20  # larger members are listed, and refused if read
+    STORE_LIMIT = 2 << 30
+
+    def __init__(self, archive: Path, source: str, scratch: Path | None = None,
+                 stream: BinaryIO | None = None) -> None:
         self.archive = archive
         self.where = source
         self.scratch = scratch
-        self.entries: dict[str, tuple[int, int, int]] = {"/": (stat.S_IFDIR | 0o755, 0, 0)}  # mode, offset, size
-        with open(archive, "rb") as f:
-            for member in NewcReader(f, source).members():
-                raw = member.name.decode(errors="surrogateescape")
-                raw = raw[2:] if raw.startswith("./") else "" if raw == "." else raw
-                name = "/" + raw.strip("/")
-                self.entries[name] = (member.mode, f.tell(), member.size)
+        # mode, offset (None: too large to keep), size
+        self.entries: dict[str, tuple[int, int | None, int]] = {"/": (stat.S_IFDIR | 0o755, 0, 0)}
+        if stream is None:
+            with open(archive, "rb") as f:
+                for member in NewcReader(f, source).members():
+                    self.entries[self._name(member.name)] = (member.mode, f.tell(), member.size)
+            return
+        reader = NewcReader(stream, source)
+        kept = 0
+        with open(archive, "wb") as store:
+            for member in reader.members():
+                offset = None
+                if member.size <= self.MEMBER_KEEP_LIMIT and not stat.S_ISDIR(member.mode):
+                    kept += member.size
+                    if kept > self.STORE_LIMIT:
+                        raise UserError(f"'{source}' unpacks to more than {self.STORE_LIMIT >> 30} GiB of files",
+                                        "pass an initrd of a usual size (the reader's limit)")
+                    offset = store.tell()
+                    store.write(reader.read_data(member))
+                self.entries[self._name(member.name)] = (member.mode, offset, member.size)
+
+    @staticmethod
+    def _name(member_name: bytes) -> str:
+        raw = member_name.decode(errors="surrogateescape")
+        raw = raw[2:] if raw.startswith("./") else "" if raw == "." else raw
+        return "/" + raw.strip("/")
 
     def _data(self, f: BinaryIO, path: str) -> bytes:
         _, offset, size = self.entries[path]
+        if offset is None:
+            raise UserError(f"'{self.where}': {path} is {size} bytes, past the reader's limit of "
+                            f"{self.MEMBER_KEEP_LIMIT >> 20} MiB", "pass an initrd whose files are of a usual size")
         f.seek(offset)
         return f.read(size)
 
