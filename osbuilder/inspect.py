@@ -12,6 +12,7 @@ from typing import Any
 
 from osbuilder.foundation.arch import arch_of_elf, get_arch
 from osbuilder.foundation.elf import parse_elf_header
+from osbuilder.foundation.documents import not_regular
 from osbuilder.foundation.errors import UserError
 from osbuilder.host.findings import Finding
 from osbuilder.foundation.guest_layout import AGENT_PATH, ETC_UNIT_DIR, INIT_PATH, UNIT_SEARCH_PATH
@@ -236,6 +237,9 @@ def inspect_many(path: Path, workdir: Path, runner: Runner) -> list[Report]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"artifact '{path}' does not exist", "pass an image, initrd, ISO, rootfs or Kata release")
+    what = None if path.is_dir() else not_regular(path)
+    if what is not None:  # a FIFO would block the reader, /dev/zero would never end
+        raise UserError(f"artifact '{path}' is {what}, not a file", "pass an image, initrd, ISO, rootfs or Kata release")
     found = release_members(path, workdir, runner)
     if found is None:
         return [inspect_artifact(path, workdir, runner)]

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from osbuilder.foundation.cgroups import CGROUPFS_DRIVER, HOST_CGROUP_DRIVERS, SYSTEMD_DRIVER
+from osbuilder.foundation.documents import check_shape, load_yaml_document, quoted, read_regular
 from osbuilder.foundation.errors import UserError
 from osbuilder.pack.registry import runtime_slot_keys
 
@@ -22,13 +21,21 @@ KATA_RUNTIME_TYPE = "io.containerd.kata.v2"
 CONTAINERD_CRI_PLUGINS = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")
 
 
+HOST_CONFIG_LIMIT = 4 << 20  # Kata's configuration.toml is ~30 KB, a kernel .config ~300 KB
+STRING = str
+TABLE = dict
+# What the hypervisor keys osbuilder reads must be; other keys are Kata's business.
+HYPERVISOR_SHAPE = {"image": STRING, "initrd": STRING, "kernel": STRING, "rootfs_type": STRING,
+                    "kernel_params": STRING, "machine_type": STRING, "disable_image_nvdimm": bool,
+                    "guest_extension_images": [{"name": STRING, "path": STRING, "verity_params": STRING}]}
+
+
 def _read(path: Path, what: str) -> str:
+    data = read_regular(Path(path), what, HOST_CONFIG_LIMIT)
     try:
-        return Path(path).read_text()
-    except FileNotFoundError:
-        raise UserError(f"{what} '{path}' does not exist", f"pass the path of the {what}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{what} '{path}' cannot be read ({exc})", "check the file") from None
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} '{path}' is not UTF-8 text (byte {exc.start})", "pass the text file") from None
 
 
 def load_toml(path: Path, what: str) -> dict[str, Any]:
@@ -36,16 +43,12 @@ def load_toml(path: Path, what: str) -> dict[str, Any]:
         return tomllib.loads(_read(path, what))
     except tomllib.TOMLDecodeError as exc:  # its message ends "(at line N, column M)"
         raise UserError(f"{what} {path}: not valid TOML: {exc}", "fix the file") from None
+    except RecursionError:
+        raise UserError(f"{what} {path}: nested too deeply to read", "fix the file") from None
 
 
 def load_yaml(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(_read(path, what))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{what} {path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})",
-                        "fix the file") from None
+    data = load_yaml_document(_read(path, what), f"{what} {path}", "fix the file")
     if not isinstance(data, dict):
         raise UserError(f"{what} {path}: not a YAML mapping", "pass the kubelet's KubeletConfiguration file")
     return data
@@ -98,6 +101,8 @@ def runtime_sections(path: Path) -> list[HypervisorSection]:
     for name, table in hypervisors.items():
         if not isinstance(table, dict):
             continue
+        check_shape(table, HYPERVISOR_SHAPE, f"runtime config {path}", "write it as Kata's configuration.toml does "
+                    '(image = "/path", disable_image_nvdimm = false)', f"[hypervisor.{name}]")
         sections.append(HypervisorSection(name=name, table=table))
     return sections
 
@@ -121,7 +126,12 @@ def containerd_driver(path: Path) -> HostDriver | None:
     data = load_toml(path, "containerd config")
     for plugin in CONTAINERD_CRI_PLUGINS:
         runtimes = _dig(data, "plugins", plugin, "containerd", "runtimes") or {}
+        check_shape({"runtimes": runtimes}, {"runtimes": TABLE}, f"containerd config {path}",
+                    "write each runtime as a table of its own", f'[plugins."{plugin}".containerd]')
         for handler, table in runtimes.items():
+            check_shape(table, {"runtime_type": STRING, "options": {"SystemdCgroup": bool}},
+                        f"containerd config {path}", "write SystemdCgroup = true or false",
+                        f'[plugins."{plugin}".containerd.runtimes.{handler}]')
             if isinstance(table, dict) and table.get("runtime_type") == KATA_RUNTIME_TYPE:
                 systemd = _dig(table, "options", "SystemdCgroup")
                 return HostDriver(SYSTEMD_DRIVER if systemd is True else CGROUPFS_DRIVER,
@@ -134,8 +144,8 @@ def _driver_setting(path: Path, what: str, setting: str, value: Any, default: st
     """A driver named by one setting: unset means the manager's default."""
     if value is None:
         return HostDriver(default, f"{path}: {setting} unset ({what}'s default, {default})")
-    if value not in HOST_CGROUP_DRIVERS:
-        raise UserError(f"{what} config {path}: {setting} '{value}' is neither systemd nor cgroupfs",
+    if not isinstance(value, str) or value not in HOST_CGROUP_DRIVERS:
+        raise UserError(f"{what} config {path}: {setting} {quoted(value)} is neither systemd nor cgroupfs",
                         f"fix {setting}")
     return HostDriver(value, f"{path}: {setting} = {value}")
 

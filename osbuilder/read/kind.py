@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from osbuilder.foundation.documents import not_regular
 from osbuilder.foundation.errors import UserError
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.image import ROOT_HASH_PATTERN, verity_params_beside
@@ -31,8 +32,12 @@ def recognise_artifact(path: Path) -> ArtifactInfo:
     path = Path(path)
     if path.is_dir():
         return ArtifactInfo(path, ROOTFS_KIND, 0)
-    if not path.is_file():
-        raise UserError(f"artifact '{path}' does not exist", "pass an initrd, image or ISO that osbuilder wrote")
+    try:
+        what = not_regular(path)
+    except FileNotFoundError:
+        raise UserError(f"artifact '{path}' does not exist", "pass an initrd, image or ISO that osbuilder wrote") from None
+    if what is not None:  # a FIFO would block the reader, /dev/zero would never end
+        raise UserError(f"artifact '{path}' is {what}, not a file", "pass an initrd, image or ISO that osbuilder wrote")
     info = packed_artifact(path)
     if info is not None:
         return info

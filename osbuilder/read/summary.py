@@ -10,7 +10,7 @@ from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.registry import PACKERS
 from osbuilder.read.view import DirView, GuestView
-from osbuilder.rootfs.summary import parse_summary
+from osbuilder.rootfs.summary import SUMMARY_LIMIT, parse_summary
 from osbuilder.foundation.runner import Runner
 
 
@@ -23,7 +23,7 @@ def open_view(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestVie
 
 def summary_of(view: GuestView, source: str) -> dict[str, Any] | None:
     """The parsed osbuilder.yaml in a guest view, or None when there is none."""
-    data = view.read_file(SUMMARY_PATH)
+    data = view.read_file(SUMMARY_PATH, limit=SUMMARY_LIMIT)
     if data is None:
         return None
     return parse_summary(data.decode(errors="replace"), source=f"{source}:{SUMMARY_PATH}")

@@ -86,11 +86,22 @@ class GuestView(ABC):
         node = self._lstat(resolved)
         return self._listdir(resolved) if node is not None and node.kind == "dir" else []
 
-    def read_file(self, path: str) -> bytes | None:
-        """A regular file's bytes through symlinks, or None when there is none."""
+    # No file a reader needs (an agent, a launcher, a unit, the summary) comes near this; a
+    # larger size is what a damaged or hostile image claims, refused before it is read.
+    READ_LIMIT = 512 << 20
+
+    def read_file(self, path: str, limit: int | None = None) -> bytes | None:
+        """A regular file's bytes through symlinks, or None when there is none; one larger
+        than `limit` (READ_LIMIT by default) is refused before a byte of it is read."""
         resolved = self.resolve(path)
         node = self._lstat(resolved)
-        return self._read(resolved) if node is not None and node.kind == "file" else None
+        if node is None or node.kind != "file":
+            return None
+        limit = self.READ_LIMIT if limit is None else limit
+        if node.size > limit:
+            raise UserError(f"'{self.where}': {path} claims {node.size} bytes, past the reader's limit of "
+                            f"{limit >> 20} MiB", "check the artifact: a real one holds no such file")
+        return self._read(resolved)
 
 
 class DirView(GuestView):

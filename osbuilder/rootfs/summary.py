@@ -14,10 +14,9 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from osbuilder import __version__
 from osbuilder.foundation.epoch import format_time
+from osbuilder.foundation.documents import check_shape, load_yaml_document
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.foundation.guest_layout import SUMMARY_PATH
@@ -139,24 +138,40 @@ class Summary:
         )
 
 
+SUMMARY_LIMIT = 16 << 20  # a summary of 5,000 packages is ~500 KB
+_TEXT = str
+_PACKAGE_SHAPE = {"name": _TEXT, "version": _TEXT, "architecture": _TEXT, "files-removed": _TEXT}
+# What each key osbuilder reads must be; a summary from elsewhere may hold more.
+SUMMARY_SHAPE = {
+    "osbuilder": {"url": _TEXT, "version": _TEXT},
+    "rootfs-creation-time": _TEXT, "description": _TEXT, "file-format-version": _TEXT, "architecture": _TEXT,
+    "base-distro": {"name": _TEXT, "version": (_TEXT, int, float),
+                    "packages": {"default": [_TEXT], "extra": [_TEXT], "installed": [_PACKAGE_SHAPE]}},
+    "agent": {"url": _TEXT, "name": _TEXT, "probe": _TEXT, "version": (_TEXT, int, float), "init-mode": _TEXT,
+              "agent-is-init-daemon": _TEXT, "cgroup-driver": _TEXT, "sha256": _TEXT, "launcher-sha256": _TEXT,
+              "tarball-files": [_TEXT]},
+    "confidential": _TEXT,
+    "extension": {"name": _TEXT, "files": int, "bytes": int, "allow-setuid": _TEXT, "top-level": [_TEXT]},
+    "ca-certificates": {"packages": [_TEXT], "bundle": _TEXT, "sha256": _TEXT,
+                        "user-cas": [{"source": _TEXT, "sha256": _TEXT, "anchor": _TEXT}]},
+    "payloads": [{"name": _TEXT, "source": _TEXT, "sha256": _TEXT}],
+    "slim": {"files": int, "bytes": int, "rules": [{"rule": _TEXT, "files": int, "bytes": int}]},
+}
+
+
 def parse_summary(text: str, source: str = "osbuilder.yaml") -> dict[str, Any]:
-    """Read an osbuilder.yaml (a user may have edited it) with a real YAML parser.
+    """Read an osbuilder.yaml (a user may have edited it) with a real YAML parser, as JSON
+    types only, within the YAML limits, and each value osbuilder reads of the type it reads.
 
     Malformed YAML, or YAML that is not a mapping, is the user's to fix: a UserError naming
     `source` and the line, never a traceback."""
-    try:
-        # libyaml's loader when PyYAML has it: the summary lists every package, and the pure
-        # Python parser takes tens of milliseconds on every build's validation.
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise UserError(f"{source}{where}: {problem}", f"fix or remove {SUMMARY_PATH}") from None
+    fix = f"fix or remove {SUMMARY_PATH}"
+    data = load_yaml_document(text, source, fix)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{source}: not a YAML mapping", f"fix or remove {SUMMARY_PATH}")
+        raise UserError(f"{source}: not a YAML mapping", fix)
+    check_shape(data, SUMMARY_SHAPE, source, fix)
     return data
 
 

@@ -1,0 +1,163 @@
+"""Reading documents osbuilder did not write (host configs, a guest's osbuilder.yaml) with
+limits: only regular files are opened (a FIFO would block, /dev/zero never ends), no more
+than a limit is read, YAML is refused past a depth and an alias expansion, and values are
+checked against the shape their readers expect. Each refusal is a UserError naming the
+file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from osbuilder.foundation.errors import UserError
+
+QUOTE_LIMIT = 60  # characters of a value an error message repeats
+YAML_DEPTH_LIMIT = 64
+YAML_NODE_LIMIT = 200_000  # nodes after aliases are expanded: a summary of 5,000 packages has ~25,000
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, noun in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return noun
+    return "not a regular file"
+
+
+def not_regular(path: Path) -> str | None:
+    """None for a regular file (through links), else what it is; FileNotFoundError when absent."""
+    mode = os.stat(path).st_mode
+    return None if stat.S_ISREG(mode) else kind_of(mode)
+
+
+def read_regular(path: Path, what: str, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` of them. The file is opened without blocking
+    and checked before a byte is read, so a FIFO or a device is refused, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UserError(f"{what} '{path}' does not exist", f"pass the path of the {what}") from None
+    except OSError as exc:
+        raise UserError(f"{what} '{path}' cannot be read ({exc.strerror})", "check the file") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{what} '{path}' is {kind_of(mode)}, not a file", f"pass the {what} file itself")
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise UserError(f"{what} '{path}' cannot be read ({exc.strerror})", "check the file") from None
+    if len(data) > limit:
+        raise UserError(f"{what} '{path}' is larger than {limit >> 20} MiB, the reader's limit",
+                        f"pass the {what} itself; a real one is far smaller")
+    return data
+
+
+def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """A value as an error message repeats it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def type_name(value: Any) -> str:
+    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "empty"}.get(type(value), f"a {type(value).__name__}")
+
+
+class _JsonLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader (libyaml's where PyYAML has it: a summary lists every package) making
+    only what JSON can hold: timestamps stay strings; binary values, sets and other tagged
+    types are refused."""
+
+
+_JsonLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _tag in ("binary", "set", "omap", "pairs", "timestamp"):
+    _JsonLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", None)  # type: ignore[arg-type]
+_JsonLoader.yaml_constructors = {tag: constructor for tag, constructor in _JsonLoader.yaml_constructors.items()
+                                 if constructor is not None}
+
+
+def _expanded_nodes(root: yaml.Node, source: str, fix: str) -> None:
+    """Refuse a document whose aliases expand past YAML_NODE_LIMIT nodes (a billion laughs:
+    a few hundred bytes that name one list from another, again and again)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            sizes[id(node)] = 1 + sum(sizes.get(id(c), 0) for c in children)
+            if sizes[id(node)] > YAML_NODE_LIMIT:
+                raise UserError(f"{source}: its aliases expand to more than {YAML_NODE_LIMIT} values, the reader's "
+                                "limit", fix)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
+def load_yaml_document(text: str, source: str, fix: str) -> Any:
+    """One YAML document as JSON types, within the depth and expansion limits."""
+    def refused(exc: yaml.YAMLError) -> UserError:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        return UserError(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})", fix)
+
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=_JsonLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > YAML_DEPTH_LIMIT:
+                    raise UserError(f"{source}: nested deeper than {YAML_DEPTH_LIMIT} levels, the reader's limit", fix)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        loader = _JsonLoader(text)
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                return None
+            _expanded_nodes(root, source, fix)
+            return loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except yaml.constructor.ConstructorError as exc:
+        raise UserError(f"{source}: {exc.problem} (only strings, numbers, booleans, lists and mappings are read)",
+                        fix) from None
+    except yaml.YAMLError as exc:
+        raise refused(exc) from None
+
+
+Shape = Any  # a type, a tuple of types, a mapping of key -> Shape, or [Shape] for a list of them
+
+
+def check_shape(value: Any, shape: Shape, source: str, fix: str, where: str = "") -> None:
+    """Refuse a value not of the expected shape, naming its key. Keys the shape does not
+    name are left alone."""
+    if isinstance(shape, Mapping):
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {where or 'the document'} is {type_name(value)}, not a mapping", fix)
+        for key, inner in shape.items():
+            if key in value and value[key] is not None:
+                check_shape(value[key], inner, source, fix, f"{where}.{key}" if where else key)
+        return
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            raise UserError(f"{source}: {where} is {type_name(value)}, not a list", fix)
+        for index, item in enumerate(value):
+            check_shape(item, shape[0], source, fix, f"{where}[{index}]")
+        return
+    types = shape if isinstance(shape, tuple) else (shape,)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        expected = " or ".join(type_name(t()) for t in types)
+        raise UserError(f"{source}: {where} is {type_name(value)} ({quoted(value)}), not {expected}", fix)
