@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from osbuilder.foundation.arch import get_arch, host_arch
 from osbuilder.foundation.cache import default_cache_dir
 from osbuilder.foundation.epoch import source_date_epoch_from_env
+from osbuilder.foundation.guest_layout import AGENT_PATH, INIT_PATH
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.rootfs.initmode import INIT_MODES, InitSetting, get_init_mode
@@ -141,6 +142,8 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
             raise UserError(f"{flag} '{path}' does not exist", f"pass {flag} a tarball")
     if given.overlay is not None and not Path(given.overlay).is_dir():
         raise UserError(f"--overlay '{given.overlay}' is not a directory", "pass --overlay a directory")
+    if given.overlay is not None:
+        _refuse_overlay_over_init(Path(given.overlay))
     if given.agent_policy not in (None, "default") and not Path(given.agent_policy).is_file():
         raise UserError(f"--agent-policy '{given.agent_policy}' does not exist", "pass a .rego file, or 'default'")
     given = _check_guest_features(given, recipe)
@@ -161,6 +164,17 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
     if options.installs_packages:
         recipe.backend.preflight(install_request(options, recipe), privilege or Privilege.detect())
     return options, recipe
+
+
+def _refuse_overlay_over_init(overlay: Path) -> None:
+    """An overlay is copied last, so one holding the init or the agent would replace what the
+    init mode installed and fail validation after the build's work: refused before it."""
+    for guest_path in (INIT_PATH, AGENT_PATH):
+        relative = guest_path.lstrip("/")
+        for candidate in (relative, f"usr/{relative}"):  # a merged-/usr tree holds /sbin under /usr
+            if os.path.lexists(overlay / candidate):
+                raise UserError(f"--overlay '{overlay}' holds {candidate}, which the init mode installs",
+                                "remove it from the overlay (--agent and --launcher choose the agent and the init)")
 
 
 # Kata's agent Makefile reads these from the environment; osbuilder passes them through.

@@ -7,14 +7,19 @@ file, the key and what was expected.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import lzma
 import os
 import stat
+import tarfile
+import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import yaml
 
-from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.errors import CommandError, UserError
 
 QUOTE_LIMIT = 60  # characters of a value an error message repeats
 YAML_DEPTH_LIMIT = 64
@@ -161,3 +166,23 @@ def check_shape(value: Any, shape: Shape, source: str, fix: str, where: str = ""
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         expected = " or ".join(type_name(t()) for t in types)
         raise UserError(f"{source}: {where} is {type_name(value)} ({quoted(value)}), not {expected}", fix)
+
+
+# What Python's tarfile and decompressors raise on a cut or damaged archive.
+DAMAGED_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+@contextlib.contextmanager
+def reading_input(fix: str) -> Iterator[None]:
+    """A tool that fails on what it was given to read (a decompressor on a cut stream, fsck
+    on a damaged image) means bad input, exit 2, as a UserError carrying the command's hint
+    and its last word. A full disk or a timeout stays what it is."""
+    try:
+        yield
+    except CommandError as exc:
+        if exc.out_of_space or exc.returncode is None:
+            raise
+        said = exc.stderr_tail.strip().splitlines()[-1:] if exc.stderr_tail.strip() else []
+        because = f"{exc.argv[0]}: {quoted(said[0], 120).strip(chr(39))}" if said else \
+            f"{exc.argv[0]} exited with code {exc.returncode}"
+        raise UserError(f"{exc.hint or 'the input cannot be read'} ({because})", fix) from None

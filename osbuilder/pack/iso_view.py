@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import stat
+import struct
 from pathlib import Path
+from typing import Any, Callable
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
@@ -13,22 +15,35 @@ from osbuilder.foundation.errors import UserError
 from osbuilder.read.view import GuestView, Node
 
 
+# What pycdlib lets escape from damaged bytes besides its own errors (a cut structure, a
+# bad offset, an undecodable name): each means the ISO is damaged, not that osbuilder failed.
+DAMAGED = (PyCdlibException, struct.error, IndexError, KeyError, ValueError, UnicodeError, AttributeError,
+           TypeError, OverflowError)
+
+
 class IsoView(GuestView):
     """An ISO's Rock Ridge tree through pycdlib."""
 
     def __init__(self, path: Path) -> None:
         self.where = str(path)
         self.iso = pycdlib.PyCdlib()
+        self._guard(lambda: self.iso.open(str(path)))
+
+    def _guard(self, read: Callable[[], Any]) -> Any:
         try:
-            self.iso.open(str(path))
-        except PyCdlibException as exc:
-            raise UserError(f"'{path}' is not a readable ISO ({exc})", "rebuild it with osbuilder iso") from None
+            return read()
+        except DAMAGED as exc:
+            raise UserError(f"'{self.where}' is not a readable ISO ({type(exc).__name__}: {exc})",
+                            "rebuild it with osbuilder iso") from None
 
     def _record(self, path: str):
         try:
             return self.iso.get_record(rr_path=path or "/")
         except PyCdlibException:
             return None
+        except DAMAGED as exc:
+            raise UserError(f"'{self.where}' is not a readable ISO ({type(exc).__name__}: {exc})",
+                            "rebuild it with osbuilder iso") from None
 
     def _lstat(self, path: str) -> Node | None:
         record = self._record(path)
@@ -45,7 +60,7 @@ class IsoView(GuestView):
 
     def _listdir(self, path: str) -> list[str]:
         names = []
-        for child in self.iso.list_children(rr_path=path or "/"):
+        for child in self._guard(lambda: list(self.iso.list_children(rr_path=path or "/"))):
             if child is None or child.is_dot() or child.is_dotdot():
                 continue
             name = child.rock_ridge.name() if child.rock_ridge is not None else child.file_identifier()
@@ -54,7 +69,7 @@ class IsoView(GuestView):
 
     def _read(self, path: str) -> bytes:
         out = io.BytesIO()
-        self.iso.get_file_from_iso_fp(out, rr_path=path)
+        self._guard(lambda: self.iso.get_file_from_iso_fp(out, rr_path=path))
         return out.getvalue()
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from osbuilder.foundation.documents import reading_input
 from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.pack.artifact import ROOTFS_KIND, ArtifactInfo
 from osbuilder.pack.registry import PACKERS
@@ -18,7 +19,9 @@ def open_view(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestVie
     """The guest tree of any artifact (close it, or use it as a context manager)."""
     if artifact.kind == ROOTFS_KIND:
         return DirView(artifact.path)
-    return PACKERS[artifact.kind].open_view(artifact, workdir, runner)
+    # A tool that cannot read the artifact (a cut stream, a damaged filesystem) is bad input.
+    with reading_input("pass an artifact that is whole (osbuilder inspect names what it finds)"):
+        return PACKERS[artifact.kind].open_view(artifact, workdir, runner)
 
 
 def summary_of(view: GuestView, source: str) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from osbuilder.foundation.documents import DAMAGED_ARCHIVE
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.pack.artifact import Artifact
@@ -102,7 +103,7 @@ def _extract(tarball: Path, workdir: Path, runner: Runner) -> tuple[Path, set[st
                 member.uid, member.gid = runner.privilege.own_ids()
                 member.uname = member.gname = ""
             archive.extractall(root, members=wanted, numeric_owner=True)
-    except (tarfile.TarError, OSError) as exc:
+    except (*DAMAGED_ARCHIVE, OSError) as exc:
         raise UserError(f"tarball '{tarball}' cannot be read ({exc})", "pass a complete release tarball") from None
     finally:
         if plain != tarball:

@@ -19,6 +19,7 @@ import os
 import tarfile
 from pathlib import Path
 
+from osbuilder.foundation.documents import DAMAGED_ARCHIVE
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.runner import Runner
 from osbuilder.read.tarballs import plain_tarball
@@ -86,7 +87,7 @@ def _payload_epoch(options: RootfsOptions, workdir: Path, runner: Runner) -> int
         try:
             with tarfile.open(plain, "r|*") as archive:  # a stream: only the headers are read
                 times += [int(member.mtime) for member in archive]
-        except (tarfile.TarError, OSError) as exc:
+        except (*DAMAGED_ARCHIVE, OSError) as exc:
             raise UserError(f"{kind.flag} '{path}' cannot be read ({exc})", f"pass {kind.flag} a tarball") from None
         finally:
             if plain != Path(path):

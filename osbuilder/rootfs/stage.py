@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import logging
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from osbuilder.foundation.errors import CommandError, UserError
 from osbuilder.rootfs.lock import SNAPSHOT_FIX, missing_pin, verify_installed
 from osbuilder.rootfs.input_epoch import epoch_after_bootstrap, epoch_before_bootstrap
 from osbuilder.foundation.fetch import fetch, is_url
+from osbuilder.rootfs.extract import check_tarball
 from osbuilder.rootfs.agent import AgentBinary, AgentBuild, agent_from_source, agent_from_tarball, check_agent, check_pinned
 from osbuilder.rootfs.bootstrap import bootstrap
 from osbuilder.rootfs.options import RootfsOptions
@@ -49,6 +51,14 @@ def precheck_inputs(options: RootfsOptions, runner: Runner) -> None:
         if not Path(options.base).exists():
             raise UserError(f"--base '{options.base}' does not exist", "pass the base image or rootfs directory")
         recognise_artifact(Path(options.base))  # a base that is no artifact is refused before any work
+    if options.agent_tarball is not None and not is_url(options.agent_tarball):
+        # Every member checked here, so a bad one is refused before staging, not while unpacking.
+        tarball = Path(options.agent_tarball)
+        if not tarball.is_file():
+            raise UserError(f"--agent-tarball '{tarball}' does not exist", "pass Kata's kata-static-agent.tar.zst")
+        check_pinned(tarball, options.agent_sha256)
+        with tempfile.TemporaryDirectory(prefix="osbuilder-agent-tarball-") as scratch:
+            check_tarball(tarball, Path(scratch), runner)
     source = options.agent
     if options.probe_agent or options.agent_tarball or options.agent_source or source is None or is_url(source):
         return

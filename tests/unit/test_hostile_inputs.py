@@ -6,11 +6,14 @@ run under a deadline, a memory cap and a per-file size cap."""
 from __future__ import annotations
 
 import gzip
-import os
 import json
+import os
+import shutil
+import subprocess
 import zlib
 from pathlib import Path
 
+from tests.helpers import fake_bootstrap
 from tests.hostile import MiB, assert_clean_refusal, newc_header, newc_member, newc_trailer, run_limited
 
 
@@ -163,3 +166,146 @@ def test_an_error_quotes_a_value_only_so_far(tmp_path):
     result = run_limited("check", "--crio-config", crio)
     assert_clean_refusal(result, "cgroup_manager", "characters)")
     assert len(result.stderr) < 400
+
+
+# -- damaged artifacts and tarballs: exit 2, the input named -----------------------------------
+
+def small_guest(tmp_path: Path) -> Path:
+    """A provisioned agent-mode tree (fake packages, busybox as the shell, the probe agent)."""
+    tree = tmp_path / "tree"
+    fake_bootstrap(tree, with_systemd=False)
+    shutil.copy("/bin/busybox", tree / "usr/bin/sh")
+    rootfs = tmp_path / "rootfs"
+    made = run_limited("rootfs", "--existing", tree, "--distro", "debian", "--init", "agent", "--probe-agent",
+                       "-o", rootfs)
+    assert made.returncode == 0, made.stderr
+    return rootfs
+
+
+def test_cut_and_damaged_initrds_are_bad_input(tmp_path):
+    rootfs = small_guest(tmp_path)
+    for compression in ("gzip", "zstd", "xz"):
+        initrd = tmp_path / f"initrd.{compression}"
+        made = run_limited("initrd", rootfs, "-o", initrd, "--compression", compression)
+        assert made.returncode == 0, made.stderr
+        data = initrd.read_bytes()
+        cut = tmp_path / f"cut.{compression}"
+        cut.write_bytes(data[: len(data) // 2])
+        flipped = tmp_path / f"flipped.{compression}"
+        flipped.write_bytes(data[:200] + bytes(b ^ 0x55 for b in data[200:4000]) + data[4000:])
+        for damaged in (cut, flipped):
+            for command in (("inspect",), ("check", "--host-cgroup-driver", "cgroupfs")):
+                result = run_limited(*command, damaged)
+                assert result.returncode == 2, (compression, damaged.name, command, result.stderr)
+                assert "Traceback" not in result.stderr and str(damaged) in result.stderr, result.stderr
+
+
+def test_an_iso_with_a_damaged_path_table_is_bad_input(tmp_path):
+    """Every other byte of the path table flipped, read in this process (inspect's own code)
+    for speed; the first flip that ruins the ISO is then run through the command line."""
+    from osbuilder.foundation.errors import UserError
+    from osbuilder.foundation.runner import Runner
+    from osbuilder.inspect import inspect_many
+
+    iso = tmp_path / "guest.iso"
+    made = run_limited("iso", small_guest(tmp_path), "-o", iso)
+    assert made.returncode == 0, made.stderr
+    data = iso.read_bytes()
+    table = int.from_bytes(data[16 * 2048 + 140: 16 * 2048 + 144], "little") * 2048
+    size = int.from_bytes(data[16 * 2048 + 132: 16 * 2048 + 136], "little")
+    fatal = None
+    for offset in range(0, size, 2):
+        damaged = bytearray(data)
+        damaged[table + offset] ^= 0x5A
+        iso.write_bytes(damaged)
+        work = tmp_path / f"work{offset}"
+        work.mkdir()
+        try:
+            inspect_many(iso, work, Runner())
+        except UserError:
+            fatal = fatal if fatal is not None else bytes(damaged)
+    assert fatal is not None  # some flips ruin the ISO: each was a UserError, nothing else escaped
+    iso.write_bytes(fatal)
+    assert_clean_refusal(run_limited("inspect", iso), "is not a readable ISO")
+
+
+def test_a_cut_agent_tarball_is_bad_input(tmp_path):
+    tree = tmp_path / "tree"
+    fake_bootstrap(tree, with_systemd=False)
+    shutil.copy("/bin/busybox", tree / "usr/bin/sh")
+    agent = tmp_path / "agent"
+    (agent / "usr/bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", agent / "usr/bin/kata-agent")
+    for suffix, flag in ((".tar.gz", "-z"), (".tar.zst", "--zstd"), (".tar.xz", "-J")):
+        whole = tmp_path / f"agent{suffix}"
+        subprocess.run(["tar", "-C", agent, flag, "-cf", whole, "./usr"], check=True)
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+        result = run_limited("build", "--distro", "debian", "--init", "agent", "--existing", tree,
+                             "--agent-tarball", cut, "-o", tmp_path / f"out{suffix}")
+        assert_clean_refusal(result, str(cut))
+        assert not (tmp_path / f"out{suffix}").exists()
+
+
+def test_an_overlay_over_the_init_is_refused_before_any_work(tmp_path):
+    tree = tmp_path / "tree"
+    fake_bootstrap(tree, with_systemd=False)
+    for holds in ("sbin/init", "usr/sbin/init", "usr/bin/kata-agent"):
+        overlay = tmp_path / holds.replace("/", "-")
+        (overlay / holds).parent.mkdir(parents=True)
+        (overlay / holds).write_text("#!/bin/sh\n")
+        result = run_limited("build", "--distro", "debian", "--init", "agent", "--existing", tree, "--agent",
+                             "/bin/busybox", "--overlay", overlay, "-o", tmp_path / "out")
+        assert_clean_refusal(result, f"holds {holds}", "which the init mode installs")
+        assert not (tmp_path / "out").exists()
+
+
+def _tarball(path: Path, members: list[tuple[str, str, str]]) -> Path:
+    """A tar of (name, kind, link) members: kind 'file', 'dir', 'sym' or 'hard'."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        for name, kind, link in members:
+            info = tarfile.TarInfo(name)
+            data = b""
+            if kind == "file":
+                data = Path("/bin/busybox").read_bytes() if name.endswith("kata-agent") else b"x\n"
+                info.size, info.mode = len(data), 0o755
+            elif kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            elif kind == "sym":
+                info.type, info.linkname = tarfile.SYMTYPE, link
+            else:
+                info.type, info.linkname = tarfile.LNKTYPE, link
+            tar.addfile(info, io.BytesIO(data) if kind == "file" else None)
+    return path
+
+
+def test_agent_tarball_members_that_only_writing_would_reveal_are_refused_before_staging(tmp_path):
+    tree = tmp_path / "tree"
+    fake_bootstrap(tree, with_systemd=False)
+    shutil.copy("/bin/busybox", tree / "usr/bin/sh")
+    agent = [("./usr", "dir", ""), ("./usr/bin", "dir", ""), ("./usr/bin/kata-agent", "file", "")]
+    cases = {
+        "is a hard link to a symlink": [("./usr/bin/passwd", "sym", "/etc/passwd"),
+                                        ("./usr/bin/copy", "hard", "./usr/bin/passwd")],
+        "is a hard link through a symlinked directory": [("./usr/etc", "sym", "/etc"),
+                                                         ("./usr/bin/copy", "hard", "./usr/etc/passwd")],
+        "has a name longer than Linux allows": [("./usr/bin/" + "n" * 300, "file", "")],
+        "lies under a symlink loop": [("./usr/a", "sym", "b"), ("./usr/b", "sym", "a"), ("./usr/a/x", "file", "")],
+        "is a hard link to no earlier file": [("./usr/bin/copy", "hard", "./usr/bin/later"),
+                                              ("./usr/bin/later", "file", "")],
+    }
+    for why, extra in cases.items():
+        tarball = _tarball(tmp_path / "agent.tar.gz", agent + extra)
+        out = tmp_path / "out"
+        result = run_limited("build", "--distro", "debian", "--init", "agent", "--existing", tree, "--agent-tarball",
+                             tarball, "-o", out)
+        assert_clean_refusal(result, why, str(tarball))
+        assert "staging" not in result.stderr and "osbuilder-" not in result.stderr  # refused before any
+        assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    fine = _tarball(tmp_path / "agent.tar.gz", agent + [("./usr/bin/copy", "hard", "./usr/bin/kata-agent")])
+    result = run_limited("build", "--distro", "debian", "--init", "agent", "--existing", tree, "--agent-tarball",
+                         fine, "-o", tmp_path / "fine")
+    assert result.returncode == 0, result.stderr

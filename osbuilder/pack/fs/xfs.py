@@ -134,8 +134,15 @@ class XfsView(GuestView):
         self.runner = runner
         self.where = where
         geometry = self._db("sb 0", "print blocksize agblocks")
-        self.block = int(geometry["blocksize"])
-        self.agblocks = int(geometry["agblocks"])
+        try:
+            self.block = int(geometry["blocksize"])
+            self.agblocks = int(geometry["agblocks"])
+        except (KeyError, ValueError):  # a zeroed or damaged superblock: xfs_db prints no geometry
+            raise UserError(f"the xfs file system in '{where}' has no readable superblock",
+                            "check the image with xfs_repair -n") from None
+        if self.block <= 0 or self.agblocks <= 0:
+            raise UserError(f"the xfs file system in '{where}' has a damaged superblock",
+                            "check the image with xfs_repair -n")
 
     def _run(self, *commands: str) -> str:
         argv = ["xfs_db", "-r"]
@@ -157,7 +164,11 @@ class XfsView(GuestView):
         fields = self._db(f"path {path}", "print core.mode core.size")
         if "core.mode" not in fields:
             return None
-        return node_of(int(fields["core.mode"], 8), int(fields["core.size"]))
+        try:
+            return node_of(int(fields["core.mode"], 8), int(fields.get("core.size", "0")))
+        except ValueError:
+            raise UserError(f"the xfs file system in '{self.where}' has a damaged inode at {path}",
+                            "check the image with xfs_repair -n") from None
 
     def _readlink(self, path: str) -> str:
         fields = self._db(f"path {path}", "print u3.symlink")
