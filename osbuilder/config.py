@@ -13,6 +13,7 @@ from osbuilder.foundation.arch import get_arch, host_arch
 from osbuilder.foundation.cache import default_cache_dir
 from osbuilder.foundation.epoch import source_date_epoch_from_env
 from osbuilder.foundation.guest_layout import AGENT_PATH, INIT_PATH
+from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.rootfs.initmode import INIT_MODES, InitSetting, get_init_mode
@@ -121,8 +122,8 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
     if given.launcher is not None and not takes_launcher:
         modes = [name for name, mode in INIT_MODES.items() if mode.takes_launcher]
         raise UserError(f"--launcher applies to init mode {' or '.join(modes)}, not {given.init}", "drop --launcher")
-    if given.launcher is not None and not Path(given.launcher).is_file():
-        raise UserError(f"launcher '{given.launcher}' does not exist", "pass --launcher an executable file")
+    if given.launcher is not None:
+        require_file(given.launcher, "launcher", "pass --launcher an executable file")
     if given.agent_sha256 is not None and (given.probe_agent or given.agent_source):
         raise UserError("--agent-sha256 pins a downloaded or given agent, not a built one", "drop --agent-sha256")
     if given.agent_source is not None and not Path(given.agent_source).is_dir():
@@ -138,14 +139,14 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
                         "pass --kernel-modules a directory such as /lib/modules/<version>")
     for flag, path in (("--guest-hooks", given.guest_hooks), ("--pause-image", given.pause_image),
                        ("--coco-components", given.coco_components)):
-        if path is not None and not Path(path).is_file():
-            raise UserError(f"{flag} '{path}' does not exist", f"pass {flag} a tarball")
+        if path is not None:
+            require_file(path, flag, f"pass {flag} a tarball")
     if given.overlay is not None and not Path(given.overlay).is_dir():
         raise UserError(f"--overlay '{given.overlay}' is not a directory", "pass --overlay a directory")
     if given.overlay is not None:
         _refuse_overlay_over_init(Path(given.overlay))
-    if given.agent_policy not in (None, "default") and not Path(given.agent_policy).is_file():
-        raise UserError(f"--agent-policy '{given.agent_policy}' does not exist", "pass a .rego file, or 'default'")
+    if given.agent_policy not in (None, "default"):
+        require_file(given.agent_policy, "--agent-policy", "pass a .rego file, or 'default'")
     given = _check_guest_features(given, recipe)
     if given.existing is not None:
         if not Path(given.existing).is_dir() or Path(given.existing).resolve() == Path("/"):
@@ -245,9 +246,7 @@ def _check_guest_features(given: RootfsOptions, recipe: Recipe) -> RootfsOptions
         raise UserError("--ca-certificates installs a package, and this tree is not installed from the recipe",
                         "drop --ca-certificates (and --confidential), or add the CA package to your tree yourself")
     for bundle in given.ca_bundle:
-        path = Path(bundle)
-        if not path.is_file():
-            raise UserError(f"--ca-bundle '{bundle}' does not exist", "pass a PEM file of CA certificates")
+        path = require_file(bundle, "--ca-bundle", "pass a PEM file of CA certificates")
         if PEM_CERTIFICATE not in path.read_bytes():
             raise UserError(f"--ca-bundle '{bundle}' holds no PEM certificate ({PEM_CERTIFICATE.decode()})",
                             "pass the CA in PEM form (openssl x509 -in ca.der -inform der -out ca.pem)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import magic
 
 from osbuilder.foundation.arch import Arch, kernel_arch_of_header
+from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.foundation.runner import FILESYSTEM, Runner
@@ -82,9 +83,7 @@ def modules_from(path: Path, cache: Path, runner: Runner) -> Path:
 
 def load_kernel(kernel: Path, modules: Path | None, arch: Arch, cache: Path, runner: Runner,
                 pvh: bool = True) -> Kernel:
-    kernel = Path(kernel)
-    if not kernel.is_file():
-        raise UserError(f"kernel '{kernel}' does not exist", "pass --kernel a vmlinuz file or a linux-image-*.deb")
+    kernel = require_file(kernel, "kernel", "pass --kernel a vmlinuz file or a linux-image-*.deb")
     module_dir = modules_from(Path(modules), cache, runner) if modules is not None else None
     if is_deb(kernel):
         kernel, deb_modules = kernel_from_deb(kernel, cache, runner)

@@ -41,6 +41,18 @@ def not_regular(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else kind_of(mode)
 
 
+def require_file(path: Path | str, what: str, fix: str) -> Path:
+    """`path` when it is a regular file (through links); else a UserError saying whether it
+    is missing or what it is instead (a FIFO, a device, a directory)."""
+    try:
+        found = not_regular(Path(path))
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{what} '{path}' does not exist", fix) from None
+    if found is not None:
+        raise UserError(f"{what} '{path}' is {found}, not a file", fix)
+    return Path(path)
+
+
 def read_regular(path: Path, what: str, limit: int) -> bytes:
     """A regular file's bytes, at most `limit` of them. The file is opened without blocking
     and checked before a byte is read, so a FIFO or a device is refused, not waited on."""

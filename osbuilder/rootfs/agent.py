@@ -11,6 +11,7 @@ import magic
 
 from osbuilder.foundation.arch import Arch, describe_elf
 from osbuilder.foundation.elf import read_elf_header
+from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot, sha256_file
 from osbuilder.foundation.guest_layout import AGENT_PATH, UNIT_DIR
@@ -37,9 +38,7 @@ class AgentBinary:
 
 def check_agent(path: Path, target: Arch) -> AgentBinary:
     """Refuse an agent that is missing, not an ELF executable, or built for another arch."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"agent file '{path}' does not exist", "pass --agent the path of the agent executable")
+    path = require_file(path, "agent file", "pass --agent the path of the agent executable")
     header = read_elf_header(path)
     if header is None or not header.executable:
         # libmagic is for naming what the file is instead; the decision is the header's.

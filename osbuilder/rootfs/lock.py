@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.rootfs.backends.base import Package
@@ -47,6 +48,7 @@ class PackageLock:
 
     @classmethod
     def read(cls, path: Path) -> "PackageLock":
+        require_file(path, "--lock", "pass the packages.lock of an earlier build")
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:

@@ -15,6 +15,7 @@ from typing import Iterator
 from osbuilder.foundation.fsutil import GuestRoot, clamp_mtimes
 from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.rootfs.recipes import Recipe
+from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import CommandError, UserError
 from osbuilder.rootfs.lock import SNAPSHOT_FIX, missing_pin, verify_installed
 from osbuilder.rootfs.input_epoch import epoch_after_bootstrap, epoch_before_bootstrap
@@ -53,18 +54,14 @@ def precheck_inputs(options: RootfsOptions, runner: Runner) -> None:
         recognise_artifact(Path(options.base))  # a base that is no artifact is refused before any work
     if options.agent_tarball is not None and not is_url(options.agent_tarball):
         # Every member checked here, so a bad one is refused before staging, not while unpacking.
-        tarball = Path(options.agent_tarball)
-        if not tarball.is_file():
-            raise UserError(f"--agent-tarball '{tarball}' does not exist", "pass Kata's kata-static-agent.tar.zst")
+        tarball = require_file(options.agent_tarball, "--agent-tarball", "pass Kata's kata-static-agent.tar.zst")
         check_pinned(tarball, options.agent_sha256)
         with tempfile.TemporaryDirectory(prefix="osbuilder-agent-tarball-") as scratch:
             check_tarball(tarball, Path(scratch), runner)
     source = options.agent
     if options.probe_agent or options.agent_tarball or options.agent_source or source is None or is_url(source):
         return
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"agent file '{path}' does not exist", "pass --agent the path of the agent")
+    path = require_file(source, "agent file", "pass --agent the path of the agent")
     check_pinned(path, options.agent_sha256)
     check_agent(path, options.target)
 

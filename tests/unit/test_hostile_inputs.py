@@ -309,3 +309,19 @@ def test_agent_tarball_members_that_only_writing_would_reveal_are_refused_before
     result = run_limited("build", "--distro", "debian", "--init", "agent", "--existing", tree, "--agent-tarball",
                          fine, "-o", tmp_path / "fine")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_device_or_fifo_given_as_a_build_input_is_named_for_what_it_is(tmp_path):
+    tree = tmp_path / "tree"
+    fake_bootstrap(tree, with_systemd=False)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for special, noun in ((Path("/dev/zero"), "a character device"), (fifo, "a FIFO")):
+        for flag in ("--guest-hooks", "--pause-image", "--coco-components", "--agent-policy", "--ca-bundle",
+                     "--lock", "--agent-tarball", "--agent"):
+            probe = () if flag in ("--agent-tarball", "--agent") else ("--probe-agent",)
+            result = run_limited("build", "--distro", "debian", "--init", "agent", *probe, "--existing", tree,
+                                 flag, special, "-o", tmp_path / "out", timeout=20)
+            assert_clean_refusal(result, f"'{special}' is {noun}, not a file")
+        result = run_limited("boot", tmp_path / "no.img", "--kernel", special, timeout=20)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
