@@ -18,7 +18,7 @@ from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.rootfs.initmode import INIT_MODES, InitSetting, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
-from osbuilder.rootfs.recipes import Recipe, load_recipe
+from osbuilder.rootfs.recipes import PACKAGE_FORM, Recipe, check_mirror, check_plain_name, load_recipe
 from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.rootfs.dracut import HostSystem
 from osbuilder.rootfs.extension_mount import check_name
@@ -134,6 +134,10 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
     elif release not in recipe.releases:
         raise UserError(f"distro '{recipe.name}' has no release '{release}'",
                         f"use --release {' or --release '.join(recipe.releases)}")
+    if given.mirror:
+        check_mirror("--mirror", given.mirror)
+    for package in given.extra_packages:
+        check_plain_name("--extra-packages", "package", package, PACKAGE_FORM)
     if given.kernel_modules is not None and not Path(given.kernel_modules).is_dir():
         raise UserError(f"kernel modules directory '{given.kernel_modules}' does not exist",
                         "pass --kernel-modules a directory such as /lib/modules/<version>")

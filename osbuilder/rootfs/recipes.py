@@ -8,12 +8,15 @@ table (e.g. `[apt]`), and per-init-mode packages live under `[packages.init]`.
 
 from __future__ import annotations
 
+import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from osbuilder.foundation.arch import ARCHES
+from osbuilder.foundation.documents import quoted
 from osbuilder.foundation.errors import UserError
 from osbuilder.rootfs.initmode import INIT_MODES, get_init_mode
 from osbuilder.foundation.resources import recipes_dir
@@ -120,6 +123,29 @@ _SCHEMA: dict[str, Any] = {
     }, False),
 }
 AGENT_LIBCS = ("gnu", "musl")
+# Recipe strings that become path components (cache entries, lock files) or package-manager
+# arguments: letters, digits and the punctuation real names use, nothing a shell or a path
+# would read as more (no '/', no leading '.', no spaces, quotes, ';', '$', '|', '&', '`').
+NAME_FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
+PACKAGE_FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~:-]*")
+PATTERN_FORM = re.compile(r"[A-Za-z0-9*?\[][A-Za-z0-9._+~:*?\[\]!-]*")  # [slim] packages are globs
+MIRROR_SCHEMES = ("http", "https", "file")
+
+
+def check_plain_name(source: str, key: str, value: str, form: re.Pattern[str] = NAME_FORM) -> None:
+    if not form.fullmatch(value) or len(value) > 200:
+        raise UserError(f"{source}: {key} {quoted(value)} is not a plain name (letters, digits, . _ + ~ -)",
+                        f"fix {key} in {source}")
+
+
+def check_mirror(source: str, value: str) -> None:
+    """A mirror URL: http(s) with a host, or file: with a path; no spaces, quotes or controls."""
+    parsed = urllib.parse.urlsplit(value)
+    plain = value.isprintable() and not any(c in value for c in " \"'`\\<>{}|^")
+    if not plain or parsed.scheme not in MIRROR_SCHEMES or (parsed.scheme != "file" and not parsed.hostname) \
+            or (parsed.scheme == "file" and not parsed.path.startswith("/")):
+        raise UserError(f"{source}: mirror {quoted(value)} is not an http, https or file URL",
+                        "write it as http://host/path")
 
 
 def check_table(path: Path, table: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> None:
@@ -179,6 +205,19 @@ def parse_recipe(path: Path) -> Recipe:
     libc = data.get("agent", {}).get("libc")
     if libc is not None and libc not in AGENT_LIBCS:
         raise UserError(f"recipe {path}: agent.libc '{libc}' is not one of {', '.join(AGENT_LIBCS)}", "fix its value")
+    for key, names, form in (
+            ("name", [data["name"]], NAME_FORM), ("aliases", data.get("aliases", []), NAME_FORM),
+            ("releases", data["releases"], NAME_FORM), ("packages.always", pkgs["always"], PACKAGE_FORM),
+            ("packages.seccomp", pkgs.get("seccomp", []), PACKAGE_FORM),
+            *((f"packages.init.{m}", v, PACKAGE_FORM) for m, v in pkgs.get("init", {}).items()),
+            *((f"packages.arch.{a}", v, PACKAGE_FORM) for a, v in pkgs.get("arch", {}).items()),
+            ("trust.packages", (data.get("trust") or {}).get("packages", []), PACKAGE_FORM),
+            ("guest.tools", guest.get("tools", []), PACKAGE_FORM),
+            ("slim.packages", data.get("slim", {}).get("packages", []), PATTERN_FORM)):
+        for value in names:
+            check_plain_name(f"recipe {path}", key, value, form)
+    for arch, url in [("", data["mirror"]), *data.get("arch_mirrors", {}).items()]:
+        check_mirror(f"recipe {path}: {'arch_mirrors.' + arch if arch else 'mirror'}", url)
     if data["default_release"] not in data["releases"]:
         raise UserError(f"recipe {path}: default_release '{data['default_release']}' is not in 'releases'",
                         "add it to releases")

@@ -325,3 +325,29 @@ def test_a_device_or_fifo_given_as_a_build_input_is_named_for_what_it_is(tmp_pat
             assert_clean_refusal(result, f"'{special}' is {noun}, not a file")
         result = run_limited("boot", tmp_path / "no.img", "--kernel", special, timeout=20)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+# -- recipe values and flags that become paths or arguments -----------------------------------
+
+def test_recipe_values_that_would_become_paths_or_arguments_are_refused(tmp_path):
+    original = (Path(__file__).resolve().parents[2] / "distros/debian.toml").read_text()
+    cases = {
+        'releases = ["bookworm", "trixie"]': ('releases = ["bookworm", "../../../ESCAPE"]', "releases"),
+        'always = [': ('always = ["vim;rm -rf /", ', "packages.always"),
+        'mirror = "http://deb.debian.org/debian"': ('mirror = "http://deb.debian.org/debian $(reboot)"', "mirror"),
+    }
+    for old, (new, key) in cases.items():
+        assert old in original, old
+        recipes = tmp_path / key
+        recipes.mkdir()
+        (recipes / "debian.toml").write_text(original.replace(old, new, 1))
+        for command in (("distros", "--recipes-dir", recipes),
+                        ("build", "--recipes-dir", recipes, "--distro", "debian", "--init", "agent", "--probe-agent",
+                         "-o", tmp_path / "out")):
+            assert_clean_refusal(run_limited(*command), key)
+        assert not (tmp_path / "out").exists()
+    for flag, value in (("--extra-packages", "vim,`reboot`"), ("--mirror", "ftp://mirror/debian"),
+                        ("--mirror", "http://deb.debian.org/debian'")):
+        result = run_limited("build", "--distro", "debian", "--init", "agent", "--probe-agent", flag, value,
+                             "-o", tmp_path / "out")
+        assert_clean_refusal(result, flag)
