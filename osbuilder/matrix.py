@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from osbuilder.foundation.runner import die_with_parent
 from osbuilder.foundation.errors import Interrupted, UserError
 from osbuilder.foundation.events import EVENTS_FD_VARIABLE, parse_event
 from osbuilder.foundation.fsutil import write_atomically
@@ -363,7 +364,7 @@ class MatrixBuild:
 
     def _start(self, argv: list[str], events_fd: int) -> subprocess.Popen[str]:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                pass_fds=(events_fd,),
+                                pass_fds=(events_fd,), preexec_fn=die_with_parent(),
                                 env={**os.environ, "COLUMNS": "120", EVENTS_FD_VARIABLE: str(events_fd)})
 
     def _read_events(self, run: TargetRun, fd: int) -> None:

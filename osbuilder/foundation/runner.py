@@ -6,14 +6,19 @@ host scales every limit with OSBUILDER_TIMEOUT_SCALE (read where the Runner is m
 
 Children run in their own session so that Ctrl-C reaches osbuilder first; osbuilder then
 kills the whole child process group before cleaning up, so nothing keeps writing into a
-staging directory that is being removed.
+staging directory that is being removed. A SIGKILL gives osbuilder no such chance, so each
+child is also told to die with it (PR_SET_PDEATHSIG), and a small reaper process, forked
+once, kills the process groups of the commands still running when osbuilder ends however it
+ends: mmdebstrap's own children (dpkg in a user namespace) never outlive the build.
 """
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import collections
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -123,6 +128,7 @@ class Runner:
             _kill_group(proc, self.kill_grace)
             raise
         finally:
+            _ended(proc)
             for reader in readers:
                 reader.join(timeout=5)
             if progress is not None and self.progress is not None:
@@ -191,6 +197,7 @@ class Runner:
             raise
         finally:
             watchdog.cancel()
+            _ended(proc)
             reader.join(timeout=5)
         if fired.is_set():
             raise self._timed_out(args, limit, "\n".join(tail))
@@ -241,6 +248,7 @@ class Runner:
                 _kill_group(proc, self.kill_grace)
             proc.stdout.close()
         returncode = proc.wait()
+        _ended(proc)
         return Watched(args, outcome, output, matched_at, time.monotonic() - start, returncode)
 
 
@@ -256,13 +264,94 @@ class Watched:
     returncode: int
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when this process (strictly, the thread that
+    started it) dies, and exits at once if that happened before it could ask."""
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setup() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(137)
+
+    return setup
+
+
+class _Reaper:
+    """A forked process that reads the process groups osbuilder starts (+PGID) and ends
+    (-PGID) from a pipe, and kills the groups still listed when the pipe closes: when
+    osbuilder exits or is killed, the kernel closes its end. Process-wide by nature (it must
+    outlive everything this process started), so there is one, made on first use."""
+
+    def __init__(self) -> None:
+        read_end, self.write_end = os.pipe()  # not inherited by the commands (O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the reaper: nothing but system calls from here on
+            try:
+                os.closerange(3, read_end)
+                os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                groups: set[int] = set()
+                pending = b""
+                while chunk := os.read(read_end, 4096):
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
+                for group in groups:
+                    with contextlib.suppress(OSError):
+                        os.killpg(group, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        os.close(read_end)
+        self.pid = pid
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """At a normal exit: close the pipe and wait, so no reaper lingers after osbuilder."""
+        with contextlib.suppress(OSError):
+            os.close(self.write_end)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+    def tell(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.write_end, line.encode() + b"\n")
+
+
+_REAPER: list[_Reaper] = []
+_REAPER_LOCK = threading.Lock()
+
+
+def _reaper() -> _Reaper:
+    with _REAPER_LOCK:
+        if not _REAPER:
+            _REAPER.append(_Reaper())
+        return _REAPER[0]
+
+
 def _spawn(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (see the module docstring); a missing tool is the
-    user's to install, not a crash."""
+    """Start a child in its own session that dies with osbuilder (see the module docstring);
+    a missing tool is the user's to install, not a crash."""
+    reaper = _reaper()
     try:
-        return subprocess.Popen(args, start_new_session=True, **popen)
+        proc = subprocess.Popen(args, start_new_session=True, preexec_fn=die_with_parent(), **popen)
     except FileNotFoundError:
         raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
+    reaper.tell(f"+{proc.pid}")  # its session's process group has its pid
+    return proc
+
+
+def _ended(proc: subprocess.Popen[bytes]) -> None:
+    """The command has been waited for: its group is no longer the reaper's to kill."""
+    _reaper().tell(f"-{proc.pid}")
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:

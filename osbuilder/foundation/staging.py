@@ -8,6 +8,7 @@ or SIGTERM the staging directory is removed and the output is left as it was.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import tempfile
@@ -42,6 +43,40 @@ def check_output_dir(output: Path, force: bool, flag: str = "-o") -> Path:
     return resolved
 
 
+OWNER_LOCK = ".osbuilder-owner"  # in every staging directory, locked by the build using it
+
+
+def _owner_gone(staging: Path) -> bool:
+    """The build that made `staging` holds a lock on its owner file while it runs; a lock
+    that can be taken means that build is gone (killed: SIGKILL leaves no time to clean up)."""
+    try:
+        fd = os.open(staging / OWNER_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no owner file: made by a build just starting, or not ours
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove_stale_staging(output: Path) -> list[Path]:
+    """Remove the staging directories beside `output` whose builds are gone."""
+    removed = []
+    for candidate in sorted(output.parent.glob(f".{glob_escape(output.name)}.osbuilder-*")):
+        if candidate.is_dir() and not candidate.is_symlink() and _owner_gone(candidate):
+            log.warning("removing %s, left by a build that is gone", candidate)
+            remove_tree(candidate)
+            removed.append(candidate)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 class Staging:
     """`with Staging(out) as stage:` ... `stage.commit(stage.path / "rootfs")`."""
 
@@ -49,9 +84,14 @@ class Staging:
         self.output = Path(output)
         self.path: Path | None = None
         self.committed = False
+        self._owner: int | None = None
 
     def __enter__(self) -> "Staging":
+        remove_stale_staging(self.output)
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.osbuilder-", dir=self.output.parent))
+        # Held until this process ends, however it ends; children do not inherit it.
+        self._owner = os.open(self.path / OWNER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._owner, fcntl.LOCK_EX)
         return self
 
     @property
@@ -76,6 +116,9 @@ class Staging:
             if exc is not None:
                 log.info("removing staging %s", self.path)
             remove_tree(self.path)
+        if self._owner is not None:
+            os.close(self._owner)
+            self._owner = None
 
 
 def check_output_file(output: Path, force: bool, flag: str = "-o") -> Path:

@@ -6,6 +6,8 @@ behind, no mount under the test's directory, and the cache holds only whole entr
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from osbuilder.foundation.cache import BuildCache, metadata_digest
 from tests.conftest import run_cli
 from tests.helpers import WatchedCommand as Build
-from tests.helpers import seen
+from tests.helpers import fake_bootstrap, seen
 from tests.http_server import AGENT_SHA, Handler
 
 pytestmark = pytest.mark.slow
@@ -150,3 +152,48 @@ def test_an_interrupted_boot_says_what_it_stopped(tmp_path, boot_cache):
     assert "staging" not in log.splitlines()[-1]
     leftover = subprocess.run(["pgrep", "-f", str(initrd)], capture_output=True, text=True).stdout
     assert leftover == "", "qemu outlived the interrupt"
+
+
+def _processes_under(path: Path) -> list[str]:
+    """Every process whose command line or working directory names `path`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(path) in cmdline or cwd.startswith(str(path)):
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+def test_sigkill_mid_bootstrap_takes_the_package_manager_along_and_the_next_build_cleans_up(tmp_path, agent_x86_64):
+    """SIGKILL leaves osbuilder no time to clean up: its children die with it (none keeps
+    running dpkg in the orphaned staging), and the next build into the same output removes
+    that staging, whose owner is gone."""
+    import time
+
+    work = tmp_path / "work"
+    work.mkdir()
+    build = Build("build", "--distro", "debian", "--init", "agent", "--agent", agent_x86_64, "--no-cache",
+                  "--format", "initrd", "-o", work / "out")
+    build.wait_for(seen("mmdebstrap: installing"), timeout=600)
+    [staging] = list(work.glob(".out.osbuilder-*"))
+    build.proc.kill()
+    build.proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while _processes_under(staging) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_under(staging) == [], "a child outlived the SIGKILL"
+    assert staging.exists()  # nothing could remove it
+    tree = tmp_path / "tree"
+    fake_bootstrap(tree, with_systemd=False)
+    shutil.copy("/bin/busybox", tree / "usr/bin/sh")
+    again = run_cli("build", "--distro", "debian", "--init", "agent", "--probe-agent", "--existing", tree,
+                    "-o", work / "out")
+    assert again.returncode == 0, again.stderr
+    assert f"removing {staging}, left by a build that is gone" in again.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["out"]

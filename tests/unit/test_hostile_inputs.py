@@ -351,3 +351,40 @@ def test_recipe_values_that_would_become_paths_or_arguments_are_refused(tmp_path
         result = run_limited("build", "--distro", "debian", "--init", "agent", "--probe-agent", flag, value,
                              "-o", tmp_path / "out")
         assert_clean_refusal(result, flag)
+
+
+# -- processes: nothing outlives a killed osbuilder ------------------------------------------
+
+def test_a_command_and_its_children_die_with_a_killed_osbuilder(tmp_path):
+    """osbuilder's runner starts a command whose own child writes nothing (so no broken pipe
+    would stop it), and osbuilder is then SIGKILLed: both die with it."""
+    import signal
+    import sys
+    import time
+
+    marker = f"OSBUILDER_TEST_MARKER={tmp_path}"  # in the environment of the command and its child
+    script = ("from osbuilder.foundation.runner import Runner, PACKAGE_MANAGER\n"
+              "Runner().run(['sh', '-c', 'sleep 300 & sleep 300; wait'], limit=PACKAGE_MANAGER, "
+              f"env={{'OSBUILDER_TEST_MARKER': '{tmp_path}'}})\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def running() -> list[str]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and marker.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append(proc.name)
+            except OSError:
+                continue
+        return found
+
+    deadline = time.monotonic() + 20
+    while len(running()) < 3:  # sh and its two sleeps
+        assert time.monotonic() < deadline, "the command did not start"
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running() == [], "a command outlived the SIGKILL of the osbuilder that started it"
