@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.foundation.errors import CommandError, UserError
+from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.read.summary import read_artifact_summary
@@ -81,9 +81,9 @@ def test_a_truncated_image_and_a_garbage_initrd_are_refused(guest: Path, tmp_pat
         recognise_artifact(image)
     garbage = tmp_path / "garbage.img"
     garbage.write_bytes(b"\x1f\x8b" + b"not gzip at all" * 10)
-    with pytest.raises(CommandError) as err:
+    with pytest.raises(UserError) as err:  # unreadable input: exit 2, as every reader's
         read_artifact_summary(recognise_artifact(garbage), tmp_path, Runner())
-    assert "gzip" in str(err.value) and "garbage.img" in str(err.value)
+    assert "garbage.img" in str(err.value)
 
 
 @pytest.mark.parametrize("case", CASES)
