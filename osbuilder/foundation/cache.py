@@ -5,6 +5,7 @@ Layout under the cache directory (default `$XDG_CACHE_HOME/osbuilder`):
   bootstrap/<distro>-<release>-<arch>-<key>/entry.json  its inputs, size and sha256
   bootstrap/<distro>-<release>-<arch>-<key>/tree/       the same tree unpacked, for hard-linked clones
   bootstrap/<distro>-<release>-<arch>-<key>/tree.metadata  the sha256 of its metadata
+  bootstrap/<distro>-<release>-<arch>-<key>/tree.content   the sha256 of its files' contents
   packages/<backend>/<distro>-<release>-<arch>/         the package manager's downloads
   downloads/<sha256>                                    pinned downloads (agents, payloads)
   pieces/gzip-<level>-zlib<version>/<xx>/<sha256>       compressed initrd pieces (gzip_pieces.py)
@@ -22,8 +23,11 @@ which creates only the directories (`cp -al`). The clone shares every other inod
 cache, so provisioning never writes a file in place (GuestRoot removes a file before it
 writes a new one; the tree is clamped to the epoch before it is kept, so the final clamp touches
 only new files), and every packer ignores link counts from outside the tree. The copy's
-metadata (names, inode numbers, modes, owners, sizes, mtimes) is hashed when it is kept
-and checked on every clone: a copy changed since is dropped, and the tarball used.
+metadata (names, inode numbers, modes, owners, sizes, mtimes) and the contents of its files
+are hashed when it is kept and checked on every clone: a copy changed since, even a file
+rewritten in place with its size and mtime kept, is dropped, and the tarball used. Only a
+digest mismatch condemns an entry: a tarball that matches its digest but fails to unpack
+(a full disk) is reported as the error it is, and the entry kept.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ LOCKS = "locks"
 TREE = "tree.tar"
 UNPACKED = "tree"
 UNPACKED_DIGEST = "tree.metadata"
+UNPACKED_CONTENT = "tree.content"
 ENTRY = "entry.json"
 DAY_S = 86400
 
@@ -184,6 +189,24 @@ def metadata_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+def content_digest(root: Path) -> str:
+    """sha256 of every regular file's path and content, hashed on two threads (hashlib
+    releases the GIL): what the metadata digest cannot see, a file rewritten in place."""
+    files: list[tuple[bytes, str]] = []
+    for directory, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                files.append((os.fsencode(os.path.relpath(path, root)), path))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sums = pool.map(lambda item: sha256_file(Path(item[1])), files)
+        digest = hashlib.sha256()
+        for (name, _), found in zip(files, sums):
+            digest.update(name + b"\0" + found.encode() + b"\n")
+    return digest.hexdigest()
+
+
 class BuildCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -233,7 +256,12 @@ class BuildCache:
             hashing = background.submit(sha256_file, tree)
             try:
                 unpack(tree)
-            except CommandError:  # a tarball tar cannot read is damaged whatever its digest says
+            except CommandError:
+                if hashing.result() == digest:
+                    # The tarball is what was stored: the failure is the unpack's (a full disk,
+                    # an I/O error), reported as such; the entry stays for the next build.
+                    log.warning("cache entry %s is whole; unpacking it failed, so it is kept", self.bootstrap_path(name))
+                    raise
                 return self._intact(name, False)
             if not self._intact(name, hashing.result() == digest):
                 return False
@@ -254,11 +282,16 @@ class BuildCache:
         except OSError:
             return False
         try:
+            expected_content = (entry / UNPACKED_CONTENT).read_text().strip()
+        except OSError:  # kept before contents were recorded: it cannot be vouched for
+            self._drop_unpacked(entry)
+            return False
+        try:
             clone(unpacked, into)
         except CommandError as exc:
             log.warning("could not clone %s (%s); unpacking its tarball instead", unpacked, exc)
             return False
-        if metadata_digest(into) != expected:
+        if metadata_digest(into) != expected or content_digest(into) != expected_content:
             log.warning("the unpacked copy in cache entry %s changed since it was kept; dropping it", entry)
             self._drop_unpacked(entry)
             return False
@@ -271,14 +304,15 @@ class BuildCache:
         entry = self.bootstrap_path(name)
         if not entry.is_dir() or tree.stat().st_dev != entry.stat().st_dev:
             return
-        if (entry / UNPACKED_DIGEST).is_file() and (entry / UNPACKED).is_dir():
+        if all((entry / f).is_file() for f in (UNPACKED_DIGEST, UNPACKED_CONTENT)) and (entry / UNPACKED).is_dir():
             return
         self._drop_unpacked(entry)  # half a copy (one without its digest, or the reverse), a dead build's leftovers
         partial = entry / f".{UNPACKED}.{os.getpid()}.partial"
         try:
             clone(tree, partial)
-            digest = metadata_digest(partial)
+            digest, content = metadata_digest(partial), content_digest(partial)
             os.replace(partial, entry / UNPACKED)
+            write_atomically(entry / UNPACKED_CONTENT, f"{content}\n".encode())
             write_atomically(entry / UNPACKED_DIGEST, f"{digest}\n".encode())
         except (OSError, CommandError) as exc:
             log.warning("could not keep an unpacked copy of %s: %s", entry, exc)
@@ -288,6 +322,7 @@ class BuildCache:
 
     def _drop_unpacked(self, entry: Path) -> None:
         (entry / UNPACKED_DIGEST).unlink(missing_ok=True)
+        (entry / UNPACKED_CONTENT).unlink(missing_ok=True)
         for leftover in [entry / UNPACKED, *entry.glob(f".{UNPACKED}.*.partial")]:
             remove_tree(leftover)
 

@@ -61,7 +61,8 @@ class CommandError(BuildError):
     @property
     def out_of_space(self) -> bool:
         """The tool stopped because its output's filesystem is full (tools say so only in words)."""
-        return "No space left on device" in self.stderr_tail
+        # GNU tar says "Wrote only N of M bytes" for the short write a full disk gives it.
+        return "No space left on device" in self.stderr_tail or "Wrote only" in self.stderr_tail
 
     def details(self) -> str:
         lines = ["  command: " + " ".join(self.argv)]

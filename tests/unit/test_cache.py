@@ -69,8 +69,9 @@ def test_a_damaged_entry_is_removed_and_reported_missing(tmp_path, damage):
 
 @pytest.mark.parametrize("damage", [None, "changed", "truncated", "unreadable"])
 def test_unpack_tree_checks_the_digest(tmp_path, damage):
-    """A whole entry is unpacked and kept; a damaged one (wrong bytes, wrong size, or one tar
-    cannot read) reports False and is removed, so the build bootstraps afresh."""
+    """A whole entry is unpacked and kept; a damaged one (wrong bytes, wrong size) reports
+    False and is removed, so the build bootstraps afresh. One whose bytes match its digest but
+    that tar fails to unpack is not damaged: the failure is raised, and the entry kept."""
     from osbuilder.foundation.errors import CommandError
 
     cache = BuildCache(tmp_path / "cache")
@@ -86,6 +87,11 @@ def test_unpack_tree_checks_the_digest(tmp_path, damage):
             raise CommandError(["tar", "--extract"], 2, "tar: This does not look like a tar archive")
         unpacked.append(tarball.read_bytes())
 
+    if damage == "unreadable":
+        with pytest.raises(CommandError):
+            cache.unpack_tree("e", unpack)
+        assert stored.exists() and cache.unpack_tree("e", lambda tarball: None)  # kept, and whole
+        return
     whole = cache.unpack_tree("e", unpack)
     assert whole == (damage is None)
     assert stored.parent.exists() == (damage is None)
@@ -312,13 +318,20 @@ def test_a_kept_copy_is_cloned_with_hard_links(tmp_path):
     assert [e.name for e in cache.entries()] == ["e"]  # the copy is part of the entry, not one of its own
 
 
-@pytest.mark.parametrize("change", ["content", "mode", "mtime", "removed", "added"])
+@pytest.mark.parametrize("change", ["content", "rewritten", "mode", "mtime", "removed", "added"])
 def test_a_changed_copy_is_dropped_and_not_cloned(tmp_path, change):
     cache, entry = _kept_entry(tmp_path)
     kept = entry / "tree"
     if change == "content":
         with open(kept / "etc/os-release", "a") as f:  # in place, as a careless writer would
             f.write("VERSION=13\n")
+    elif change == "rewritten":  # the same size and mtime: only the bytes differ
+        target = kept / "usr/bin/tool"
+        before = target.stat()
+        with open(target, "r+b") as f:
+            f.write(b"\x7fEVL")
+        os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert target.stat().st_size == before.st_size and target.stat().st_ino == before.st_ino
     elif change == "mode":
         os.chmod(kept / "usr/bin/tool", 0o4755)
     elif change == "mtime":
@@ -362,7 +375,34 @@ def test_keeping_a_copy_replaces_leftovers_and_cleans_up_when_interrupted(tmp_pa
         cache.keep_unpacked("e", tree, interrupted)
     assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "tree.tar"]
     cache.keep_unpacked("e", tree, _cp_al)
-    assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "tree", "tree.metadata", "tree.tar"]
+    assert sorted(p.name for p in entry.iterdir()) == ["entry.json", "tree", "tree.content", "tree.metadata",
+                                                       "tree.tar"]
     shutil.rmtree(entry / "tree")  # a digest without its copy is kept again, not trusted
     cache.keep_unpacked("e", tree, _cp_al)
     assert (entry / "tree.metadata").read_text().strip() == metadata_digest(entry / "tree")
+
+
+def test_a_full_disk_while_unpacking_a_whole_entry_keeps_the_entry(tmp_path):
+    """tar really runs out of space (a 1 MiB tmpfs in a private mount namespace): the error is
+    reported as what it is, and the entry, whose digest matches, stays for the next build."""
+    from osbuilder.foundation.errors import CommandError
+    from osbuilder.foundation.runner import FILESYSTEM, Runner
+
+    cache = BuildCache(tmp_path / "cache")
+    source = tmp_path / "big"
+    source.mkdir()
+    (source / "data").write_bytes(os.urandom(4 << 20))
+    tarball = tmp_path / "big.tar"
+    subprocess.run(["tar", "-C", source, "-cf", tarball, "."], check=True)
+    stored = cache.store_tree("e", lambda path: shutil.copyfile(tarball, path), {})
+    small = tmp_path / "small"
+    small.mkdir()
+
+    def unpack(tree: Path) -> None:
+        Runner().run(["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1" && tar -C "$1" -xf "$2"',
+                      "unpack", small, tree], limit=FILESYSTEM)
+
+    with pytest.raises(CommandError) as raised:
+        cache.unpack_tree("e", unpack)
+    assert raised.value.out_of_space
+    assert stored.is_file() and [e.name for e in cache.entries()] == ["e"]
