@@ -128,6 +128,12 @@ class Packer(ABC):
     def open_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
         """The guest tree inside the artifact, read without mounting it."""
 
+    def open_partial_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner,
+                          wanted: frozenset[str]) -> GuestView:
+        """A view from which only the guest paths `wanted` will be read (the summary, for
+        boot): a packer whose format must be streamed keeps only those; others open it all."""
+        return self.open_view(artifact, workdir, runner)
+
     def describe_info(self, artifact: ArtifactInfo) -> str:
         """A few words on what was read back, for the runtime fragment's header."""
         return self.name

@@ -84,6 +84,14 @@ class InitrdPacker(Packer):
         return ArtifactInfo(path, self.name, size, codec=codec) if codec else None
 
     def open_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
+        return self._view(artifact, workdir, runner, None)
+
+    def open_partial_view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner,
+                          wanted: frozenset[str]) -> GuestView:
+        return self._view(artifact, workdir, runner, wanted)
+
+    def _view(self, artifact: ArtifactInfo, workdir: Path, runner: Runner,
+              wanted: frozenset[str] | None) -> GuestView:
         codec = artifact.codec
         if not codec.decompress:
             return NewcView(artifact.path, str(artifact.path))
@@ -98,7 +106,7 @@ class InitrdPacker(Packer):
         def index() -> None:
             with open(read_end, "rb") as stream:
                 try:
-                    indexed.append(NewcView(store, str(artifact.path), scratch=store, stream=stream))
+                    indexed.append(NewcView(store, str(artifact.path), scratch=store, stream=stream, wanted=wanted))
                 except BaseException as exc:  # reported by the feeding thread
                     failure.append(exc)
                     return  # closing the pipe stops the decompressor

@@ -33,6 +33,12 @@ def summary_of(view: GuestView, source: str) -> dict[str, Any] | None:
 
 
 def read_artifact_summary(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> dict[str, Any] | None:
-    """The parsed osbuilder.yaml, or None when the artifact holds none."""
-    with open_view(artifact, workdir, runner) as view:
+    """The parsed osbuilder.yaml, or None when the artifact holds none; a format that is
+    streamed (an initrd) keeps nothing else of what it unpacks to."""
+    if artifact.kind == ROOTFS_KIND:
+        view: GuestView = DirView(artifact.path)
+    else:
+        with reading_input("pass an artifact that is whole (osbuilder inspect names what it finds)"):
+            view = PACKERS[artifact.kind].open_partial_view(artifact, workdir, runner, frozenset({SUMMARY_PATH}))
+    with view:
         return summary_of(view, str(artifact.path))

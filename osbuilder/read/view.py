@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.errors import InternalError, UserError
 from osbuilder.foundation.fsutil import remove_tree, resolve_in_guest
 from osbuilder.read.newc import NewcReader
 
@@ -146,11 +146,12 @@ class NewcView(GuestView):
     STORE_LIMIT = 2 << 30
 
     def __init__(self, archive: Path, source: str, scratch: Path | None = None,
-                 stream: BinaryIO | None = None) -> None:
+                 stream: BinaryIO | None = None, wanted: frozenset[str] | None = None) -> None:
         self.archive = archive
         self.where = source
         self.scratch = scratch
-        # mode, offset (None: too large to keep), size
+        self.wanted = wanted if stream is not None else None
+        # mode, offset (None: too large to keep, or not wanted), size
         self.entries: dict[str, tuple[int, int | None, int]] = {"/": (stat.S_IFDIR | 0o755, 0, 0)}
         if stream is None:
             with open(archive, "rb") as f:
@@ -162,14 +163,16 @@ class NewcView(GuestView):
         with open(archive, "wb") as store:
             for member in reader.members():
                 offset = None
-                if member.size <= self.MEMBER_KEEP_LIMIT and not stat.S_ISDIR(member.mode):
+                name = self._name(member.name)
+                needed = wanted is None or name in wanted or not stat.S_ISREG(member.mode)  # links resolve paths
+                if needed and member.size <= self.MEMBER_KEEP_LIMIT and not stat.S_ISDIR(member.mode):
                     kept += member.size
                     if kept > self.STORE_LIMIT:
                         raise UserError(f"'{source}' unpacks to more than {self.STORE_LIMIT >> 30} GiB of files",
                                         "pass an initrd of a usual size (the reader's limit)")
                     offset = store.tell()
                     store.write(reader.read_data(member))
-                self.entries[self._name(member.name)] = (member.mode, offset, member.size)
+                self.entries[name] = (member.mode, offset, member.size)
 
     @staticmethod
     def _name(member_name: bytes) -> str:
@@ -178,7 +181,9 @@ class NewcView(GuestView):
         return "/" + raw.strip("/")
 
     def _data(self, f: BinaryIO, path: str) -> bytes:
-        _, offset, size = self.entries[path]
+        mode, offset, size = self.entries[path]
+        if offset is None and self.wanted is not None and path not in self.wanted and size <= self.MEMBER_KEEP_LIMIT:
+            raise InternalError(f"{path} was read from a view opened for {sorted(self.wanted)} only")
         if offset is None:
             raise UserError(f"'{self.where}': {path} is {size} bytes, past the reader's limit of "
                             f"{self.MEMBER_KEEP_LIMIT >> 20} MiB", "pass an initrd whose files are of a usual size")

@@ -388,3 +388,25 @@ def test_a_command_and_its_children_die_with_a_killed_osbuilder(tmp_path):
     while running() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert running() == [], "a command outlived the SIGKILL of the osbuilder that started it"
+
+
+def test_reading_an_initrd_s_summary_keeps_nothing_else(tmp_path):
+    """What boot reads first: the summary, streamed to; a 64 MiB file before it in the archive
+    is not written anywhere (the reading process may write no file past 8 MiB)."""
+    import resource
+    import sys
+
+    archive = b"".join(newc_member(name, b"", 0o40755) for name in (b"usr", b"var", b"var/lib", b"var/lib/osbuilder"))
+    archive += newc_header(b"usr/big", 64 * MiB) + bytes(64 * MiB)
+    archive += newc_member(b"var/lib/osbuilder/osbuilder.yaml", b'agent:\n  init-mode: "agent"\n') + newc_trailer()
+    initrd = write_gzip(tmp_path / "initrd.img", archive)
+    script = ("import sys, tempfile\nfrom pathlib import Path\n"
+              "from osbuilder.read.kind import recognise_artifact\nfrom osbuilder.read.summary import read_artifact_summary\n"
+              "from osbuilder.foundation.runner import Runner\n"
+              "with tempfile.TemporaryDirectory(dir=sys.argv[2]) as work:\n"
+              "    print(read_artifact_summary(recognise_artifact(Path(sys.argv[1])), Path(work), Runner()))\n")
+    cap = 8 * MiB
+    result = subprocess.run([sys.executable, "-c", script, initrd, tmp_path], capture_output=True, text=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap)), timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "{'agent': {'init-mode': 'agent'}}"
