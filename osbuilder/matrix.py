@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from osbuilder.foundation.runner import die_with_parent
+from osbuilder.foundation.runner import reaper
 from osbuilder.foundation.errors import Interrupted, UserError
 from osbuilder.foundation.events import EVENTS_FD_VARIABLE, parse_event
 from osbuilder.foundation.fsutil import write_atomically
@@ -329,6 +329,7 @@ class MatrixBuild:
                         run.state = "skipped"
                         return
                     proc = self._start(argv, events_write)
+                    reaper().tell(f"+p{proc.pid}")  # a killed matrix takes its targets along
                     self.processes[run.name] = proc
                     run.state, run.started = "running", time.monotonic()
             finally:
@@ -343,6 +344,7 @@ class MatrixBuild:
                 log_file.flush()
                 self.display.line(run, line.rstrip("\n"))
             returncode = proc.wait()
+            reaper().tell(f"-p{proc.pid}")
             for reader in readers:
                 reader.join()
         run.seconds = time.monotonic() - run.started
@@ -364,7 +366,7 @@ class MatrixBuild:
 
     def _start(self, argv: list[str], events_fd: int) -> subprocess.Popen[str]:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                pass_fds=(events_fd,), preexec_fn=die_with_parent(),
+                                pass_fds=(events_fd,),
                                 env={**os.environ, "COLUMNS": "120", EVENTS_FD_VARIABLE: str(events_fd)})
 
     def _read_events(self, run: TargetRun, fd: int) -> None:

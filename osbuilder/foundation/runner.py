@@ -6,10 +6,10 @@ host scales every limit with OSBUILDER_TIMEOUT_SCALE (read where the Runner is m
 
 Children run in their own session so that Ctrl-C reaches osbuilder first; osbuilder then
 kills the whole child process group before cleaning up, so nothing keeps writing into a
-staging directory that is being removed. A SIGKILL gives osbuilder no such chance, so each
-child is also told to die with it (PR_SET_PDEATHSIG), and a small reaper process, forked
-once, kills the process groups of the commands still running when osbuilder ends however it
-ends: mmdebstrap's own children (dpkg in a user namespace) never outlive the build.
+staging directory that is being removed. A SIGKILL gives osbuilder no such chance, so a
+small reaper process, started once, kills the process groups of the commands still running
+when osbuilder ends, however it ends: mmdebstrap's own children (dpkg in a user namespace)
+never outlive the build.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import atexit
 import codecs
 import collections
 import contextlib
-import ctypes
 import logging
 import os
 import select
@@ -214,14 +213,14 @@ class Runner:
         Never waits longer than timeout + linger + the kill grace."""
         args = [os.fspath(a) for a in argv]
         self.log.info("$ %s", shlex.join(args))
-        proc = _spawn(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert proc.stdout is not None
         start = time.monotonic()
         output = ""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         outcome, matched_at = "timeout", None
-        os.set_blocking(proc.stdout.fileno(), False)
-        try:
+        proc = _spawn(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:  # from the first instant: a Ctrl-C right after the start still stops the guest
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)
             with selectors.DefaultSelector() as selector:
                 selector.register(proc.stdout, selectors.EVENT_READ)
                 while outcome == "timeout":
@@ -264,94 +263,79 @@ class Watched:
     returncode: int
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# The reaper: reads "+g N"/"-g N" (process groups) and "+p N"/"-p N" (single processes) from
+# stdin, and SIGKILLs what is still listed when stdin closes, that is when osbuilder ends,
+# however it ends. A separate interpreter (-I -S: no site, nothing of the user's), started
+# without a preexec_fn: a fork that runs Python's at-fork handlers can swallow a Ctrl-C.
+_REAPER_CODE = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+listed = set()
+for line in sys.stdin.buffer:
+    sign, kind, number = line[:1], line[1:2], int(line[2:])
+    (listed.add if sign == b"+" else listed.discard)((kind, number))
+for kind, number in listed:
+    try:
+        (os.killpg if kind == b"g" else os.kill)(number, signal.SIGKILL)
+    except OSError:
+        pass
+"""
 
 
-def die_with_parent() -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGKILL when this process (strictly, the thread that
-    started it) dies, and exits at once if that happened before it could ask."""
-    parent = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def setup() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(137)
-
-    return setup
-
-
-class _Reaper:
-    """A forked process that reads the process groups osbuilder starts (+PGID) and ends
-    (-PGID) from a pipe, and kills the groups still listed when the pipe closes: when
-    osbuilder exits or is killed, the kernel closes its end. Process-wide by nature (it must
-    outlive everything this process started), so there is one, made on first use."""
+class Reaper:
+    """What a killed osbuilder leaves behind, killed: the process groups of the commands still
+    running, and the processes (matrix targets) still listed. Process-wide by nature (it must
+    outlive everything this process started), so there is one, started on first use."""
 
     def __init__(self) -> None:
-        read_end, self.write_end = os.pipe()  # not inherited by the commands (O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the reaper: nothing but system calls from here on
-            try:
-                os.closerange(3, read_end)
-                os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
-                null = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(null, fd)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                groups: set[int] = set()
-                pending = b""
-                while chunk := os.read(read_end, 4096):
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for line in lines:
-                        (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
-                for group in groups:
-                    with contextlib.suppress(OSError):
-                        os.killpg(group, signal.SIGKILL)
-            finally:
-                os._exit(0)
-        os.close(read_end)
-        self.pid = pid
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         atexit.register(self.close)
 
-    def close(self) -> None:
-        """At a normal exit: close the pipe and wait, so no reaper lingers after osbuilder."""
-        with contextlib.suppress(OSError):
-            os.close(self.write_end)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-
     def tell(self, line: str) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self.write_end, line.encode() + b"\n")
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+
+    def close(self) -> None:
+        """At a normal exit: nothing is listed any more; close its stdin and wait for it."""
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
 
-_REAPER: list[_Reaper] = []
+_REAPER: list[Reaper] = []
 _REAPER_LOCK = threading.Lock()
 
 
-def _reaper() -> _Reaper:
+def reaper() -> Reaper:
     with _REAPER_LOCK:
         if not _REAPER:
-            _REAPER.append(_Reaper())
+            _REAPER.append(Reaper())
         return _REAPER[0]
 
 
 def _spawn(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
-    """Start a child in its own session that dies with osbuilder (see the module docstring);
-    a missing tool is the user's to install, not a crash."""
-    reaper = _reaper()
+    """Start a child in its own session, which the reaper kills if osbuilder ends first (see
+    the module docstring); a missing tool is the user's to install, not a crash."""
+    watcher = reaper()
     try:
-        proc = subprocess.Popen(args, start_new_session=True, preexec_fn=die_with_parent(), **popen)
+        proc = subprocess.Popen(args, start_new_session=True, **popen)
     except FileNotFoundError:
         raise UserError(f"required tool '{args[0]}' is not installed", "run ./setup.sh to install it") from None
-    reaper.tell(f"+{proc.pid}")  # its session's process group has its pid
+    watcher.tell(f"+g{proc.pid}")  # its session's process group has its pid
     return proc
 
 
 def _ended(proc: subprocess.Popen[bytes]) -> None:
     """The command has been waited for: its group is no longer the reaper's to kill."""
-    _reaper().tell(f"-{proc.pid}")
+    reaper().tell(f"-g{proc.pid}")
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:

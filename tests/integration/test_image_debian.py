@@ -53,7 +53,8 @@ def test_build_writes_every_format_and_the_manifest(cache_dir, agent_x86_64, tmp
                      "--sbom", "cyclonedx", "--install-path", out, env={"SOURCE_DATE_EPOCH": EPOCH})
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["kata-containers-initrd.img", "kata-containers.img", "kata-containers.iso",
-                                       "kata-runtime.toml", "manifest.json", "root_hash_base.txt", "sbom.cdx.json"]
+                                       "kata-runtime.toml", "manifest.json", "packages.lock", "root_hash_base.txt",
+                                       "sbom.cdx.json"]
     manifest = validate_manifest(out / "manifest.json")
     assert len(manifest["packages"]) > 50 and "systemd" in {p["name"] for p in manifest["packages"]}
     bom = (out / "sbom.cdx.json").read_text()

@@ -58,7 +58,7 @@ def test_build_writes_initrd_and_manifest_reproducibly(cache_dir, agent_x86_64, 
     assert [a["path"] for a in report["artifacts"]] == [str(tmp_path / "two" / "kata-containers-initrd.img")]
 
     one, two = tmp_path / "one", tmp_path / "two"
-    assert sorted(os.listdir(one)) == ["kata-containers-initrd.img", "kata-runtime.toml", "manifest.json",
+    assert sorted(os.listdir(one)) == ["kata-containers-initrd.img", "kata-runtime.toml", "manifest.json", "packages.lock",
                                        "sbom.spdx.json"]
     for name in sorted(set(os.listdir(one)) - {"manifest.json"}):  # it records --cache-dir and -o
         # The fresh bootstrap and the cached one give the same bytes, SBOM included.
@@ -70,7 +70,7 @@ def test_build_writes_initrd_and_manifest_reproducibly(cache_dir, agent_x86_64, 
     names = [p["name"] for p in manifest["packages"]]
     assert {"dbus", "chrony", "libc6", "libseccomp2"} <= set(names) and names == sorted(names)
     assert all(p["architecture"] in ("amd64", "all") for p in manifest["packages"])
-    assert [s["file"] for s in manifest["sidecars"]] == ["kata-runtime.toml", "sbom.spdx.json"]
+    assert [s["file"] for s in manifest["sidecars"]] == ["packages.lock", "kata-runtime.toml", "sbom.spdx.json"]
     spdx = parse_file(str(one / "sbom.spdx.json"))
     assert validate_full_spdx_document(spdx) == []
     assert len([p for p in spdx.packages if p.external_references]) == len(names)

@@ -252,8 +252,8 @@ def test_a_release_directory_and_its_tarballs_give_one_report_per_artifact(guest
 
 def test_a_release_link_that_leaves_the_release_is_refused(tmp_path: Path):
     root = tmp_path / "release"
-    (root / "share").mkdir(parents=True)
-    os.symlink("/etc/hostname", root / "share/kata-containers.img")
+    (root / "share/kata-containers").mkdir(parents=True)  # where a release keeps its links
+    os.symlink("/etc/hostname", root / "share/kata-containers/kata-containers.img")
     result = run_cli("inspect", root)
     assert result.returncode == 2 and len(result.error_lines) == 1
     assert "points outside the release" in result.error_lines[0]

@@ -38,7 +38,8 @@ def test_the_release_layout_is_reproducible_and_checks_out(cache_dir, agent_x86_
                                              "kata-debian-bookworm-confidential.image",
                                              "kata-debian-bookworm-confidential.initrd", "root_hash_confidential.txt"]
         assert sorted(os.listdir(out)) == ["SHA256SUMS", "kata-runtime.toml", "kata-static-rootfs-image-confidential.tar.zst",
-                                           "kata-static-rootfs-initrd-confidential.tar.zst", "manifest.json", "opt"]
+                                           "kata-static-rootfs-initrd-confidential.tar.zst", "manifest.json", "opt",
+                                           "packages.lock"]
         assert subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=out).returncode == 0
         manifest = validate_manifest(out / "manifest.json")
         assert [a["file"] for a in manifest["artifacts"]] == [f"{SHARE}/kata-debian-bookworm-confidential.initrd",
