@@ -302,12 +302,11 @@ class Reaper:
             self.proc.stdin.flush()
 
     def close(self) -> None:
-        """At a normal exit: nothing is listed any more; close its stdin and wait for it."""
+        """At a normal exit: close its stdin, and it ends on its own (not waited for: nothing
+        is listed any more, and waiting would add its start-up to every command's exit)."""
         with contextlib.suppress(OSError, ValueError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
 
 
 _REAPER: list[Reaper] = []

@@ -1,7 +1,8 @@
 """Hostile and broken inputs never hang, never exhaust memory or disk, never crash: each is
 refused with exit 2 and one line naming the problem. The inputs are made here (crafted newc
 headers, compressed bombs, FIFOs, mistyped documents); the command line is the real one,
-run under a deadline, a memory cap and a per-file size cap."""
+run under a deadline, a memory cap and a per-file size cap. The tests that run the command
+line many times are marked slow; the quick loop keeps the ones that run it a few times."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import shutil
 import subprocess
 import zlib
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import fake_bootstrap
 from tests.hostile import MiB, assert_clean_refusal, newc_header, newc_member, newc_trailer, run_limited
@@ -42,6 +45,7 @@ def test_a_member_cut_short_is_refused(tmp_path):
     assert_clean_refusal(run_limited("inspect", write_gzip(tmp_path / "initrd.img", archive)), "cut short")
 
 
+@pytest.mark.slow  # many runs of the command line
 def test_a_small_initrd_of_a_huge_zero_member_writes_nothing_of_it(tmp_path):
     """300 MiB of zeros compress to 300 KiB: the reader skips the member as it streams past,
     writing none of it (each file the command writes is capped at 32 MiB here)."""
@@ -72,6 +76,7 @@ def summary_initrd(path: Path, summary: bytes) -> Path:
     return write_gzip(path, archive)
 
 
+@pytest.mark.slow  # many runs of the command line
 def test_a_fifo_or_a_device_is_named_for_what_it_is_and_never_waited_on(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -125,6 +130,7 @@ def test_yaml_alias_bombs_are_refused_quickly(tmp_path):
 
 # -- documents of the wrong shape -------------------------------------------------------------
 
+@pytest.mark.slow  # many runs of the command line
 def test_a_summary_of_the_wrong_types_names_the_key(tmp_path):
     for text, key in ((b"agent: {init-mode: [agent]}\n", "agent.init-mode is a list"),
                       (b"base-distro: debian\n", "base-distro is a string"),
@@ -142,6 +148,7 @@ def test_a_summary_timestamp_is_read_as_the_text_it_is(tmp_path):
     assert json.loads(result.stdout)["builder"]["value"]["created"] == "2023-11-14T22:13:20Z"
 
 
+@pytest.mark.slow  # many runs of the command line
 def test_runtime_and_host_configs_of_the_wrong_types_name_the_key(tmp_path):
     runtime = tmp_path / "configuration.toml"
     for value in ("1", "[1]", '{ path = "x" }', "true", "1979-05-27T07:32:00Z"):
@@ -182,6 +189,7 @@ def small_guest(tmp_path: Path) -> Path:
     return rootfs
 
 
+@pytest.mark.slow  # many runs of the command line
 def test_cut_and_damaged_initrds_are_bad_input(tmp_path):
     rootfs = small_guest(tmp_path)
     for compression in ("gzip", "zstd", "xz"):
@@ -282,6 +290,7 @@ def _tarball(path: Path, members: list[tuple[str, str, str]]) -> Path:
     return path
 
 
+@pytest.mark.slow  # many runs of the command line
 def test_agent_tarball_members_that_only_writing_would_reveal_are_refused_before_staging(tmp_path):
     tree = tmp_path / "tree"
     fake_bootstrap(tree, with_systemd=False)
@@ -311,6 +320,7 @@ def test_agent_tarball_members_that_only_writing_would_reveal_are_refused_before
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # many runs of the command line
 def test_a_device_or_fifo_given_as_a_build_input_is_named_for_what_it_is(tmp_path):
     tree = tmp_path / "tree"
     fake_bootstrap(tree, with_systemd=False)
@@ -329,6 +339,7 @@ def test_a_device_or_fifo_given_as_a_build_input_is_named_for_what_it_is(tmp_pat
 
 # -- recipe values and flags that become paths or arguments -----------------------------------
 
+@pytest.mark.slow  # many runs of the command line
 def test_recipe_values_that_would_become_paths_or_arguments_are_refused(tmp_path):
     original = (Path(__file__).resolve().parents[2] / "distros/debian.toml").read_text()
     cases = {
