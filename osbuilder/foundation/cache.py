@@ -167,10 +167,9 @@ def _remove_older(directory: Path, cutoff: float) -> None:
             pass
 
 
-def metadata_digest(root: Path) -> str:
-    """sha256 of what tells a tree's content apart without reading it: every path's type,
-    mode, owner, mtime, and for non-directories the inode number and size (a hard-linked
-    clone shares those inodes; its directories are its own)."""
+def _walk_tree(root: Path, regular: list[tuple[bytes, str]] | None = None) -> str:
+    """The metadata digest (see metadata_digest); the regular files met on the way are
+    appended to `regular` (name, path), in the same order, for the content digest."""
     digest = hashlib.sha256()
     stack = [(str(root), b"")]
     while stack:
@@ -185,26 +184,54 @@ def metadata_digest(root: Path) -> str:
                 record = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
             else:
                 record = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ino, st.st_size, st.st_rdev)
+                if regular is not None and stat.S_ISREG(st.st_mode):
+                    regular.append((name, item.path))
             digest.update(name + b"\0" + repr(record).encode() + b"\n")
     return digest.hexdigest()
 
 
-def content_digest(root: Path) -> str:
-    """sha256 of every regular file's path and content, hashed on two threads (hashlib
-    releases the GIL): what the metadata digest cannot see, a file rewritten in place."""
-    files: list[tuple[bytes, str]] = []
-    for directory, dirs, names in os.walk(root):
-        dirs.sort()
-        for name in sorted(names):
-            path = os.path.join(directory, name)
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                files.append((os.fsencode(os.path.relpath(path, root)), path))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        sums = pool.map(lambda item: sha256_file(Path(item[1])), files)
+def metadata_digest(root: Path) -> str:
+    """sha256 of what tells a tree's content apart without reading it: every path's type,
+    mode, owner, mtime, and for non-directories the inode number and size (a hard-linked
+    clone shares those inodes; its directories are its own)."""
+    return _walk_tree(root)
+
+
+def _hash_files(paths: list[str]) -> list[bytes]:
+    sums = []
+    for path in paths:
         digest = hashlib.sha256()
-        for (name, _), found in zip(files, sums):
-            digest.update(name + b"\0" + found.encode() + b"\n")
-    return digest.hexdigest()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                digest.update(chunk)
+        finally:
+            os.close(fd)
+        sums.append(digest.digest())
+    return sums
+
+
+def tree_digests(root: Path) -> tuple[str, str]:
+    """(metadata digest, content digest) in one walk: the content digest is the sha256 of
+    every regular file's name and content, what the metadata cannot see (a file rewritten in
+    place). Files are hashed on two threads in two runs of the list (hashlib releases the
+    GIL), not one task per file: a tree has thousands of small ones."""
+    regular: list[tuple[bytes, str]] = []
+    metadata = _walk_tree(root, regular)
+    paths = [path for _, path in regular]
+    half = len(paths) // 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        second = pool.submit(_hash_files, paths[half:])
+        sums = _hash_files(paths[:half]) + second.result()
+    content = hashlib.sha256()
+    for (name, _), found in zip(regular, sums):
+        content.update(name + b"\0" + found)
+    return metadata, content.hexdigest()
+
+
+def content_digest(root: Path) -> str:
+    """The content digest of tree_digests."""
+    return tree_digests(root)[1]
 
 
 class BuildCache:
@@ -291,7 +318,7 @@ class BuildCache:
         except CommandError as exc:
             log.warning("could not clone %s (%s); unpacking its tarball instead", unpacked, exc)
             return False
-        if metadata_digest(into) != expected or content_digest(into) != expected_content:
+        if tree_digests(into) != (expected, expected_content):
             log.warning("the unpacked copy in cache entry %s changed since it was kept; dropping it", entry)
             self._drop_unpacked(entry)
             return False
@@ -310,7 +337,7 @@ class BuildCache:
         partial = entry / f".{UNPACKED}.{os.getpid()}.partial"
         try:
             clone(tree, partial)
-            digest, content = metadata_digest(partial), content_digest(partial)
+            digest, content = tree_digests(partial)
             os.replace(partial, entry / UNPACKED)
             write_atomically(entry / UNPACKED_CONTENT, f"{content}\n".encode())
             write_atomically(entry / UNPACKED_DIGEST, f"{digest}\n".encode())
