@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 MiB = 1 << 20
 
@@ -66,3 +68,18 @@ def assert_clean_refusal(result: Limited, *words: str) -> None:
     assert result.stderr.count("\n") == 1, result.stderr[-2000:]
     for word in words:
         assert word in result.stderr, result.stderr
+
+
+def small_guest(base: Path) -> Path:
+    """A provisioned agent-mode tree under `base` (fake packages, busybox as the shell, the
+    probe agent), made by osbuilder rootfs --existing: small enough to pack in seconds."""
+    from tests.helpers import fake_bootstrap
+
+    tree = base / "tree"
+    fake_bootstrap(tree, with_systemd=False)
+    shutil.copy("/bin/busybox", tree / "usr/bin/sh")
+    rootfs = base / "rootfs"
+    made = run_limited("rootfs", "--existing", tree, "--distro", "debian", "--init", "agent", "--probe-agent",
+                       "-o", rootfs)
+    assert made.returncode == 0, made.stderr
+    return rootfs

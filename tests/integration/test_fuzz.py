@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import collections
 import random
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import fake_bootstrap
-from tests.hostile import MiB, run_limited
+from tests.hostile import MiB, run_limited, small_guest
 
 pytestmark = pytest.mark.slow
 
@@ -76,12 +74,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 def inputs(tmp_path_factory) -> dict[str, tuple[Path, tuple[str, ...]]]:
     """Each input, and the command that reads it ({} stands for the mutated file)."""
     base = tmp_path_factory.mktemp("fuzz")
-    tree = base / "tree"
-    fake_bootstrap(tree, with_systemd=False)
-    shutil.copy("/bin/busybox", tree / "usr/bin/sh")
-    rootfs = base / "rootfs"
-    assert run_limited("rootfs", "--existing", tree, "--distro", "debian", "--init", "agent", "--probe-agent",
-                       "-o", rootfs).returncode == 0
+    rootfs = small_guest(base)
     made: dict[str, tuple[Path, tuple[str, ...]]] = {}
     for name, args in (("initrd.gz", ("initrd", "--compression", "gzip")),
                        ("initrd.zst", ("initrd", "--compression", "zstd")),

@@ -5,14 +5,12 @@ with exit 2 and one line, within a deadline and a memory cap, writing no large f
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import fake_bootstrap
-from tests.hostile import MiB, assert_clean_refusal, run_limited
+from tests.hostile import MiB, assert_clean_refusal, run_limited, small_guest
 
 pytestmark = pytest.mark.slow
 
@@ -22,15 +20,7 @@ SUMMARY = "/var/lib/osbuilder/osbuilder.yaml"
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("guest")
-    tree = base / "tree"
-    fake_bootstrap(tree, with_systemd=False)
-    shutil.copy("/bin/busybox", tree / "usr/bin/sh")
-    rootfs = base / "rootfs"
-    made = run_limited("rootfs", "--existing", tree, "--distro", "debian", "--init", "agent", "--probe-agent",
-                       "-o", rootfs)
-    assert made.returncode == 0, made.stderr
-    return rootfs
+    return small_guest(tmp_path_factory.mktemp("guest"))
 
 
 def image(guest: Path, out: Path, fs: str) -> Path:

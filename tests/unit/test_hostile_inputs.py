@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import fake_bootstrap
-from tests.hostile import MiB, assert_clean_refusal, newc_header, newc_member, newc_trailer, run_limited
+from tests.hostile import MiB, assert_clean_refusal, newc_header, newc_member, newc_trailer, run_limited, small_guest
 
 
 def write_gzip(path: Path, data: bytes) -> Path:
@@ -176,18 +176,6 @@ def test_an_error_quotes_a_value_only_so_far(tmp_path):
 
 
 # -- damaged artifacts and tarballs: exit 2, the input named -----------------------------------
-
-def small_guest(tmp_path: Path) -> Path:
-    """A provisioned agent-mode tree (fake packages, busybox as the shell, the probe agent)."""
-    tree = tmp_path / "tree"
-    fake_bootstrap(tree, with_systemd=False)
-    shutil.copy("/bin/busybox", tree / "usr/bin/sh")
-    rootfs = tmp_path / "rootfs"
-    made = run_limited("rootfs", "--existing", tree, "--distro", "debian", "--init", "agent", "--probe-agent",
-                       "-o", rootfs)
-    assert made.returncode == 0, made.stderr
-    return rootfs
-
 
 @pytest.mark.slow  # many runs of the command line
 def test_cut_and_damaged_initrds_are_bad_input(tmp_path):
