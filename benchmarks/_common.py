@@ -99,9 +99,17 @@ def setup(description: str | None) -> tuple[argparse.Namespace, Path, Path]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = private_workdir(args.workdir, "osbuilder-bench-")
     compile_osbuilder()
     tree = debian_systemd_rootfs(workdir)
     print(f"tree: {tree} ({du_bytes(tree) / 2**20:.0f} MiB on disk, du -s)")
     return args, workdir, tree
+
+
+def private_workdir(given: Path | None, prefix: str) -> Path:
+    """A directory of this run's own, inside --workdir when one is given (never the given
+    directory itself, which a benchmark removes at its end: --workdir /var/tmp must leave
+    /var/tmp as it was)."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=given))

@@ -21,6 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import private_workdir  # noqa: E402
 
 
 def osbuilder(*args: str) -> str:
@@ -33,7 +35,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-boot-"))
+    workdir = private_workdir(args.workdir, "osbuilder-bench-boot-")
     out = workdir / "agent-probe"
     if not (out / "kata-containers-initrd.img").exists():
         osbuilder("-q", "build", "--distro", "debian", "--init", "agent", "--probe-agent", "--format", "initrd",

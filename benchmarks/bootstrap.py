@@ -33,7 +33,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compile_osbuilder, du_bytes  # noqa: E402
+from _common import compile_osbuilder, du_bytes, private_workdir  # noqa: E402
 
 from osbuilder.foundation.arch import get_arch  # noqa: E402
 from osbuilder.rootfs.recipes import load_recipe  # noqa: E402
@@ -154,8 +154,7 @@ def main() -> None:
                              "unmounted after), keeping the disk's inode allocator out of the figure")
     args = parser.parse_args()
     compile_osbuilder()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-bootstrap-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = private_workdir(args.workdir, "osbuilder-bench-bootstrap-")
     os.chmod(work, 0o755)  # mmdebstrap's unprivileged apt reads the keyring below it
     trees = work / "trees" if args.tmpfs else work
     trees.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, du_bytes  # noqa: E402
+from _common import REPO, du_bytes, private_workdir  # noqa: E402
 
 EPOCH = "1700000000"
 # Ratios of slim to default the issue sets (None: reported only).
@@ -45,8 +45,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--memory", type=int, default=512)
     args = parser.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-footprint-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = private_workdir(args.workdir, "osbuilder-bench-footprint-")
     cache = REPO / ".cache" / "bench"
     results: dict[tuple[str, str], dict[str, float]] = {}
     boots: dict[tuple[str, str], list[float]] = {}

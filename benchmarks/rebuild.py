@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compile_osbuilder, timed_build  # noqa: E402
+from _common import compile_osbuilder, timed_build, private_workdir  # noqa: E402
 from bootstrap import debian_mirror  # noqa: E402
 
 AGENTS = (("--agent", "/bin/busybox"), ("--probe-agent",))
@@ -54,8 +54,7 @@ def main() -> None:
                         help="seconds to wait before the settled rebuild (default %(default)s)")
     args = parser.parse_args()
     compile_osbuilder()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-rebuild-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = private_workdir(args.workdir, "osbuilder-bench-rebuild-")
     times: dict[str, dict[str, list[float]]] = {source: {"cold": [], "back to back": [], "settled": []}
                                                 for source in ("Debian's mirror", "local copy")}
     with ExitStack() as stack:

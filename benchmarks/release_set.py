@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compile_osbuilder, timed_build  # noqa: E402
+from _common import compile_osbuilder, timed_build, private_workdir  # noqa: E402
 
 from tests.integration.test_kata_release import EXPECTED, for_this_machine, kata_tarball, write_matrix  # noqa: E402
 from tests.local_repos.rpm import served_rpm_mirror  # noqa: E402
@@ -59,8 +59,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     compile_osbuilder()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="osbuilder-bench-release-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = private_workdir(args.workdir, "osbuilder-bench-release-")
     alone: dict[str, list[float]] = {name: [] for name in EXPECTED}
     together: list[float] = []
     with served_rpm_mirror(work / "rpm", ("cbl-mariner",)) as (mirror, keyring, _):
