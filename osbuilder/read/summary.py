@@ -15,13 +15,18 @@ from osbuilder.rootfs.summary import SUMMARY_LIMIT, parse_summary
 from osbuilder.foundation.runner import Runner
 
 
-def open_view(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> GuestView:
-    """The guest tree of any artifact (close it, or use it as a context manager)."""
+def open_view(artifact: ArtifactInfo, workdir: Path, runner: Runner,
+              wanted: frozenset[str] | None = None) -> GuestView:
+    """The guest tree of any artifact (close it, or use it as a context manager); with
+    `wanted`, only those guest paths will be read (a streamed format keeps nothing else)."""
     if artifact.kind == ROOTFS_KIND:
         return DirView(artifact.path)
+    packer = PACKERS[artifact.kind]
     # A tool that cannot read the artifact (a cut stream, a damaged filesystem) is bad input.
     with reading_input("pass an artifact that is whole (osbuilder inspect names what it finds)"):
-        return PACKERS[artifact.kind].open_view(artifact, workdir, runner)
+        if wanted is None:
+            return packer.open_view(artifact, workdir, runner)
+        return packer.open_partial_view(artifact, workdir, runner, wanted)
 
 
 def summary_of(view: GuestView, source: str) -> dict[str, Any] | None:
@@ -35,10 +40,5 @@ def summary_of(view: GuestView, source: str) -> dict[str, Any] | None:
 def read_artifact_summary(artifact: ArtifactInfo, workdir: Path, runner: Runner) -> dict[str, Any] | None:
     """The parsed osbuilder.yaml, or None when the artifact holds none; a format that is
     streamed (an initrd) keeps nothing else of what it unpacks to."""
-    if artifact.kind == ROOTFS_KIND:
-        view: GuestView = DirView(artifact.path)
-    else:
-        with reading_input("pass an artifact that is whole (osbuilder inspect names what it finds)"):
-            view = PACKERS[artifact.kind].open_partial_view(artifact, workdir, runner, frozenset({SUMMARY_PATH}))
-    with view:
+    with open_view(artifact, workdir, runner, frozenset({SUMMARY_PATH})) as view:
         return summary_of(view, str(artifact.path))
