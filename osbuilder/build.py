@@ -94,9 +94,10 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         summary = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner, private_tree=True).summary
         lock = None
         if options.installs_packages:  # what was installed, to install again with --lock
+            request = install_request(options, recipe)
             lock = lock_of(recipe.name, summary.release, options.target.name, recipe.backend.name, options.mirror,
                            recipe.path, summary.creation_epoch, summary.installed,
-                           options.pinned_world or install_request(options, recipe).packages)
+                           options.pinned_world or request.packages, request.chosen_sources)
         with base_view(options.base, stage.work, runner) as base:
             tree = open_guest_tree(tree_path, options.init, options.arch, runner.privilege, base)
         if summary.creation_epoch is not None:  # the build's settled epoch, which a flag may set

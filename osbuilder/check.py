@@ -21,6 +21,7 @@ from osbuilder.read.extension import extension_problem
 from osbuilder.rootfs.extension_mount import MOUNT_ROOT, name_problem, serial
 from osbuilder.pack.registry import PACKERS, runtime_slot_keys
 from osbuilder.foundation.runner import Runner
+from osbuilder.updates import UpdatesOptions, add_updates
 
 
 
@@ -249,7 +250,8 @@ def _verity_findings(artifact: ArtifactInfo, params: str, subject: str) -> list[
 
 
 def check(artifact: Path | None, sections: list[HypervisorSection], drivers: HostDrivers,
-          kernel_config_path: Path | None, workdir: Path, runner: Runner, fail_on: str = "error") -> CheckResult:
+          kernel_config_path: Path | None, workdir: Path, runner: Runner, fail_on: str = "error",
+          updates: UpdatesOptions | None = None) -> CheckResult:
     if artifact is None and not sections:
         raise UserError("nothing to check", "pass an ARTIFACT, or --runtime-config naming one")
     kernel_options = kernel_config(kernel_config_path) if kernel_config_path else None
@@ -274,6 +276,8 @@ def check(artifact: Path | None, sections: list[HypervisorSection], drivers: Hos
     for path, section in targets:
         if path not in reports:
             reports[path] = inspect_many(path, workdir, runner)
+            if updates is not None:
+                add_updates(reports[path], updates, workdir / f"updates-{len(reports)}", runner)
             for report in reports[path]:
                 result.findings += report.findings + _image_findings(report)
                 result.findings += _host_findings(report, host, report.shown)

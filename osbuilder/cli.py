@@ -381,6 +381,7 @@ def cmd_inspect(args: argparse.Namespace, runner: Runner) -> int:
     from osbuilder.host.findings import has_errors
     from osbuilder.inspect import inspect_many
     from osbuilder.inspect_cli import as_json, describe
+    from osbuilder.updates import add_updates
     from osbuilder.host.runtime_fragment import fragment_for_report
     from osbuilder.foundation.staging import StagedFile
     from osbuilder.foundation.templates import Templates
@@ -393,6 +394,7 @@ def cmd_inspect(args: argparse.Namespace, runner: Runner) -> int:
         check_output_path(options.runtime_config_fragment, "--runtime-config-fragment")
     with tempfile.TemporaryDirectory(prefix="osbuilder-inspect-") as work:
         reports = inspect_many(options.artifact, Path(work), runner)
+        add_updates(reports, options, Path(work), runner)
         if options.runtime_config_fragment is not None:  # a release's root_hash_<label>.txt lives in `work`
             text = fragment_for_report(reports, build_options(FragmentOptions, values), Templates())
             with StagedFile(options.runtime_config_fragment) as staged:
@@ -414,7 +416,7 @@ def cmd_check(args: argparse.Namespace, runner: Runner) -> int:
                                   options.kubelet_config)
     with tempfile.TemporaryDirectory(prefix="osbuilder-check-") as work:
         result = check(options.artifact, sections, drivers, options.kernel_config, Path(work), runner,
-                       options.fail_on)
+                       options.fail_on, updates=options)
     host = drivers.decided
     lines = [f"host cgroup driver: {host.value} (from {host.source})" if host else
              "host cgroup driver: unknown (pass --host-cgroup-driver or a containerd, CRI-O or kubelet config)"]

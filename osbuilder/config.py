@@ -18,6 +18,7 @@ from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.rootfs.initmode import INIT_MODES, InitSetting, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
+from osbuilder.rootfs.backends.base import RELEASE, SECURITY
 from osbuilder.rootfs.recipes import PACKAGE_FORM, Recipe, check_mirror, check_plain_name, load_recipe
 from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.rootfs.dracut import HostSystem
@@ -136,6 +137,8 @@ def make_rootfs_options(values: dict[str, Any], privilege: Privilege | None = No
                         f"use --release {' or --release '.join(recipe.releases)}")
     if given.mirror:
         check_mirror("--mirror", given.mirror)
+    if given.security_mirror:
+        check_mirror("--security-mirror", given.security_mirror)
     for package in given.extra_packages:
         check_plain_name("--extra-packages", "package", package, PACKAGE_FORM)
     if given.kernel_modules is not None and not Path(given.kernel_modules).is_dir():
@@ -213,7 +216,12 @@ def _apply_lock(given: RootfsOptions, recipe: Recipe) -> RootfsOptions:
         raise UserError("--lock applies to a tree installed from a recipe", "drop --lock")
     check_recipe(lock, recipe.path, Path(given.lock))
     epoch = given.source_date_epoch if given.source_date_epoch is not None else source_date_epoch_from_env()
+    # The suites the locked versions came from: a version from the security suite is found
+    # there again (a lock written before sources were recorded names the release alone).
+    security = next((s.url for s in lock.sources if s.kind == SECURITY), "")
     return dataclasses.replace(given, release=lock.release, arch=lock.arch, mirror=given.mirror or lock.mirror,
+                               updates=given.with_updates and any(s.kind != RELEASE for s in lock.sources),
+                               security_mirror=given.security_mirror or security,
                                pinned=lock.packages, pinned_world=lock.requested,
                                source_date_epoch=epoch if epoch is not None else lock.source_date_epoch)
 
@@ -274,7 +282,8 @@ def _check_guest_features(given: RootfsOptions, recipe: Recipe) -> RootfsOptions
 
 def _refuse_install_flags(given: RootfsOptions, why: str) -> None:
     for flag, value in (("--extra-packages", given.extra_packages), ("--mirror", given.mirror),
-                        ("--components", given.components), ("--keyring", given.keyring),
+                        ("--security-mirror", given.security_mirror), ("--components", given.components),
+                        ("--keyring", given.keyring),
                         ("--cache-dir", given.cache_dir)):
         if value:
             raise UserError(f"{flag} does not apply to {why}", f"drop {flag}")

@@ -52,6 +52,7 @@ class Report:
     extension: dict[str, Any] | None = None  # an extension image: its name, root hash and contents
     findings: list[Finding] = field(default_factory=list)
     name: str = ""  # what the report calls the artifact: TARBALL:MEMBER for a tarball's (default its path)
+    updates: Any = None  # updates.UpdatesReport, with --updates
 
     @property
     def shown(self) -> str:
@@ -73,6 +74,7 @@ class Report:
             "packages": {"count": len(self.packages), "list": self.packages} if self.packages is not None else None,
             "layout": self.layout,
             "extension": self.extension,
+            **({"updates": self.updates.as_json()} if self.updates is not None else {}),
             "findings": [f.as_json() for f in self.findings],
         }
 

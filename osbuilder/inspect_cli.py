@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from osbuilder.host.findings import SEVERITIES, Finding
 from osbuilder.inspect import Report
+from osbuilder.updates import UpdatesOptions, describe_updates
 from osbuilder.foundation.settings import as_path, setting
 from osbuilder.foundation.shared_settings import ArtifactSetting, HostCgroupDriverSetting
 
@@ -15,14 +16,14 @@ MiB = 1 << 20
 
 
 @dataclass(frozen=True)
-class InspectOptions(ArtifactSetting):
+class InspectOptions(ArtifactSetting, UpdatesOptions):
     required_settings: ClassVar[tuple[str, ...]] = ("artifact",)
     runtime_config_fragment: Path | None = setting(None, help="also write the kata-runtime.toml fragment that "
                                                    "matches the artifact to FILE", metavar="FILE", parse=as_path)
 
 
 @dataclass(frozen=True)
-class CheckOptions(ArtifactSetting, HostCgroupDriverSetting):
+class CheckOptions(ArtifactSetting, HostCgroupDriverSetting, UpdatesOptions):
     """Without an ARTIFACT, check takes every artifact the runtime config names."""
 
     runtime_config: Path | None = setting(None, help="Kata's configuration.toml (or a drop-in)", metavar="FILE",
@@ -76,6 +77,11 @@ def describe(report: Report) -> str:
     else:
         row("agent", f"missing at {agent['path']}")
     row("packages", str(len(report.packages)) if report.packages is not None else "not recorded")
+    if report.updates is not None:
+        row("updates", describe_updates(report.updates))
+        for pending in report.updates.pending:
+            lines.append(f"    {pending.name} {pending.installed} -> {pending.available} ({pending.source.name}, "
+                         f"{pending.source.kind})")
     builder = report.facts["builder"].value
     row("built by", f"{builder['name']} {builder['version']}, {builder['created']}" if builder else "unknown")
     layout = report.layout

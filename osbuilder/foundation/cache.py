@@ -398,6 +398,11 @@ class BuildCache:
             shutil.rmtree(partial, ignore_errors=True)
         return final / TREE
 
+    def remove_bootstrap(self, name: str) -> None:
+        """Remove one bootstrap entry (a build waiting on it finds it gone and installs)."""
+        with self.lock(name):
+            shutil.rmtree(self.bootstrap_path(name), ignore_errors=True)
+
     def entries(self) -> list[CacheEntry]:
         found: list[CacheEntry] = []
         bootstrap = self.root / BOOTSTRAP

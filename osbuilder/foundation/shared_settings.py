@@ -65,3 +65,28 @@ class BaseSetting:
     base: Path | None = setting(None, help="for an extension image (--init none): the base image or tree it is "
                                 "mounted into; its ELF files and scripts may find their libraries and interpreters "
                                 "there (the closure check reads both)", metavar="IMAGE|DIR", parse=as_path)
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    """Where packages come from: a build installs from them, `inspect --updates` reads their
+    current indexes."""
+
+    mirror: str = setting("", help="package mirror URL (default: the recipe's; for inspect and check --updates, "
+                          "the one the guest records)", metavar="URL")
+    security_mirror: str = setting("", help="where the security suites are served (default: the recipe's [apt] "
+                                   "security_mirror, Debian's http://deb.debian.org/debian-security; for inspect "
+                                   "and check --updates, the one the guest records)", metavar="URL")
+
+
+@dataclass(frozen=True)
+class UpdatesSetting:
+    """The release's update and security suites: a build installs from them, inspect and check
+    compare a guest with them."""
+
+    updates: bool | None = setting(None, help="build and rootfs: install from the release's update and security "
+                                   "suites (or repositories) as the recipe names them, as well as the release's "
+                                   "own (default: on; --no-updates: the release alone). inspect and check: compare "
+                                   "the guest's packages with what the release and those suites offer now, reading "
+                                   "the mirrors' indexes (default: off; finding security-updates-available)",
+                                   boolean=True)

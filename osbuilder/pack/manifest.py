@@ -38,6 +38,7 @@ def write_manifest(path: Path, config: dict[str, Any], summary: Summary, artifac
         "agent": {"sha256": summary.agent_sha256, "version": summary.agent_version, "probe": summary.probe},
         "source_date_epoch": epoch,
         "config": config,
+        "sources": [source.as_json() for source in summary.sources],
         "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture,
                       **({"files_removed": True} if p.files_removed else {})} for p in summary.installed],
         **({"slim": summary.slim.as_json()} if summary.slim is not None else {}),

@@ -22,6 +22,12 @@ TOOL = "osbuilder"
 # How a package --slim emptied is marked: it was installed, its files are gone from the guest.
 FILES_REMOVED = "osbuilder:files-removed"
 FILES_REMOVED_COMMENT = "installed, then its files were removed by osbuilder --slim"
+# Each suite or repository the packages were installed from: "KIND NAME URL".
+PACKAGE_SOURCE = "osbuilder:package-source"
+
+
+def source_lines(summary: Summary) -> list[str]:
+    return [f"{source.kind} {source.name} {source.url}" for source in summary.sources]
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,8 @@ def write_cyclonedx(data: SbomInput, path: Path) -> None:
                       description=f"{summary.distro} {summary.release} sandbox guest, init mode {summary.init_mode}")
     bom = Bom(serial_number=data.identity, metadata=BomMetaData(
         component=guest, timestamp=data.created,
-        tools=ToolRepository(components=[Component(name=TOOL, version=__version__, type=ComponentType.APPLICATION)])))
+        tools=ToolRepository(components=[Component(name=TOOL, version=__version__, type=ComponentType.APPLICATION)]),
+        properties=[Property(name=PACKAGE_SOURCE, value=line) for line in source_lines(summary)]))
     for artifact in data.artifacts:
         bom.components.add(Component(name=artifact.path.name, type=ComponentType.FILE, bom_ref=f"file:{artifact.path.name}",
                                      hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)]))
@@ -89,7 +96,8 @@ def write_spdx(data: SbomInput, path: Path) -> None:
     info = CreationInfo(spdx_version="SPDX-2.3", spdx_id="SPDXRef-DOCUMENT",
                         name=f"{summary.distro}-{summary.release}-guest",
                         document_namespace=f"https://spdx.org/spdxdocs/osbuilder-{data.identity}",
-                        creators=[Actor(ActorType.TOOL, f"{TOOL}-{__version__}")], created=data.created)
+                        creators=[Actor(ActorType.TOOL, f"{TOOL}-{__version__}")], created=data.created,
+                        document_comment="".join(f"{PACKAGE_SOURCE}: {line}\n" for line in source_lines(summary)) or None)
     packages, relationships = [], []
     for index, artifact in enumerate(data.artifacts):
         spdx_id = f"SPDXRef-Artifact-{index}"

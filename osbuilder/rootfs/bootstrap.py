@@ -7,11 +7,12 @@ manager's downloads are kept too. The cache wraps every backend the same way.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from osbuilder.foundation.cache import BuildCache, inputs_key
+from osbuilder.foundation.cache import BOOTSTRAP, BuildCache, inputs_key
 from osbuilder.foundation.fsutil import GuestRoot, clamp_mtimes, remove_tree, sha256_file
 from osbuilder.rootfs.recipes import Recipe
 from osbuilder.rootfs.backends import InstallRequest
@@ -26,6 +27,7 @@ log = logging.getLogger("osbuilder")
 
 
 def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
+    section = recipe.backend.apply_overrides(recipe.backend_section, options.backend_overrides())
     return InstallRequest(
         distro=recipe.name,
         release=options.release,
@@ -35,9 +37,10 @@ def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
         recipe.packages_for(options.arch, options.init, options.seccomp, options.ca_certificates)
         + options.extra_packages,
         mirror=options.mirror,
-        section=recipe.backend.apply_overrides(recipe.backend_section, options.backend_overrides()),
+        section=section,
         source_date_epoch=options.source_date_epoch,
         world=options.pinned_world,
+        sources=recipe.backend.package_sources(options.release, options.mirror, section, options.with_updates),
     )
 
 
@@ -64,8 +67,9 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
         backend.install(request, tree, workdir, runner)
         return
     cache = BuildCache(options.cache_dir)
-    inputs = bootstrap_inputs(request, recipe, backend.tool_version(runner))
-    name = f"{request.distro}-{request.release}-{request.arch.name}-{inputs_key(inputs)}"
+    inputs = bootstrap_inputs(request, recipe, backend.tool_version(runner), options.index_digests)
+    prefix = f"{request.distro}-{request.release}-{request.arch.name}-"
+    name = f"{prefix}{inputs_key(inputs)}"
     # Under fakeroot the owners live in fakeroot's records of this build's inodes: unpack.
     linked = private_tree and not runner.privilege.faked
 
@@ -82,6 +86,10 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
         if unpacked:
             log.info("using cached bootstrap %s", cache.bootstrap_path(name))
         else:
+            superseded = superseded_entry(cache, prefix, inputs)
+            if superseded is not None:
+                log.info("bootstrapping afresh: %s changed since the cached bootstrap %s was installed from them",
+                         " and ".join(superseded[1]), cache.bootstrap_path(superseded[0]))
             remove_tree(tree)  # whatever a damaged entry unpacked
             tree.mkdir(parents=True, exist_ok=True)
             downloads = cache.downloads(backend.name, request.distro, request.release, request.arch.name)
@@ -96,6 +104,8 @@ def bootstrap(options: RootfsOptions, recipe: Recipe, tree: Path, workdir: Path,
             clamp_mtimes(tree, options.source_date_epoch)
         if not unpacked:
             cache.store_tree(name, lambda tarball: create_tarball(tree, tarball, runner), inputs)
+            if superseded is not None:  # the same build from older indexes: never reused again
+                cache.remove_bootstrap(superseded[0])
         if linked:
             cache.keep_unpacked(name, tree, clone)
 
@@ -106,15 +116,46 @@ def remove_recipe_paths(guest: GuestRoot, recipe: Recipe) -> None:
         guest.remove_matching(pattern)
 
 
-def bootstrap_inputs(request: InstallRequest, recipe: Recipe, tool_version: str) -> dict[str, Any]:
+def bootstrap_inputs(request: InstallRequest, recipe: Recipe, tool_version: str,
+                     index_digests: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """Everything that decides the bootstrapped tree: the request (release, arch, package
-    set, mirror, the backend's recipe table, SOURCE_DATE_EPOCH), the recipe file's and the
-    keyring's contents, and the package manager's version."""
+    set, sources, mirror, the backend's recipe table, SOURCE_DATE_EPOCH), the recipe file's and
+    the keyring's contents, the package manager's version, and the digest of each source's
+    package index (none for --lock, whose versions do not move with the indexes)."""
     inputs = request.identity()
     inputs["recipe_sha256"] = sha256_file(recipe.path)
     inputs["files_sha256"] = {value: content_digest(value) for value in recipe_files(request.section)}
     inputs["tool"] = tool_version
+    if index_digests:
+        inputs[INDEXES] = dict(index_digests)
     return inputs
+
+
+INDEXES = "indexes"
+EPOCH = "source_date_epoch"  # the request's field
+
+
+def superseded_entry(cache: BuildCache, prefix: str, inputs: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """The cached bootstrap of the same build from other indexes, and the sources whose
+    indexes moved since, or None: why a build that was cached installs again."""
+    if INDEXES not in inputs:
+        return None
+    # The epoch aside too: where it comes from the indexes (dnf's, apk's), it moves with them.
+    mine = json.loads(json.dumps(inputs, sort_keys=True, default=str))
+    indexes = mine.pop(INDEXES)
+    mine.pop(EPOCH, None)
+    newest: tuple[float, str, list[str]] | None = None
+    for entry in cache.entries():
+        recorded = dict(entry.inputs)
+        theirs = recorded.pop(INDEXES, None)
+        recorded.pop(EPOCH, None)
+        if entry.kind != BOOTSTRAP or not entry.name.startswith(prefix) or not isinstance(theirs, dict) \
+                or recorded != mine:
+            continue
+        moved = [source for source, digest in indexes.items() if theirs.get(source) != digest]
+        if moved and (newest is None or entry.last_used > newest[0]):
+            newest = (entry.last_used, entry.name, moved)
+    return (newest[1], newest[2]) if newest else None
 
 
 def copy_existing(source: Path, tree: Path, runner: Runner) -> None:

@@ -44,16 +44,27 @@ def _settled(options: RootfsOptions, epoch: int | None, source: str) -> RootfsOp
     return dataclasses.replace(options, source_date_epoch=epoch)
 
 
-def epoch_before_bootstrap(options: RootfsOptions, recipe: Recipe, workdir: Path, runner: Runner) -> RootfsOptions:
-    """A tree installed from the recipe: its epoch comes from the indexes, before installing."""
-    if options.source_date_epoch is not None or not options.installs_packages:
+def read_indexes_before_bootstrap(options: RootfsOptions, recipe: Recipe, workdir: Path,
+                                  runner: Runner) -> RootfsOptions:
+    """A tree installed from the recipe: its epoch comes from the sources' indexes, read before
+    installing, and so do the digests the bootstrap cache key takes (not for --lock: the lock
+    names every version, whatever the indexes say since)."""
+    if not options.installs_packages:
+        return options
+    wants_epoch = options.source_date_epoch is None
+    wants_digests = options.cache_dir is not None and not options.pinned
+    if not (wants_epoch or wants_digests):
         return options
     from osbuilder.rootfs.bootstrap import install_request
 
     scratch = workdir / "index-dates"
     scratch.mkdir(parents=True, exist_ok=True)
-    epoch = recipe.backend.index_epoch(install_request(options, recipe), scratch, runner)
-    return _settled(options, epoch, "the package index's date" if epoch is not None else "the package index")
+    state = recipe.backend.read_indexes(install_request(options, recipe), scratch, runner)
+    if wants_digests:
+        options = dataclasses.replace(options, index_digests=state.digests)
+    if not wants_epoch:
+        return options
+    return _settled(options, state.epoch, "the package index's date" if state.epoch is not None else "the package index")
 
 
 def epoch_after_bootstrap(options: RootfsOptions, tree: Path, workdir: Path, runner: Runner) -> RootfsOptions:

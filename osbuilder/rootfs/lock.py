@@ -15,7 +15,7 @@ from typing import Any
 from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import sha256_file
-from osbuilder.rootfs.backends.base import Package
+from osbuilder.rootfs.backends.base import Package, PackageSource
 
 log = logging.getLogger("osbuilder")
 
@@ -35,11 +35,13 @@ class PackageLock:
     source_date_epoch: int | None
     packages: tuple[Package, ...]
     requested: tuple[str, ...] = ()  # what the build asked for; the rest came as dependencies
+    sources: tuple[PackageSource, ...] = ()  # the suites or repositories installed from
 
     def as_json(self) -> dict[str, Any]:
         return {"lock_version": LOCK_VERSION, "distro": self.distro, "release": self.release, "arch": self.arch,
                 "backend": self.backend, "mirror": self.mirror, "recipe_sha256": self.recipe_sha256,
                 "source_date_epoch": self.source_date_epoch, "requested": list(self.requested),
+                "sources": [source.as_json() for source in self.sources],
                 "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture}
                              for p in self.packages]}
 
@@ -70,17 +72,22 @@ class PackageLock:
         requested = data.get("requested", [])
         if bad is None and not (isinstance(requested, list) and all(isinstance(r, str) for r in requested)):
             bad = "requested"
+        recorded = data.get("sources", [])
+        sources = [PackageSource.from_json(s) for s in recorded] if isinstance(recorded, list) else [None]
+        if bad is None and None in sources:
+            bad = "sources"
         if bad is not None:
             raise UserError(f"--lock '{path}': '{bad}' is missing or not what a packages.lock holds", LOCK_FIX)
         return cls(**text, source_date_epoch=epoch,  # type: ignore[arg-type]
                    packages=tuple(Package(p["name"], p["version"], p.get("architecture", "")) for p in packages),
-                   requested=tuple(requested))
+                   requested=tuple(requested), sources=tuple(s for s in sources if s is not None))
 
 
 def lock_of(distro: str, release: str, arch: str, backend: str, mirror: str, recipe_path: Path,
-            epoch: int | None, installed: tuple[Package, ...], requested: tuple[str, ...]) -> PackageLock:
+            epoch: int | None, installed: tuple[Package, ...], requested: tuple[str, ...],
+            sources: tuple[PackageSource, ...] = ()) -> PackageLock:
     return PackageLock(distro, release, arch, backend, mirror, sha256_file(recipe_path), epoch,
-                       tuple(sorted(installed, key=lambda p: (p.name, p.architecture))), requested)
+                       tuple(sorted(installed, key=lambda p: (p.name, p.architecture))), requested, sources)
 
 
 def check_recipe(lock: PackageLock, recipe_path: Path, path: Path) -> None:

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 from osbuilder.foundation.arch import Arch, get_arch
 from osbuilder.rootfs.initmode import InitSetting
 from osbuilder.foundation.settings import as_path, setting
-from osbuilder.foundation.shared_settings import ArchSetting, BaseSetting, CacheDirSetting, ExtensionSetting
+from osbuilder.foundation.shared_settings import (ArchSetting, BaseSetting, CacheDirSetting, ExtensionSetting,
+                                                 MirrorSettings, UpdatesSetting)
 
 
 # How the tree is made: the recipe's packages through its package manager, or the build
@@ -33,7 +34,8 @@ class RecipeSource:
 
 
 @dataclass(frozen=True)
-class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting, ExtensionSetting, BaseSetting):
+class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting, ExtensionSetting, BaseSetting,
+                    MirrorSettings, UpdatesSetting):
     required_settings: ClassVar[tuple[str, ...]] = ("init",)
     distro: str = setting(help="distribution recipe to build from (see `osbuilder distros`)", required=True)
     agent: str | None = setting(None, help="agent executable to install (an ELF for --arch): a file, or an "
@@ -62,7 +64,6 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting, Ext
     agent_version: str = setting("unknown", help="agent version recorded in osbuilder.yaml", metavar="V")
     extra_packages: tuple[str, ...] = setting((), help="more packages to install, comma separated",
                                               metavar="A,B", many=True)
-    mirror: str = setting("", help="package mirror URL (default: the recipe's)", metavar="URL")
     components: tuple[str, ...] = setting((), help="apt archive components, comma separated (default: the "
                                           "recipe's [apt] components)", metavar="A,B", many=True)
     keyring: Path | None = setting(None, help="trust this archive keyring instead of the recipe's: a gpg keyring "
@@ -117,6 +118,9 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting, Ext
     # Not a flag: what --lock names, read by config (the versions to install, then to verify).
     pinned: tuple[Any, ...] = ()
     pinned_world: tuple[str, ...] = ()  # what the locked build asked for (its package manager's world)
+    # Not a flag: the sources' index digests, read before bootstrapping (Backend.read_indexes);
+    # the bootstrap cache key includes them.
+    index_digests: tuple[tuple[str, str], ...] = ()
     source_date_epoch: int | None = setting(None, help="clamp every timestamp to this time, in seconds since 1970 "
                                             "(default: SOURCE_DATE_EPOCH, else derived from the inputs: the package "
                                             "index's date, or the newest time the given tree records; never the "
@@ -140,6 +144,11 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting, Ext
             and not self.extra_packages and not self.pinned
 
     @property
+    def with_updates(self) -> bool:
+        """Whether the release's update and security sources are installed from (by default)."""
+        return self.updates is not False
+
+    @property
     def installs_packages(self) -> bool:
         """Whether the tree is installed from the recipe's package set (not copied, made by
         dracut, or started empty)."""
@@ -147,7 +156,8 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting, Ext
 
     def backend_overrides(self) -> dict[str, Any]:
         """Command-line values for the package manager's recipe table, by its field names."""
-        return {"components": self.components, "keyring": str(self.keyring) if self.keyring else ""}
+        return {"components": self.components, "keyring": str(self.keyring) if self.keyring else "",
+                "security_mirror": self.security_mirror}
 
     @property
     def target(self) -> Arch:

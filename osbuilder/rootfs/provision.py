@@ -23,7 +23,7 @@ from osbuilder.rootfs.initmode import InitInputs, get_init_mode
 from osbuilder.rootfs.recipes import Recipe
 from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.rootfs.backends import Package
-from osbuilder.rootfs.bootstrap import remove_recipe_paths
+from osbuilder.rootfs.bootstrap import install_request, remove_recipe_paths
 from osbuilder.rootfs.options import RootfsOptions
 from osbuilder.rootfs.payloads import PayloadRecord, install_payloads
 from osbuilder.rootfs.closure import GUEST_PATH
@@ -156,6 +156,8 @@ class Provisioner:
                                                        options.ca_certificates)
                               if options.installs_packages else ()),
             extra_packages=options.extra_packages,
+            sources=install_request(options, self.recipe).chosen_sources if options.installs_packages else (),
+            mirror=options.mirror if options.installs_packages else "",
             init_mode=options.init,
             agent_url=self.agent_url(),
             agent_version=options.agent_version if self.agent is not None else NO_AGENT,

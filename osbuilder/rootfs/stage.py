@@ -18,7 +18,7 @@ from osbuilder.rootfs.recipes import Recipe
 from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import CommandError, UserError
 from osbuilder.rootfs.lock import SNAPSHOT_FIX, missing_pin, verify_installed
-from osbuilder.rootfs.input_epoch import epoch_after_bootstrap, epoch_before_bootstrap
+from osbuilder.rootfs.input_epoch import epoch_after_bootstrap, read_indexes_before_bootstrap
 from osbuilder.foundation.fetch import fetch, is_url
 from osbuilder.rootfs.extract import check_tarball
 from osbuilder.rootfs.agent import AgentBinary, AgentBuild, agent_from_source, agent_from_tarball, check_agent, check_pinned
@@ -144,7 +144,7 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
     """Build a guest tree at `tree` (a fresh directory inside some staging area) with `agent`
     (from resolve_agent: checked, not yet stripped). `private_tree`: the tree is only packed
     and then removed, never handed over, so it may share inodes with the build cache."""
-    options = epoch_before_bootstrap(options, recipe, workdir, runner)
+    options = read_indexes_before_bootstrap(options, recipe, workdir, runner)
     agent = bootstrap_and_strip(options, recipe, tree, workdir, agent, runner, private_tree)
     options = epoch_after_bootstrap(options, tree, workdir, runner)
     guest = GuestRoot(tree)

@@ -21,7 +21,7 @@ from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.rootfs.initmode import get_init_mode
-from osbuilder.rootfs.backends.base import Package
+from osbuilder.rootfs.backends.base import Package, PackageSource
 from osbuilder.foundation.templates import Templates
 
 OSBUILDER_URL = "osbuilder"
@@ -101,6 +101,8 @@ class Summary:
     confidential: bool = False
     trust: Any = None  # rootfs.trust.TrustRecord with --ca-certificates or --ca-bundle
     extension: ExtensionRecord | None = None  # an extension image (init mode none)
+    sources: tuple[PackageSource, ...] = ()  # the suites or repositories installed from
+    mirror: str = ""  # the mirror they were installed from (--mirror, else the recipe's)
 
     @property
     def cgroup_driver(self) -> str:
@@ -121,6 +123,8 @@ class Summary:
             release=self.release,
             default_packages=sorted(set(self.default_packages)),
             extra_packages=sorted(set(self.extra_packages)),
+            sources=self.sources,
+            mirror=self.mirror,
             agent_url=self.agent_url,
             agent_version=self.agent_version,
             init=get_init_mode(self.init_mode).summary_fields(),
@@ -146,6 +150,7 @@ SUMMARY_SHAPE = {
     "osbuilder": {"url": _TEXT, "version": _TEXT},
     "rootfs-creation-time": _TEXT, "description": _TEXT, "file-format-version": _TEXT, "architecture": _TEXT,
     "base-distro": {"name": _TEXT, "version": (_TEXT, int, float),
+                    "mirror": _TEXT, "sources": [{"name": _TEXT, "url": _TEXT, "kind": _TEXT}],
                     "packages": {"default": [_TEXT], "extra": [_TEXT], "installed": [_PACKAGE_SHAPE]}},
     "agent": {"url": _TEXT, "name": _TEXT, "probe": _TEXT, "version": (_TEXT, int, float), "init-mode": _TEXT,
               "agent-is-init-daemon": _TEXT, "cgroup-driver": _TEXT, "sha256": _TEXT, "launcher-sha256": _TEXT,
@@ -188,3 +193,16 @@ def installed_packages(summary: dict[str, Any] | None) -> list[dict[str, str]] |
     if not isinstance(installed, list):
         return None
     return [p for p in installed if isinstance(p, dict) and "name" in p]
+
+
+def recorded_mirror(summary: dict[str, Any] | None) -> str:
+    """The mirror a summary records its packages were installed from, or ''."""
+    mirror = ((summary or {}).get("base-distro") or {}).get("mirror")
+    return mirror if isinstance(mirror, str) else ""
+
+
+def recorded_sources(summary: dict[str, Any] | None) -> tuple[PackageSource, ...]:
+    """The suites or repositories a summary records its packages were installed from."""
+    recorded = ((summary or {}).get("base-distro") or {}).get("sources")
+    found = [PackageSource.from_json(s) for s in recorded] if isinstance(recorded, list) else []
+    return tuple(s for s in found if s is not None)

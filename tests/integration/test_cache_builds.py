@@ -125,7 +125,9 @@ def debian_repo(tmp_path_factory, cache_dir):
     debs = collect_debs(recipe.packages_for("x86_64", "agent", True), "amd64", cache_dir)
     work = tmp_path_factory.mktemp("debian-cache")
     key = GpgKey.create(work / "gnupg", "osbuilder test archive")
-    repo = build_apt_repo(work / "repo", debs, recipe.default_release, "main", "amd64", key)
+    release = recipe.default_release
+    repo = build_apt_repo(work / "repo", debs, release, "main", "amd64", key,
+                          more_suites=(f"{release}-updates", f"{release}-security"))
     with serve_directory(repo) as url:
         yield repo, url, key.export(work / "keyring.gpg")
 
@@ -138,7 +140,7 @@ def test_debian_rebuild_reuses_the_tree_and_the_downloaded_packages(debian_repo,
     def build(name: str, agent: list, epoch: str = "1700000000"):
         caching = agent if "--no-cache" in agent else [*agent, "--cache-dir", cache]
         result = run_cli("build", "--distro", "debian", "--init", "agent", *caching, "--mirror", url,
-                         "--keyring", keyring, "--format", "initrd,image", "-o", tmp_path / name,
+                         "--security-mirror", url, "--keyring", keyring, "--format", "initrd,image", "-o", tmp_path / name,
                          "--json", env={"SOURCE_DATE_EPOCH": epoch})
         assert result.returncode == 0, result.stderr
         return result

@@ -30,7 +30,9 @@ def ubuntu_mirror(tmp_path_factory, cache_dir):
     debs = collect_debs(packages, "amd64", cache_dir)
     work = tmp_path_factory.mktemp("ubuntu-repo")
     key = GpgKey.create(work / "gnupg", "osbuilder test archive")
-    repo = build_apt_repo(work / "repo", debs, recipe.default_release, "main", "amd64", key)
+    release = recipe.default_release  # with its -updates and -security suites, which Ubuntu's archive carries too
+    repo = build_apt_repo(work / "repo", debs, release, "main", "amd64", key,
+                          more_suites=(f"{release}-updates", f"{release}-security"))
     other = GpgKey.create(work / "other-gnupg", "someone else")
     with serve_directory(repo) as url:
         yield url, key.export(work / "keyring.gpg"), other.export(work / "other.gpg")

@@ -42,6 +42,7 @@ class StandIn:
     requires: tuple[str, ...] = ("filesystem", "bash")
     provides: tuple[str, ...] = ()
     attrs: dict[str, str] = field(default_factory=dict)  # path -> "mode, user, group" (%attr)
+    release: str = "1.osbuildertest"  # a later one stands in for an update
 
 
 STAND_INS = (
@@ -97,7 +98,7 @@ def _spec(standin: StandIn) -> str:
         install.append(f"mkdir -p %{{buildroot}}{Path(path).parent}")
         install.append(f"ln -s {target} %{{buildroot}}{path}")
         files.append(path)
-    lines = [f"Name: {standin.name}", "Version: 1.0", "Release: 1.osbuildertest",
+    lines = [f"Name: {standin.name}", "Version: 1.0", f"Release: {standin.release}",
              "Summary: osbuilder test stand-in", "License: MIT", "AutoReqProv: no"]
     lines += [f"Requires: {r}" for r in standin.requires] + [f"Provides: {p}" for p in standin.provides]
     lines += ["", "%description", f"Stand-in for {standin.name} in osbuilder's dnf tests.", "",
@@ -105,11 +106,12 @@ def _spec(standin: StandIn) -> str:
     return "\n".join(lines)
 
 
-def build_rpms(work: Path, arch_rpm: str, key: GpgKey) -> Path:
-    """Every stand-in built for `arch_rpm` and signed by `key`; returns the directory of .rpm files."""
+def build_rpms(work: Path, arch_rpm: str, key: GpgKey, stand_ins: tuple[StandIn, ...] = STAND_INS) -> Path:
+    """Every stand-in (or those given) built for `arch_rpm` and signed by `key`; returns the
+    directory of .rpm files."""
     top = work / "rpmbuild"
     work.mkdir(parents=True, exist_ok=True)
-    for standin in STAND_INS:
+    for standin in stand_ins:
         spec = work / f"{standin.name}.spec"
         spec.write_text(_spec(standin))
         run(["rpmbuild", "--quiet", "--define", f"_topdir {top}", "--define", "_build_id_links none",
@@ -136,7 +138,8 @@ def build_rpm_repo(directory: Path, rpms: list[Path], key: GpgKey) -> Path:
 
 
 def repo_paths(distro: str, arch: str) -> list[str]:
-    """Where the recipe's repository URLs point below its mirror, for its default release."""
+    """Where the recipe's repository URLs (its update repositories' last) point below its
+    mirror, for its default release."""
     from osbuilder.foundation.arch import get_arch
     from osbuilder.rootfs.recipes import load_recipe
     from osbuilder.rootfs.backends.base import InstallRequest
@@ -145,8 +148,9 @@ def repo_paths(distro: str, arch: str) -> list[str]:
     recipe = load_recipe(distro)
     request = InstallRequest(distro, recipe.default_release, get_arch(arch), (), "", recipe.backend_section, None)
     releasever = DnfBackend().releasever(request)
+    # The update repositories too (empty): a build installs from them unless --no-updates.
     return [url.replace("{mirror}", "").replace("$releasever", releasever).replace("$basearch", arch).strip("/")
-            for url in recipe.backend_section.repositories]
+            for url in recipe.backend_section.repositories + recipe.backend_section.updates]
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from osbuilder.foundation.arch import get_arch
 from osbuilder.foundation.cache import inputs_key
 from osbuilder.rootfs.recipes import load_recipe
 from osbuilder.rootfs.backends import InstallRequest
+from osbuilder.rootfs.backends.base import RELEASE, SECURITY, PackageSource
 from osbuilder.rootfs.bootstrap import bootstrap_inputs
 
 
@@ -41,12 +42,29 @@ def test_every_field_of_the_install_request_is_in_the_key():
     others = {"distro": "ubuntu", "release": "trixie", "arch": get_arch("aarch64"), "packages": ("a", "c"),
               "mirror": "http://mirror.example/debian", "source_date_epoch": 1700000001,
               "section": dataclasses.replace(load_recipe("debian", None).backend_section, components=("main", "x")),
-              "world": ("a",), "kernel_flavour": "rt"}
+              "world": ("a",), "kernel_flavour": "rt",
+              "sources": (PackageSource("bookworm", "http://deb.debian.org/debian", RELEASE),
+                          PackageSource("bookworm-security", "http://deb.debian.org/debian-security", SECURITY))}
     assert set(others) == {f.name for f in dataclasses.fields(WiderRequest)}, "a field has no changed value here"
     for name, value in others.items():
         assert key(request(**{name: value})) != key(request()), f"{name} is not in the key"
     # The package set is a set: the order the recipe lists them in does not matter.
     assert key(request(packages=("b", "a"))) == key(request())
+
+
+def test_the_indexes_digests_are_in_the_key():
+    """A cached bootstrap is reused only while the suites' indexes are what it was installed
+    from: a moved security suite is a different key."""
+    recipe = load_recipe("debian", None)
+    before = {"bookworm": "a" * 64, "bookworm-security": "b" * 64}
+    moved = {**before, "bookworm-security": "c" * 64}
+
+    def keyed(digests: dict) -> str:
+        return inputs_key(bootstrap_inputs(request(), recipe, "mmdebstrap 1.3.5", tuple(digests.items())))
+
+    assert keyed(before) == keyed(dict(before))
+    assert keyed(moved) != keyed(before)
+    assert keyed({}) != keyed(before)
 
 
 def test_backends_see_only_the_install_request():

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import gzip
+import hashlib
 import logging
+import lzma
 import os
 import re
 import shlex
@@ -22,8 +25,11 @@ from typing import Any, Iterator
 from osbuilder.foundation.cache import downloads_lock, keep_downloads
 from osbuilder.foundation.fsutil import GuestRoot, fill_holes_in_tree, remove_tree
 from osbuilder.foundation.errors import UserError
-from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring, read_index_file,
-                                       recipe_path)
+from osbuilder.rootfs.backends.base import (RELEASE, SECURITY, UPDATES, Available, Backend, IndexState,
+                                            InstallRequest, Package, PackageSource, check_keyring, read_index_file,
+                                            recipe_path)
+from osbuilder.rootfs.backends.versions import compare_debian
+from osbuilder.rootfs.recipe_values import check_mirror, check_plain_name
 from osbuilder.rootfs.tarball import extract_tarball
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
@@ -41,6 +47,37 @@ class AptSection:
     variant: str = "required"
     # The archive keyring; empty means mmdebstrap's own choice (the host's Debian keyrings).
     keyring: str = recipe_path()
+    # Suites installed beside the release's unless --no-updates ("{release}" is the release):
+    # its stable updates on the mirror, and its security fixes.
+    updates: tuple[str, ...] = ()
+    security: tuple[str, ...] = ()
+    # Where the security suites are served (--security-mirror); empty: on the mirror itself.
+    security_mirror: str = ""
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    """A suite's InRelease (or Release) as the mirror serves it."""
+
+    source: PackageSource
+    url: str
+    text: str
+
+    def field(self, name: str) -> str | None:
+        match = re.search(rf"^{name}: (.+)$", self.text, re.M)
+        return match[1].strip() if match else None
+
+    def package_indexes(self, components: tuple[str, ...], arch: str) -> dict[str, list[tuple[str, int, str]]]:
+        """Each component's binary-<arch> Packages files the SHA256 list names: (sha256, size,
+        path), the compressed forms first (what apt fetches)."""
+        listed = self.text.partition("\nSHA256:")[2]
+        entries = re.findall(r"^ ([0-9a-f]{64})\s+(\d+)\s+(\S+)$", listed.split("\n-----BEGIN PGP SIGNATURE")[0], re.M)
+        found: dict[str, list[tuple[str, int, str]]] = {}
+        for component in components:
+            order = [f"{component}/binary-{arch}/Packages{suffix}" for suffix in (".xz", ".gz", "")]
+            found[component] = sorted(((digest, int(size), path) for digest, size, path in entries if path in order),
+                                      key=lambda entry: order.index(entry[2]))
+        return found
 
 
 class AptBackend(Backend):
@@ -58,28 +95,97 @@ class AptBackend(Backend):
     missing_pin_patterns = (r"Version '(?P<version>[^']+)' for '(?P<name>[^']+)' was not found",
                             r"Unable to locate package (?P<name>\S+)")
 
-    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
-        """The Date: of the suite's InRelease (or Release) file: when the archive last changed."""
-        if not request.mirror.startswith(("http://", "https://", "file://", "/")):
-            return None  # a mirror given as sources lines: mmdebstrap reads it, osbuilder cannot
-        base = f"{request.mirror.rstrip('/')}/dists/{request.release}"
+    def parse_section(self, recipe: Path, table: dict[str, Any]) -> Any:
+        section: AptSection = super().parse_section(recipe, table)
+        for key in ("components", "updates", "security"):
+            for value in getattr(section, key):
+                check_plain_name(f"recipe {recipe}", f"apt.{key}", value.replace("{release}", "release"))
+        if section.security_mirror:
+            check_mirror(f"recipe {recipe}: apt.security_mirror", section.security_mirror)
+        return section
+
+    def package_sources(self, release: str, mirror: str, section: Any, updates: bool) -> tuple[PackageSource, ...]:
+        sources = [PackageSource(release, mirror, RELEASE)]
+        if updates:
+            security_url = section.security_mirror or mirror
+            sources += [PackageSource(suite.replace("{release}", release), mirror, UPDATES) for suite in section.updates]
+            sources += [PackageSource(suite.replace("{release}", release), security_url, SECURITY)
+                        for suite in section.security]
+        return tuple(dict.fromkeys(sources))
+
+    def _release_file(self, source: PackageSource, request: InstallRequest, workdir: Path, runner: Runner) -> ReleaseFile:
+        base = f"{source.url.rstrip('/')}/dists/{source.name}"
         missing: UserError | None = None
         for name in ("InRelease", "Release"):
             try:
-                text = read_index_file(f"{base}/{name}", workdir / f"apt-{name}", runner).decode(errors="replace")
+                data = read_index_file(f"{base}/{name}", workdir / f"apt-{source.name}-{name}", runner)
             except UserError as exc:  # a mirror may publish only one of them
                 missing = exc
                 continue
-            match = re.search(r"^Date: (.+)$", text, re.M)
-            if match is None:
-                raise UserError(f"{base}/{name} gives no Date:", "check --mirror and --release")
-            try:
-                return int(email.utils.parsedate_to_datetime(match[1].strip()).timestamp())
-            except (TypeError, ValueError):
-                raise UserError(f"{base}/{name}: Date '{match[1].strip()}' is not a date",
-                                "check --mirror, or pass --source-date-epoch") from None
+            return ReleaseFile(source, f"{base}/{name}", data.decode(errors="replace"))
         assert missing is not None
-        raise missing
+        if source.kind == RELEASE:
+            raise missing
+        flag = "--security-mirror" if source.kind == SECURITY else "--mirror"
+        raise UserError(f"the {source.kind} suite {source.name} is not at {source.url} ({base} has no InRelease or "
+                        "Release)", f"pass {flag} a mirror that serves it, or --no-updates to install from "
+                        f"{request.release} alone")
+
+    def read_indexes(self, request: InstallRequest, workdir: Path, runner: Runner) -> IndexState:
+        """The release suite's Date: (when the release last changed) is the epoch; each suite's
+        digest is that of the Packages indexes its Release file lists for the build's
+        components and arch. Not the Release file itself: the archive re-dates and re-signs
+        the update suites at every run whether or not a package changed, which would make
+        builds a day apart differ and empty the cache for nothing."""
+        section: AptSection = request.section
+        epoch = None
+        digests = []
+        for source in request.chosen_sources:
+            release = self._release_file(source, request, workdir, runner)
+            if source.kind == RELEASE and source.name == request.release:
+                epoch = self._date(release)
+            indexes = release.package_indexes(section.components, request.arch.debian)
+            if not any(indexes.values()):
+                raise UserError(f"{release.url} lists no Packages index for {', '.join(section.components)} on "
+                                f"{request.arch.debian}", "check --mirror, --components and --arch")
+            listed = "\n".join(f"{digest} {size} {path}" for entries in indexes.values() for digest, size, path in entries)
+            digests.append((source.name, hashlib.sha256(listed.encode()).hexdigest()))
+        return IndexState(epoch, tuple(digests))
+
+    @staticmethod
+    def _date(release: ReleaseFile) -> int:
+        date = release.field("Date")
+        if date is None:
+            raise UserError(f"{release.url} gives no Date:", "check --mirror and --release")
+        try:
+            return int(email.utils.parsedate_to_datetime(date).timestamp())
+        except (TypeError, ValueError):
+            raise UserError(f"{release.url}: Date '{date}' is not a date",
+                            "check --mirror, or pass --source-date-epoch") from None
+
+    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
+        """The Date: of the release suite's InRelease (or Release) file: when the archive last changed."""
+        return self.read_indexes(request, workdir, runner).epoch
+
+    def available_versions(self, request: InstallRequest, workdir: Path, runner: Runner) -> list[Available]:
+        section: AptSection = request.section
+        found: list[Available] = []
+        for source in request.chosen_sources:
+            release = self._release_file(source, request, workdir, runner)
+            for component, entries in release.package_indexes(section.components, request.arch.debian).items():
+                if not entries:
+                    continue
+                digest, size, path = entries[0]
+                url = f"{release.url.rsplit('/', 1)[0]}/{path}"
+                data = read_index_file(url, workdir / f"apt-{source.name}-{component}-Packages", runner)
+                if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+                    raise UserError(f"{url} does not match the sha256 {release.url} lists for it",
+                                    "retry later (the mirror may be mid-update), or use another mirror")
+                found += [Available(name, version, arch, source) for name, version, arch in _packages_list(data, path)]
+        return found
+
+    def compare_versions(self, left: str, right: str) -> int:
+        return compare_debian(left, right)
 
     def tool_version(self, runner: Runner) -> str:
         # What `mmdebstrap --version` prints, read from the script where it says so plainly:
@@ -128,7 +234,10 @@ class AptBackend(Backend):
             if section.keyring:
                 keyring = cleanup.enter_context(readable_copy(Path(section.keyring)))
                 argv.append(f"--keyring={keyring}")
-            argv += [request.release, str(root if direct else tarball), request.mirror]
+            # Every suite as a sources line of its own: the security suite may be on another archive.
+            components = " ".join(section.components)
+            argv += [request.release, str(root if direct else tarball),
+                     *(f"deb {source.url} {source.name} {components}" for source in request.chosen_sources)]
             if downloads is not None:
                 cleanup.enter_context(downloads_lock(downloads, shared=True))
             try:
@@ -165,6 +274,20 @@ class AptBackend(Backend):
             if fields.get("Status", "").endswith(" installed") and "Package" in fields:
                 found.append(Package(fields["Package"], fields.get("Version", ""), fields.get("Architecture", "")))
         return tuple(sorted(found, key=lambda p: (p.name, p.architecture)))
+
+
+def _packages_list(data: bytes, path: str) -> list[tuple[str, str, str]]:
+    """(name, version, architecture) of each stanza of a Packages index."""
+    if path.endswith(".xz"):
+        data = lzma.decompress(data)
+    elif path.endswith(".gz"):
+        data = gzip.decompress(data)
+    found = []
+    for stanza in data.decode(errors="replace").split("\n\n"):
+        fields = dict(re.findall(r"^(Package|Version|Architecture): (.*)$", stanza, re.M))
+        if "Package" in fields and "Version" in fields:
+            found.append((fields["Package"].strip(), fields["Version"].strip(), fields.get("Architecture", "").strip()))
+    return found
 
 
 @contextlib.contextmanager

@@ -22,6 +22,52 @@ from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import FILESYSTEM, PROBE, Runner
 
 
+# What a source offers: the release as published, its stable updates, its security fixes.
+RELEASE, UPDATES, SECURITY = "release", "updates", "security"
+SOURCE_KINDS = (RELEASE, UPDATES, SECURITY)
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """One suite (apt) or repository (dnf, apk) an install draws from, recorded in the
+    summary, manifest.json, packages.lock and the SBOM."""
+
+    name: str  # the suite (bookworm-security) or the repository's URL
+    url: str  # the archive it is served from
+    kind: str = RELEASE
+
+    def as_json(self) -> dict[str, str]:
+        return {"name": self.name, "url": self.url, "kind": self.kind}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "PackageSource | None":
+        """A recorded source, or None when `data` is not one (a summary from elsewhere)."""
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data.get(k) for k in ("name", "url")):
+            return None
+        kind = data.get("kind", RELEASE)
+        return cls(data["name"], data["url"], kind if kind in SOURCE_KINDS else RELEASE)
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What the sources' indexes say before an install: the epoch of a build given none, and a
+    digest of each source's package index (by source name), so a cached tree is reused only
+    while the indexes it was installed from are unchanged."""
+
+    epoch: int | None
+    digests: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Available:
+    """The newest version of a package a source offers now (`inspect --updates`)."""
+
+    name: str
+    version: str
+    architecture: str
+    source: PackageSource
+
+
 @dataclass(frozen=True)
 class InstallRequest:
     """Everything that decides the installed tree's content."""
@@ -36,6 +82,13 @@ class InstallRequest:
     # With --lock, `packages` pins every package; these are the ones the locked build asked
     # for, which a package manager that records its world (apk) records.
     world: tuple[str, ...] = ()
+    # The suites or repositories installed from (Backend.package_sources); empty: the mirror's
+    # release alone.
+    sources: tuple[PackageSource, ...] = ()
+
+    @property
+    def chosen_sources(self) -> tuple[PackageSource, ...]:
+        return self.sources or (PackageSource(self.release, self.mirror, RELEASE),)
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
@@ -157,6 +210,27 @@ class Backend(ABC):
         package's), read before installing: the epoch of a build that is given none, so the
         same indexes give the same bytes. None: the indexes record no time."""
         return None
+
+    def package_sources(self, release: str, mirror: str, section: Any, updates: bool) -> tuple[PackageSource, ...]:
+        """The suites or repositories a build of `release` installs from: with `updates`, the
+        distribution's update and security sources beside the release's (on an archive of
+        their own where the distribution has one: the section's, after --security-mirror)."""
+        return (PackageSource(release, mirror, RELEASE),)
+
+    def read_indexes(self, request: InstallRequest, workdir: Path, runner: Runner) -> IndexState:
+        """The sources' indexes, read before installing: the epoch (index_epoch) and a digest of
+        each source's package list, which the bootstrap cache key includes."""
+        return IndexState(self.index_epoch(request, workdir, runner))
+
+    def available_versions(self, request: InstallRequest, workdir: Path, runner: Runner) -> list[Available]:
+        """Every package the request's sources offer now, as their indexes list them (the
+        packages themselves are not fetched)."""
+        raise UserError(f"the {self.name} package manager cannot list what its repositories offer",
+                        "drop --updates")
+
+    def compare_versions(self, left: str, right: str) -> int:
+        """<0, 0 or >0 as version `left` sorts before, with or after `right`."""
+        raise NotImplementedError
 
     @abstractmethod
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,

@@ -13,8 +13,14 @@ chroot there); the tree it wrote, owned on disk by those ids, is handed over as 
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
+import hashlib
+import io
+import lzma
 import re
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,11 +28,13 @@ from typing import Any
 from osbuilder.foundation.cache import downloads_lock
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot
-from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
+from osbuilder.rootfs.backends.base import (RELEASE, UPDATES, Available, Backend, IndexState, InstallRequest, Package,
+                                            PackageSource, check_keyring,
                                             install_through_user_namespace, read_index_file, recipe_path)
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
 from osbuilder.foundation.templates import Templates
+from osbuilder.rootfs.backends.versions import compare_rpm
 
 QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
 
@@ -35,6 +43,9 @@ QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
 class DnfSection:
     # Base URLs: {mirror} is the recipe's mirror (or --mirror); dnf expands $releasever and $basearch.
     repositories: tuple[str, ...] = ("{mirror}",)
+    # Repositories of the release's updates, beside those unless --no-updates (where the
+    # distribution splits them off: Fedora; CentOS Stream and Azure Linux update in place).
+    updates: tuple[str, ...] = ()
     # "release=releasever" pairs where the release's name is not dnf's $releasever (stream9=9).
     releasevers: tuple[str, ...] = ()
     # The packages' signing key: a file (relative to the recipe) or a URL dnf fetches.
@@ -62,24 +73,65 @@ class DnfBackend(Backend):
     def pin(self, package: Package) -> str:
         return f"{package.name}-{package.version}.{package.architecture}"  # dnf's NEVRA
 
-    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
-        """The newest <timestamp> of the repositories' repomd.xml: when their metadata last changed."""
+    def package_sources(self, release: str, mirror: str, section: Any, updates: bool) -> tuple[PackageSource, ...]:
+        def expanded(url: str) -> str:
+            return url.replace("{mirror}", mirror.rstrip("/")).replace("$releasever", self._releasever(section, release))
+
+        sources = [PackageSource(expanded(url), expanded(url), RELEASE) for url in section.repositories]
+        if updates:
+            sources += [PackageSource(expanded(url), expanded(url), UPDATES) for url in section.updates]
+        return tuple(dict.fromkeys(sources))
+
+    def _repomd(self, request: InstallRequest, workdir: Path, runner: Runner) -> list[tuple[PackageSource, str, bytes]]:
+        found = []
+        for index, source in enumerate(request.chosen_sources):
+            url = source.url.replace("$basearch", request.arch.rpm).rstrip("/")
+            found.append((source, url, read_index_file(f"{url}/repodata/repomd.xml", workdir / f"repomd-{index}.xml",
+                                                       runner)))
+        return found
+
+    def read_indexes(self, request: InstallRequest, workdir: Path, runner: Runner) -> IndexState:
+        """The newest <timestamp> of the repositories' repomd.xml (when their metadata last
+        changed) and each repository's digest: its primary index's checksum, as repomd names it."""
         newest = None
-        for index, url in enumerate(self.base_urls(request)):
-            text = read_index_file(f"{url}/repodata/repomd.xml", workdir / f"repomd-{index}.xml", runner)
+        digests = []
+        for source, _, text in self._repomd(request, workdir, runner):
             stamps = [int(found) for found in re.findall(rb"<timestamp>\s*(\d+)\s*</timestamp>", text)]
             if stamps:
                 newest = max(stamps + ([newest] if newest is not None else []))
-        return newest
+            primary = _primary_entry(text)
+            digests.append((source.name, primary[1] if primary else hashlib.sha256(text).hexdigest()))
+        return IndexState(newest, tuple(digests))
+
+    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
+        return self.read_indexes(request, workdir, runner).epoch
 
     def base_urls(self, request: InstallRequest) -> list[str]:
         """The repositories' URLs with dnf's variables expanded, as dnf will fetch them."""
-        return [url.replace("{mirror}", request.mirror.rstrip("/")).replace("$releasever", self.releasever(request))
-                .replace("$basearch", request.arch.rpm).rstrip("/") for url in request.section.repositories]
+        return [source.url.replace("$basearch", request.arch.rpm).rstrip("/") for source in request.chosen_sources]
+
+    def available_versions(self, request: InstallRequest, workdir: Path, runner: Runner) -> list[Available]:
+        found: list[Available] = []
+        for index, (source, url, text) in enumerate(self._repomd(request, workdir, runner)):
+            primary = _primary_entry(text)
+            if primary is None:
+                raise UserError(f"{url}/repodata/repomd.xml names no primary index", "check --mirror and --release")
+            location = f"{url}/{primary[0]}"
+            data = read_index_file(location, workdir / f"primary-{index}{Path(primary[0]).suffix}", runner)
+            xml = _decompress(data, location, workdir / f"primary-{index}", runner)
+            found += [Available(name, version, arch, source) for name, version, arch in _primary_packages(xml, location)]
+        return found
+
+    def compare_versions(self, left: str, right: str) -> int:
+        return compare_rpm(left, right)
 
     def releasever(self, request: InstallRequest) -> str:
-        pairs = dict(pair.partition("=")[::2] for pair in request.section.releasevers)
-        return pairs.get(request.release, request.release)
+        return self._releasever(request.section, request.release)
+
+    @staticmethod
+    def _releasever(section: Any, release: str) -> str:
+        pairs = dict(pair.partition("=")[::2] for pair in section.releasevers)
+        return pairs.get(release, release)
 
     def tool_version(self, runner: Runner) -> str:
         # As the real user: under fakeroot dnf believes it is root and opens /var/log for its log.
@@ -97,7 +149,7 @@ class DnfBackend(Backend):
         (config / "dnf.conf").write_text(templates.render("dnf.conf.j2", config=config))
         (config / "repos.d" / "osbuilder.repo").write_text(templates.render(
             "dnf.repo.j2", distro=request.distro, keyring=keyring, repo_gpgcheck=section.repo_gpgcheck,
-            baseurls=[url.replace("{mirror}", request.mirror.rstrip("/")) for url in section.repositories]))
+            baseurls=[source.url for source in request.chosen_sources]))
         (config / "home" / ".rpmmacros").write_text(f"%_dbpath {section.dbpath}\n")
         installroot = root if runner.privilege.root else workdir / "dnf-root"
         cachedir = downloads or config / "cache"
@@ -190,3 +242,57 @@ class DnfBackend(Backend):
                 continue
             found.append(Package(name, version.removeprefix("0:"), arch))
         return tuple(sorted(found, key=lambda p: (p.name, p.architecture)))
+
+
+def _primary_entry(repomd: bytes) -> tuple[str, str] | None:
+    """The primary index's location and checksum, as repomd.xml names them."""
+    try:
+        root = ElementTree.fromstring(repomd)
+    except ElementTree.ParseError:
+        return None
+    for data in root.iter():
+        if data.tag.endswith("}data") and data.get("type") == "primary":
+            location = next((e.get("href") for e in data if e.tag.endswith("}location")), None)
+            checksum = next((e.text or "" for e in data if e.tag.endswith("}checksum")), "")
+            if location:
+                return location, checksum.strip()
+    return None
+
+
+def _decompress(data: bytes, source: str, scratch: Path, runner: Runner) -> bytes:
+    try:
+        if source.endswith(".gz"):
+            return gzip.decompress(data)
+        if source.endswith(".xz"):
+            return lzma.decompress(data)
+        if source.endswith(".bz2"):
+            return bz2.decompress(data)
+    except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        raise UserError(f"{source} cannot be read ({exc})", "retry later, or use another mirror") from None
+    if source.endswith(".zst"):
+        packed, plain = scratch.with_suffix(".zst"), scratch.with_suffix(".xml")
+        packed.write_bytes(data)
+        runner.run(["zstd", "-d", "-q", "-f", "-o", str(plain), str(packed)], hint="install zstd (./setup.sh)",
+                   limit=PROBE)
+        return plain.read_bytes()
+    return data
+
+
+def _primary_packages(xml: bytes, source: str) -> list[tuple[str, str, str]]:
+    """(name, [epoch:]version-release, arch) of each package a primary.xml lists."""
+    found = []
+    try:
+        for _, element in ElementTree.iterparse(io.BytesIO(xml)):
+            if not element.tag.endswith("}package"):
+                continue
+            fields = {child.tag.rsplit("}", 1)[-1]: child for child in element}
+            name, arch, version = fields.get("name"), fields.get("arch"), fields.get("version")
+            if name is not None and version is not None:
+                epoch = version.get("epoch", "0")
+                text = f"{version.get('ver')}-{version.get('rel')}"
+                found.append((name.text or "", text if epoch in ("0", "") else f"{epoch}:{text}",
+                              arch.text if arch is not None and arch.text else ""))
+            element.clear()
+    except ElementTree.ParseError as exc:
+        raise UserError(f"{source} is not a primary index ({exc})", "retry later, or use another mirror") from None
+    return found

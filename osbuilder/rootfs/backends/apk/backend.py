@@ -31,8 +31,9 @@ from osbuilder.rootfs.backends.apk.database import (InstalledFile, InstalledPack
 from osbuilder.rootfs.backends.apk.index import IndexEntry, PkgInfo, parse_apkindex
 from osbuilder.rootfs.backends.apk.resolve import Resolver
 from osbuilder.rootfs.backends.apk.segments import TrustedKeys, gzip_streams, tar_members
-from osbuilder.rootfs.backends.apk.version import Atom
-from osbuilder.rootfs.backends.base import (Backend, InstallRequest, Package, check_keyring,
+from osbuilder.rootfs.backends.apk.version import Atom, Version
+from osbuilder.rootfs.backends.base import (RELEASE, Available, Backend, IndexState, InstallRequest, Package,
+                                            PackageSource, check_keyring,
                                             install_through_user_namespace, read_index_file, recipe_path)
 from osbuilder.rootfs.extract import check_member, guest_name
 from osbuilder.foundation.privilege import Privilege
@@ -90,8 +91,13 @@ class ApkBackend(Backend):
 
     @staticmethod
     def repositories(request: InstallRequest) -> list[str]:
-        return [url.replace("{mirror}", request.mirror.rstrip("/")).replace("{release}", request.release)
-                for url in request.section.repositories]
+        return [source.url for source in request.chosen_sources] if request.sources else \
+            ApkBackend.repositories_of(request.release, request.mirror, request.section)
+
+    @staticmethod
+    def repositories_of(release: str, mirror: str, section: Any) -> list[str]:
+        return [url.replace("{mirror}", mirror.rstrip("/")).replace("{release}", release)
+                for url in section.repositories]
 
     def install(self, request: InstallRequest, root: Path, workdir: Path, runner: Runner,
                 downloads: Path | None = None) -> None:
@@ -144,20 +150,48 @@ class ApkBackend(Backend):
 
     missing_pin_patterns = (r"nothing satisfies '(?P<name>[^'=]+)=(?P<version>[^']+)'",)
 
-    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
-        """The newest build time (t:) of the packages the repositories' APKINDEX lists."""
+    def package_sources(self, release: str, mirror: str, section: Any, updates: bool) -> tuple[PackageSource, ...]:
+        # A release branch carries its fixes itself: there is no update repository to add.
+        return tuple(PackageSource(url, url, RELEASE) for url in self.repositories_of(release, mirror, section))
+
+    def _unverified_index(self, repository: str, request: InstallRequest, workdir: Path, runner: Runner,
+                          index: int) -> tuple[str, bytes]:
+        url = f"{repository}/{request.arch.apk}/APKINDEX.tar.gz"
+        data = read_index_file(url, workdir / f"APKINDEX-date.{index}.tar.gz", runner)
+        members = {m.name: body for stream in gzip_streams(data, url)[1:] for m, body in tar_members(stream.data, url)}
+        if members.get("APKINDEX") is None:
+            raise UserError(f"{url} holds no APKINDEX", "check --mirror and --release")
+        return url, members["APKINDEX"]
+
+    def read_indexes(self, request: InstallRequest, workdir: Path, runner: Runner) -> IndexState:
+        """The newest build time (t:) of the packages the repositories' APKINDEX lists; each
+        repository's digest is its APKINDEX's (not the signed archive's, which a re-signing
+        changes)."""
         newest = None
-        for index, repository in enumerate(self.repositories(request)):
-            url = f"{repository}/{request.arch.apk}/APKINDEX.tar.gz"
-            data = read_index_file(url, workdir / f"APKINDEX-date.{index}.tar.gz", runner)
-            members = {m.name: body for stream in gzip_streams(data, url)[1:] for m, body in tar_members(stream.data, url)}
-            if members.get("APKINDEX") is None:
-                raise UserError(f"{url} holds no APKINDEX", "check --mirror and --release")
-            times = [int(entry.get("t")) for entry in parse_apkindex(members["APKINDEX"].decode(errors="replace"),
-                                                                       repository, url) if entry.get("t").isdigit()]
+        digests = []
+        for index, source in enumerate(request.chosen_sources):
+            url, text = self._unverified_index(source.url, request, workdir, runner, index)
+            times = [int(entry.get("t")) for entry in parse_apkindex(text.decode(errors="replace"), source.url, url)
+                     if entry.get("t").isdigit()]
             if times:
                 newest = max(times + ([newest] if newest is not None else []))
-        return newest
+            digests.append((source.name, hashlib.sha256(text).hexdigest()))
+        return IndexState(newest, tuple(digests))
+
+    def index_epoch(self, request: InstallRequest, workdir: Path, runner: Runner) -> int | None:
+        return self.read_indexes(request, workdir, runner).epoch
+
+    def available_versions(self, request: InstallRequest, workdir: Path, runner: Runner) -> list[Available]:
+        found = []
+        for index, source in enumerate(request.chosen_sources):
+            url, text = self._unverified_index(source.url, request, workdir, runner, index)
+            found += [Available(entry.name, entry.version, entry.get("A"), source)
+                      for entry in parse_apkindex(text.decode(errors="replace"), source.url, url)]
+        return found
+
+    def compare_versions(self, left: str, right: str) -> int:
+        a, b = Version(left), Version(right)
+        return (a > b) - (a < b)
 
     def _index(self, repository: str, request: InstallRequest, keys: TrustedKeys, scratch: Path,
                runner: Runner) -> list[IndexEntry]:
