@@ -15,28 +15,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from osbuilder import __version__
-from osbuilder.boot.session import BootRequest
-from osbuilder.foundation.cache import CacheOptions
-from osbuilder.matrix import DEFAULT_MATRIX_OUTPUT, MatrixFile, MatrixOptions, MatrixPrint
-from osbuilder.config import (BuildConfig, OutputOptions, PackSource, command_settings, extension_defaults,
-                              extension_variant, make_config, make_rootfs_options)
 from osbuilder.foundation.errors import (EXIT_BAD_INPUT, EXIT_BUILD_FAILED, EXIT_OK, BuildError, CommandError, InternalError,
                               Interrupted, OsbuilderError, Terminated, UserError)
 from osbuilder.foundation.events import EventLogHandler, sink_from_environment
-from osbuilder.inspect_cli import CheckOptions, InspectOptions
-from osbuilder.pack.registry import PACKERS
-from osbuilder.rootfs.options import RecipeSource
-from osbuilder.rootfs.recipes import Recipe
-from osbuilder.host.runtime_fragment import FragmentOptions
 from osbuilder.foundation.progress import progress_for
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import Runner
 from osbuilder.foundation.settings import (add_arguments, build_options, to_argv, values_from_args, values_from_file,
                                 values_from_mapping)
-from osbuilder.foundation.tools import HostTools
+from osbuilder.pack.catalog import PACKER_CATALOG
+
+if TYPE_CHECKING:
+    from osbuilder.config import BuildConfig
+    from osbuilder.matrix import MatrixFile
+    from osbuilder.rootfs.recipes import Recipe
 
 log = logging.getLogger("osbuilder")
 
@@ -48,20 +44,52 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
+def _named(module: str, *names: str) -> tuple[type, ...]:
+    loaded = importlib.import_module(module)
+    return tuple(getattr(loaded, name) for name in names)
+
+
+def _pipeline(command: str) -> tuple[type, ...]:
+    from osbuilder.config import command_settings
+
+    return command_settings()[command]
+
+
+# The option classes of every command that takes settings, each imported only when its command
+# is chosen (or when a --config file's keys are checked against every command's).
+SETTINGS: dict[str, Callable[[], tuple[type, ...]]] = {
+    "build": lambda: (*_pipeline("build"), *_named("osbuilder.matrix", "MatrixOptions")),
+    "rootfs": lambda: _pipeline("rootfs"),
+    "boot": lambda: _named("osbuilder.boot.options", "BootRequest"),
+    "distros": lambda: _named("osbuilder.rootfs.options", "RecipeSource"),
+    "matrix": lambda: _named("osbuilder.matrix", "MatrixPrint"),
+    "inspect": lambda: (*_named("osbuilder.inspect_cli", "InspectOptions"),
+                        *_named("osbuilder.host.runtime_fragment", "FragmentOptions")),
+    "check": lambda: _named("osbuilder.inspect_cli", "CheckOptions"),
+    "cache": lambda: _named("osbuilder.foundation.cache", "CacheOptions"),
+}
+
+
+def takes_settings(command: str) -> bool:
+    return command in SETTINGS or command in PACKER_CATALOG
+
+
+def settings_of(command: str) -> tuple[type, ...]:
+    """A command's option classes; a packer's are the pipeline's for it (read from the registry)."""
+    return _pipeline(command) if command in PACKER_CATALOG else SETTINGS[command]()
+
+
 def settings() -> dict[str, tuple[type, ...]]:
-    """The option classes of every command that takes settings."""
-    pipeline = command_settings()
-    return {**pipeline, "build": (*pipeline["build"], MatrixOptions), "boot": (BootRequest,),
-            "distros": (RecipeSource,), "matrix": (MatrixPrint,),
-            "inspect": (InspectOptions, FragmentOptions), "check": (CheckOptions,), "cache": (CacheOptions,)}
+    """The option classes of every command that takes settings (all of them imported)."""
+    return {name: settings_of(name) for name in commands() if takes_settings(name)}
 
 
 def commands() -> dict[str, str]:
-    """Every subcommand and its help; the packers' come from the registry."""
+    """Every subcommand and its help; the packers' come from their catalog."""
     return {
-        "build": "run the whole pipeline: rootfs, then the artifacts (" + ", ".join(PACKERS) + ")",
+        "build": "run the whole pipeline: rootfs, then the artifacts (" + ", ".join(PACKER_CATALOG) + ")",
         "rootfs": "bootstrap and provision a guest root filesystem directory",
-        **{name: packer.help for name, packer in PACKERS.items()},
+        **{name: entry.help for name, entry in PACKER_CATALOG.items()},
         "boot": "boot an artifact under qemu and check the guest's report",
         "inspect": "print how an artifact was built and what it holds (init mode, cgroup driver, agent, layout), "
                    "verified where possible",
@@ -71,6 +99,19 @@ def commands() -> dict[str, str]:
         "matrix": "list the targets of a --config file of [[target]] tables, or print them as a GitHub Actions "
                   "matrix (--github)",
     }
+
+
+GLOBAL_SWITCHES = ("-v", "--verbose", "-q", "--quiet", "--json")
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand an argument list names (after the switches any command takes), or None
+    (`osbuilder --help`, a typo: argparse then says what is wrong)."""
+    for arg in argv:
+        if arg in GLOBAL_SWITCHES:
+            continue
+        return arg if arg in commands() else None
+    return None
 
 
 def _add_common(command: argparse.ArgumentParser, takes_config: bool) -> None:
@@ -87,7 +128,9 @@ def _add_common(command: argparse.ArgumentParser, takes_config: bool) -> None:
                                   "(flags given here win)")
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(only: str | None = "") -> argparse.ArgumentParser:
+    """The command line. `only`: give flags to that command alone (the one main runs, so no
+    other command's settings are imported); None: to none; the default "": to every command."""
     parser = OneLineParser(prog="osbuilder", description="Build guest operating systems for VM sandboxes.")
     parser.add_argument("--version", action="version", version=f"osbuilder {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every command and its output")
@@ -95,21 +138,21 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
-    taking = settings()
     for name, help_text in commands().items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        _add_common(command, takes_config=name in taking)
-        if name in taking:
-            add_arguments(command, taking[name])
+        _add_common(command, takes_config=takes_settings(name))
+        if takes_settings(name) and only in ("", name):
+            add_arguments(command, settings_of(name))
     return parser
 
 
 def settings_values(args: argparse.Namespace) -> dict[str, Any]:
     """The command's settings: the --config file's, then the flags' on top."""
-    taking = settings()
-    classes = taking[args.command]
-    every = tuple(dict.fromkeys(c for cs in taking.values() for c in cs))
-    values = values_from_file(args.config, classes, every) if args.config else {}
+    classes = settings_of(args.command)
+    values = {}
+    if args.config:  # its keys are checked against every command's settings
+        every = tuple(dict.fromkeys(c for cs in settings().values() for c in cs))
+        values = values_from_file(args.config, classes, every)
     values.update(values_from_args(args, classes))
     return values
 
@@ -119,6 +162,8 @@ def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.config import make_config
+    from osbuilder.foundation.tools import HostTools
     from osbuilder.build import run_build
     from osbuilder.matrix import is_matrix_file, load_matrix
 
@@ -153,7 +198,7 @@ def cmd_build(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def _build_classes() -> tuple[type, ...]:
-    return command_settings()["build"]
+    return _pipeline("build")
 
 
 def matrix_target_values(matrix: MatrixFile, name: str, flags: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +222,7 @@ def resolve_target_references(matrix: MatrixFile, name: str, values: dict[str, A
     """A `base` or `with-extension` image that names another target becomes the path where that
     target's build puts the artifact a runtime names (OUT/<target>/...): the matrix builds it
     first, and a job of its own finds it there once that target's output is in place."""
+    from osbuilder.config import make_config
     from osbuilder.build import planned_runtime_artifact
     from osbuilder.matrix import dependency_order
     from osbuilder.rootfs.initmode import get_init_mode
@@ -212,6 +258,8 @@ def resolve_target_references(matrix: MatrixFile, name: str, values: dict[str, A
 
 
 def cmd_build_matrix(args: argparse.Namespace) -> int:
+    from osbuilder.config import make_config
+    from osbuilder.matrix import MatrixOptions
     from osbuilder.matrix import (MatrixBuild, MatrixDisplay, bootstrap_first, load_matrix, summary_table,
                                   write_summary)
     from osbuilder.foundation.staging import check_output_dir
@@ -252,6 +300,8 @@ def bootstrap_identity(config: BuildConfig, recipe: Recipe) -> str | None:
 
 
 def cmd_matrix(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.config import make_config
+    from osbuilder.matrix import DEFAULT_MATRIX_OUTPUT, MatrixPrint
     from osbuilder.matrix import load_matrix, target_command
 
     options = build_options(MatrixPrint, values_from_args(args, (MatrixPrint,)))
@@ -277,6 +327,7 @@ def cmd_matrix(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def cmd_rootfs(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.config import OutputOptions, make_rootfs_options
     from osbuilder.rootfs.stage import build_rootfs
 
     values = settings_values(args)
@@ -294,6 +345,9 @@ def cmd_rootfs(args: argparse.Namespace, runner: Runner) -> int:
 
 def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
     """initrd, image, iso: one packer of an existing tree, its sidecars beside the artifact."""
+    from osbuilder.config import OutputOptions, PackSource, extension_defaults, extension_variant
+    from osbuilder.foundation.tools import HostTools
+    from osbuilder.pack.registry import PACKERS
     from osbuilder.pack.base import PackContext
     from osbuilder.pack.guest_tree import open_guest_tree
     from osbuilder.rootfs.stage import base_view
@@ -341,6 +395,7 @@ def _probe_value(value: Any) -> str:
 
 
 def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.boot.options import BootRequest
     from osbuilder.boot.session import boot_artifact
     from osbuilder.foundation.fsutil import check_output_path
     from osbuilder.foundation.staging import StagedFile
@@ -368,6 +423,7 @@ def cmd_boot(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def cmd_distros(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.rootfs.options import RecipeSource
     from osbuilder.distros import matrix, matrix_json, matrix_table
 
     rows = matrix(build_options(RecipeSource, settings_values(args)).recipes_dir)
@@ -376,6 +432,8 @@ def cmd_distros(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.host.runtime_fragment import FragmentOptions
+    from osbuilder.inspect_cli import InspectOptions
     import tempfile
 
     from osbuilder.host.findings import has_errors
@@ -404,6 +462,7 @@ def cmd_inspect(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def cmd_check(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.inspect_cli import CheckOptions
     import tempfile
 
     from osbuilder.check import check
@@ -433,6 +492,7 @@ def cmd_check(args: argparse.Namespace, runner: Runner) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, runner: Runner) -> int:
+    from osbuilder.foundation.cache import CacheOptions
     from osbuilder.foundation.cache import CACHE_ACTIONS, BuildCache, default_cache_dir
 
     options = build_options(CacheOptions, settings_values(args))
@@ -477,7 +537,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Runner], int]] = {
 
 
 def handler(command: str) -> Callable[[argparse.Namespace, Runner], int]:
-    return cmd_pack if command in PACKERS else HANDLERS[command]
+    return cmd_pack if command in PACKER_CATALOG else HANDLERS[command]
 
 
 def _raise_terminated(signum: int, frame: Any) -> NoReturn:
@@ -486,7 +546,7 @@ def _raise_terminated(signum: int, frame: Any) -> NoReturn:
 
 # What an interrupted command says it left: the writers clean their staging up; boot stops
 # its guest; the others only read.
-WRITING_COMMANDS = ("build", "rootfs", *PACKERS, "cache")
+WRITING_COMMANDS = ("build", "rootfs", *PACKER_CATALOG, "cache")
 INTERRUPTED_BOOT = "the guest was stopped and its scratch files removed"
 INTERRUPTED_READER = "nothing was written"
 
@@ -540,17 +600,17 @@ def timeout_scale() -> float:
 def needs_fakeroot(args: argparse.Namespace, privilege: Privilege) -> bool:
     """An ordinary user's build runs under fakeroot (foundation/privilege.py); a matrix's
     parent does not: each target's build re-executes itself."""
-    from osbuilder.matrix import is_matrix_file
-
     if args.command != "build" or privilege.sets_owners:
         return False
+    from osbuilder.matrix import is_matrix_file
+
     return not (args.config is not None and args.config.is_file() and is_matrix_file(args.config)
                 and args.target is None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = make_parser().parse_args(argv)
+    args = make_parser(chosen_command(argv)).parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="osbuilder: %(message)s", stream=sys.stderr)
     if not args.verbose:

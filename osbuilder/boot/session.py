@@ -18,7 +18,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from osbuilder.foundation.arch import Arch, get_arch, host_arch, kernel_arch
 from osbuilder.boot.debian_archive import DebianArchive
@@ -43,10 +43,8 @@ from osbuilder.read.summary import read_artifact_summary
 from osbuilder.rootfs.probe import PROBE_ERROR_MARKER, PROBE_MARKER, PROBE_PATTERN, parse_probe_line
 from osbuilder.rootfs.summary import recorded_agent
 from osbuilder.foundation.runner import Runner
-from osbuilder.foundation.settings import as_path, setting
-from osbuilder.foundation.shared_settings import (ArchSetting, ArtifactSetting, CacheDirSetting, ExtensionSetting,
-                                                 HostCgroupDriverSetting)
 from osbuilder.foundation.templates import Templates
+from osbuilder.boot.options import BootRequest
 
 log = logging.getLogger("osbuilder")
 
@@ -57,34 +55,6 @@ DEBIAN_KERNEL = "debian"
 PANIC = re.compile(r"Kernel panic - not syncing[^\n]*")
 CONSOLE_TAIL_LINES = 40
 KVM_PROBE_SECONDS = 8.0
-
-
-DEVICES = ("virtio-blk", "nvdimm")
-ACCELS = ("auto", "kvm", "tcg")
-
-
-@dataclass(frozen=True)
-class BootRequest(ArtifactSetting, ArchSetting, HostCgroupDriverSetting, CacheDirSetting, ExtensionSetting):
-    required_settings: ClassVar[tuple[str, ...]] = ("artifact",)
-    kernel: Path = setting(help="kernel file, a linux-image-*.deb (its kernel and modules), or 'debian': Debian's "
-                           "current kernel package for the guest's arch, downloaded once into the cache",
-                           metavar="VMLINUZ|DEB|debian", parse=as_path, required=True)
-    modules: Path | None = setting(None, help="the kernel's lib/modules/<version> directory or linux-image-*.deb, "
-                                   "for the boot shim that disk images need on stock kernels", metavar="DIR|DEB",
-                                   parse=as_path)
-    device: str | None = setting(None, help="how a disk image is attached (default: nvdimm with the DAX header, "
-                                 "where the machine has NVDIMMs)", choices=lambda: DEVICES)
-    append: str = setting("", help="more kernel parameters", metavar="ARGS")
-    expect: str | None = setting(None, help="console text that means success (default: the probe's line, or the "
-                                 "real agent's start-up line)", metavar="REGEX")
-    timeout: float = setting(120.0, help="give up after S seconds (default: 120)", metavar="S", parse=float)
-    accel: str = setting("auto", help="auto: KVM when a short probe shows it booting the kernel, else TCG",
-                         choices=lambda: ACCELS)
-    memory_mib: int = setting(1024, flag="--memory", help="guest RAM (default: 1024)", metavar="MiB", parse=int)
-    pvh: bool = setting(True, help="boot an x86_64 bzImage's vmlinux through PVH (--no-pvh: the bzImage as is)",
-                        boolean=True)
-    console_log: Path | None = setting(None, help="write everything the console printed here", metavar="FILE",
-                                       parse=as_path)
 
 
 @dataclass

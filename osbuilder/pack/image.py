@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from osbuilder.pack.catalog import PACKER_CATALOG
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import data_regions
 from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
@@ -159,7 +160,7 @@ def _carries_verity(expected: str) -> Any:
 
 class ImagePacker(Packer):
     name = "image"
-    help = "pack a rootfs into a disk image (ext4, xfs or erofs, with the NVDIMM/DAX header)"
+    help = PACKER_CATALOG[name].help
     default_file_name = "kata-containers.img"
     noun = "a disk image"
     Options = ImageOptions

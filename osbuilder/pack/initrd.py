@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from osbuilder.pack.catalog import PACKER_CATALOG
 from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
 from osbuilder.pack.base import BOOTS_AS_INITRD, Packer, PackContext, ReleaseNames, RuntimeSlot
 from osbuilder.pack.compress import CODECS, codec_of, compressing, get_codec
@@ -40,7 +41,7 @@ class InitrdDetails(PackDetails):
 
 class InitrdPacker(Packer):
     name = "initrd"
-    help = "pack a rootfs into an initrd (cpio newc, compressed)"
+    help = PACKER_CATALOG[name].help
     default_file_name = "kata-containers-initrd.img"
     noun = "an initrd"
     Options = InitrdOptions

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from osbuilder.pack.catalog import PACKER_CATALOG
 from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
 from osbuilder.pack.base import BOOTS_AS_DISK, Packer, PackContext, ReleaseNames
 from osbuilder.pack.guest_tree import GuestTree
@@ -35,7 +36,7 @@ class IsoDetails(PackDetails):
 
 class IsoPacker(Packer):
     name = "iso"
-    help = "pack a rootfs into an ISO 9660 image"
+    help = PACKER_CATALOG[name].help
     default_file_name = "kata-containers.iso"
     noun = "an ISO"
     Options = IsoOptions

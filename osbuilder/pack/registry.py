@@ -5,18 +5,20 @@ options dataclass whose fields are settings, and `pack(tree, out, options, conte
 Files that belong beside an artifact (its sidecars) follow one naming rule: the name the
 packer gives them, in the artifact's directory, whichever command wrote it.
 `build` loops over PACKERS; the `initrd`/`image`/`iso` subcommands and the `--format`
-choices come from it. A new format is one packer module plus its line here.
+choices come from it. A new format is one packer module plus its line in catalog.py, from
+which the packers are imported here.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from osbuilder.foundation.errors import lookup
 from osbuilder.pack.base import Packer, PackContext
-from osbuilder.pack.image import ImagePacker
-from osbuilder.pack.initrd import InitrdPacker
-from osbuilder.pack.iso import IsoPacker
+from osbuilder.pack.catalog import PACKER_CATALOG
 
-PACKERS: dict[str, Packer] = {packer.name: packer for packer in (InitrdPacker(), ImagePacker(), IsoPacker())}
+PACKERS: dict[str, Packer] = {name: getattr(importlib.import_module(entry.module), entry.cls)()
+                              for name, entry in PACKER_CATALOG.items()}
 
 
 def packer_names() -> tuple[str, ...]:

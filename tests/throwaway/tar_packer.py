@@ -13,6 +13,7 @@ from typing import BinaryIO
 from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
 from osbuilder.pack.base import BOOTS_AS_DISK, Packer, PackContext, ReleaseNames, RuntimeSetting, RuntimeSlot
 from osbuilder.pack.guest_tree import GuestTree
+from osbuilder.pack.catalog import PACKER_CATALOG, PackerEntry
 from osbuilder.pack.registry import PACKERS
 from osbuilder.read.view import GuestView, Node
 from osbuilder.foundation.runner import Runner
@@ -105,4 +106,7 @@ class GuestTarPacker(Packer):
                                f'set rootfs_type = "{TAR_ROOTFS_TYPE}"')]
 
 
+# Registered as a format of osbuilder's own is: its catalog line (the subcommand, listed without
+# importing the packer) and the packer in the registry built from the catalog.
+PACKER_CATALOG[GuestTarPacker.name] = PackerEntry(__name__, GuestTarPacker.__name__, GuestTarPacker.help)
 PACKERS[GuestTarPacker.name] = GuestTarPacker()

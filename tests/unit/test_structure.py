@@ -118,6 +118,10 @@ def test_format_choices_come_from_the_packer_registry(monkeypatch):
         with pytest.raises(SystemExit) as refused:
             make_parser().parse_args(argv)
         assert refused.value.code == 2
+    # Registered (its catalog line, and the registry's packer that the catalog names):
+    from osbuilder.pack.catalog import PACKER_CATALOG, PackerEntry
+
+    monkeypatch.setitem(PACKER_CATALOG, ExtraPacker.name, PackerEntry(__name__, "ExtraPacker", "a test format"))
     monkeypatch.setitem(PACKERS, ExtraPacker.name, ExtraPacker())
     args = make_parser().parse_args(["build", "--format", "initrd,squashfs-test"])
     assert args.formats == ("initrd", "squashfs-test")
