@@ -40,7 +40,9 @@ def install_request(options: RootfsOptions, recipe: Recipe) -> InstallRequest:
         section=section,
         source_date_epoch=options.source_date_epoch,
         world=options.pinned_world,
-        sources=recipe.backend.package_sources(options.release, options.mirror, section, options.with_updates),
+        sources=tuple(source for source in recipe.backend.package_sources(options.release, options.mirror, section,
+                                                                          options.with_updates)
+                      if source.name not in options.unserved_sources),
     )
 
 

@@ -48,20 +48,20 @@ def read_indexes_before_bootstrap(options: RootfsOptions, recipe: Recipe, workdi
                                   runner: Runner) -> RootfsOptions:
     """A tree installed from the recipe: its epoch comes from the sources' indexes, read before
     installing, and so do the digests the bootstrap cache key takes (not for --lock: the lock
-    names every version, whatever the indexes say since)."""
+    names every version, whatever the indexes say since) and the sources that publish nothing
+    for the arch, which the install leaves out."""
     if not options.installs_packages:
         return options
     wants_epoch = options.source_date_epoch is None
     wants_digests = options.cache_dir is not None and not options.pinned
-    if not (wants_epoch or wants_digests):
-        return options
     from osbuilder.rootfs.bootstrap import install_request
 
+    # Read whatever the epoch and the cache need: the sources are checked for the arch either way.
     scratch = workdir / "index-dates"
     scratch.mkdir(parents=True, exist_ok=True)
     state = recipe.backend.read_indexes(install_request(options, recipe), scratch, runner)
-    if wants_digests:
-        options = dataclasses.replace(options, index_digests=state.digests)
+    options = dataclasses.replace(options, index_digests=state.digests if wants_digests else (),
+                                  unserved_sources=state.unserved)
     if not wants_epoch:
         return options
     return _settled(options, state.epoch, "the package index's date" if state.epoch is not None else "the package index")

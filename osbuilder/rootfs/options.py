@@ -121,6 +121,7 @@ class RootfsOptions(RecipeSource, InitSetting, ArchSetting, CacheDirSetting, Ext
     # Not a flag: the sources' index digests, read before bootstrapping (Backend.read_indexes);
     # the bootstrap cache key includes them.
     index_digests: tuple[tuple[str, str], ...] = ()
+    unserved_sources: tuple[str, ...] = ()  # sources that publish nothing for the arch (IndexState)
     source_date_epoch: int | None = setting(None, help="clamp every timestamp to this time, in seconds since 1970 "
                                             "(default: SOURCE_DATE_EPOCH, else derived from the inputs: the package "
                                             "index's date, or the newest time the given tree records; never the "

@@ -206,3 +206,40 @@ def test_security_updates_are_a_warning_and_other_updates_information():
     assert update_findings(UpdatesReport(sources=built, built_from=built), "g") == []
     (unknown,) = update_findings(UpdatesReport(unknown="the artifact records no package list"), "g")
     assert (unknown.severity, unknown.code) == ("info", "updates-unknown")
+
+
+def _suite(mirror: Path, suite: str, arches: str, listed: str) -> None:
+    (mirror / "dists" / suite).mkdir(parents=True)
+    (mirror / "dists" / suite / "Release").write_text(
+        f"Suite: {suite}\nDate: Wed, 02 Dec 2026 23:13:43 UTC\nArchitectures: {arches}\nComponents: main\nSHA256:\n"
+        + "".join(f" {'a' * 64} 10 main/binary-{arch}/Packages\n" for arch in listed.split()))
+
+
+def test_a_security_suite_that_no_longer_serves_the_arch_is_left_out(tmp_path, caplog):
+    """bookworm-security dropped s390x when bookworm's LTS began: the build goes on without it,
+    says so, and records only what it installed from."""
+    from osbuilder.foundation.arch import get_arch
+    from osbuilder.foundation.runner import Runner
+    from osbuilder.rootfs.backends.base import InstallRequest
+
+    recipe = load_recipe("debian")
+    mirror, security = tmp_path / "debian", tmp_path / "debian-security"
+    _suite(mirror, "bookworm", "amd64 s390x", "amd64 s390x")
+    _suite(mirror, "bookworm-updates", "amd64 s390x", "amd64 s390x")
+    _suite(security, "bookworm-security", "amd64 arm64 ppc64el", "amd64 arm64 ppc64el")
+    section = recipe.backend.apply_overrides(recipe.backend_section, {"security_mirror": security.as_uri()})
+    for arch, unserved in (("s390x", ("bookworm-security",)), ("x86_64", ())):
+        sources = recipe.backend.package_sources("bookworm", mirror.as_uri(), section, True)
+        request = InstallRequest("debian", "bookworm", get_arch(arch), (), mirror.as_uri(), section, None,
+                                 sources=sources)
+        state = recipe.backend.read_indexes(request, tmp_path / f"work-{arch}", Runner())
+        assert state.unserved == unserved
+        assert [name for name, _ in state.digests] == [s.name for s in sources if s.name not in unserved]
+    assert "the security suite bookworm-security publishes nothing for s390x (it serves amd64 arm64 ppc64el)" \
+        in caplog.text
+    # The release itself must serve the arch.
+    with pytest.raises(UserError) as caught:
+        request = InstallRequest("debian", "bookworm", get_arch("aarch64"), (), mirror.as_uri(), section, None,
+                                 sources=recipe.backend.package_sources("bookworm", mirror.as_uri(), section, True))
+        recipe.backend.read_indexes(request, tmp_path / "work-arm64", Runner())
+    assert "lists no Packages index for main on arm64" in caught.value.message

@@ -140,17 +140,26 @@ class AptBackend(Backend):
         section: AptSection = request.section
         epoch = None
         digests = []
+        unserved = []
         for source in request.chosen_sources:
             release = self._release_file(source, request, workdir, runner)
             if source.kind == RELEASE and source.name == request.release:
                 epoch = self._date(release)
             indexes = release.package_indexes(section.components, request.arch.debian)
             if not any(indexes.values()):
-                raise UserError(f"{release.url} lists no Packages index for {', '.join(section.components)} on "
-                                f"{request.arch.debian}", "check --mirror, --components and --arch")
+                if source.kind == RELEASE:
+                    raise UserError(f"{release.url} lists no Packages index for {', '.join(section.components)} on "
+                                    f"{request.arch.debian}", "check --mirror, --components and --arch")
+                # As apt skips it: a suite that no longer serves the arch (bookworm-security
+                # dropped s390x when bookworm's LTS began) is no reason to refuse the build.
+                log.warning("warning: the %s suite %s publishes nothing for %s (it serves %s): the guest gets no %s "
+                            "fixes from it", source.kind, source.name, request.arch.debian,
+                            release.field("Architectures") or "other arches", source.kind)
+                unserved.append(source.name)
+                continue
             listed = "\n".join(f"{digest} {size} {path}" for entries in indexes.values() for digest, size, path in entries)
             digests.append((source.name, hashlib.sha256(listed.encode()).hexdigest()))
-        return IndexState(epoch, tuple(digests))
+        return IndexState(epoch, tuple(digests), tuple(unserved))
 
     @staticmethod
     def _date(release: ReleaseFile) -> int:

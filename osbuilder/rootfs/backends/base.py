@@ -56,6 +56,9 @@ class IndexState:
 
     epoch: int | None
     digests: tuple[tuple[str, str], ...] = ()
+    # Update or security sources that publish nothing for the build's arch (Debian's LTS
+    # security archive drops architectures): left out of the install and the records.
+    unserved: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
