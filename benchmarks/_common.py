@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import os
+import re
 import statistics
 import tempfile
 import subprocess
@@ -33,6 +34,37 @@ def debian_systemd_rootfs(workdir: Path) -> Path:
                         "--agent", "/bin/busybox", "--cache-dir", str(REPO / ".cache" / "bench"), "-o", str(tree)],
                        check=True, env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
     return tree
+
+
+# The runner's -v record of each command: "osbuilder: NAME: SECONDS s, exit CODE".
+COMMAND_TIME = re.compile(r"^osbuilder: (\S+): (\d+\.\d+) s, exit ", re.M)
+# A step's end: "osbuilder: STEP: done in SECONDS s".
+STEP_TIME = re.compile(r"^osbuilder: (.+?): done in (\d+\.\d+) s$", re.M)
+
+
+def command_seconds(stderr: str) -> dict[str, float]:
+    """Seconds spent in each external command (by name, summed) in a -v run's stderr."""
+    found: dict[str, float] = {}
+    for name, seconds in COMMAND_TIME.findall(stderr):
+        found[name] = found.get(name, 0.0) + float(seconds)
+    return found
+
+
+def step_seconds(stderr: str) -> dict[str, float]:
+    """Seconds of each step osbuilder reported, by its words, in order."""
+    return {words: float(seconds) for words, seconds in STEP_TIME.findall(stderr)}
+
+
+def profiled_build(*args: str) -> tuple[float, str]:
+    """Seconds an `osbuilder -v build` takes, and its stderr (command_seconds, step_seconds)."""
+    argv = [sys.executable, "-m", "osbuilder", "-v", "build", *args]
+    start = time.monotonic()
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark build failed: {' '.join(argv)}\n{proc.stderr[-3000:]}")
+    return seconds, proc.stderr
 
 
 def timed_build(*args: str) -> float:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import du_bytes, run_rounds, setup  # noqa: E402
+from _common import command_seconds, du_bytes, run_rounds, setup  # noqa: E402
 
 from osbuilder.pack.disk import MiB, pfn_info_block  # noqa: E402
 
@@ -119,23 +120,34 @@ def upstream_ext4(tree: Path, image: Path, work: Path) -> None:
     header.unlink()
 
 
-def osbuilder_image(tree: Path, image: Path, *extra: str) -> None:
-    subprocess.run([sys.executable, "-m", "osbuilder", "-q", "image", str(tree), "--force", "-o", str(image), *extra],
-                   check=True, stdout=subprocess.DEVNULL)
+# The tools that do the filesystem work; the rest of a run is osbuilder's own overhead.
+FS_TOOLS = ("mke2fs", "debugfs", "mkfs.erofs", "mkfs.xfs")
+
+
+def osbuilder_image(tree: Path, image: Path, *extra: str, tools: list[float] | None = None) -> None:
+    """`osbuilder -v image`; the seconds its filesystem tools took are appended to `tools`
+    (-v costs a line per command: a few dozen)."""
+    proc = subprocess.run([sys.executable, "-m", "osbuilder", "-v", "image", str(tree), "--force", "-o", str(image),
+                           *extra], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if tools is not None:
+        seconds = command_seconds(proc.stderr)
+        tools.append(sum(seconds.get(name, 0.0) for name in FS_TOOLS))
 
 
 def main() -> None:
     args, workdir, tree = setup(__doc__)
     tree_bytes = du_bytes(tree)
 
-    runs = {
-        "upstream ext4+DAX": lambda out: upstream_ext4(tree, out, workdir),
-        "osbuilder ext4+DAX": lambda out: osbuilder_image(tree, out),
-        "osbuilder ext4 --no-dax": lambda out: osbuilder_image(tree, out, "--no-dax"),
-        "osbuilder erofs+DAX": lambda out: osbuilder_image(tree, out, "--fs", "erofs"),
-        "osbuilder erofs --no-dax": lambda out: osbuilder_image(tree, out, "--fs", "erofs", "--no-dax"),
-        "osbuilder xfs+DAX": lambda out: osbuilder_image(tree, out, "--fs", "xfs"),
-    }
+    flags = {"osbuilder ext4+DAX": (), "osbuilder ext4 --no-dax": ("--no-dax",),
+             "osbuilder erofs+DAX": ("--fs", "erofs"), "osbuilder erofs --no-dax": ("--fs", "erofs", "--no-dax"),
+             "osbuilder xfs+DAX": ("--fs", "xfs")}
+    tools: dict[str, list[float]] = {name: [] for name in flags}
+    # The first image of the tree checks it and records it (foundation/verified.py), as the
+    # rootfs command that wrote it would have: the rounds pack a tree already checked.
+    osbuilder_image(tree, workdir / "first.img")
+    runs = {"upstream ext4+DAX": lambda out: upstream_ext4(tree, out, workdir),
+            **{name: (lambda out, extra=extra, name=name: osbuilder_image(tree, out, *extra, tools=tools[name]))
+               for name, extra in flags.items()}}
     rounds = run_rounds(runs, args.rounds, workdir)
     base = "upstream ext4+DAX"
     # "size" is the file's length; "disk use" is what it occupies (the image is sparse where
@@ -147,6 +159,11 @@ def main() -> None:
         t, size, used = rounds.median_time(name), rounds.sizes[name], rounds.allocated[name]
         print(f"{name:<26}{t:>8.2f}{size / MiB:>10.0f}{t / rounds.median_time(base):>9.3f}"
               f"{size / rounds.sizes[base]:>17.3f}{size / tree_bytes:>13.3f}{used / MiB:>14.0f}{used / tree_bytes:>17.3f}")
+    print(f"\n{'osbuilder overhead':<26}{'time s':>8}{'fs tools s':>12}{'overhead s':>12}   (medians; tools: "
+          f"{', '.join(FS_TOOLS)})")
+    for name in flags:
+        total, spent = rounds.median_time(name), statistics.median(tools[name])
+        print(f"{name:<26}{total:>8.2f}{spent:>12.2f}{total - spent:>12.2f}")
     shutil.rmtree(workdir / "mnt", ignore_errors=True)
 
 

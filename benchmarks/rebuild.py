@@ -33,11 +33,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compile_osbuilder, timed_build, private_workdir  # noqa: E402
+from _common import (command_seconds, compile_osbuilder, private_workdir, profiled_build, step_seconds,  # noqa: E402
+                     timed_build)
 from bootstrap import debian_mirror  # noqa: E402
 
 AGENTS = (("--agent", "/bin/busybox"), ("--probe-agent",))
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+def build_args(out: Path, cache: Path, mirror: str, keyring: Path | None, agent: tuple[str, ...]) -> tuple[str, ...]:
+    return ("--distro", "debian", "--init", "agent", *agent, "--mirror", mirror,
+            *(["--keyring", str(keyring)] if keyring else []), "--cache-dir", str(cache),
+            "--format", "initrd,image", "-o", str(out))
 
 
 def build(out: Path, cache: Path, mirror: str, keyring: Path | None, agent: tuple[str, ...]) -> float:
@@ -57,6 +64,7 @@ def main() -> None:
     work = private_workdir(args.workdir, "osbuilder-bench-rebuild-")
     times: dict[str, dict[str, list[float]]] = {source: {"cold": [], "back to back": [], "settled": []}
                                                 for source in ("Debian's mirror", "local copy")}
+    where: dict[str, tuple[float, dict[str, float], dict[str, float]]] = {}  # the last settled rebuild's
     with ExitStack() as stack:
         local, keyring = debian_mirror("x86_64", work / "debian", stack)
         sources = {"Debian's mirror": (DEBIAN_MIRROR, None), "local copy": (local, keyring)}
@@ -71,7 +79,9 @@ def main() -> None:
                 measured["back to back"].append(build(outs[1], cache, mirror, key, AGENTS[1]))
                 os.sync()
                 time.sleep(args.settle)
-                measured["settled"].append(build(outs[2], cache, mirror, key, AGENTS[1]))
+                seconds, log = profiled_build(*build_args(outs[2], cache, mirror, key, AGENTS[1]))
+                measured["settled"].append(seconds)
+                where[source] = (seconds, step_seconds(log), command_seconds(log))
                 for path in (*outs, cache):
                     shutil.rmtree(path)
                 os.sync()
@@ -83,6 +93,13 @@ def main() -> None:
     for source, measured in times.items():
         cold, now, settled = (statistics.median(measured[k]) for k in ("cold", "back to back", "settled"))
         print(f"{source:<18}{cold:>9.2f}{now:>11.2f}{now / cold:>8.3f}{settled:>11.2f}{settled / cold:>8.3f}")
+    for source, (total, steps, commands) in where.items():
+        print(f"\nwhere the last settled rebuild's {total:.2f} s went ({source}; osbuilder -v, so a little slower):")
+        for words, seconds in steps.items():
+            print(f"  step {words:<60}{seconds:>7.2f} s")
+        print(f"  the rest (start-up, options, staging, manifest){total - sum(steps.values()):>22.2f} s")
+        top = sorted(commands.items(), key=lambda item: -item[1])[:8]
+        print("  commands: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in top))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
                            recipe.path, summary.creation_epoch, summary.installed,
                            options.pinned_world or request.packages, request.chosen_sources)
         with base_view(options.base, stage.work, runner) as base:
-            tree = open_guest_tree(tree_path, options.init, options.arch, runner.privilege, base)
+            tree = open_guest_tree(tree_path, options.init, options.arch, runner.privilege, base, just_checked=True)
         if summary.creation_epoch is not None:  # the build's settled epoch, which a flag may set
             tree = dataclasses.replace(tree, epoch=summary.creation_epoch)
         artifacts_dir = stage.path / "artifacts"

@@ -348,6 +348,8 @@ def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
     from osbuilder.config import OutputOptions, PackSource, extension_defaults, extension_variant
     from osbuilder.foundation.tools import HostTools
     from osbuilder.pack.registry import PACKERS
+    from osbuilder.foundation.cache import default_cache_dir
+    from osbuilder.foundation.verified import VerifiedTrees
     from osbuilder.pack.base import PackContext
     from osbuilder.pack.guest_tree import open_guest_tree
     from osbuilder.rootfs.stage import base_view
@@ -361,7 +363,8 @@ def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
     output = check_output_file(target.output, target.force)
     with tempfile.TemporaryDirectory(prefix="osbuilder-base-") as scratch:
         with base_view(source.base, Path(scratch), runner) as base:
-            tree = open_guest_tree(source.rootfs, source.init, source.arch, runner.privilege, base)
+            tree = open_guest_tree(source.rootfs, source.init, source.arch, runner.privilege, base,
+                                   VerifiedTrees(source.cache_dir or default_cache_dir()))
     if source.base is not None and tree.mode.holds_agent:
         raise UserError("--base applies to an extension image (a tree built with --init none)", "drop --base")
     extension = tree.extension_name

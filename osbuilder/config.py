@@ -29,7 +29,7 @@ from osbuilder.host.runtime_fragment import FragmentOptions
 from osbuilder.release.provenance import ProvenanceOptions
 from osbuilder.release.sbom import SbomOptions
 from osbuilder.foundation.settings import as_path, build_options, setting, to_json
-from osbuilder.foundation.shared_settings import ArchSetting, BaseSetting, OutputSetting
+from osbuilder.foundation.shared_settings import ArchSetting, BaseSetting, CacheDirSetting, OutputSetting
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class OutputOptions(OutputSetting):
 
 
 @dataclass(frozen=True)
-class PackSource(InitSetting, ArchSetting, BaseSetting):
-    """What a packer of an existing tree is given."""
+class PackSource(InitSetting, ArchSetting, BaseSetting, CacheDirSetting):
+    """What a packer of an existing tree is given; the cache holds the record of trees already
+    checked (foundation/verified.py)."""
 
     rootfs: Path = setting(help="guest tree written by osbuilder rootfs", positional=True, metavar="ROOTFS",
                            parse=as_path, required=True)

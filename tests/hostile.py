@@ -70,9 +70,9 @@ def assert_clean_refusal(result: Limited, *words: str) -> None:
         assert word in result.stderr, result.stderr
 
 
-def small_guest(base: Path) -> Path:
+def small_guest(base: Path, env: dict[str, str] | None = None) -> Path:
     """A provisioned agent-mode tree under `base` (fake packages, busybox as the shell, the
-    probe agent), made by osbuilder rootfs --existing: small enough to pack in seconds."""
+    probe agent), made by osbuilder rootfs --existing (in `env`): small enough to pack in seconds."""
     from tests.helpers import fake_bootstrap
 
     tree = base / "tree"
@@ -80,6 +80,6 @@ def small_guest(base: Path) -> Path:
     shutil.copy("/bin/busybox", tree / "usr/bin/sh")
     rootfs = base / "rootfs"
     made = run_limited("rootfs", "--existing", tree, "--distro", "debian", "--init", "agent", "--probe-agent",
-                       "-o", rootfs)
+                       "-o", rootfs, env=env)
     assert made.returncode == 0, made.stderr
     return rootfs

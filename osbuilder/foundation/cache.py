@@ -10,6 +10,7 @@ Layout under the cache directory (default `$XDG_CACHE_HOME/osbuilder`):
   downloads/<sha256>                                    pinned downloads (agents, payloads)
   pieces/gzip-<level>-zlib<version>/<xx>/<sha256>       compressed initrd pieces (gzip_pieces.py)
   locks/<name>.lock                                     one lock per entry
+  verified/<sha256>                                     trees that passed the checks (verified.py)
 
 An entry is written under a temporary name in `bootstrap/` and renamed into place, so a
 reader sees a whole entry or none. Builds that want the same entry take its lock: the first
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from osbuilder.foundation.verified import VERIFIED
 from osbuilder.foundation.errors import CommandError, UserError
 from osbuilder.foundation.fsutil import remove_tree, sha256_file, write_atomically
 from osbuilder.foundation.settings import setting
@@ -428,6 +430,11 @@ class BuildCache:
             if entry.is_file() and not entry.name.startswith("."):
                 info = entry.stat()
                 found.append(CacheEntry(DOWNLOADS, entry.name, entry, info.st_size, info.st_mtime, {}))
+        verified = self.root / VERIFIED
+        records = [p.stat() for p in verified.iterdir()] if verified.is_dir() else []
+        if records:
+            found.append(CacheEntry(VERIFIED, "records", verified, sum(r.st_size for r in records),
+                                    max(r.st_mtime for r in records), {}))
         pieces = self.root / PIECES
         for entry in sorted(pieces.iterdir()) if pieces.is_dir() else []:
             files = [p.stat() for p in entry.rglob("*") if p.is_file()] if entry.is_dir() else []
@@ -441,12 +448,12 @@ class BuildCache:
         removed = []
         for entry in self.entries():
             if older_than_days is not None and now - entry.last_used < older_than_days * DAY_S:
-                if entry.kind == PIECES:  # in use: its pieces age one by one
+                if entry.kind in (PIECES, VERIFIED):  # in use: its pieces (records) age one by one
                     _remove_older(entry.path, now - older_than_days * DAY_S)
                 continue
             if entry.kind == DOWNLOADS:
                 entry.path.unlink(missing_ok=True)  # readers copy it whole or not at all
-            elif entry.kind == PIECES:  # a reader reads a piece whole or not at all
+            elif entry.kind in (PIECES, VERIFIED):  # a reader reads a piece (a record) whole or not at all
                 shutil.rmtree(entry.path, ignore_errors=True)
             elif entry.kind == PACKAGES:
                 with downloads_lock(entry.path):

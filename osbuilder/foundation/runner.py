@@ -99,6 +99,7 @@ class Runner:
         shown through the runner's Progress while the command runs."""
         args = [os.fspath(a) for a in argv]
         self.log.info("$ %s", shlex.join(args))
+        started = time.monotonic()
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
@@ -135,6 +136,8 @@ class Runner:
 
         stdout = b"".join(stdout_chunks).decode(errors="replace")
         stderr_tail = "\n".join(tail)
+        # -v's record of where the time went (benchmarks/image.py sums the filesystem tools').
+        self.log.info("%s: %.3f s, exit %s", Path(args[0]).name, time.monotonic() - started, returncode)
         if returncode is None:
             raise self._timed_out(args, limit, stderr_tail)
         if check and returncode != 0:

@@ -6,6 +6,7 @@ the init mode it will be packed for, and its agent must fit the architecture.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from osbuilder.rootfs.initmode import INIT_MODES, InitMode, get_init_mode
 from osbuilder.read.view import GuestView
 from osbuilder.rootfs.summary import recorded_agent
 from osbuilder.rootfs.validate import read_tree_summary, validate_tree
+from osbuilder.foundation.verified import VerifiedTrees
+
+log = logging.getLogger("osbuilder")
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,12 @@ def _tree_arch(guest: GuestRoot, summary: dict[str, Any] | None, given: str | No
 
 
 def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privilege: Privilege,
-                    base: GuestView | None = None) -> GuestTree:
-    """Check a tree for packing. The init mode comes from --init or the tree's osbuilder.yaml."""
+                    base: GuestView | None = None, verified: VerifiedTrees | None = None,
+                    just_checked: bool = False) -> GuestTree:
+    """Check a tree for packing. The init mode comes from --init or the tree's osbuilder.yaml.
+    The closure check (the costly one) is not repeated on a tree this process `just_checked`
+    (build's own), nor on one `verified` records unchanged since it passed; a tree that passes
+    here is recorded there."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"rootfs '{root}' does not exist or is not a directory", "pass the directory osbuilder rootfs wrote")
@@ -96,11 +104,22 @@ def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privile
         raise UserError(f"rootfs '{root}' was built for init mode '{recorded}', not '{init_mode}'",
                         f"drop --init, or rebuild the tree with --init {init_mode}")
     target = _tree_arch(guest, summary, arch)
+    closure = not just_checked
+    if closure and verified is not None and base is None:
+        digest = verified.checked(root, init_mode, target.name)
+        if digest is not None:
+            closure = False
+            log.debug("rootfs '%s' is unchanged since osbuilder checked it (verified digest %s...): its closure check "
+                      "is skipped", root, digest[:16])
+    elif just_checked:
+        log.debug("rootfs '%s' was checked by this build: its closure check is not repeated", root)
     try:
         # Only osbuilder's own summary records the init mode; upstream's (agent-is-init-daemon
         # alone) is packed like a tree without one.
-        validate_tree(guest, init_mode, target, require_summary=recorded is not None, base=base)
+        validate_tree(guest, init_mode, target, require_summary=recorded is not None, base=base, closure=closure)
     except BuildError as exc:
         raise UserError(f"rootfs '{root}': {exc.message}", exc.hint) from None
+    if closure and verified is not None and base is None:
+        verified.remember(root, init_mode, target.name)
     return GuestTree(root=root, mode=get_init_mode(init_mode), arch=target, summary=summary,
                      epoch=build_epoch(summary))

@@ -34,6 +34,8 @@ from osbuilder.read.summary import open_view
 from osbuilder.read.view import GuestView
 from osbuilder.foundation.runner import FILESYSTEM, Runner
 from osbuilder.foundation.staging import Staging, check_output_dir
+from osbuilder.foundation.cache import default_cache_dir
+from osbuilder.foundation.verified import VerifiedTrees
 from osbuilder.foundation.steps import step
 from osbuilder.foundation.templates import Templates
 
@@ -191,5 +193,8 @@ def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bo
         agent = resolve_agent(options, stage.work, runner)
         tree = stage.path / "rootfs"
         built = build_rootfs_into(tree, stage.work, options, recipe, agent, runner)
+        if not options.no_cache:  # the packer of this tree need not check it again
+            # Recorded before the rename into place, which leaves what is inside untouched.
+            VerifiedTrees(options.cache_dir or default_cache_dir()).remember(tree, options.init, options.target.name)
         stage.commit(tree)
     return dataclasses.replace(built, path=output)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -32,3 +34,26 @@ def test_the_private_directory_is_inside_the_given_one_and_removing_it_leaves_th
     assert work.parent == given
     shutil.rmtree(work)
     assert (given / "someone-else").read_text() == "kept"
+
+
+@pytest.mark.slow
+def test_the_benchmarks_read_the_command_times_osbuilder_logs(tmp_path):
+    """benchmarks/image.py takes the filesystem tools' seconds from `-v`'s record of each
+    command: the record and its reader must agree."""
+    import subprocess
+
+    from tests.hostile import small_guest
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from _common import command_seconds, step_seconds
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    tree = small_guest(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "osbuilder", "-v", "build", "--existing", str(tree), "--distro", "debian",
+                           "--init", "agent", "--probe-agent", "--format", "image", "--no-cache", "-o",
+                           str(tmp_path / "out")], capture_output=True, text=True, check=True)
+    seconds = command_seconds(proc.stderr)
+    assert {"mke2fs", "debugfs"} <= set(seconds) and all(value >= 0 for value in seconds.values())
+    steps = step_seconds(proc.stderr)
+    assert "Packing the image" in steps and f"Copying {tree}" in steps, steps
