@@ -48,9 +48,10 @@ class VerifiedTrees:
         key = hashlib.sha256(f"{digest} {init_mode} {arch}".encode()).hexdigest()
         return self.cache_root / VERIFIED / key
 
-    def remember(self, root: Path, init_mode: str, arch: str) -> str:
-        """Record that `root`, as it is now, passed the checks for `init_mode` on `arch`."""
-        digest = verified_digest(root)
+    def remember(self, root: Path, init_mode: str, arch: str, digest: str | None = None) -> str:
+        """Record that `root`, as it is now (its `digest`, when already taken), passed the
+        checks for `init_mode` on `arch`."""
+        digest = digest or verified_digest(root)
         record = self._record(digest, init_mode, arch)
         record.parent.mkdir(parents=True, exist_ok=True)
         partial = record.with_name(f".{record.name}.{os.getpid()}")
@@ -58,11 +59,12 @@ class VerifiedTrees:
         os.replace(partial, record)
         return digest
 
-    def checked(self, root: Path, init_mode: str, arch: str) -> str | None:
-        """The tree's digest when it is unchanged since it passed those checks, else None."""
+    def look_up(self, root: Path, init_mode: str, arch: str) -> tuple[str, bool]:
+        """The tree's digest, and whether it passed those checks as it is now. Checking reads
+        nothing but what the digest covers, so the same digest is what remember records after."""
         digest = verified_digest(root)
         record = self._record(digest, init_mode, arch)
         if not record.is_file():
-            return None
+            return digest, False
         os.utime(record)  # its last use, for `cache clean --older-than`
-        return digest
+        return digest, True

@@ -105,9 +105,10 @@ def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privile
                         f"drop --init, or rebuild the tree with --init {init_mode}")
     target = _tree_arch(guest, summary, arch)
     closure = not just_checked
+    digest = None
     if closure and verified is not None and base is None:
-        digest = verified.checked(root, init_mode, target.name)
-        if digest is not None:
+        digest, passed = verified.look_up(root, init_mode, target.name)
+        if passed:
             closure = False
             log.debug("rootfs '%s' is unchanged since osbuilder checked it (verified digest %s...): its closure check "
                       "is skipped", root, digest[:16])
@@ -120,6 +121,6 @@ def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privile
     except BuildError as exc:
         raise UserError(f"rootfs '{root}': {exc.message}", exc.hint) from None
     if closure and verified is not None and base is None:
-        verified.remember(root, init_mode, target.name)
+        verified.remember(root, init_mode, target.name, digest)
     return GuestTree(root=root, mode=get_init_mode(init_mode), arch=target, summary=summary,
                      epoch=build_epoch(summary))
