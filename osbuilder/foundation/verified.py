@@ -10,14 +10,18 @@ is checked again. The record holds nothing of the tree itself."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 VERIFIED = "verified"  # the cache's directory of records
+
+log = logging.getLogger("osbuilder")
 
 
 def verified_digest(root: Path) -> str:
@@ -53,10 +57,15 @@ class VerifiedTrees:
         checks for `init_mode` on `arch`."""
         digest = digest or verified_digest(root)
         record = self._record(digest, init_mode, arch)
-        record.parent.mkdir(parents=True, exist_ok=True)
         partial = record.with_name(f".{record.name}.{os.getpid()}")
-        partial.write_text(json.dumps({"digest": digest, "init_mode": init_mode, "arch": arch}) + "\n")
-        os.replace(partial, record)
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"digest": digest, "init_mode": init_mode, "arch": arch}) + "\n")
+            os.replace(partial, record)
+        except OSError as exc:  # a cache this user cannot write (another's): the next pack checks again
+            log.debug("the check of %s is not recorded in %s (%s)", root, record.parent, exc)
+            with contextlib.suppress(OSError):
+                partial.unlink()
         return digest
 
     def look_up(self, root: Path, init_mode: str, arch: str) -> tuple[str, bool]:
@@ -64,7 +73,11 @@ class VerifiedTrees:
         nothing but what the digest covers, so the same digest is what remember records after."""
         digest = verified_digest(root)
         record = self._record(digest, init_mode, arch)
-        if not record.is_file():
+        try:
+            if not record.is_file():
+                return digest, False
+        except OSError:  # a cache this user cannot read: as if it held no record
             return digest, False
-        os.utime(record)  # its last use, for `cache clean --older-than`
+        with contextlib.suppress(OSError):  # another user's record is read, not touched
+            os.utime(record)  # its last use, for `cache clean --older-than`
         return digest, True
