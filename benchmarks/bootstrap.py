@@ -72,7 +72,9 @@ def debian_mirror(arch: str, work: Path, stack: ExitStack) -> tuple[str, Path]:
     recipe = load_recipe("debian")
     debs = collect_debs(recipe.packages_for(arch, "agent", True), get_arch(arch).debian, REPO / ".cache" / "bench")
     key = GpgKey.create(work / "gnupg", "osbuilder bench archive")
-    build_apt_repo(work / "repo", debs, recipe.default_release, "main", get_arch(arch).debian, key)
+    release = recipe.default_release  # with its -updates and -security suites, empty: pass --security-mirror too
+    build_apt_repo(work / "repo", debs, release, "main", get_arch(arch).debian, key,
+                   more_suites=(f"{release}-updates", f"{release}-security"))
     keyring = key.export(work / "keyring.gpg")
     os.chmod(work, 0o755)  # mmdebstrap's apt reads the keyring as an unprivileged user
     return stack.enter_context(serve_directory(work / "repo")), keyring
@@ -166,7 +168,8 @@ def main() -> None:
             mirror, keyring = debian_mirror(arch, work / f"debian-{arch}", stack)
             results = measure({f"mmdebstrap alone ({arch})": mmdebstrap_alone(arch, mirror, keyring),
                                f"osbuilder rootfs debian ({arch})": osbuilder_rootfs(
-                                   "debian", arch, "--mirror", mirror, "--keyring", str(keyring))},
+                                   "debian", arch, "--mirror", mirror, "--security-mirror", mirror,
+                                   "--keyring", str(keyring))},
                               args.rounds, trees, args.settle)
             report(f"debian bookworm, agent mode, {arch}: local copy of Debian's packages", results,
                    f"mmdebstrap alone ({arch})")

@@ -43,13 +43,13 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 def build_args(out: Path, cache: Path, mirror: str, keyring: Path | None, agent: tuple[str, ...]) -> tuple[str, ...]:
     return ("--distro", "debian", "--init", "agent", *agent, "--mirror", mirror,
-            *(["--keyring", str(keyring)] if keyring else []), "--cache-dir", str(cache),
+            *(["--keyring", str(keyring), "--security-mirror", mirror] if keyring else []), "--cache-dir", str(cache),
             "--format", "initrd,image", "-o", str(out))
 
 
 def build(out: Path, cache: Path, mirror: str, keyring: Path | None, agent: tuple[str, ...]) -> float:
     return timed_build("--distro", "debian", "--init", "agent", *agent, "--mirror", mirror,
-                       *(["--keyring", str(keyring)] if keyring else []), "--cache-dir", str(cache),
+                       *(["--keyring", str(keyring), "--security-mirror", mirror] if keyring else []), "--cache-dir", str(cache),
                        "--format", "initrd,image", "-o", str(out))
 
 
