@@ -55,9 +55,10 @@ def step_seconds(stderr: str) -> dict[str, float]:
     return {words: float(seconds) for words, seconds in STEP_TIME.findall(stderr)}
 
 
-def profiled_build(*args: str) -> tuple[float, str]:
-    """Seconds an `osbuilder -v build` takes, and its stderr (command_seconds, step_seconds)."""
-    argv = [sys.executable, "-m", "osbuilder", "-v", "build", *args]
+def _run_build(flag: str, args: tuple[str, ...]) -> tuple[float, str]:
+    """Seconds an `osbuilder FLAG build` takes (SOURCE_DATE_EPOCH set, as a release pipeline
+    sets it), and its stderr; a failure ends the benchmark with the build's error output."""
+    argv = [sys.executable, "-m", "osbuilder", flag, "build", *args]
     start = time.monotonic()
     proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
@@ -67,17 +68,14 @@ def profiled_build(*args: str) -> tuple[float, str]:
     return seconds, proc.stderr
 
 
+def profiled_build(*args: str) -> tuple[float, str]:
+    """An `osbuilder -v build`: its seconds and its stderr (for command_seconds, step_seconds)."""
+    return _run_build("-v", args)
+
+
 def timed_build(*args: str) -> float:
-    """Seconds an `osbuilder build` takes (SOURCE_DATE_EPOCH set, as a release pipeline sets it);
-    a failure ends the benchmark with the build's error output."""
-    argv = [sys.executable, "-m", "osbuilder", "-q", "build", *args]
-    start = time.monotonic()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
-    seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark build failed: {' '.join(argv)}\n{proc.stderr[-3000:]}")
-    return seconds
+    """Seconds a quiet `osbuilder build` takes."""
+    return _run_build("-q", args)[0]
 
 
 def timed(argv: list[str], *, shell: bool = False, cwd: Path | None = None) -> tuple[float, int]:

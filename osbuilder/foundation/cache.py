@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from osbuilder.foundation.verified import VERIFIED
 from osbuilder.foundation.errors import CommandError, UserError
-from osbuilder.foundation.fsutil import remove_tree, sha256_file, write_atomically
+from osbuilder.foundation.fsutil import remove_tree, sha256_file, walk_entries, write_atomically
 from osbuilder.foundation.settings import setting
 from osbuilder.foundation.shared_settings import CacheDirSetting
 
@@ -173,22 +173,14 @@ def _walk_tree(root: Path, regular: list[tuple[bytes, str]] | None = None) -> st
     """The metadata digest (see metadata_digest); the regular files met on the way are
     appended to `regular` (name, path), in the same order, for the content digest."""
     digest = hashlib.sha256()
-    stack = [(str(root), b"")]
-    while stack:
-        directory, prefix = stack.pop()
-        with os.scandir(directory) as it:
-            items = sorted(it, key=lambda item: item.name)
-        for item in items:
-            st = item.stat(follow_symlinks=False)
-            name = prefix + os.fsencode(item.name)
-            if stat.S_ISDIR(st.st_mode):
-                stack.append((item.path, name + b"/"))
-                record = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
-            else:
-                record = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ino, st.st_size, st.st_rdev)
-                if regular is not None and stat.S_ISREG(st.st_mode):
-                    regular.append((name, item.path))
-            digest.update(name + b"\0" + repr(record).encode() + b"\n")
+    for name, item, st in walk_entries(root):
+        if stat.S_ISDIR(st.st_mode):
+            record: tuple[int, ...] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+        else:
+            record = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ino, st.st_size, st.st_rdev)
+            if regular is not None and stat.S_ISREG(st.st_mode):
+                regular.append((name, item.path))
+        digest.update(name + b"\0" + repr(record).encode() + b"\n")
     return digest.hexdigest()
 
 

@@ -400,3 +400,20 @@ def first_unreadable(root: Path, reads_everything: bool) -> str | None:
                 elif entry.is_file(follow_symlinks=False) and not os.access(entry.path, os.R_OK):
                     return entry.path
     return None
+
+
+def walk_entries(root: Path) -> Iterator[tuple[bytes, os.DirEntry[str], os.stat_result]]:
+    """Every path below `root`, never following a link: (its name relative to `root`, its
+    entry, its lstat), each directory's entries in name order. The one walk the tree digests
+    (cache.py, verified.py) take, so they cannot order a tree differently."""
+    stack = [(str(root), b"")]
+    while stack:
+        directory, prefix = stack.pop()
+        with os.scandir(directory) as it:
+            items = sorted(it, key=lambda item: item.name)
+        for item in items:
+            st = item.stat(follow_symlinks=False)
+            name = prefix + os.fsencode(item.name)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((item.path, name + b"/"))
+            yield name, item, st

@@ -15,9 +15,10 @@ import hashlib
 import json
 import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from osbuilder.foundation.fsutil import walk_entries
 
 VERIFIED = "verified"  # the cache's directory of records
 
@@ -26,19 +27,9 @@ log = logging.getLogger("osbuilder")
 
 def verified_digest(root: Path) -> str:
     digest = hashlib.sha256()
-    stack = [(str(root), b"")]
-    while stack:
-        directory, prefix = stack.pop()
-        with os.scandir(directory) as it:
-            items = sorted(it, key=lambda item: item.name)
-        for item in items:
-            st = item.stat(follow_symlinks=False)
-            name = prefix + os.fsencode(item.name)
-            if stat.S_ISDIR(st.st_mode):
-                stack.append((item.path, name + b"/"))
-            record = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino, st.st_rdev, st.st_mtime_ns,
-                      st.st_ctime_ns)
-            digest.update(name + b"\0" + repr(record).encode() + b"\n")
+    for name, _, st in walk_entries(root):
+        record = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino, st.st_rdev, st.st_mtime_ns, st.st_ctime_ns)
+        digest.update(name + b"\0" + repr(record).encode() + b"\n")
     return digest.hexdigest()
 
 
