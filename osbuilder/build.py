@@ -20,7 +20,8 @@ from osbuilder.rootfs.recipes import Recipe
 from osbuilder.read.kind import recognise_artifact
 from osbuilder.release.layout import (ReleaseOptions, arrange_kata_layout, runtime_name, write_release_tarballs,
                                write_sha256sums)
-from osbuilder.rootfs.stage import base_view, build_rootfs_into, precheck_inputs, resolve_agent
+from osbuilder.read.base_tree import base_view
+from osbuilder.rootfs.stage import build_rootfs_into, precheck_inputs, resolve_agent
 from osbuilder.rootfs.summary import Summary
 from osbuilder.foundation.runner import Runner
 from osbuilder.host.runtime_fragment import (FRAGMENT_NAME, ExtensionEntry, FragmentOptions, SlotArtifact, choose,

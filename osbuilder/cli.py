@@ -55,6 +55,12 @@ def _pipeline(command: str) -> tuple[type, ...]:
     return command_settings()[command]
 
 
+def _packer(command: str) -> tuple[type, ...]:
+    from osbuilder.pack.source import pack_settings
+
+    return pack_settings(command)
+
+
 # The option classes of every command that takes settings, each imported only when its command
 # is chosen (or when a --config file's keys are checked against every command's).
 SETTINGS: dict[str, Callable[[], tuple[type, ...]]] = {
@@ -76,7 +82,7 @@ def takes_settings(command: str) -> bool:
 
 def settings_of(command: str) -> tuple[type, ...]:
     """A command's option classes; a packer's are the pipeline's for it (read from the registry)."""
-    return _pipeline(command) if command in PACKER_CATALOG else SETTINGS[command]()
+    return _packer(command) if command in PACKER_CATALOG else SETTINGS[command]()
 
 
 def settings() -> dict[str, tuple[type, ...]]:
@@ -345,17 +351,16 @@ def cmd_rootfs(args: argparse.Namespace, runner: Runner) -> int:
 
 def cmd_pack(args: argparse.Namespace, runner: Runner) -> int:
     """initrd, image, iso: one packer of an existing tree, its sidecars beside the artifact."""
-    from osbuilder.config import OutputOptions, PackSource, extension_defaults, extension_variant
     from osbuilder.foundation.tools import HostTools
-    from osbuilder.pack.registry import PACKERS
     from osbuilder.foundation.cache import default_cache_dir
     from osbuilder.foundation.verified import VerifiedTrees
     from osbuilder.pack.base import PackContext
     from osbuilder.pack.guest_tree import open_guest_tree
-    from osbuilder.rootfs.stage import base_view
+    from osbuilder.pack.source import OutputOptions, PackSource, extension_defaults, extension_variant
+    from osbuilder.read.base_tree import base_view
     from osbuilder.foundation.staging import StagedFile, check_output_file, work_directory
 
-    packer = PACKERS[args.command]
+    packer = PACKER_CATALOG[args.command].load()
     values = settings_values(args)
     source = build_options(PackSource, values)
     target = build_options(OutputOptions, values)

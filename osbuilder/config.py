@@ -7,7 +7,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from osbuilder.foundation.arch import get_arch, host_arch
 from osbuilder.foundation.cache import default_cache_dir
@@ -16,7 +16,7 @@ from osbuilder.foundation.guest_layout import AGENT_PATH, INIT_PATH
 from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.privilege import Privilege
-from osbuilder.rootfs.initmode import INIT_MODES, InitSetting, get_init_mode
+from osbuilder.rootfs.initmode import INIT_MODES, get_init_mode
 from osbuilder.pack.registry import PACKERS, packer_names
 from osbuilder.rootfs.backends.base import RELEASE, SECURITY
 from osbuilder.rootfs.recipes import PACKAGE_FORM, Recipe, check_mirror, check_plain_name, load_recipe
@@ -28,23 +28,8 @@ from osbuilder.release.layout import ReleaseOptions
 from osbuilder.host.runtime_fragment import FragmentOptions
 from osbuilder.release.provenance import ProvenanceOptions
 from osbuilder.release.sbom import SbomOptions
-from osbuilder.foundation.settings import as_path, build_options, setting, to_json
-from osbuilder.foundation.shared_settings import ArchSetting, BaseSetting, CacheDirSetting, OutputSetting
-
-
-@dataclass(frozen=True)
-class OutputOptions(OutputSetting):
-    required_settings: ClassVar[tuple[str, ...]] = ("output",)
-    force: bool = setting(False, help="replace an existing output", boolean=True)
-
-
-@dataclass(frozen=True)
-class PackSource(InitSetting, ArchSetting, BaseSetting, CacheDirSetting):
-    """What a packer of an existing tree is given; the cache holds the record of trees already
-    checked (foundation/verified.py)."""
-
-    rootfs: Path = setting(help="guest tree written by osbuilder rootfs", positional=True, metavar="ROOTFS",
-                           parse=as_path, required=True)
+from osbuilder.foundation.settings import build_options, setting, to_json
+from osbuilder.pack.source import OutputOptions, extension_defaults, extension_variant, pack_settings
 
 
 @dataclass(frozen=True)
@@ -83,7 +68,7 @@ def command_settings() -> dict[str, tuple[type, ...]]:
         "rootfs": (RootfsOptions, OutputOptions),
         "build": (RootfsOptions, FormatOptions, *(packer.Options for packer in PACKERS.values()), FragmentOptions,
                   SbomOptions, ReleaseOptions, ProvenanceOptions, OutputOptions),
-        **{name: (PackSource, packer.Options, OutputOptions) for name, packer in PACKERS.items()},
+        **{name: pack_settings(name) for name in PACKERS},
     }
 
 
@@ -309,21 +294,6 @@ def _check_dracut(given: RootfsOptions, recipe: Recipe, arch: str) -> str:
 
 
 CONFIDENTIAL_VARIANT = "confidential"
-EXTENSION_SUFFIX = "extension"
-
-
-def extension_variant(name: str) -> str:
-    """Kata's variant and root-hash label for an extension image: <name>-extension."""
-    return f"{name}-{EXTENSION_SUFFIX}"
-
-
-def extension_defaults(values: dict[str, Any]) -> dict[str, Any]:
-    """What an extension image is unless told otherwise: an erofs disk image with dm-verity
-    and no DAX header (Kata's extensions, docs/kata-contract.md, release packaging)."""
-    defaults = {"formats": ("image",), "fs": "erofs", "verity": True, "dax": False}
-    return {**defaults, **{k: v for k, v in values.items() if v is not None}}
-
-
 def make_config(values: dict[str, Any]) -> tuple[BuildConfig, Recipe]:
     release = build_options(ReleaseOptions, values)
     rootfs, recipe = make_rootfs_options(values)

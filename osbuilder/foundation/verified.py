@@ -18,16 +18,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder.foundation.fsutil import walk_entries
+from osbuilder.foundation.fsutil import TreeListing
 
 VERIFIED = "verified"  # the cache's directory of records
 
 log = logging.getLogger("osbuilder")
 
 
-def verified_digest(root: Path) -> str:
+def verified_digest(listing: TreeListing) -> str:
     digest = hashlib.sha256()
-    for name, _, st in walk_entries(root):
+    for name, _, st in listing.entries:
         record = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino, st.st_rdev, st.st_mtime_ns, st.st_ctime_ns)
         digest.update(name + b"\0" + repr(record).encode() + b"\n")
     return digest.hexdigest()
@@ -43,10 +43,10 @@ class VerifiedTrees:
         key = hashlib.sha256(f"{digest} {init_mode} {arch}".encode()).hexdigest()
         return self.cache_root / VERIFIED / key
 
-    def remember(self, root: Path, init_mode: str, arch: str, digest: str | None = None) -> str:
-        """Record that `root`, as it is now (its `digest`, when already taken), passed the
+    def remember(self, tree: TreeListing, init_mode: str, arch: str, digest: str | None = None) -> str:
+        """Record that the tree, as it is now (its `digest`, when already taken), passed the
         checks for `init_mode` on `arch`."""
-        digest = digest or verified_digest(root)
+        digest = digest or verified_digest(tree)
         record = self._record(digest, init_mode, arch)
         partial = record.with_name(f".{record.name}.{os.getpid()}")
         try:
@@ -54,15 +54,15 @@ class VerifiedTrees:
             partial.write_text(json.dumps({"digest": digest, "init_mode": init_mode, "arch": arch}) + "\n")
             os.replace(partial, record)
         except OSError as exc:  # a cache this user cannot write (another's): the next pack checks again
-            log.debug("the check of %s is not recorded in %s (%s)", root, record.parent, exc)
+            log.debug("the check of %s is not recorded in %s (%s)", tree.root, record.parent, exc)
             with contextlib.suppress(OSError):
                 partial.unlink()
         return digest
 
-    def look_up(self, root: Path, init_mode: str, arch: str) -> tuple[str, bool]:
+    def look_up(self, tree: TreeListing, init_mode: str, arch: str) -> tuple[str, bool]:
         """The tree's digest, and whether it passed those checks as it is now. Checking reads
         nothing but what the digest covers, so the same digest is what remember records after."""
-        digest = verified_digest(root)
+        digest = verified_digest(tree)
         record = self._record(digest, init_mode, arch)
         try:
             if not record.is_file():

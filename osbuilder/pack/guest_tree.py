@@ -7,7 +7,7 @@ the init mode it will be packed for, and its agent must fit the architecture.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from osbuilder.foundation.arch import Arch, arch_of_elf, get_arch
 from osbuilder.foundation.elf import read_elf_header
 from osbuilder.foundation.epoch import build_epoch
 from osbuilder.foundation.errors import BuildError, UserError
-from osbuilder.foundation.fsutil import GuestRoot, first_unreadable
+from osbuilder.foundation.fsutil import GuestRoot, TreeListing, first_unreadable
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.guest_layout import INIT_PATH, SUMMARY_PATH
 from osbuilder.rootfs.initmode import INIT_MODES, InitMode, get_init_mode
@@ -34,6 +34,8 @@ class GuestTree:
     arch: Arch
     summary: dict[str, Any] | None  # parsed osbuilder.yaml, when the tree has one
     epoch: int  # clamp for every timestamp written while packing
+    # The one walk of the tree's metadata that checking and packing it share.
+    listing: TreeListing = field(compare=False)
 
     @property
     def init_mode(self) -> str:
@@ -78,9 +80,9 @@ def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privile
                     base: GuestView | None = None, verified: VerifiedTrees | None = None,
                     just_checked: bool = False) -> GuestTree:
     """Check a tree for packing. The init mode comes from --init or the tree's osbuilder.yaml.
-    The closure check (the costly one) is not repeated on a tree this process `just_checked`
-    (build's own), nor on one `verified` records unchanged since it passed; a tree that passes
-    here is recorded there."""
+    The checks (the closure check the costly one) are not repeated on a tree this process
+    `just_checked` (build's own), nor on one `verified` records unchanged since it passed the
+    same checks; a tree that passes here is recorded there."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"rootfs '{root}' does not exist or is not a directory", "pass the directory osbuilder rootfs wrote")
@@ -104,23 +106,23 @@ def open_guest_tree(root: Path, init_mode: str | None, arch: str | None, privile
         raise UserError(f"rootfs '{root}' was built for init mode '{recorded}', not '{init_mode}'",
                         f"drop --init, or rebuild the tree with --init {init_mode}")
     target = _tree_arch(guest, summary, arch)
-    closure = not just_checked
-    digest = None
-    if closure and verified is not None and base is None:
-        digest, passed = verified.look_up(root, init_mode, target.name)
-        if passed:
-            closure = False
+    listing = TreeListing(root)
+    checked, digest = just_checked, None
+    if just_checked:
+        log.debug("rootfs '%s' was checked by this build: its closure check is not repeated", root)
+    elif verified is not None and base is None:
+        digest, checked = verified.look_up(listing, init_mode, target.name)
+        if checked:
             log.debug("rootfs '%s' is unchanged since osbuilder checked it (verified digest %s...): its closure check "
                       "is skipped", root, digest[:16])
-    elif just_checked:
-        log.debug("rootfs '%s' was checked by this build: its closure check is not repeated", root)
-    try:
-        # Only osbuilder's own summary records the init mode; upstream's (agent-is-init-daemon
-        # alone) is packed like a tree without one.
-        validate_tree(guest, init_mode, target, require_summary=recorded is not None, base=base, closure=closure)
-    except BuildError as exc:
-        raise UserError(f"rootfs '{root}': {exc.message}", exc.hint) from None
-    if closure and verified is not None and base is None:
-        verified.remember(root, init_mode, target.name, digest)
+    if not checked:  # what passed before is a tree the same checks would pass now: none is repeated
+        try:
+            # Only osbuilder's own summary records the init mode; upstream's (agent-is-init-daemon
+            # alone) is packed like a tree without one.
+            validate_tree(guest, init_mode, target, require_summary=recorded is not None, base=base)
+        except BuildError as exc:
+            raise UserError(f"rootfs '{root}': {exc.message}", exc.hint) from None
+        if verified is not None and base is None:
+            verified.remember(listing, init_mode, target.name, digest)
     return GuestTree(root=root, mode=get_init_mode(init_mode), arch=target, summary=summary,
-                     epoch=build_epoch(summary))
+                     epoch=build_epoch(summary), listing=listing)

@@ -53,7 +53,7 @@ class ImageOptions:
     align: int | None = setting(None, help="round the image up to this many MiB (default: 128 with DAX, "
                                 "1 without)", metavar="MiB", parse=int)
     block_size: int = setting(4096, help="filesystem block size in bytes", metavar="BYTES", parse=int)
-    # None (not given) is off, except for an extension image (config.extension_defaults).
+    # None (not given) is off, except for an extension image (pack/source.py, extension_defaults).
     verity: bool | None = setting(None, help="add a dm-verity hash partition after the data partition (its kernel "
                                   f"parameters go to {ROOT_HASH_PATTERN} beside the image; default: on for an "
                                   "extension image, else off)", boolean=True)
@@ -291,11 +291,11 @@ def _partitions(head: bytes) -> tuple[tuple[int, int], ...]:
 def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Path, runner: Runner) -> Artifact:
     """The image, for options the packer's validate() accepted (build and `image` call it first)."""
     filesystem = get_filesystem(options.fs)
-    stats = measure_tree(tree.root, options.block_size)
+    stats = measure_tree(tree.listing, options.block_size)
     fs_image = workdir / f"rootfs.{filesystem.name}"
     fs_uuid = str(uuid.UUID(bytes=_derived(tree, options, "fs-uuid")[:16], version=4))
     request = FsRequest(tree=tree.root, image=fs_image, size=None, epoch=tree.epoch, uuid=fs_uuid,
-                        block_size=options.block_size, stats=stats, workdir=workdir,
+                        block_size=options.block_size, stats=stats, workdir=workdir, listing=tree.listing,
                         machine_id=tree.mode.holds_agent)
     free = options.free_space * MiB
     signature = int.from_bytes(_derived(tree, options, "disk-signature")[:4], "little")

@@ -11,14 +11,11 @@ which the packers are imported here.
 
 from __future__ import annotations
 
-import importlib
-
 from osbuilder.foundation.errors import lookup
 from osbuilder.pack.base import Packer, PackContext
 from osbuilder.pack.catalog import PACKER_CATALOG
 
-PACKERS: dict[str, Packer] = {name: getattr(importlib.import_module(entry.module), entry.cls)()
-                              for name, entry in PACKER_CATALOG.items()}
+PACKERS: dict[str, Packer] = {name: entry.load() for name, entry in PACKER_CATALOG.items()}
 
 
 def packer_names() -> tuple[str, ...]:

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import magic
-
 from osbuilder.foundation.arch import Arch, describe_elf
 from osbuilder.foundation.elf import read_elf_header
 from osbuilder.foundation.documents import require_file
@@ -41,7 +39,10 @@ def check_agent(path: Path, target: Arch) -> AgentBinary:
     path = require_file(path, "agent file", "pass --agent the path of the agent executable")
     header = read_elf_header(path)
     if header is None or not header.executable:
-        # libmagic is for naming what the file is instead; the decision is the header's.
+        # libmagic is for naming what the file is instead; the decision is the header's
+        # (imported here: only a refusal needs it, and every packer imports this module).
+        import magic
+
         what = magic.from_file(str(path)).split(",")[0]
         raise UserError(f"agent '{path}' is not an ELF executable ({what})",
                         "pass the compiled agent binary, not a script or archive")

@@ -8,12 +8,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from osbuilder.foundation.errors import BuildError, UserError
 from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.foundation.guest_layout import GENERATOR_DIR, UNIT_DIR
-from osbuilder.foundation.templates import Templates
 from osbuilder.read.view import GuestView
+
+if TYPE_CHECKING:  # jinja2 is imported by what renders, not by what checks
+    from osbuilder.foundation.templates import Templates
 
 # Kata's names, exact: the agent tarball ships these four files.
 UNIT_PREFIX = "kata-extension-mount@"

@@ -14,7 +14,7 @@ import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from osbuilder.foundation.arch import Arch
 from osbuilder.foundation.cgroups import CGROUPFS_DRIVER, FOLLOWS_HOST
@@ -30,7 +30,9 @@ from osbuilder.rootfs.libraries import check_libraries
 from osbuilder.rootfs.probe import check_probe, is_probe_script
 from osbuilder.rootfs.systemd_units import pulls_in, unit_exists
 from osbuilder.foundation.settings import setting
-from osbuilder.foundation.templates import Templates
+
+if TYPE_CHECKING:  # jinja2 is imported by what renders, not by what checks
+    from osbuilder.foundation.templates import Templates
 
 # What inspect reports when no mode recognises the tree.
 UNKNOWN_MODE = "unknown"

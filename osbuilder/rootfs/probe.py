@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import sha256_file
 from osbuilder.foundation.guest_layout import AGENT_PATH, INIT_PATH, SHELL
 from osbuilder.rootfs.agent import AgentBinary
 from osbuilder.rootfs.extension_mount import MOUNT_ROOT
-from osbuilder.foundation.templates import Templates
+
+if TYPE_CHECKING:  # jinja2 is imported by what renders, not by what checks
+    from osbuilder.foundation.templates import Templates
 
 PROBE_MARKER = "OSBUILDER-PROBE"
 PROBE_ERROR_MARKER = "OSBUILDER-PROBE-ERROR"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
 import logging
@@ -10,9 +9,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from osbuilder.foundation.fsutil import GuestRoot, clamp_mtimes
+from osbuilder.foundation.fsutil import GuestRoot, TreeListing, clamp_mtimes
 from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.rootfs.recipes import Recipe
 from osbuilder.foundation.documents import require_file
@@ -29,9 +27,8 @@ from osbuilder.rootfs.probe import render_probe
 from osbuilder.rootfs.provision import Provisioner
 from osbuilder.rootfs.summary import Summary
 from osbuilder.rootfs.validate import validate_tree
+from osbuilder.read.base_tree import base_view
 from osbuilder.read.kind import recognise_artifact
-from osbuilder.read.summary import open_view
-from osbuilder.read.view import GuestView
 from osbuilder.foundation.runner import FILESYSTEM, Runner
 from osbuilder.foundation.staging import Staging, check_output_dir
 from osbuilder.foundation.cache import default_cache_dir
@@ -175,16 +172,6 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
     return RootfsResult(tree, summary, agent)
 
 
-@contextlib.contextmanager
-def base_view(base: Path | None, workdir: Path, runner: Runner) -> Iterator[GuestView | None]:
-    """The tree of an extension's --base (an image or a directory), read-only, or None."""
-    if base is None:
-        yield None
-        return
-    with open_view(recognise_artifact(Path(base)), workdir, runner) as view:
-        yield view
-
-
 def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bool, runner: Runner) -> RootfsResult:
     output = check_output_dir(output, force)
     # A wrong agent or payload is refused before any staging exists; the probe is rendered inside it.
@@ -195,6 +182,7 @@ def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bo
         built = build_rootfs_into(tree, stage.work, options, recipe, agent, runner)
         if not options.no_cache:  # the packer of this tree need not check it again
             # Recorded before the rename into place, which leaves what is inside untouched.
-            VerifiedTrees(options.cache_dir or default_cache_dir()).remember(tree, options.init, options.target.name)
+            VerifiedTrees(options.cache_dir or default_cache_dir()).remember(TreeListing(tree), options.init,
+                                                                             options.target.name)
         stage.commit(tree)
     return dataclasses.replace(built, path=output)

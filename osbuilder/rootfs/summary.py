@@ -12,7 +12,7 @@ import stat
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osbuilder import __version__
 from osbuilder.foundation.epoch import format_time
@@ -22,7 +22,9 @@ from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.foundation.guest_layout import SUMMARY_PATH
 from osbuilder.rootfs.initmode import get_init_mode
 from osbuilder.rootfs.backends.base import Package, PackageSource
-from osbuilder.foundation.templates import Templates
+
+if TYPE_CHECKING:  # jinja2 is imported by what renders, not by what checks
+    from osbuilder.foundation.templates import Templates
 
 OSBUILDER_URL = "osbuilder"
 NO_AGENT = "none"  # what an extension image records for its agent

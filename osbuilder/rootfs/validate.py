@@ -27,11 +27,10 @@ def read_tree_summary(guest: GuestRoot) -> dict | None:
 
 def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBinary | None = None,
                   require_summary: bool = True, tools: tuple[str, ...] = (), allow_setuid: bool = False,
-                  base: GuestView | None = None, closure: bool = True) -> None:
+                  base: GuestView | None = None) -> None:
     """Check the facts every guest must satisfy; `agent` pins the binary that must be installed,
     `tools` names commands the guest must have. Everything that can run must find what it needs
-    (in an extension image, there or in its `base`), unless `closure` is False: the tree is
-    unchanged since that was checked (foundation/verified.py)."""
+    (in an extension image, there or in its `base`)."""
     mode = get_init_mode(init_mode)
     if mode.holds_agent and not guest.resolve(INIT_PATH).is_file():
         raise BuildError(f"{INIT_PATH} does not exist in {guest.root}", "the tree cannot boot; rebuild it")
@@ -50,8 +49,7 @@ def validate_tree(guest: GuestRoot, init_mode: str, target: Arch, agent: AgentBi
             raise BuildError(f"{SUMMARY_PATH} does not record init mode {init_mode}", "rebuild the tree")
     if not mode.holds_agent and not allow_setuid and recorded_extension(summary).get("allow-setuid") != "yes":
         check_no_setuid(guest)
-    if closure:
-        check_closure(guest, tools, base)
+    check_closure(guest, tools, base)
 
 
 def check_no_setuid(guest: GuestRoot) -> None:

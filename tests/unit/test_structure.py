@@ -10,6 +10,7 @@ import pytest
 
 import osbuilder
 from osbuilder.cli import make_parser
+from osbuilder.pack.iso import IsoPacker
 from osbuilder.pack.registry import PACKERS
 
 PACKAGE = Path(osbuilder.__file__).resolve().parent
@@ -107,12 +108,13 @@ def choices_of(command: str, flag: str) -> tuple[str, ...] | None:
     return tuple(action.choices) if action.choices else None
 
 
+class ExtraPacker(IsoPacker):
+    """A format the catalog can load (its line names this module), as a new packer's would."""
+
+    name = "squashfs-test"
+
+
 def test_format_choices_come_from_the_packer_registry(monkeypatch):
-    from osbuilder.pack.iso import IsoPacker
-
-    class ExtraPacker(IsoPacker):
-        name = "squashfs-test"
-
     # Unregistered, the name is refused: the choices are checked, not taken as typed.
     for argv in (["build", "--format", "initrd,squashfs-test"], ["squashfs-test", "tree", "-o", "x"]):
         with pytest.raises(SystemExit) as refused:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.foundation.errors import UserError
-from osbuilder.foundation.fsutil import GuestRoot, data_regions
+from osbuilder.foundation.fsutil import GuestRoot, TreeListing, data_regions
 from osbuilder.foundation.guest_layout import MACHINE_ID
 from osbuilder.pack.sizing import TreeStats
 from osbuilder.read.view import GuestView
@@ -59,6 +59,7 @@ class FsRequest:
     block_size: int
     stats: TreeStats  # what the tree needs; sizes the filesystem's internals
     workdir: Path
+    listing: TreeListing  # the tree's paths and their metadata, walked once (fsutil.TreeListing)
     offset: int = 0  # where in `image` the filesystem starts (filesystems that can write in place)
     # An empty /etc/machine-id (systemd fills it at boot) is added where the tree lacks one;
     # an extension image, mounted below /run/kata-extensions, gets none.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 import struct
-from pathlib import Path
 
 from osbuilder.foundation.errors import InternalError, UserError
+from osbuilder.foundation.fsutil import TreeListing
 from osbuilder.foundation.guest_layout import MACHINE_ID
 from osbuilder.pack.fs.base import Filesystem, FsRequest, FsSource
 from osbuilder.pack.sizing import TreeStats
@@ -93,7 +93,7 @@ class Ext4(Filesystem):
         # e2fsprogs 1.47.0 copies each source file's atime and ctime; pin them to the epoch,
         # and clamp to it the mtimes newer than it (as the initrd's cpio does): otherwise a
         # tree touched after its epoch packs with the host's clock in it.
-        script = [command for path in paths_newer_than(request.tree, request.epoch)
+        script = [command for path in paths_newer_than(request.listing, request.epoch)
                   for command in (f"sif {debugfs_quoted(path)} mtime @{request.epoch}",
                                   f"sif {debugfs_quoted(path)} mtime_extra 0")]
         for inode in self._used_inodes(request, runner):
@@ -133,16 +133,10 @@ def debugfs_quoted(path: str) -> str:
     return '"' + path.replace('"', '\\"') + '"'
 
 
-def paths_newer_than(root: Path, epoch: int) -> list[str]:
-    """Guest paths (the root included) whose mtime is later than `epoch`, in sorted order."""
-    newer = ["/"] if os.lstat(root).st_mtime > epoch else []
-    for directory, subdirectories, files in os.walk(root):
-        subdirectories.sort()
-        for name in sorted(subdirectories + files):
-            path = os.path.join(directory, name)
-            if os.lstat(path).st_mtime > epoch:
-                newer.append("/" + os.path.relpath(path, root))
-    return newer
+def paths_newer_than(listing: TreeListing, epoch: int) -> list[str]:
+    """Guest paths (the root included) whose mtime is later than `epoch`."""
+    newer = ["/"] if os.lstat(listing.root).st_mtime > epoch else []
+    return newer + ["/" + os.fsdecode(name) for name, _, st in listing.entries if st.st_mtime > epoch]
 
 
 class Ext4View(GuestView):
