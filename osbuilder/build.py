@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from osbuilder.foundation.cache import BuildCache
 from osbuilder.config import BuildConfig
 from osbuilder.pack.artifact import Artifact
 from osbuilder.pack.base import PackContext
-from osbuilder.pack.guest_tree import open_guest_tree
+from osbuilder.pack.guest_tree import GuestTree, open_guest_tree
 from osbuilder.pack.gzip_pieces import PieceStore
 from osbuilder.pack.manifest import MANIFEST_NAME, write_manifest
 from osbuilder.pack.registry import PACKERS
@@ -31,6 +32,7 @@ from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.rootfs.lock import LOCK_NAME, lock_of
 from osbuilder.release.provenance import PROVENANCE_NAME, ProvenanceInput, write_provenance
 from osbuilder.release.sbom import SbomInput, write_sbom
+from osbuilder.foundation.side_by_side import side_by_side
 from osbuilder.foundation.staging import Staging, check_output_dir
 from osbuilder.foundation.steps import step
 from osbuilder.foundation.templates import Templates
@@ -80,6 +82,20 @@ def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, 
     return path
 
 
+def pack_format(name: str, options: Any, tree: GuestTree, artifacts_dir: Path, context: PackContext) -> Artifact:
+    """One format of a build, digested, its sidecars beside it; in a scratch directory of its
+    own, as the formats are packed side by side."""
+    packer = PACKERS[name]
+    workdir = context.workdir / f"pack-{name}"
+    workdir.mkdir()
+    with step(f"Packing the {name}"):
+        artifact = packer.pack(tree, artifacts_dir / packer.default_file_name, options,
+                               dataclasses.replace(context, workdir=workdir))
+    for sidecar, text in artifact.sidecars.items():
+        (artifacts_dir / sidecar).write_text(text)
+    return artifact.digested()
+
+
 def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner,
               command: Sequence[str] = ()) -> BuildResult:
     options = config.rootfs
@@ -107,14 +123,8 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         artifacts_dir.mkdir()
         pieces = PieceStore(BuildCache(options.cache_dir).pieces_dir()) if options.cache_dir is not None else None
         context = PackContext(runner=runner, tools=tools, workdir=stage.work, pieces=pieces)
-        artifacts: list[Artifact] = []
-        for name, pack_options in config.packing.items():
-            packer = PACKERS[name]
-            with step(f"Packing the {name}"):
-                artifact = packer.pack(tree, artifacts_dir / packer.default_file_name, pack_options, context)
-            for sidecar, text in artifact.sidecars.items():
-                (artifacts_dir / sidecar).write_text(text)
-            artifacts.append(artifact.digested())
+        artifacts = side_by_side([functools.partial(pack_format, name, pack_options, tree, artifacts_dir, context)
+                                  for name, pack_options in config.packing.items()], runner)
         release = config.release
         if release.layout == "kata":
             artifacts = arrange_kata_layout(artifacts_dir, artifacts, release, summary.distro, summary.release)

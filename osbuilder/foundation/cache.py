@@ -307,15 +307,22 @@ class BuildCache:
         except OSError:  # kept before contents were recorded: it cannot be vouched for
             self._drop_unpacked(entry)
             return False
-        try:
-            clone(unpacked, into)
-        except CommandError as exc:
-            log.warning("could not clone %s (%s); unpacking its tarball instead", unpacked, exc)
-            return False
-        if tree_digests(into) != (expected, expected_content):
-            log.warning("the unpacked copy in cache entry %s changed since it was kept; dropping it", entry)
-            self._drop_unpacked(entry)
-            return False
+        # The clone's files are the kept copy's inodes (hard links), so their contents are read
+        # through the kept copy while cp runs. Both trees' metadata digests, inode numbers
+        # included, tie each name in the clone to the inode that was hashed under that name.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            kept = background.submit(tree_digests, unpacked)
+            try:
+                clone(unpacked, into)
+            except CommandError as exc:
+                log.warning("could not clone %s (%s); unpacking its tarball instead", unpacked, exc)
+                kept.result()
+                return False
+            cloned = metadata_digest(into)
+            if cloned != expected or kept.result() != (expected, expected_content):
+                log.warning("the unpacked copy in cache entry %s changed since it was kept; dropping it", entry)
+                self._drop_unpacked(entry)
+                return False
         self._used(name)
         return True
 

@@ -425,15 +425,17 @@ WalkEntry = tuple[bytes, os.DirEntry, os.stat_result]
 class TreeListing:
     """One walk of a tree (walk_entries), taken the first time it is asked for and kept: a
     packer reads the tree's metadata for the verified digest, the filesystem's size and the
-    mtimes to clamp, and a tree of 12,000 paths is walked once for all three. The tree must not
+    mtimes to clamp, and a tree of 12,000 paths is walked once for all three (and the initrd's archive). The tree must not
     change while the listing is in use (a packer never writes into the tree it packs)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._entries: list[WalkEntry] | None = None
+        self._walking = threading.Lock()  # formats packed side by side wait for one walk
 
     @property
     def entries(self) -> list[WalkEntry]:
-        if self._entries is None:
-            self._entries = list(walk_entries(self.root))
-        return self._entries
+        with self._walking:
+            if self._entries is None:
+                self._entries = list(walk_entries(self.root))
+            return self._entries

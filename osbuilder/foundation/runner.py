@@ -74,6 +74,38 @@ class Runner:
     # stage that runs a command.
     privilege: Privilege = field(default_factory=Privilege.detect)
     kill_grace: float = 10.0  # seconds a killed command has after SIGTERM before SIGKILL
+    # The commands running now, and whether they are being stopped: when tasks run side by
+    # side (foundation/side_by_side.py), one's failure or a Ctrl-C stops the others' commands.
+    _running: set[subprocess.Popen[bytes]] = field(default_factory=set, init=False, repr=False, compare=False)
+    _cancelled: threading.Event = field(default_factory=threading.Event, init=False, repr=False, compare=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def cancel(self) -> None:
+        """Kill every command running now, and each one started until resume(): its caller
+        sees it fail."""
+        with self._guard:
+            self._cancelled.set()
+            running = list(self._running)
+        for proc in running:
+            if proc.poll() is None:  # one already waited for may have given its pid away
+                _kill_group(proc, self.kill_grace)
+
+    def resume(self) -> None:
+        self._cancelled.clear()
+
+    def _spawn(self, args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+        proc = _spawn(args, **popen)
+        with self._guard:
+            self._running.add(proc)
+            cancelled = self._cancelled.is_set()
+        if cancelled:
+            _kill_group(proc, self.kill_grace)
+        return proc
+
+    def _ended(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._guard:
+            self._running.discard(proc)
+        _ended(proc)
 
     def seconds(self, limit: Limit) -> float:
         return limit.seconds * self.timeout_scale
@@ -103,8 +135,8 @@ class Runner:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        proc = _spawn(args, stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd)
+        proc = self._spawn(args, stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd)
 
         stdout_chunks: list[bytes] = []
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -128,7 +160,7 @@ class Runner:
             _kill_group(proc, self.kill_grace)
             raise
         finally:
-            _ended(proc)
+            self._ended(proc)
             for reader in readers:
                 reader.join(timeout=5)
             if progress is not None and self.progress is not None:
@@ -169,7 +201,7 @@ class Runner:
         then fails), and the timeout is what is reported."""
         args = [os.fspath(a) for a in argv]
         self.log.info("$ %s > %s", shlex.join(args), getattr(stdout, "name", "<stream>"))
-        proc = _spawn(args, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE)
+        proc = self._spawn(args, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE)
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         reader = threading.Thread(target=_collect_lines, args=(proc.stderr, tail, self.log), daemon=True)
         reader.start()
@@ -199,7 +231,7 @@ class Runner:
             raise
         finally:
             watchdog.cancel()
-            _ended(proc)
+            self._ended(proc)
             reader.join(timeout=5)
         if fired.is_set():
             raise self._timed_out(args, limit, "\n".join(tail))

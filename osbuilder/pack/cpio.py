@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from osbuilder.foundation.errors import BuildError
+from osbuilder.foundation.fsutil import TreeListing
 
 MAGIC = b"070701"
 TRAILER = b"TRAILER!!!"
@@ -135,30 +136,23 @@ class NewcWriter:
             self.close()
 
 
-def scan_tree(root: Path, epoch: int) -> Iterator[Entry]:
-    """Every path under `root` (not root itself) as an Entry, unsorted, without inode numbers."""
-    stack = [(Path(root), b"")]
-    while stack:
-        directory, prefix = stack.pop()
-        with os.scandir(directory) as it:
-            for item in it:
-                st = item.stat(follow_symlinks=False)
-                name = prefix + os.fsencode(item.name)
-                entry = Entry(name=name, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
-                              mtime=min(int(st.st_mtime), epoch), nlink=1)
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append((Path(item.path), name + b"/"))
-                elif stat.S_ISLNK(st.st_mode):
-                    target = os.fsencode(os.readlink(item.path))
-                    entry = replace(entry, size=len(target), link_target=target)
-                elif stat.S_ISREG(st.st_mode):
-                    entry = replace(entry, size=st.st_size, source=Path(item.path),
-                                    link_group=(st.st_dev, st.st_ino) if st.st_nlink > 1 else None)
-                elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                    entry = replace(entry, rdev_major=os.major(st.st_rdev), rdev_minor=os.minor(st.st_rdev))
-                elif not stat.S_ISFIFO(st.st_mode):
-                    continue  # sockets cannot be archived meaningfully
-                yield entry
+def scan_tree(listing: TreeListing, epoch: int) -> Iterator[Entry]:
+    """Every path under the listing's root (not root itself) as an Entry, unsorted, without
+    inode numbers."""
+    for name, item, st in listing.entries:
+        entry = Entry(name=name, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, mtime=min(int(st.st_mtime), epoch),
+                      nlink=1)
+        if stat.S_ISLNK(st.st_mode):
+            target = os.fsencode(os.readlink(item.path))
+            entry = replace(entry, size=len(target), link_target=target)
+        elif stat.S_ISREG(st.st_mode):
+            entry = replace(entry, size=st.st_size, source=Path(item.path),
+                            link_group=(st.st_dev, st.st_ino) if st.st_nlink > 1 else None)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            entry = replace(entry, rdev_major=os.major(st.st_rdev), rdev_minor=os.minor(st.st_rdev))
+        elif not (stat.S_ISDIR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+            continue  # sockets cannot be archived meaningfully
+        yield entry
 
 
 def plan_archive(entries: list[Entry]) -> list[Entry]:
@@ -200,12 +194,13 @@ def _inode_number(name: bytes, taken: set[int]) -> int:
     return number
 
 
-def archive_tree(root: Path, out: BinaryIO, epoch: int, extra: list[Entry] | None = None,
+def archive_tree(root: Path | TreeListing, out: BinaryIO, epoch: int, extra: list[Entry] | None = None,
                  on_entry: Callable[[bytes], None] | None = None) -> int:
-    """Write `root` plus `extra` entries (which replace tree paths of the same name) to `out`.
-    Returns the number of entries written."""
+    """Write `root` (a tree, or the listing of one already walked) plus `extra` entries
+    (which replace tree paths of the same name) to `out`. Returns the number of entries written."""
+    listing = root if isinstance(root, TreeListing) else TreeListing(root)
     overrides = {e.name: e for e in extra or []}
-    entries = [e for e in scan_tree(root, epoch) if e.name not in overrides] + list(overrides.values())
+    entries = [e for e in scan_tree(listing, epoch) if e.name not in overrides] + list(overrides.values())
     planned = plan_archive(entries)
     with NewcWriter(out, on_entry) as writer:
         for entry in planned:

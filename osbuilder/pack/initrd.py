@@ -61,7 +61,7 @@ class InitrdPacker(Packer):
             with compressing(codec, level, stream_out, context.tools, context.runner, context.pieces) as stream:
                 # The gzip writer cuts its pieces where entries end (see gzip_pieces.py).
                 boundary = stream.entry_done if isinstance(stream, PiecewiseGzipWriter) else None
-                count = archive_tree(tree.root, stream, tree.epoch, extra=[init], on_entry=boundary)
+                count = archive_tree(tree.listing, stream, tree.epoch, extra=[init], on_entry=boundary)
             if isinstance(stream, PiecewiseGzipWriter) and context.pieces is not None:
                 log.info("initrd: %d of %d compressed pieces reused from the cache", stream.reused,
                          stream.reused + stream.compressed)

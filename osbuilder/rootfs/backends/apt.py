@@ -18,6 +18,7 @@ import re
 import shlex
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -141,8 +142,12 @@ class AptBackend(Backend):
         epoch = None
         digests = []
         unserved = []
-        for source in request.chosen_sources:
-            release = self._release_file(source, request, workdir, runner)
+        sources = request.chosen_sources
+        # Fetched at once (each is a round trip to its mirror); a refusal is the first
+        # source's in order, as when they were read one by one.
+        with ThreadPoolExecutor(max_workers=max(len(sources), 1), thread_name_prefix="release-file") as pool:
+            releases = list(pool.map(lambda source: self._release_file(source, request, workdir, runner), sources))
+        for source, release in zip(sources, releases):
             if source.kind == RELEASE and source.name == request.release:
                 epoch = self._date(release)
             indexes = release.package_indexes(section.components, request.arch.debian)

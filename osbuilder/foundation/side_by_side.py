@@ -1,0 +1,36 @@
+"""Independent tasks run at once: a build's formats are packed side by side, as one packer's
+time is mostly an external tool's (mke2fs, mkfs.erofs) or hashing, which leave the GIL to the
+other's Python (the initrd's cpio writer).
+
+A failure in one task, or a Ctrl-C or SIGTERM (which reach the main thread while it waits),
+cancels the runner's commands, so the other tasks end soon after; the error is raised once
+every task has ended, so nothing still writes into a staging directory being removed."""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Callable, Sequence, TypeVar
+
+from osbuilder.foundation.runner import Runner
+
+T = TypeVar("T")
+
+
+def side_by_side(tasks: Sequence[Callable[[], T]], runner: Runner) -> list[T]:
+    """Each task's result, in the tasks' order; the first failure is raised."""
+    if len(tasks) < 2:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="osbuilder-task") as pool:
+        futures = [pool.submit(task) for task in tasks]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f in done and f.exception() is not None), None)
+            if failed is not None:
+                raise failed.exception()  # type: ignore[misc]
+            return [future.result() for future in futures]
+        except BaseException:
+            runner.cancel()
+            wait(futures)
+            raise
+        finally:
+            runner.resume()

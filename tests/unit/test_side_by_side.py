@@ -1,0 +1,66 @@
+"""Tasks run side by side (a build's formats): results in order, and one task's failure
+stops the others' commands instead of waiting for them (foundation/side_by_side.py)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from osbuilder.foundation.errors import CommandError, UserError
+from osbuilder.foundation.runner import FILESYSTEM, Runner
+from osbuilder.foundation.side_by_side import side_by_side
+
+
+def test_results_come_in_the_tasks_order_and_the_tasks_overlap():
+    runner = Runner()
+    # Each task waits for the other to be running: one after the other, the barrier breaks.
+    meeting = threading.Barrier(2, timeout=10)
+
+    def task(word: str) -> str:
+        meeting.wait()
+        return runner.run(["echo", word], limit=FILESYSTEM).stdout
+
+    assert side_by_side([lambda: task("first"), lambda: task("second")], runner) == ["first\n", "second\n"]
+
+
+def test_a_failure_stops_the_other_tasks_commands_and_is_the_error_raised():
+    runner = Runner(kill_grace=1.0)
+    sleeping = threading.Event()
+    ended: list[BaseException] = []
+
+    def long_command() -> str:
+        sleeping.set()
+        try:
+            return runner.run(["sleep", "60"], limit=FILESYSTEM).stdout
+        except BaseException as exc:
+            ended.append(exc)
+            raise
+
+    def failing() -> str:
+        sleeping.wait(10)
+        time.sleep(0.2)  # the sleep has started
+        raise UserError("the second format is refused", "fix it")
+
+    with pytest.raises(UserError, match="the second format is refused"):
+        side_by_side([long_command, failing], runner)
+    # Killed (SIGTERM), not waited for, and ended before side_by_side returned.
+    assert len(ended) == 1 and isinstance(ended[0], CommandError) and ended[0].returncode == -signal.SIGTERM
+    # The runner takes commands again afterwards (the staging's clean-up may run some).
+    assert runner.run(["echo", "again"], limit=FILESYSTEM).stdout == "again\n"
+
+
+def test_a_command_started_while_cancelled_is_stopped():
+    runner = Runner(kill_grace=1.0)
+    runner.cancel()
+    try:
+        with pytest.raises(CommandError):
+            runner.run(["sleep", "60"], limit=FILESYSTEM)
+    finally:
+        runner.resume()
+
+
+def test_one_task_runs_in_the_callers_thread():
+    assert side_by_side([threading.current_thread], Runner()) == [threading.current_thread()]
