@@ -16,7 +16,8 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exit:
     code = exit.code
-print(" ".join(sorted(name for name in sys.modules if name.startswith("osbuilder"))), file=sys.stderr)
+print(" ".join(sorted(name for name in sys.modules if name.startswith(("osbuilder", "jinja2", "magic")))),
+      file=sys.stderr)
 """
 
 
@@ -43,6 +44,13 @@ def test_the_command_list_imports_no_command():
                     "osbuilder.matrix")),
     (("image", "--help"), ("osbuilder.boot", "osbuilder.inspect", "osbuilder.check", "osbuilder.build",
                            "osbuilder.matrix", "osbuilder.updates", "osbuilder.rootfs.stage")),
+    # A packer command, run until it refuses the missing tree: its own packer and the tree's
+    # checks, none of the pipeline's settings, the other packers, the backends or the renderer.
+    (("image", "/nonexistent/osbuilder-tree", "-o", "/tmp/osbuilder-startup-never-written.img"),
+     ("osbuilder.boot", "osbuilder.build", "osbuilder.config", "osbuilder.matrix", "osbuilder.release",
+      "osbuilder.rootfs.stage", "osbuilder.rootfs.bootstrap", "osbuilder.pack.registry", "osbuilder.pack.initrd",
+      "osbuilder.pack.iso", "osbuilder.rootfs.backends.apt", "osbuilder.rootfs.backends.dnf",
+      "osbuilder.rootfs.backends.apk", "osbuilder.foundation.templates", "jinja2", "magic")),
     (("inspect", "--help"), ("osbuilder.boot", "osbuilder.build", "osbuilder.config", "osbuilder.rootfs.stage",
                              "osbuilder.matrix")),
     (("check", "--help"), ("osbuilder.boot", "osbuilder.build", "osbuilder.config", "osbuilder.matrix")),
