@@ -22,7 +22,7 @@ from osbuilder.read.kind import recognise_artifact
 from osbuilder.release.layout import (ReleaseOptions, arrange_kata_layout, runtime_name, write_release_tarballs,
                                write_sha256sums)
 from osbuilder.read.base_tree import base_view
-from osbuilder.rootfs.stage import build_rootfs_into, precheck_inputs, resolve_agent
+from osbuilder.rootfs.stage import build_rootfs_into, check_built_tree, precheck_inputs, resolve_agent
 from osbuilder.rootfs.summary import Summary
 from osbuilder.foundation.runner import Runner
 from osbuilder.host.runtime_fragment import (FRAGMENT_NAME, ExtensionEntry, FragmentOptions, SlotArtifact, choose,
@@ -32,6 +32,7 @@ from osbuilder.rootfs.bootstrap import install_request
 from osbuilder.rootfs.lock import LOCK_NAME, lock_of
 from osbuilder.release.provenance import PROVENANCE_NAME, ProvenanceInput, write_provenance
 from osbuilder.release.sbom import SbomInput, write_sbom
+from osbuilder.foundation.fsutil import remove_tree
 from osbuilder.foundation.side_by_side import side_by_side
 from osbuilder.foundation.staging import Staging, check_output_dir
 from osbuilder.foundation.steps import step
@@ -83,8 +84,8 @@ def write_runtime_fragment(artifacts: list[Artifact], options: FragmentOptions, 
 
 
 def pack_format(name: str, options: Any, tree: GuestTree, artifacts_dir: Path, context: PackContext) -> Artifact:
-    """One format of a build, digested, its sidecars beside it; in a scratch directory of its
-    own, as the formats are packed side by side."""
+    """One format of a build, its sidecars beside it; in a scratch directory of its own, as
+    the formats are packed side by side."""
     packer = PACKERS[name]
     workdir = context.workdir / f"pack-{name}"
     workdir.mkdir()
@@ -93,7 +94,7 @@ def pack_format(name: str, options: Any, tree: GuestTree, artifacts_dir: Path, c
                                dataclasses.replace(context, workdir=workdir))
     for sidecar, text in artifact.sidecars.items():
         (artifacts_dir / sidecar).write_text(text)
-    return artifact.digested()
+    return artifact
 
 
 def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Runner,
@@ -108,7 +109,9 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
     with Staging(output) as stage:
         agent = resolve_agent(options, stage.work, runner)
         tree_path = stage.path / "rootfs"
-        summary = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner, private_tree=True).summary
+        built = build_rootfs_into(tree_path, stage.work, options, recipe, agent, runner, private_tree=True,
+                                  checked=False)
+        summary = built.summary
         lock = None
         if options.installs_packages:  # what was installed, to install again with --lock
             request = install_request(options, recipe)
@@ -123,8 +126,16 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
         artifacts_dir.mkdir()
         pieces = PieceStore(BuildCache(options.cache_dir).pieces_dir()) if options.cache_dir is not None else None
         context = PackContext(runner=runner, tools=tools, workdir=stage.work, pieces=pieces)
-        artifacts = side_by_side([functools.partial(pack_format, name, pack_options, tree, artifacts_dir, context)
-                                  for name, pack_options in config.packing.items()], runner)
+        # The tree is checked while its formats are packed: nothing is committed unless the
+        # checks pass, and their refusal is the error reported, as when they ran first.
+        packed = side_by_side([functools.partial(pack_format, name, pack_options, tree, artifacts_dir, context)
+                               for name, pack_options in config.packing.items()], runner,
+                              meanwhile=lambda: check_built_tree(tree_path, stage.work, options, recipe, built.agent,
+                                                                 runner))
+        # Nothing reads the tree again: it is removed while the artifacts are digested.
+        digested = side_by_side([*(artifact.digested for artifact in packed),
+                                 functools.partial(remove_tree, tree_path)], runner)
+        artifacts: list[Artifact] = digested[:len(packed)]
         release = config.release
         if release.layout == "kata":
             artifacts = arrange_kata_layout(artifacts_dir, artifacts, release, summary.distro, summary.release)

@@ -3,6 +3,7 @@ one back (partition table, DAX header and the filesystem in partition 1)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from osbuilder.pack.catalog import PACKER_CATALOG
-from osbuilder.foundation.errors import UserError
+from osbuilder.foundation.errors import BuildError, UserError
 from osbuilder.foundation.fsutil import data_regions
 from osbuilder.pack.artifact import Artifact, ArtifactInfo, PackDetails
 from osbuilder.pack.base import BOOTS_AS_DISK, Packer, PackContext, ReleaseNames, RuntimeSetting, RuntimeSlot
@@ -96,16 +97,26 @@ def _derived(tree: GuestTree, options: ImageOptions, purpose: str) -> bytes:
 
 
 def _copy_sparse(source: Path, dest_fd: int, offset: int) -> None:
-    """Copy `source` into dest at `offset`, skipping holes so the image stays sparse."""
+    """Copy `source` into dest at `offset`, skipping holes so the image stays sparse. The
+    kernel copies (copy_file_range: the bytes never pass through osbuilder); where it cannot
+    (another filesystem, an old kernel), they are read and written."""
     with open(source, "rb") as src:
-        for start, end in data_regions(src.fileno(), os.fstat(src.fileno()).st_size):
-            src.seek(start)
-            os.lseek(dest_fd, offset + start, os.SEEK_SET)
-            remaining = end - start
-            while remaining:
-                chunk = src.read(min(remaining, 4 * MiB))
-                os.write(dest_fd, chunk)
-                remaining -= len(chunk)
+        fd = src.fileno()
+        for start, end in data_regions(fd, os.fstat(fd).st_size):
+            position = start
+            with contextlib.suppress(OSError):  # EXDEV, ENOSYS, EOPNOTSUPP: copied below
+                while position < end:
+                    copied = os.copy_file_range(fd, dest_fd, end - position, position, offset + position)
+                    if not copied:
+                        break
+                    position += copied
+            while position < end:
+                chunk = os.pread(fd, min(end - position, 4 * MiB), position)
+                if not chunk:
+                    raise BuildError(f"{source} shrank while it was copied into the image",
+                                     "do not modify the work directory while packing")
+                os.pwrite(dest_fd, chunk, offset + position)
+                position += len(chunk)
 
 
 @dataclass(frozen=True)

@@ -139,10 +139,12 @@ class RootfsResult:
 
 
 def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe: Recipe,
-                      agent: AgentBinary | None, runner: Runner, private_tree: bool = False) -> RootfsResult:
+                      agent: AgentBinary | None, runner: Runner, private_tree: bool = False,
+                      checked: bool = True) -> RootfsResult:
     """Build a guest tree at `tree` (a fresh directory inside some staging area) with `agent`
     (from resolve_agent: checked, not yet stripped). `private_tree`: the tree is only packed
-    and then removed, never handed over, so it may share inodes with the build cache."""
+    and then removed, never handed over, so it may share inodes with the build cache. Not
+    `checked`: the caller runs check_built_tree itself (build, while it packs the tree)."""
     options = read_indexes_before_bootstrap(options, recipe, workdir, runner)
     agent = bootstrap_and_strip(options, recipe, tree, workdir, agent, runner, private_tree)
     options = epoch_after_bootstrap(options, tree, workdir, runner)
@@ -161,15 +163,22 @@ def build_rootfs_into(tree: Path, workdir: Path, options: RootfsOptions, recipe:
               f"Provisioning the extension image '{options.extension_name}'"):
         summary = Provisioner(guest, options, recipe, agent, Templates(), packages, workdir, runner,
                               slim_files).run()
+    if options.source_date_epoch is not None:  # mtimes alone: nothing the checks read
+        clamp_mtimes(tree, options.source_date_epoch)
+    if checked:
+        check_built_tree(tree, workdir, options, recipe, agent, runner)
+    return RootfsResult(tree, summary, agent)
+
+
+def check_built_tree(tree: Path, workdir: Path, options: RootfsOptions, recipe: Recipe, agent: AgentBinary | None,
+                     runner: Runner) -> None:
+    """The checks a tree osbuilder built must pass (validate_tree) before anything is made of it."""
     with step("Validating the guest"):
         # The recipe's tools are required of trees installed from its package set.
         with base_view(options.base, workdir, runner) as base:
-            validate_tree(guest, options.init, options.target, agent,
-                          tools=recipe.tools if options.installs_packages and mode.holds_agent else (),
-                          allow_setuid=options.allow_setuid, base=base)
-    if options.source_date_epoch is not None:
-        clamp_mtimes(tree, options.source_date_epoch)
-    return RootfsResult(tree, summary, agent)
+            validate_tree(GuestRoot(tree), options.init, options.target, agent,
+                          tools=recipe.tools if options.installs_packages and get_init_mode(options.init).holds_agent
+                          else (), allow_setuid=options.allow_setuid, base=base)
 
 
 def build_rootfs(options: RootfsOptions, recipe: Recipe, output: Path, force: bool, runner: Runner) -> RootfsResult:

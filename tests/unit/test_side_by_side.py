@@ -64,3 +64,36 @@ def test_a_command_started_while_cancelled_is_stopped():
 
 def test_one_task_runs_in_the_callers_thread():
     assert side_by_side([threading.current_thread], Runner()) == [threading.current_thread()]
+
+
+def test_meanwhile_runs_while_the_tasks_do_and_its_refusal_wins():
+    runner = Runner(kill_grace=1.0)
+    meeting = threading.Barrier(2, timeout=10)
+    ended: list[BaseException] = []
+
+    def task_that_fails_first() -> str:
+        meeting.wait()  # the check is running
+        raise UserError("a packer's own error", "fix it")
+
+    def long_command() -> str:
+        try:
+            return runner.run(["sleep", "60"], limit=FILESYSTEM).stdout
+        except BaseException as exc:
+            ended.append(exc)
+            raise
+
+    def check() -> None:
+        meeting.wait()
+        time.sleep(0.3)  # fails after the packer did
+        raise UserError("the tree fails its checks", "rebuild it")
+
+    with pytest.raises(UserError, match="the tree fails its checks"):
+        side_by_side([task_that_fails_first, long_command], runner, meanwhile=check)
+    assert len(ended) == 1 and isinstance(ended[0], CommandError) and ended[0].returncode == -signal.SIGTERM
+
+
+def test_meanwhile_passing_leaves_the_results():
+    runner = Runner()
+    seen: list[str] = []
+    assert side_by_side([lambda: "packed"], runner, meanwhile=lambda: seen.append("checked")) == ["packed"]
+    assert seen == ["checked"]
