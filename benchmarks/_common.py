@@ -58,24 +58,52 @@ def step_seconds(stderr: str) -> dict[str, float]:
 def _run_build(flag: str, args: tuple[str, ...]) -> tuple[float, str]:
     """Seconds an `osbuilder FLAG build` takes (SOURCE_DATE_EPOCH set, as a release pipeline
     sets it), and its stderr; a failure ends the benchmark with the build's error output."""
+    seconds, stderr, _ = _run_build_lines(flag, args)
+    return seconds, stderr
+
+
+def _run_build_lines(flag: str, args: tuple[str, ...]) -> tuple[float, str, list[tuple[float, str]]]:
+    """_run_build, with each stderr line and the second it arrived (from the start)."""
     argv = [sys.executable, "-m", "osbuilder", flag, "build", *args]
     start = time.monotonic()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
+    assert proc.stderr is not None
+    lines = [(time.monotonic() - start, line.rstrip("\n")) for line in proc.stderr]
+    returncode = proc.wait()
     seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark build failed: {' '.join(argv)}\n{proc.stderr[-3000:]}")
-    return seconds, proc.stderr
-
-
-def profiled_build(*args: str) -> tuple[float, str]:
-    """An `osbuilder -v build`: its seconds and its stderr (for command_seconds, step_seconds)."""
-    return _run_build("-v", args)
+    stderr = "".join(line + "\n" for _, line in lines)
+    if returncode != 0:
+        raise SystemExit(f"benchmark build failed: {' '.join(argv)}\n{stderr[-3000:]}")
+    return seconds, stderr, lines
 
 
 def timed_build(*args: str) -> float:
     """Seconds a quiet `osbuilder build` takes."""
     return _run_build("-q", args)[0]
+
+
+def stepped_build(*args: str) -> tuple[float, str, float]:
+    """An `osbuilder -v build`: its seconds, its stderr (for command_seconds, step_seconds),
+    and the seconds it spent outside every step (outside_steps)."""
+    seconds, stderr, lines = _run_build_lines("-v", args)
+    return seconds, stderr, outside_steps(seconds, lines)
+
+
+def outside_steps(total: float, lines: list[tuple[float, str]]) -> float:
+    """What the steps leave of `total`. A build runs some steps side by side (its packers, and
+    its checks meanwhile), so their seconds overlap and their sum says nothing of the rest:
+    each step spans from its "done" line's arrival back by its own seconds, and the union of
+    the spans is taken."""
+    spans = sorted((arrived - float(match.group(2)), arrived) for arrived, line in lines
+                   if (match := STEP_TIME.match(line)))
+    covered, reached = 0.0, 0.0
+    for begin, end in spans:
+        begin = max(begin, reached)
+        if end > begin:
+            covered += end - begin
+            reached = end
+    return total - covered
 
 
 def timed(argv: list[str], *, shell: bool = False, cwd: Path | None = None) -> tuple[float, int]:

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (command_seconds, compile_osbuilder, private_workdir, profiled_build, step_seconds,  # noqa: E402
+from _common import (command_seconds, compile_osbuilder, private_workdir, step_seconds, stepped_build,  # noqa: E402
                      timed_build)
 from bootstrap import debian_mirror  # noqa: E402
 
@@ -64,7 +64,7 @@ def main() -> None:
     work = private_workdir(args.workdir, "osbuilder-bench-rebuild-")
     times: dict[str, dict[str, list[float]]] = {source: {"cold": [], "back to back": [], "settled": []}
                                                 for source in ("Debian's mirror", "local copy")}
-    where: dict[str, tuple[float, dict[str, float], dict[str, float]]] = {}  # the last settled rebuild's
+    where: dict[str, tuple[float, dict[str, float], dict[str, float], float]] = {}  # the last settled rebuild's
     with ExitStack() as stack:
         local, keyring = debian_mirror("x86_64", work / "debian", stack)
         sources = {"Debian's mirror": (DEBIAN_MIRROR, None), "local copy": (local, keyring)}
@@ -79,9 +79,9 @@ def main() -> None:
                 measured["back to back"].append(build(outs[1], cache, mirror, key, AGENTS[1]))
                 os.sync()
                 time.sleep(args.settle)
-                seconds, log = profiled_build(*build_args(outs[2], cache, mirror, key, AGENTS[1]))
+                seconds, log, outside = stepped_build(*build_args(outs[2], cache, mirror, key, AGENTS[1]))
                 measured["settled"].append(seconds)
-                where[source] = (seconds, step_seconds(log), command_seconds(log))
+                where[source] = (seconds, step_seconds(log), command_seconds(log), outside)
                 for path in (*outs, cache):
                     shutil.rmtree(path)
                 os.sync()
@@ -93,11 +93,12 @@ def main() -> None:
     for source, measured in times.items():
         cold, now, settled = (statistics.median(measured[k]) for k in ("cold", "back to back", "settled"))
         print(f"{source:<18}{cold:>9.2f}{now:>11.2f}{now / cold:>8.3f}{settled:>11.2f}{settled / cold:>8.3f}")
-    for source, (total, steps, commands) in where.items():
-        print(f"\nwhere the last settled rebuild's {total:.2f} s went ({source}; osbuilder -v, so a little slower):")
+    for source, (total, steps, commands, outside) in where.items():
+        print(f"\nwhere the last settled rebuild's {total:.2f} s went ({source}; osbuilder -v, so a little slower;"
+              " validating and packing run side by side):")
         for words, seconds in steps.items():
             print(f"  step {words:<60}{seconds:>7.2f} s")
-        print(f"  the rest (start-up, options, staging, manifest){total - sum(steps.values()):>22.2f} s")
+        print(f"  outside every step (start-up, options, indexes, digests, manifest, clean-up){outside:>8.2f} s")
         top = sorted(commands.items(), key=lambda item: -item[1])[:8]
         print("  commands: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in top))
 

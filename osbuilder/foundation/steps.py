@@ -17,4 +17,4 @@ def step(title: str) -> Iterator[None]:
     log.info("%s...", title, extra={EVENT_FIELD: {"kind": "step", "title": title}})
     start = time.monotonic()
     yield
-    log.info("%s: done in %.1f s", title, time.monotonic() - start)
+    log.info("%s: done in %.2f s", title, time.monotonic() - start)

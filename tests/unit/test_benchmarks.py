@@ -57,3 +57,18 @@ def test_the_benchmarks_read_the_command_times_osbuilder_logs(tmp_path):
     assert {"mke2fs", "debugfs"} <= set(seconds) and all(value >= 0 for value in seconds.values())
     steps = step_seconds(proc.stderr)
     assert "Packing the image" in steps and f"Copying {tree}" in steps, steps
+
+
+def test_steps_run_side_by_side_count_once_in_what_is_left_outside_them():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from _common import outside_steps
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    lines = [(1.0, "osbuilder: Bootstrapping debian: done in 0.5 s"),  # 0.5-1.0
+             (1.1, "osbuilder: $ mke2fs ..."),
+             (1.9, "osbuilder: Validating the guest: done in 0.8 s"),  # 1.1-1.9
+             (2.0, "osbuilder: Packing the initrd: done in 0.9 s"),  # 1.1-2.0, beside the validation
+             (2.1, "osbuilder: Packing the image: done in 1.0 s")]  # 1.1-2.1
+    # Covered: 0.5-1.0 and 1.1-2.1, 1.5 s of 3.0.
+    assert outside_steps(3.0, lines) == pytest.approx(1.5)

@@ -26,28 +26,41 @@ def test_results_come_in_the_tasks_order_and_the_tasks_overlap():
     assert side_by_side([lambda: task("first"), lambda: task("second")], runner) == ["first\n", "second\n"]
 
 
-def test_a_failure_stops_the_other_tasks_commands_and_is_the_error_raised():
-    runner = Runner(kill_grace=1.0)
-    sleeping = threading.Event()
-    ended: list[BaseException] = []
+class LongCommand:
+    """A task running `sleep 60` through the runner; `ended` holds how it ended, `started`
+    is set as it starts."""
 
-    def long_command() -> str:
-        sleeping.set()
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.started = threading.Event()
+        self.ended: list[BaseException] = []
+
+    def __call__(self) -> str:
+        self.started.set()
         try:
-            return runner.run(["sleep", "60"], limit=FILESYSTEM).stdout
+            return self.runner.run(["sleep", "60"], limit=FILESYSTEM).stdout
         except BaseException as exc:
-            ended.append(exc)
+            self.ended.append(exc)
             raise
 
+    def was_killed(self) -> bool:
+        """Killed (SIGTERM), not waited for, and ended before side_by_side returned."""
+        return (len(self.ended) == 1 and isinstance(self.ended[0], CommandError)
+                and self.ended[0].returncode == -signal.SIGTERM)
+
+
+def test_a_failure_stops_the_other_tasks_commands_and_is_the_error_raised():
+    runner = Runner(kill_grace=1.0)
+    long_command = LongCommand(runner)
+
     def failing() -> str:
-        sleeping.wait(10)
+        long_command.started.wait(10)
         time.sleep(0.2)  # the sleep has started
         raise UserError("the second format is refused", "fix it")
 
     with pytest.raises(UserError, match="the second format is refused"):
         side_by_side([long_command, failing], runner)
-    # Killed (SIGTERM), not waited for, and ended before side_by_side returned.
-    assert len(ended) == 1 and isinstance(ended[0], CommandError) and ended[0].returncode == -signal.SIGTERM
+    assert long_command.was_killed()
     # The runner takes commands again afterwards (the staging's clean-up may run some).
     assert runner.run(["echo", "again"], limit=FILESYSTEM).stdout == "again\n"
 
@@ -69,18 +82,11 @@ def test_one_task_runs_in_the_callers_thread():
 def test_meanwhile_runs_while_the_tasks_do_and_its_refusal_wins():
     runner = Runner(kill_grace=1.0)
     meeting = threading.Barrier(2, timeout=10)
-    ended: list[BaseException] = []
+    long_command = LongCommand(runner)
 
     def task_that_fails_first() -> str:
         meeting.wait()  # the check is running
         raise UserError("a packer's own error", "fix it")
-
-    def long_command() -> str:
-        try:
-            return runner.run(["sleep", "60"], limit=FILESYSTEM).stdout
-        except BaseException as exc:
-            ended.append(exc)
-            raise
 
     def check() -> None:
         meeting.wait()
@@ -89,7 +95,7 @@ def test_meanwhile_runs_while_the_tasks_do_and_its_refusal_wins():
 
     with pytest.raises(UserError, match="the tree fails its checks"):
         side_by_side([task_that_fails_first, long_command], runner, meanwhile=check)
-    assert len(ended) == 1 and isinstance(ended[0], CommandError) and ended[0].returncode == -signal.SIGTERM
+    assert long_command.was_killed()
 
 
 def test_meanwhile_passing_leaves_the_results():

@@ -33,7 +33,6 @@ from osbuilder.rootfs.backends.base import (RELEASE, UPDATES, Available, Backend
                                             install_through_user_namespace, read_index_file, recipe_path)
 from osbuilder.foundation.privilege import Privilege
 from osbuilder.foundation.runner import PACKAGE_MANAGER, PROBE, Runner
-from osbuilder.foundation.templates import Templates
 from osbuilder.rootfs.backends.versions import compare_rpm
 
 QUERY_FORMAT = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
@@ -145,6 +144,8 @@ class DnfBackend(Backend):
         (config / "repos.d").mkdir(parents=True, exist_ok=True)
         (config / "home").mkdir(exist_ok=True)
         keyring = section.keyring if "://" in section.keyring else Path(section.keyring).resolve().as_uri()
+        from osbuilder.foundation.templates import Templates  # jinja2: for an install, not for listing recipes
+
         templates = Templates()
         (config / "dnf.conf").write_text(templates.render("dnf.conf.j2", config=config))
         (config / "repos.d" / "osbuilder.repo").write_text(templates.render(
