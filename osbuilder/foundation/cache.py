@@ -316,10 +316,13 @@ class BuildCache:
                 clone(unpacked, into)
             except CommandError as exc:
                 log.warning("could not clone %s (%s); unpacking its tarball instead", unpacked, exc)
-                kept.result()
                 return False
             cloned = metadata_digest(into)
-            if cloned != expected or kept.result() != (expected, expected_content):
+            try:
+                found = kept.result()
+            except OSError:  # a file of the kept copy went away while it was read
+                found = None
+            if cloned != expected or found != (expected, expected_content):
                 log.warning("the unpacked copy in cache entry %s changed since it was kept; dropping it", entry)
                 self._drop_unpacked(entry)
                 return False
