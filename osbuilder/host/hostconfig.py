@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from osbuilder.foundation.cgroups import CGROUPFS_DRIVER, HOST_CGROUP_DRIVERS, SYSTEMD_DRIVER
-from osbuilder.foundation.documents import check_shape, load_yaml_document, quoted, read_regular
+from osbuilder.foundation.documents import check_shape, quoted, read_regular
+from osbuilder.foundation.yaml_documents import load_yaml_document
 from osbuilder.foundation.errors import UserError
 from osbuilder.pack.registry import runtime_slot_keys
 

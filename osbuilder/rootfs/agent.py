@@ -13,7 +13,6 @@ from osbuilder.foundation.documents import require_file
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot, sha256_file
 from osbuilder.foundation.guest_layout import AGENT_PATH, UNIT_DIR
-from osbuilder.rootfs.extract import safe_extract
 from osbuilder.foundation.runner import BUILD
 
 if TYPE_CHECKING:
@@ -64,6 +63,8 @@ def agent_from_tarball(tarball: Path, into: Path, target: Arch, workdir: Path, r
     """Kata's agent release tarball (docs/kata-contract.md, release packaging), unpacked safely into `into` to be
     checked: usr/bin/kata-agent, and the units it ships, which then replace osbuilder's. The
     provisioner unpacks the whole tarball over the guest."""
+    from osbuilder.rootfs.extract import safe_extract  # tarfile and the codecs: for a tarball alone
+
     into.mkdir(parents=True, exist_ok=True)
     unpacked = safe_extract(tarball, GuestRoot(into), workdir, runner, owners=False)
     agent = agent_from_tree(into, target, f"agent tarball '{tarball}'", tarball.name)

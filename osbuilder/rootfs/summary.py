@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from osbuilder import __version__
 from osbuilder.foundation.epoch import format_time
-from osbuilder.foundation.documents import check_shape, load_yaml_document
+from osbuilder.foundation.documents import check_shape
+from osbuilder.foundation.yaml_documents import load_yaml_document
 from osbuilder.foundation.errors import UserError
 from osbuilder.foundation.fsutil import GuestRoot
 from osbuilder.foundation.guest_layout import SUMMARY_PATH

@@ -41,7 +41,8 @@ def test_the_command_list_imports_no_command():
 @pytest.mark.parametrize("argv,never", [
     (("distros",), ("osbuilder.boot", "osbuilder.inspect", "osbuilder.check", "osbuilder.build", "osbuilder.config",
                     "osbuilder.release", "osbuilder.host", "osbuilder.pack.registry", "osbuilder.pack.image",
-                    "osbuilder.matrix")),
+                    "osbuilder.matrix", "osbuilder.foundation.templates", "osbuilder.foundation.yaml_documents",
+                    "jinja2", "magic")),
     (("image", "--help"), ("osbuilder.boot", "osbuilder.inspect", "osbuilder.check", "osbuilder.build",
                            "osbuilder.matrix", "osbuilder.updates", "osbuilder.rootfs.stage")),
     # A packer command, run until it refuses the missing tree: its own packer and the tree's

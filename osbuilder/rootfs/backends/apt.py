@@ -8,7 +8,6 @@ It writes a tarball whose entries are owned 0/0, unpacked into the root with tho
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import gzip
 import hashlib
 import logging
@@ -171,6 +170,8 @@ class AptBackend(Backend):
         date = release.field("Date")
         if date is None:
             raise UserError(f"{release.url} gives no Date:", "check --mirror and --release")
+        import email.utils  # here: listing recipes (`distros`) reads no Release file
+
         try:
             return int(email.utils.parsedate_to_datetime(date).timestamp())
         except (TypeError, ValueError):
