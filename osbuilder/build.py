@@ -133,9 +133,8 @@ def run_build(config: BuildConfig, recipe: Recipe, tools: HostTools, runner: Run
                               meanwhile=lambda: check_built_tree(tree_path, stage.work, options, recipe, built.agent,
                                                                  runner))
         # Nothing reads the tree again: it is removed while the artifacts are digested.
-        digested = side_by_side([*(artifact.digested for artifact in packed),
-                                 functools.partial(remove_tree, tree_path)], runner)
-        artifacts: list[Artifact] = digested[:len(packed)]
+        artifacts: list[Artifact] = side_by_side([artifact.digested for artifact in packed], runner,
+                                                 meanwhile=functools.partial(remove_tree, tree_path))
         release = config.release
         if release.layout == "kata":
             artifacts = arrange_kata_layout(artifacts_dir, artifacts, release, summary.distro, summary.release)

@@ -81,7 +81,7 @@ def takes_settings(command: str) -> bool:
 
 
 def settings_of(command: str) -> tuple[type, ...]:
-    """A command's option classes; a packer's are the pipeline's for it (read from the registry)."""
+    """A command's option classes; a packer command's are its own packer's (pack/source.py)."""
     return _packer(command) if command in PACKER_CATALOG else SETTINGS[command]()
 
 

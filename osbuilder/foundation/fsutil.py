@@ -402,7 +402,10 @@ def first_unreadable(root: Path, reads_everything: bool) -> str | None:
     return None
 
 
-def walk_entries(root: Path) -> Iterator[tuple[bytes, os.DirEntry[str], os.stat_result]]:
+WalkEntry = tuple[bytes, os.DirEntry, os.stat_result]
+
+
+def walk_entries(root: Path) -> Iterator[WalkEntry]:
     """Every path below `root`, never following a link: (its name relative to `root`, its
     entry, its lstat), each directory's entries in name order. The one walk the tree digests
     (cache.py, verified.py) take, so they cannot order a tree differently."""
@@ -419,14 +422,12 @@ def walk_entries(root: Path) -> Iterator[tuple[bytes, os.DirEntry[str], os.stat_
             yield name, item, st
 
 
-WalkEntry = tuple[bytes, os.DirEntry, os.stat_result]
-
-
 class TreeListing:
     """One walk of a tree (walk_entries), taken the first time it is asked for and kept: a
-    packer reads the tree's metadata for the verified digest, the filesystem's size and the
-    mtimes to clamp, and a tree of 12,000 paths is walked once for all three (and the initrd's archive). The tree must not
-    change while the listing is in use (a packer never writes into the tree it packs)."""
+    pack reads the tree's metadata for the verified digest, the filesystem's size, the mtimes
+    to clamp and the initrd's archive, and a tree of 12,000 paths is walked once for all of
+    them. The tree must not change while the listing is in use (a packer never writes into
+    the tree it packs)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

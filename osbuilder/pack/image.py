@@ -305,9 +305,8 @@ def pack_image(tree: GuestTree, output: Path, options: ImageOptions, workdir: Pa
     stats = measure_tree(tree.listing, options.block_size)
     fs_image = workdir / f"rootfs.{filesystem.name}"
     fs_uuid = str(uuid.UUID(bytes=_derived(tree, options, "fs-uuid")[:16], version=4))
-    request = FsRequest(tree=tree.root, image=fs_image, size=None, epoch=tree.epoch, uuid=fs_uuid,
-                        block_size=options.block_size, stats=stats, workdir=workdir, listing=tree.listing,
-                        machine_id=tree.mode.holds_agent)
+    request = FsRequest(image=fs_image, size=None, epoch=tree.epoch, uuid=fs_uuid, block_size=options.block_size,
+                        stats=stats, workdir=workdir, listing=tree.listing, machine_id=tree.mode.holds_agent)
     free = options.free_space * MiB
     signature = int.from_bytes(_derived(tree, options, "disk-signature")[:4], "little")
     if filesystem.content_sized:

@@ -13,7 +13,6 @@ from osbuilder.foundation.shared_settings import ArchSetting, BaseSetting, Cache
 from osbuilder.pack.catalog import PACKER_CATALOG
 from osbuilder.rootfs.initmode import InitSetting
 
-
 EXTENSION_SUFFIX = "extension"
 
 

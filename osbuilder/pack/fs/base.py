@@ -51,7 +51,6 @@ class FsSource:
 
 @dataclass(frozen=True)
 class FsRequest:
-    tree: Path
     image: Path  # the filesystem image file to create
     size: int | None  # exact bytes for filesystems that fill their partition
     epoch: int
@@ -59,11 +58,15 @@ class FsRequest:
     block_size: int
     stats: TreeStats  # what the tree needs; sizes the filesystem's internals
     workdir: Path
-    listing: TreeListing  # the tree's paths and their metadata, walked once (fsutil.TreeListing)
+    listing: TreeListing  # the tree to pack: its paths and their metadata, walked once
     offset: int = 0  # where in `image` the filesystem starts (filesystems that can write in place)
     # An empty /etc/machine-id (systemd fills it at boot) is added where the tree lacks one;
     # an extension image, mounted below /run/kata-extensions, gets none.
     machine_id: bool = True
+
+    @property
+    def tree(self) -> Path:
+        return self.listing.root
 
     @property
     def adds_machine_id(self) -> bool:
